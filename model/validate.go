@@ -1,0 +1,115 @@
+package model
+
+import (
+	"fmt"
+	"slices"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// FieldError is a validation failure tied to one form field, so the TUI can
+// show it inline and the CLI can name the flag.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return e.Msg }
+
+// Limits on user-entered text.
+const (
+	MaxNameLen        = 64
+	MaxDescriptionLen = 256
+)
+
+// ValidateName checks a key name: 1-64 printable characters, no control,
+// escape or bidi characters, not only spaces.
+func ValidateName(name string) error {
+	if err := checkText("name", name, MaxNameLen); err != nil {
+		return err
+	}
+	if name == "" || isBlank(name) {
+		return &FieldError{Field: "name", Msg: "name is required"}
+	}
+	return nil
+}
+
+// ValidateDescription checks a description: at most 256 printable characters.
+func ValidateDescription(d string) error { return checkText("description", d, MaxDescriptionLen) }
+
+func checkText(field, s string, max int) error {
+	if !utf8.ValidString(s) {
+		return &FieldError{Field: field, Msg: field + " is not valid UTF-8"}
+	}
+	if n := utf8.RuneCountInString(s); n > max {
+		return &FieldError{Field: field, Msg: fmt.Sprintf("%s is %d characters; the limit is %d", field, n, max)}
+	}
+	for _, r := range s {
+		if unsafeRune(r) {
+			return &FieldError{Field: field, Msg: fmt.Sprintf("%s contains a control or escape character (%U); only printable text is allowed", field, r)}
+		}
+	}
+	return nil
+}
+
+func isBlank(s string) bool {
+	for _, r := range s {
+		if !unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidateSpec checks a key spec against the catalog at now. existingName
+// reports whether another live key already uses a name.
+func ValidateSpec(spec KeySpec, cat *Catalog, now time.Time) error {
+	if err := ValidateName(spec.Name); err != nil {
+		return err
+	}
+	if err := ValidateDescription(spec.Description); err != nil {
+		return err
+	}
+	switch spec.Role {
+	case RoleAdmin, RoleEditor, RoleReadonly:
+	default:
+		return &FieldError{Field: "role", Msg: fmt.Sprintf("unknown role %q (want ADMIN, EDITOR or READONLY)", Sanitize(string(spec.Role)))}
+	}
+	if spec.ExpiresAt != nil && !spec.ExpiresAt.After(now) {
+		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is not in the future", spec.ExpiresAt.UTC().Format("2006-01-02 15:04"))}
+	}
+	if spec.Role == RoleAdmin {
+		if len(spec.Scopes) > 0 || len(spec.Resources) > 0 {
+			return &FieldError{Field: "scopes", Msg: "ADMIN keys get every scope on every resource; leave scopes and resources empty"}
+		}
+		return nil
+	}
+	if len(spec.Scopes) == 0 {
+		return &FieldError{Field: "scopes", Msg: "choose at least one scope"}
+	}
+	for i, r := range spec.Resources {
+		if _, ok := cat.Resource(r); !ok {
+			return &FieldError{Field: "resources", Msg: fmt.Sprintf("unknown resource %q", Sanitize(r))}
+		}
+		if slices.Contains(spec.Resources[:i], r) {
+			return &FieldError{Field: "resources", Msg: fmt.Sprintf("resource %q is listed twice", r)}
+		}
+	}
+	for i, name := range spec.Scopes {
+		sc, ok := cat.Scope(name)
+		if !ok {
+			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q", Sanitize(name))}
+		}
+		if slices.Contains(spec.Scopes[:i], name) {
+			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("scope %q is listed twice", name)}
+		}
+		if spec.Role == RoleReadonly && !sc.ReadOnly() {
+			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("READONLY keys may only have :read scopes; %q writes", name)}
+		}
+		if len(spec.Resources) > 0 && !sc.PerResource {
+			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("scope %q does not work per resource; remove it or choose no resources (all)", name)}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,116 @@
+package store
+
+import "sync"
+
+// ChangeKind says what a Change is about.
+type ChangeKind int
+
+const (
+	KeyCreated ChangeKind = iota + 1
+	KeyUpdated
+	KeyDeleted
+	LastUsed
+	OperatorsChanged
+	SecretChanged
+	CatalogChanged
+	AuditAppended
+	// Resync means too much changed to list: reload everything.
+	Resync
+)
+
+// Change is one committed change, published after the commit.
+type Change struct {
+	Kind ChangeKind
+	ID   string   // key id or operator name, when one
+	IDs  []string // for LastUsed batches
+}
+
+// maxPending bounds a slow subscriber's queue; past it the queue collapses
+// into a single Resync.
+const maxPending = 4096
+
+// Subscription receives the store's change feed. Ready is signalled when
+// changes are pending; Next takes them. A subscriber that falls behind gets
+// one Resync instead of an unbounded queue.
+type Subscription struct {
+	s       *Store
+	ready   chan struct{}
+	mu      sync.Mutex
+	pending []Change
+	closed  bool
+}
+
+// Subscribe starts a change feed. Call Close when done.
+func (s *Store) Subscribe() *Subscription {
+	sub := &Subscription{s: s, ready: make(chan struct{}, 1)}
+	s.subsMu.Lock()
+	if s.subs != nil {
+		s.subs[sub] = struct{}{}
+	} else {
+		sub.closed = true
+		close(sub.ready)
+	}
+	s.subsMu.Unlock()
+	return sub
+}
+
+// Ready is signalled (or closed, when the store closes) when Next has
+// something.
+func (sub *Subscription) Ready() <-chan struct{} { return sub.ready }
+
+// Next returns and clears the pending changes.
+func (sub *Subscription) Next() []Change {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	out := sub.pending
+	sub.pending = nil
+	return out
+}
+
+// Close stops the feed.
+func (sub *Subscription) Close() {
+	sub.s.subsMu.Lock()
+	if sub.s.subs != nil {
+		delete(sub.s.subs, sub)
+	}
+	sub.s.subsMu.Unlock()
+	sub.close()
+}
+
+func (sub *Subscription) close() {
+	sub.mu.Lock()
+	defer sub.mu.Unlock()
+	if !sub.closed {
+		sub.closed = true
+		close(sub.ready)
+	}
+}
+
+func (sub *Subscription) push(cs []Change) {
+	sub.mu.Lock()
+	if sub.closed {
+		sub.mu.Unlock()
+		return
+	}
+	if len(sub.pending)+len(cs) > maxPending {
+		sub.pending = []Change{{Kind: Resync}}
+	} else {
+		sub.pending = append(sub.pending, cs...)
+	}
+	sub.mu.Unlock()
+	select {
+	case sub.ready <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Store) publish(cs ...Change) {
+	if len(cs) == 0 {
+		return
+	}
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	for sub := range s.subs {
+		sub.push(cs)
+	}
+}

@@ -1,0 +1,596 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/model"
+)
+
+// txn is one write: the bbolt work plus the memory updates and change
+// events to apply once it has committed.
+type txn struct {
+	tx      *bolt.Tx
+	now     time.Time
+	actor   string
+	after   []func()
+	changes []Change
+}
+
+func (t *txn) audit(action, target, detail string) error {
+	return appendAudit(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: action, Target: target, Detail: detail})
+}
+
+// write runs fn in one bbolt transaction as actor. The actor must be an
+// active ADMIN operator: READONLY operators are refused here, not only in
+// the UI. Memory is updated only after the commit succeeds.
+func (s *Store) write(actor string, fn func(t *txn) error) error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if err := s.authorize(actor); err != nil {
+		return err
+	}
+	t := &txn{now: s.now().UTC(), actor: actor}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t.tx = tx
+		return fn(t)
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, f := range t.after {
+		f()
+	}
+	s.mu.Unlock()
+	s.publish(t.changes...)
+	return nil
+}
+
+// authorize checks that actor may change state.
+func (s *Store) authorize(actor string) error {
+	s.mu.RLock()
+	op := s.ops[actor]
+	s.mu.RUnlock()
+	switch {
+	case op == nil:
+		return fmt.Errorf("%w: %q is not an operator of this database", ErrForbidden, model.Sanitize(actor))
+	case op.Disabled:
+		return fmt.Errorf("%w: operator %q is disabled", ErrForbidden, actor)
+	case op.Role != model.OperatorAdmin:
+		return fmt.Errorf("%w: operator %q is READONLY", ErrForbidden, actor)
+	}
+	return nil
+}
+
+// Catalog returns the scope and resource catalog.
+func (s *Store) Catalog() model.Catalog {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.catalog
+}
+
+// Keys returns every key, unordered. The pointers are immutable snapshots
+// shared with the store: callers must not modify them.
+func (s *Store) Keys() []*model.Key {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*model.Key, 0, len(s.keys))
+	for _, e := range s.keys {
+		out = append(out, e.key.Load())
+	}
+	return out
+}
+
+// KeyCount returns how many keys exist.
+func (s *Store) KeyCount() int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.keys)
+}
+
+// Key returns one key by id (an immutable snapshot).
+func (s *Store) Key(id string) (*model.Key, error) {
+	s.mu.RLock()
+	e := s.keys[id]
+	s.mu.RUnlock()
+	if e == nil {
+		return nil, fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+	}
+	return e.key.Load(), nil
+}
+
+// checkSpec validates spec and that its name is free (ignoring selfID).
+func (s *Store) checkSpec(spec model.KeySpec, selfID string, now time.Time) error {
+	s.mu.RLock()
+	cat := s.catalog
+	other, taken := s.names[foldName(spec.Name)]
+	s.mu.RUnlock()
+	if err := model.ValidateSpec(spec, &cat, now); err != nil {
+		return err
+	}
+	if taken && other != selfID {
+		return &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", spec.Name, other)}
+	}
+	return nil
+}
+
+// newTokenFor creates a token whose hash is not already indexed.
+func (s *Store) newToken(b *bolt.Bucket) (model.Token, [32]byte, error) {
+	for {
+		tok, err := model.GenerateToken(s.prefix)
+		if err != nil {
+			return model.Token{}, [32]byte{}, err
+		}
+		h := tok.Hash()
+		if b.Get(h[:]) == nil {
+			return tok, h, nil
+		}
+	}
+}
+
+// CreateKey validates spec, stores a new key and returns it with its token.
+// The token is returned exactly once; only its SHA-256 is persisted.
+func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string, error) {
+	now := s.now().UTC()
+	spec = normalizeSpec(spec)
+	if err := s.checkSpec(spec, "", now); err != nil {
+		return nil, "", err
+	}
+	var key *model.Key
+	var token string
+	err := s.write(actor, func(t *txn) error {
+		k, tok, err := s.insertKey(t, spec)
+		key, token = k, tok
+		if err != nil {
+			return err
+		}
+		return t.audit(model.ActKeyCreate, k.ID, describeNew(k))
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return key, token, nil
+}
+
+// insertKey writes one new key inside t and schedules its memory update.
+func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error) {
+	// Re-check the name inside the writer lock: two creates may race.
+	s.mu.RLock()
+	other, taken := s.names[foldName(spec.Name)]
+	s.mu.RUnlock()
+	if taken {
+		return nil, "", &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", spec.Name, other)}
+	}
+	hb := t.tx.Bucket(bHashes)
+	tok, h, err := s.newToken(hb)
+	if err != nil {
+		return nil, "", err
+	}
+	kb := t.tx.Bucket(bKeys)
+	var id string
+	for {
+		if id, err = model.NewKeyID(); err != nil {
+			return nil, "", err
+		}
+		if kb.Get([]byte(id)) == nil {
+			break
+		}
+	}
+	status := model.StatusActive
+	if !spec.Active {
+		status = model.StatusDisabled
+	}
+	k := &model.Key{
+		ID: id, Name: spec.Name, Description: spec.Description, Role: spec.Role,
+		Scopes: spec.Scopes, Resources: spec.Resources, Status: status,
+		CreatedAt: t.now, CreatedBy: t.actor, UpdatedAt: t.now, ExpiresAt: spec.ExpiresAt,
+		Hint: tok.Hint(), Version: 1,
+	}
+	if err := kb.Put([]byte(id), encodeKey(k)); err != nil {
+		return nil, "", err
+	}
+	if err := hb.Put(h[:], encodeHashRef(hashRef{id: id})); err != nil {
+		return nil, "", err
+	}
+	t.after = append(t.after, func() {
+		e := &entry{cur: h}
+		e.key.Store(k)
+		s.keys[id] = e
+		s.hashes[h] = hashRef{id: id}
+		s.names[foldName(k.Name)] = id
+	})
+	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: id})
+	return k, tok.String(), nil
+}
+
+// ImportKeys creates many keys in one transaction (seeding, migrations).
+// Tokens are returned in order. It is all-or-nothing.
+func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, []string, error) {
+	now := s.now().UTC()
+	seen := make(map[string]int, len(specs))
+	for i := range specs {
+		specs[i] = normalizeSpec(specs[i])
+		if err := s.checkSpec(specs[i], "", now); err != nil {
+			return nil, nil, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(specs[i].Name), err)
+		}
+		if j, dup := seen[foldName(specs[i].Name)]; dup {
+			return nil, nil, fmt.Errorf("key %d: name %q repeats key %d", i+1, specs[i].Name, j+1)
+		}
+		seen[foldName(specs[i].Name)] = i
+	}
+	keys := make([]*model.Key, 0, len(specs))
+	tokens := make([]string, 0, len(specs))
+	err := s.write(actor, func(t *txn) error {
+		t.tx.Bucket(bAudit).FillPercent = 1
+		for _, spec := range specs {
+			k, tok, err := s.insertKey(t, spec)
+			if err != nil {
+				return err
+			}
+			if err := t.audit(model.ActKeyCreate, k.ID, "imported: "+describeNew(k)); err != nil {
+				return err
+			}
+			keys = append(keys, k)
+			tokens = append(tokens, tok)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(keys) > 64 {
+		// One resync signal instead of a flood of per-key events.
+		s.publish(Change{Kind: Resync})
+	}
+	return keys, tokens, nil
+}
+
+// load-modify-store helper: fn returns the new key (or nil to delete).
+func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
+	var out *model.Key
+	err := s.write(actor, func(t *txn) error {
+		s.mu.RLock()
+		e := s.keys[id]
+		s.mu.RUnlock()
+		if e == nil {
+			return fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+		}
+		cur := e.key.Load()
+		next, err := fn(t, cur)
+		if err != nil {
+			return err
+		}
+		if next == nil {
+			return nil
+		}
+		next.Version = cur.Version + 1
+		next.UpdatedAt = t.now
+		if err := t.tx.Bucket(bKeys).Put([]byte(id), encodeKey(next)); err != nil {
+			return err
+		}
+		out = next
+		t.after = append(t.after, func() {
+			s.keys[id].key.Store(next)
+			if cur.Name != next.Name {
+				delete(s.names, foldName(cur.Name))
+				s.names[foldName(next.Name)] = id
+			}
+		})
+		t.changes = append(t.changes, Change{Kind: KeyUpdated, ID: id})
+		return nil
+	})
+	return out, err
+}
+
+// EditKey replaces the editable fields of key id. version must be the
+// version the caller loaded; if the key changed since, ErrConflict is
+// returned and nothing is written.
+func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*model.Key, error) {
+	spec = normalizeSpec(spec)
+	return s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {
+		if cur.Version != version {
+			return nil, fmt.Errorf("key %s: %w (you had version %d, it is now %d)", id, ErrConflict, version, cur.Version)
+		}
+		// Editing may keep an expiry that has passed since; only a changed
+		// expiry must be in the future.
+		check := spec
+		if sameTime(spec.ExpiresAt, cur.ExpiresAt) {
+			check.ExpiresAt = nil
+		}
+		if err := s.checkSpec(check, id, t.now); err != nil {
+			return nil, err
+		}
+		next := cur.Clone()
+		next.Name, next.Description, next.Role = spec.Name, spec.Description, spec.Role
+		next.Scopes, next.Resources, next.ExpiresAt = spec.Scopes, spec.Resources, spec.ExpiresAt
+		if spec.Active {
+			next.Status = model.StatusActive
+		} else {
+			next.Status = model.StatusDisabled
+		}
+		diff := describeDiff(cur, next)
+		if diff == "" {
+			return nil, nil // nothing changed: no write, no audit noise
+		}
+		return next, t.audit(model.ActKeyEdit, id, diff)
+	})
+}
+
+// SetKeyActive disables or re-enables a key. It takes effect on the next
+// verification.
+func (s *Store) SetKeyActive(actor, id string, active bool) (*model.Key, error) {
+	return s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {
+		want := model.StatusDisabled
+		action := model.ActKeyDisable
+		if active {
+			want, action = model.StatusActive, model.ActKeyEnable
+		}
+		if cur.Status == want {
+			return nil, nil
+		}
+		next := cur.Clone()
+		next.Status = want
+		return next, t.audit(action, id, fmt.Sprintf("status %s -> %s", cur.Status, want))
+	})
+}
+
+// Grace periods offered when regenerating.
+var GraceChoices = []time.Duration{0, time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
+
+// RegenerateKey issues a new secret for key id. With grace > 0 the
+// previous secret keeps verifying until now+grace; otherwise it dies at
+// once. Any older previous secret is dropped.
+func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key, string, error) {
+	if grace < 0 || grace > 30*24*time.Hour {
+		return nil, "", &model.FieldError{Field: "grace", Msg: "grace must be between 0 and 30 days"}
+	}
+	var token string
+	k, err := s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {
+		hb := t.tx.Bucket(bHashes)
+		oldHashes := s.hashesOf(id)
+		tok, h, err := s.newToken(hb)
+		if err != nil {
+			return nil, err
+		}
+		keep := map[[32]byte]hashRef{}
+		for oh, ref := range oldHashes {
+			if grace > 0 && !ref.previous {
+				keep[oh] = hashRef{id: id, previous: true}
+				if err := hb.Put(oh[:], encodeHashRef(keep[oh])); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err := hb.Delete(oh[:]); err != nil {
+				return nil, err
+			}
+		}
+		if err := hb.Put(h[:], encodeHashRef(hashRef{id: id})); err != nil {
+			return nil, err
+		}
+		next := cur.Clone()
+		next.Hint = tok.Hint()
+		next.GraceUntil = nil
+		if grace > 0 {
+			until := t.now.Add(grace)
+			next.GraceUntil = &until
+		}
+		token = tok.String()
+		t.after = append(t.after, func() {
+			for oh := range oldHashes {
+				delete(s.hashes, oh)
+			}
+			for oh, ref := range keep {
+				s.hashes[oh] = ref
+			}
+			s.hashes[h] = hashRef{id: id}
+			e := s.keys[id]
+			e.cur, e.hasPrev = h, false
+			for oh := range keep {
+				e.prev, e.hasPrev = oh, true
+			}
+			if next.GraceUntil != nil {
+				s.graces[id] = *next.GraceUntil
+			} else {
+				delete(s.graces, id)
+			}
+		})
+		detail := fmt.Sprintf("new secret %s…; previous secret revoked now", next.Hint)
+		if grace > 0 {
+			detail = fmt.Sprintf("new secret %s…; previous secret valid until %s", next.Hint, next.GraceUntil.Format(time.RFC3339))
+		}
+		return next, t.audit(model.ActKeyRegenerate, id, detail)
+	})
+	if err != nil {
+		return nil, "", err
+	}
+	return k, token, nil
+}
+
+// hashesOf returns the index entries of key id: its current secret and,
+// during a grace period, its previous one.
+func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := map[[32]byte]hashRef{}
+	if e := s.keys[id]; e != nil {
+		out[e.cur] = hashRef{id: id}
+		if e.hasPrev {
+			out[e.prev] = hashRef{id: id, previous: true}
+		}
+	}
+	return out
+}
+
+// DeleteKey removes key id permanently. Its secrets stop verifying at once.
+func (s *Store) DeleteKey(actor, id string) error {
+	return s.write(actor, func(t *txn) error {
+		s.mu.RLock()
+		e := s.keys[id]
+		s.mu.RUnlock()
+		if e == nil {
+			return fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+		}
+		cur := e.key.Load()
+		hashes := s.hashesOf(id)
+		hb := t.tx.Bucket(bHashes)
+		for h := range hashes {
+			if err := hb.Delete(h[:]); err != nil {
+				return err
+			}
+		}
+		if err := t.tx.Bucket(bKeys).Delete([]byte(id)); err != nil {
+			return err
+		}
+		if err := t.tx.Bucket(bLastUsed).Delete([]byte(id)); err != nil {
+			return err
+		}
+		t.after = append(t.after, func() {
+			for h := range hashes {
+				delete(s.hashes, h)
+			}
+			delete(s.keys, id)
+			delete(s.names, foldName(cur.Name))
+			delete(s.graces, id)
+		})
+		t.changes = append(t.changes, Change{Kind: KeyDeleted, ID: id})
+		return t.audit(model.ActKeyDelete, id, fmt.Sprintf("deleted %q (%s)", cur.Name, cur.Role))
+	})
+}
+
+// expireGraces drops previous secrets whose grace has ended.
+func (s *Store) expireGraces() {
+	now := s.now()
+	s.mu.RLock()
+	var due []string
+	for id, until := range s.graces {
+		if !now.Before(until) {
+			due = append(due, id)
+		}
+	}
+	s.mu.RUnlock()
+	for _, id := range due {
+		s.wmu.Lock()
+		err := s.db.Update(func(tx *bolt.Tx) error {
+			hb := tx.Bucket(bHashes)
+			for h, ref := range s.hashesOf(id) {
+				if ref.previous {
+					if err := hb.Delete(h[:]); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			s.mu.Lock()
+			if e := s.keys[id]; e != nil && e.hasPrev {
+				delete(s.hashes, e.prev)
+				e.hasPrev = false
+			}
+			delete(s.graces, id)
+			s.mu.Unlock()
+		}
+		s.wmu.Unlock()
+	}
+}
+
+func normalizeSpec(spec model.KeySpec) model.KeySpec {
+	spec.Name = strings.TrimSpace(spec.Name)
+	spec.Description = strings.TrimSpace(spec.Description)
+	if len(spec.Scopes) == 0 {
+		spec.Scopes = nil
+	}
+	if len(spec.Resources) == 0 {
+		spec.Resources = nil
+	}
+	if spec.ExpiresAt != nil {
+		t := spec.ExpiresAt.UTC()
+		spec.ExpiresAt = &t
+	}
+	return spec
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
+}
+
+func fmtExpiry(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+func describeNew(k *model.Key) string {
+	scopes := "all"
+	if k.Role != model.RoleAdmin {
+		scopes = strings.Join(k.Scopes, ",")
+	}
+	res := "all"
+	if len(k.Resources) > 0 {
+		res = strings.Join(k.Resources, ",")
+	}
+	return fmt.Sprintf("name %q, role %s, scopes %s, resources %s, expires %s, status %s, secret %s…",
+		k.Name, k.Role, scopes, res, fmtExpiry(k.ExpiresAt), k.Status, k.Hint)
+}
+
+// describeDiff says what an edit changed, for the audit log.
+func describeDiff(a, b *model.Key) string {
+	var parts []string
+	if a.Name != b.Name {
+		parts = append(parts, fmt.Sprintf("name %q -> %q", a.Name, b.Name))
+	}
+	if a.Description != b.Description {
+		parts = append(parts, "description changed")
+	}
+	if a.Role != b.Role {
+		parts = append(parts, fmt.Sprintf("role %s -> %s", a.Role, b.Role))
+	}
+	if d := listDiff("scopes", a.Scopes, b.Scopes); d != "" {
+		parts = append(parts, d)
+	}
+	if d := listDiff("resources", a.Resources, b.Resources); d != "" {
+		parts = append(parts, d)
+	}
+	if !sameTime(a.ExpiresAt, b.ExpiresAt) {
+		parts = append(parts, fmt.Sprintf("expires %s -> %s", fmtExpiry(a.ExpiresAt), fmtExpiry(b.ExpiresAt)))
+	}
+	if a.Status != b.Status {
+		parts = append(parts, fmt.Sprintf("status %s -> %s", a.Status, b.Status))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func listDiff(label string, a, b []string) string {
+	var add, del []string
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			add = append(add, "+"+x)
+		}
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			del = append(del, "-"+x)
+		}
+	}
+	if len(add)+len(del) == 0 {
+		return ""
+	}
+	return label + " " + strings.Join(append(add, del...), " ")
+}
+
+// IsConflict reports whether err is an optimistic-concurrency conflict.
+func IsConflict(err error) bool { return errors.Is(err, ErrConflict) }

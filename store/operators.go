@@ -1,0 +1,241 @@
+package store
+
+import (
+	"encoding/json"
+	"fmt"
+	bolt "go.etcd.io/bbolt"
+	"sort"
+	"strings"
+
+	"github.com/keyward/keyward/model"
+)
+
+// Operators returns every operator, by name.
+func (s *Store) Operators() []model.Operator {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]model.Operator, 0, len(s.ops))
+	for _, op := range s.ops {
+		c := *op
+		c.PublicKeys = append([]string(nil), op.PublicKeys...)
+		out = append(out, c)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Operator returns one operator by name.
+func (s *Store) Operator(name string) (model.Operator, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	op := s.ops[name]
+	if op == nil {
+		return model.Operator{}, fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+	}
+	c := *op
+	c.PublicKeys = append([]string(nil), op.PublicKeys...)
+	return c, nil
+}
+
+// OperatorByKey finds the active operator owning an SSH public key (wire
+// format, as ssh.PublicKey.Marshal returns). Disabled operators are not
+// returned.
+func (s *Store) OperatorByKey(blob []byte) (model.Operator, bool) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, op := range s.ops {
+		if op.Disabled {
+			continue
+		}
+		for _, line := range op.PublicKeys {
+			pk, err := model.ParsePublicKey(line)
+			if err == nil && pk.Equal(blob) {
+				return *op, true
+			}
+		}
+	}
+	return model.Operator{}, false
+}
+
+// AddOperator registers an operator. publicKeys are authorized_keys lines;
+// each is validated and stored in canonical form.
+func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicKeys []string) (model.Operator, error) {
+	if err := model.ValidateOperatorName(name); err != nil {
+		return model.Operator{}, err
+	}
+	if role != model.OperatorAdmin && role != model.OperatorReadonly {
+		return model.Operator{}, &model.FieldError{Field: "role", Msg: "operator role must be ADMIN or READONLY"}
+	}
+	var keys []string
+	for _, line := range publicKeys {
+		pk, err := model.ParsePublicKey(line)
+		if err != nil {
+			return model.Operator{}, &model.FieldError{Field: "key", Msg: err.Error()}
+		}
+		if other, ok := s.OperatorByKey(pk.Blob); ok {
+			return model.Operator{}, &model.FieldError{Field: "key", Msg: fmt.Sprintf("that public key already belongs to operator %q", other.Name)}
+		}
+		keys = append(keys, pk.String())
+	}
+	var op model.Operator
+	err := s.write(actor, func(t *txn) error {
+		s.mu.RLock()
+		_, exists := s.ops[name]
+		s.mu.RUnlock()
+		if exists {
+			return &model.FieldError{Field: "name", Msg: fmt.Sprintf("operator %q already exists", name)}
+		}
+		op = model.Operator{Name: name, Role: role, PublicKeys: keys, CreatedAt: t.now, CreatedBy: actor}
+		if err := s.putOperator(t, &op); err != nil {
+			return err
+		}
+		var fps []string
+		for _, k := range keys {
+			pk, _ := model.ParsePublicKey(k)
+			fps = append(fps, pk.Fingerprint())
+		}
+		return t.audit(model.ActOperatorAdd, name, fmt.Sprintf("role %s, keys %s", role, strings.Join(fps, ",")))
+	})
+	return op, err
+}
+
+func (s *Store) putOperator(t *txn, op *model.Operator) error {
+	data, err := json.Marshal(op)
+	if err != nil {
+		return err
+	}
+	if err := t.tx.Bucket(bOperators).Put([]byte(op.Name), data); err != nil {
+		return err
+	}
+	c := *op
+	t.after = append(t.after, func() { s.ops[c.Name] = &c })
+	t.changes = append(t.changes, Change{Kind: OperatorsChanged, ID: op.Name})
+	return nil
+}
+
+// activeAdminsExcept counts active ADMIN operators other than name.
+func (s *Store) activeAdminsExcept(name string) int {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	n := 0
+	for _, op := range s.ops {
+		if op.Name != name && !op.Disabled && op.Role == model.OperatorAdmin {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *Store) modifyOperator(actor, name string, fn func(t *txn, op *model.Operator) (string, string, error)) (model.Operator, error) {
+	var out model.Operator
+	err := s.write(actor, func(t *txn) error {
+		s.mu.RLock()
+		cur := s.ops[name]
+		s.mu.RUnlock()
+		if cur == nil {
+			return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+		}
+		next := *cur
+		next.PublicKeys = append([]string(nil), cur.PublicKeys...)
+		action, detail, err := fn(t, &next)
+		if err != nil || action == "" {
+			return err
+		}
+		// Whatever the change, one active ADMIN must remain.
+		if (next.Disabled || next.Role != model.OperatorAdmin) && s.activeAdminsExcept(name) == 0 {
+			return fmt.Errorf("%w: %q is the last one", ErrLastAdmin, name)
+		}
+		out = next
+		if err := s.putOperator(t, &next); err != nil {
+			return err
+		}
+		return t.audit(action, name, detail)
+	})
+	return out, err
+}
+
+// SetOperatorDisabled disables or enables an operator. Keys an operator
+// created stop verifying while they are disabled (CREATOR_DISABLED).
+func (s *Store) SetOperatorDisabled(actor, name string, disabled bool) (model.Operator, error) {
+	return s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
+		if op.Disabled == disabled {
+			return "", "", nil
+		}
+		op.Disabled = disabled
+		if disabled {
+			return model.ActOperatorEdit, "disabled; keys it created are refused with CREATOR_DISABLED", nil
+		}
+		return model.ActOperatorEdit, "enabled", nil
+	})
+}
+
+// SetOperatorRole changes an operator's role.
+func (s *Store) SetOperatorRole(actor, name string, role model.OperatorRole) (model.Operator, error) {
+	return s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
+		if role != model.OperatorAdmin && role != model.OperatorReadonly {
+			return "", "", &model.FieldError{Field: "role", Msg: "operator role must be ADMIN or READONLY"}
+		}
+		if op.Role == role {
+			return "", "", nil
+		}
+		d := fmt.Sprintf("role %s -> %s", op.Role, role)
+		op.Role = role
+		return model.ActOperatorEdit, d, nil
+	})
+}
+
+// DeleteOperator removes an operator. Keys it created then verify as
+// CREATOR_DISABLED. The last active ADMIN cannot be deleted.
+func (s *Store) DeleteOperator(actor, name string) error {
+	return s.write(actor, func(t *txn) error {
+		s.mu.RLock()
+		cur := s.ops[name]
+		s.mu.RUnlock()
+		if cur == nil {
+			return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+		}
+		if !cur.Disabled && cur.Role == model.OperatorAdmin && s.activeAdminsExcept(name) == 0 {
+			return fmt.Errorf("%w: %q is the last one", ErrLastAdmin, name)
+		}
+		if err := t.tx.Bucket(bOperators).Delete([]byte(name)); err != nil {
+			return err
+		}
+		t.after = append(t.after, func() { delete(s.ops, name) })
+		t.changes = append(t.changes, Change{Kind: OperatorsChanged, ID: name})
+		return t.audit(model.ActOperatorDelete, name, fmt.Sprintf("deleted (%s); keys it created are refused with CREATOR_DISABLED", cur.Role))
+	})
+}
+
+// RecordLogin notes an operator's login time and audits it. It needs no
+// ADMIN right: every operator may log in.
+func (s *Store) RecordLogin(name, from string) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	s.mu.RLock()
+	cur := s.ops[name]
+	s.mu.RUnlock()
+	if cur == nil {
+		return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+	}
+	t := &txn{now: s.now().UTC(), actor: name}
+	next := *cur
+	now := t.now
+	next.LastLoginAt = &now
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		t.tx = tx
+		if err := s.putOperator(t, &next); err != nil {
+			return err
+		}
+		return t.audit(model.ActLogin, name, "from "+model.Sanitize(from))
+	})
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for _, f := range t.after {
+		f()
+	}
+	s.mu.Unlock()
+	s.publish(t.changes...)
+	return nil
+}

@@ -1,0 +1,284 @@
+package store
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/model"
+)
+
+// SecretPrefix starts every shared secret.
+const SecretPrefix = "kws_"
+
+// The shared secret is stored encrypted with AES-256-GCM under a master key
+// that lives in a separate file beside the database (mode 0600), so a copy
+// of the database alone (a backup, a stolen file) does not reveal it. Its
+// SHA-256 is stored too, so HTTP callers can be checked without decrypting.
+type secretRecord struct {
+	Nonce     []byte     `json:"nonce"`
+	Cipher    []byte     `json:"ciphertext"`
+	Sum       []byte     `json:"sha256"`
+	Hint      string     `json:"hint"`
+	CreatedAt time.Time  `json:"created_at"`
+	RotatedAt *time.Time `json:"rotated_at"`
+	PrevSum   []byte     `json:"prev_sha256,omitempty"`
+	PrevUntil *time.Time `json:"prev_until,omitempty"`
+}
+
+// SecretMeta is what may be shown without revealing the secret.
+type SecretMeta struct {
+	Exists    bool       `json:"exists"`
+	Hint      string     `json:"hint,omitempty"`
+	CreatedAt *time.Time `json:"created_at"`
+	RotatedAt *time.Time `json:"rotated_at"`
+	// PreviousValidUntil is set during a rotation grace period.
+	PreviousValidUntil *time.Time `json:"previous_valid_until,omitempty"`
+}
+
+// MasterKeyPath is where the master key for db lives.
+func MasterKeyPath(dbPath string) string { return dbPath + ".masterkey" }
+
+var secretAAD = []byte("keyward shared secret v1")
+
+func (s *Store) masterKey(create bool) ([]byte, error) {
+	p := MasterKeyPath(s.path)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) && create {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("creating master key file %s: %w", p, err)
+		}
+		if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("writing master key file %s: %w", p, err)
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return nil, err
+		}
+		return key, f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("master key file %s is missing or unreadable (%v); the shared secret cannot be decrypted: rotate it to start over", p, err)
+	}
+	key, err := hex.DecodeString(strings.TrimSpace(string(data)))
+	if err != nil || len(key) != 32 {
+		return nil, fmt.Errorf("master key file %s is not 64 hex characters", p)
+	}
+	return key, nil
+}
+
+func seal(key, plain []byte) (nonce, ct []byte, err error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, nil, err
+	}
+	nonce = make([]byte, gcm.NonceSize())
+	if _, err := rand.Read(nonce); err != nil {
+		return nil, nil, err
+	}
+	return nonce, gcm.Seal(nil, nonce, plain, secretAAD), nil
+}
+
+func open(key, nonce, ct []byte) ([]byte, error) {
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	gcm, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if len(nonce) != gcm.NonceSize() {
+		return nil, errors.New("bad nonce")
+	}
+	return gcm.Open(nil, nonce, ct, secretAAD)
+}
+
+func readSecret(tx *bolt.Tx) (*secretRecord, error) {
+	v := tx.Bucket(bMeta).Get(kSecret)
+	if v == nil {
+		return nil, nil
+	}
+	var rec secretRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return nil, fmt.Errorf("shared secret record: %w", err)
+	}
+	return &rec, nil
+}
+
+func (s *Store) loadSecretSums(tx *bolt.Tx) error {
+	rec, err := readSecret(tx)
+	if err != nil || rec == nil {
+		return err
+	}
+	s.applySecret(rec)
+	return nil
+}
+
+// applySecret sets the in-memory sums; caller holds s.mu (or is loading).
+func (s *Store) applySecret(rec *secretRecord) {
+	copy(s.secretSum[:], rec.Sum)
+	s.prevSum, s.prevUntil = [32]byte{}, time.Time{}
+	if rec.PrevUntil != nil && len(rec.PrevSum) == 32 {
+		copy(s.prevSum[:], rec.PrevSum)
+		s.prevUntil = *rec.PrevUntil
+	}
+}
+
+func metaOf(rec *secretRecord) SecretMeta {
+	if rec == nil {
+		return SecretMeta{}
+	}
+	ca := rec.CreatedAt
+	return SecretMeta{Exists: true, Hint: rec.Hint, CreatedAt: &ca, RotatedAt: rec.RotatedAt, PreviousValidUntil: rec.PrevUntil}
+}
+
+// SecretInfo returns the shared secret's metadata; any operator may see it.
+func (s *Store) SecretInfo() (SecretMeta, error) {
+	var meta SecretMeta
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rec, err := readSecret(tx)
+		meta = metaOf(rec)
+		return err
+	})
+	return meta, err
+}
+
+// newSecret writes a fresh secret (keeping the old one's hash for grace).
+func (s *Store) newSecret(t *txn, old *secretRecord, grace time.Duration) (string, *secretRecord, error) {
+	mk, err := s.masterKey(true)
+	if err != nil {
+		return "", nil, err
+	}
+	body, err := model.RandomBase62(32, 43)
+	if err != nil {
+		return "", nil, err
+	}
+	secret := SecretPrefix + body
+	nonce, ct, err := seal(mk, []byte(secret))
+	if err != nil {
+		return "", nil, err
+	}
+	sum := sha256.Sum256([]byte(secret))
+	rec := &secretRecord{Nonce: nonce, Cipher: ct, Sum: sum[:], Hint: secret[:len(SecretPrefix)+4], CreatedAt: t.now}
+	if old != nil {
+		rec.CreatedAt = old.CreatedAt
+		now := t.now
+		rec.RotatedAt = &now
+		if grace > 0 {
+			until := t.now.Add(grace)
+			rec.PrevSum, rec.PrevUntil = old.Sum, &until
+		}
+	}
+	data, _ := json.Marshal(rec)
+	if err := t.tx.Bucket(bMeta).Put(kSecret, data); err != nil {
+		return "", nil, err
+	}
+	t.after = append(t.after, func() { s.applySecret(rec) })
+	t.changes = append(t.changes, Change{Kind: SecretChanged})
+	return secret, rec, nil
+}
+
+// RevealSecret returns the shared secret in plaintext, generating it on
+// first use. Only an active ADMIN may; the reveal is audited.
+func (s *Store) RevealSecret(actor string) (string, SecretMeta, error) {
+	var secret string
+	var meta SecretMeta
+	err := s.write(actor, func(t *txn) error {
+		rec, err := readSecret(t.tx)
+		if err != nil {
+			return err
+		}
+		if rec == nil {
+			if secret, rec, err = s.newSecret(t, nil, 0); err != nil {
+				return err
+			}
+			meta = metaOf(rec)
+			return t.audit(model.ActSecretRotate, "secret", "generated on first use, "+rec.Hint+"…")
+		}
+		mk, err := s.masterKey(false)
+		if err != nil {
+			return err
+		}
+		plain, err := open(mk, rec.Nonce, rec.Cipher)
+		if err != nil {
+			return fmt.Errorf("shared secret does not decrypt with %s: the master key file does not belong to this database", MasterKeyPath(s.path))
+		}
+		secret, meta = string(plain), metaOf(rec)
+		return t.audit(model.ActSecretReveal, "secret", "revealed "+rec.Hint+"…")
+	})
+	return secret, meta, err
+}
+
+// RotateSecret replaces the shared secret. With grace > 0 the previous one
+// keeps authenticating HTTP callers until then.
+func (s *Store) RotateSecret(actor string, grace time.Duration) (string, SecretMeta, error) {
+	var secret string
+	var meta SecretMeta
+	err := s.write(actor, func(t *txn) error {
+		old, err := readSecret(t.tx)
+		if err != nil {
+			return err
+		}
+		var rec *secretRecord
+		if secret, rec, err = s.newSecret(t, old, grace); err != nil {
+			return err
+		}
+		meta = metaOf(rec)
+		detail := "rotated to " + rec.Hint + "…; previous secret revoked now"
+		if rec.PrevUntil != nil {
+			detail = "rotated to " + rec.Hint + "…; previous secret valid until " + rec.PrevUntil.Format(time.RFC3339)
+		}
+		if old == nil {
+			detail = "generated " + rec.Hint + "…"
+		}
+		return t.audit(model.ActSecretRotate, "secret", detail)
+	})
+	return secret, meta, err
+}
+
+// EnsureSecret generates the shared secret if none exists yet (for serve).
+func (s *Store) EnsureSecret(actor string) error {
+	if meta, err := s.SecretInfo(); err != nil || meta.Exists {
+		return err
+	}
+	_, _, err := s.RotateSecret(actor, 0)
+	return err
+}
+
+// CheckSharedSecret reports, in constant time, whether presented is the
+// shared secret (or the previous one during a rotation grace).
+func (s *Store) CheckSharedSecret(presented string) bool {
+	sum := sha256.Sum256([]byte(presented))
+	s.mu.RLock()
+	cur, prev, until := s.secretSum, s.prevSum, s.prevUntil
+	s.mu.RUnlock()
+	var zero [32]byte
+	ok := subtle.ConstantTimeCompare(sum[:], cur[:]) & ^subtle.ConstantTimeCompare(cur[:], zero[:]) & 1
+	okPrev := subtle.ConstantTimeCompare(sum[:], prev[:])
+	if okPrev == 1 && (prev == zero || !s.now().Before(until)) {
+		okPrev = 0
+	}
+	return ok|okPrev == 1
+}

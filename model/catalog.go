@@ -1,8 +1,10 @@
 package model
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 )
@@ -78,12 +80,19 @@ func (c *Catalog) OfferedScopes(role Role, resourcesChosen bool) []Scope {
 // ParseCatalog decodes and validates a catalog document.
 func ParseCatalog(data []byte) (Catalog, error) {
 	var c Catalog
-	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
 		return Catalog{}, fmt.Errorf("catalog is not valid JSON: %w", err)
 	}
-	return c, c.Validate()
+	// One document only: trailing data means a truncated or concatenated file.
+	if _, err := dec.Token(); err != io.EOF {
+		return Catalog{}, fmt.Errorf("catalog has data after the JSON document")
+	}
+	if err := c.Validate(); err != nil {
+		return Catalog{}, err
+	}
+	return c, nil
 }
 
 // Validate checks names are well formed and unique.

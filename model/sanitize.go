@@ -77,10 +77,12 @@ func skipEscape(s string, i int) int {
 		return skipString(s, i+1)
 	}
 	// Two-character sequence, possibly with intermediates (0x20-0x2F).
+	// A control or non-ASCII byte ends it unconsumed, so that a following
+	// ESC starts its own sequence and a multi-byte character stays whole.
 	for i < len(s) && s[i] >= 0x20 && s[i] <= 0x2f {
 		i++
 	}
-	if i < len(s) {
+	if i < len(s) && s[i] >= 0x30 && s[i] <= 0x7e {
 		i++
 	}
 	return i
@@ -91,11 +93,11 @@ func skipEscape(s string, i int) int {
 func skipCSI(s string, i int) int {
 	for i < len(s) {
 		c := s[i]
-		i++
-		if c >= 0x40 && c <= 0x7e {
+		if c < 0x20 || c > 0x7e { // a control or non-ASCII byte aborts the sequence, unconsumed
 			return i
 		}
-		if c < 0x20 || c > 0x7e { // a control or non-ASCII byte aborts the sequence
+		i++
+		if c >= 0x40 && c <= 0x7e {
 			return i
 		}
 	}
@@ -112,7 +114,7 @@ func skipString(s string, i int) int {
 			if i+1 < len(s) && s[i+1] == '\\' {
 				return i + 2
 			}
-			return i + 1
+			return i // an ESC that is not ST ends the string and starts a new sequence
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
 		if r == 0x9c {

@@ -89,7 +89,7 @@ func ParseToken(s, prefix string) (Token, error) {
 		}
 	}
 	body, sum := rest[:bodyLen], rest[bodyLen:]
-	if checksum(body) != sum {
+	if !checksumOK(body, sum) {
 		return Token{}, ErrTokenChecksum
 	}
 	return Token{Prefix: prefix, Body: body}, nil
@@ -99,11 +99,40 @@ func isBase62(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z')
 }
 
+var crcTable = crc32.MakeTable(crc32.IEEE)
+
+// crcOf is crc32.ChecksumIEEE over a string, without converting it to a
+// byte slice (which would allocate on every verification).
+func crcOf(body string) uint32 {
+	crc := ^uint32(0)
+	for i := 0; i < len(body); i++ {
+		crc = crcTable[byte(crc)^body[i]] ^ (crc >> 8)
+	}
+	return ^crc
+}
+
+// checksum is the 6-character base62 CRC32 of body. It uses plain integer
+// arithmetic (equal to encodeBase62 of the CRC's 4 big-endian bytes), because
+// it runs on every verification.
 func checksum(body string) string {
-	sum := crc32.ChecksumIEEE([]byte(body))
-	var b [4]byte
-	b[0], b[1], b[2], b[3] = byte(sum>>24), byte(sum>>16), byte(sum>>8), byte(sum)
-	return encodeBase62(b[:], checksumLen)
+	var out [checksumLen]byte
+	checksumInto(&out, crcOf(body))
+	return string(out[:])
+}
+
+func checksumInto(out *[checksumLen]byte, sum uint32) {
+	n := uint64(sum)
+	for i := checksumLen - 1; i >= 0; i-- {
+		out[i] = base62Alphabet[n%62]
+		n /= 62
+	}
+}
+
+// checksumOK compares body's checksum with sum without allocating.
+func checksumOK(body, sum string) bool {
+	var want [checksumLen]byte
+	checksumInto(&want, crcOf(body))
+	return string(want[:]) == sum
 }
 
 // encodeBase62 encodes b big-endian, left-padded with '0' to width.

@@ -5,9 +5,18 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
@@ -18,16 +27,181 @@ type Config struct {
 	SSHAddr  string
 	HTTPAddr string
 	// HostKeyPath is the ed25519 SSH host key, generated once (0600).
+	// Empty means "ssh_host_ed25519_key" beside the database.
 	HostKeyPath string
 	// IdleTimeout ends idle SSH sessions (0: default 30m).
 	IdleTimeout time.Duration
 	// Log receives one sanitised line per event; never key material.
+	// Nil means os.Stderr.
 	Log io.Writer
 	// Ready, if set, is called with the bound addresses once listening.
 	Ready func(sshAddr, httpAddr string)
+	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
+	// SSH sessions to end once ctx is cancelled (0: 10s).
+	ShutdownTimeout time.Duration
 }
 
-// Serve listens until ctx is cancelled, then shuts down gracefully.
+// DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
+const DefaultShutdownTimeout = 10 * time.Second
+
+// HostKeyFile is the host key's file name beside the database.
+const HostKeyFile = "ssh_host_ed25519_key"
+
+// Serve listens until ctx is cancelled, then shuts down gracefully: both
+// listeners stop accepting, in-flight HTTP requests finish and SSH
+// sessions are asked to end (each bounded by ShutdownTimeout), and
+// buffered last-used data is flushed. The caller closes the store.
 func Serve(ctx context.Context, cfg Config) error {
-	return errors.New("keyward serve is not built yet")
+	if cfg.Store == nil {
+		return errors.New("server: no store")
+	}
+	if cfg.SSHAddr == "" && cfg.HTTPAddr == "" {
+		return errors.New("server: nothing to serve (give an SSH or an HTTP address)")
+	}
+	if cfg.Log == nil {
+		cfg.Log = os.Stderr
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	log := newLogSink(cfg.Log)
+	defer log.Close()
+
+	if err := ensureSecret(cfg.Store); err != nil {
+		return fmt.Errorf("server: shared secret: %w", err)
+	}
+
+	var (
+		sshLn, httpLn net.Listener
+		sshS          *sshSide
+		httpS         *http.Server
+		err           error
+	)
+	closeAll := func() {
+		if sshLn != nil {
+			sshLn.Close()
+		}
+		if httpLn != nil {
+			httpLn.Close()
+		}
+	}
+	if cfg.SSHAddr != "" {
+		path := cfg.HostKeyPath
+		if path == "" {
+			path = filepath.Join(filepath.Dir(cfg.Store.Path()), HostKeyFile)
+		}
+		signer, created, err := loadOrCreateHostKey(path)
+		if err != nil {
+			return fmt.Errorf("server: %w", err)
+		}
+		verb := "loaded"
+		if created {
+			verb = "generated"
+		}
+		log.Printf("ssh host key %s %s (%s)", gossh.FingerprintSHA256(signer.PublicKey()), path, verb)
+		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, log); err != nil {
+			return fmt.Errorf("server: ssh: %w", err)
+		}
+		if sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
+			return fmt.Errorf("server: ssh listen: %w", err)
+		}
+	}
+	if cfg.HTTPAddr != "" {
+		if httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+			closeAll()
+			return fmt.Errorf("server: http listen: %w", err)
+		}
+		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log}, log)
+	}
+
+	var sshAddr, httpAddr string
+	errs := make(chan error, 2)
+	var wg sync.WaitGroup
+	if sshLn != nil {
+		sshAddr = sshLn.Addr().String()
+		log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))
+		wg.Add(1)
+		go func() { defer wg.Done(); errs <- sshS.serve(sshLn) }()
+	}
+	if httpLn != nil {
+		httpAddr = httpLn.Addr().String()
+		log.Printf("http listening on %s (POST /v1/keys/verify, GET /healthz)", httpAddr)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := httpS.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- err
+				return
+			}
+			errs <- nil
+		}()
+	}
+	if cfg.Ready != nil {
+		cfg.Ready(sshAddr, httpAddr)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+		if serveErr == nil {
+			serveErr = errors.New("server: a listener stopped unexpectedly")
+		}
+		log.Printf("server error: %s; shutting down", serveErr)
+	}
+
+	log.Printf("shutting down (waiting up to %s for requests and sessions)", cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	var shut sync.WaitGroup
+	var httpErr, sshErr error
+	if httpS != nil {
+		shut.Add(1)
+		go func() {
+			defer shut.Done()
+			if httpErr = httpS.Shutdown(sctx); httpErr != nil {
+				_ = httpS.Close()
+			}
+		}()
+	}
+	if sshS != nil {
+		shut.Add(1)
+		go func() { defer shut.Done(); sshErr = sshS.shutdown(sctx) }()
+	}
+	shut.Wait()
+	wg.Wait()
+	if err := cfg.Store.FlushLastUsed(); err != nil {
+		log.Printf("flushing last-used: %s", err)
+		serveErr = errors.Join(serveErr, err)
+	}
+	if httpErr != nil {
+		log.Printf("http shutdown: %s", httpErr)
+	}
+	if sshErr != nil {
+		log.Printf("ssh shutdown: %s", sshErr)
+	}
+	log.Printf("stopped")
+	return serveErr
+}
+
+// ensureSecret makes sure HTTP callers have a shared secret to present.
+// The generation is audited as the first active ADMIN operator (the store
+// attributes every write to an operator).
+func ensureSecret(st *store.Store) error {
+	if meta, err := st.SecretInfo(); err != nil || meta.Exists {
+		return err
+	}
+	for _, op := range st.Operators() {
+		if !op.Disabled && op.Role == model.OperatorAdmin {
+			return st.EnsureSecret(op.Name)
+		}
+	}
+	return errors.New("no active ADMIN operator to generate it; run keyward secret rotate")
+}
+
+func port(addr string) string {
+	if _, p, err := net.SplitHostPort(addr); err == nil {
+		return p
+	}
+	return addr
 }

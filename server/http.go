@@ -1,0 +1,361 @@
+package server
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// MaxVerifyBody is the largest verify request body accepted (413 above).
+const MaxVerifyBody = 64 << 10
+
+// HTTP server limits. Verification is a small request and a small answer,
+// so every phase is bounded tightly; idle keep-alive connections are kept
+// long enough for a gateway's connection pool to reuse them.
+const (
+	httpReadHeaderTimeout = 5 * time.Second
+	httpReadTimeout       = 10 * time.Second
+	httpWriteTimeout      = 10 * time.Second
+	httpIdleTimeout       = 120 * time.Second
+	httpMaxHeaderBytes    = 16 << 10
+)
+
+// verifyRequest is the body of POST /v1/keys/verify.
+type verifyRequest struct {
+	Key      string `json:"key"`
+	Scope    string `json:"scope"`
+	Resource string `json:"resource"`
+}
+
+// httpAPI serves the verification API over one store.
+type httpAPI struct {
+	st  *store.Store
+	log *logSink
+}
+
+// newHTTPServer returns an http.Server with every timeout set.
+func newHTTPServer(h http.Handler, log *logSink) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: httpReadHeaderTimeout,
+		ReadTimeout:       httpReadTimeout,
+		WriteTimeout:      httpWriteTimeout,
+		IdleTimeout:       httpIdleTimeout,
+		MaxHeaderBytes:    httpMaxHeaderBytes,
+		ErrorLog:          newStdLogger(log, "http: "),
+	}
+}
+
+var (
+	hdrJSON    = []string{"application/json"}
+	hdrNoStore = []string{"no-store"}
+	hdrNoSniff = []string{"nosniff"}
+	hdrBearer  = []string{`Bearer realm="keyward"`}
+	hdrPOST    = []string{"POST"}
+	hdrGET     = []string{"GET, HEAD"}
+	healthBody = []byte(`{"status":"ok"}` + "\n")
+)
+
+func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case "/v1/keys/verify":
+		a.verify(w, r)
+	case "/healthz":
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header()["Allow"] = hdrGET
+			a.fail(w, r, http.StatusMethodNotAllowed, "use GET")
+			return
+		}
+		h := w.Header()
+		h["Content-Type"] = hdrJSON
+		h["Cache-Control"] = hdrNoStore
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(healthBody)
+		}
+	default:
+		a.fail(w, r, http.StatusNotFound, "no such endpoint; use POST /v1/keys/verify or GET /healthz")
+	}
+}
+
+// bufPool holds request and response buffers. Buffers that grew past
+// 16 KiB (a near-limit body) are not kept.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+func putBuf(bp *[]byte) {
+	if cap(*bp) <= 16<<10 {
+		*bp = (*bp)[:0]
+		bufPool.Put(bp)
+	}
+}
+
+func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header()["Allow"] = hdrPOST
+		a.fail(w, r, http.StatusMethodNotAllowed, "use POST")
+		return
+	}
+	if !a.st.CheckSharedSecret(bearer(r.Header["Authorization"])) {
+		w.Header()["Www-Authenticate"] = hdrBearer
+		a.fail(w, r, http.StatusUnauthorized, "missing or wrong shared secret: send Authorization: Bearer <secret> (keyward secret show)")
+		return
+	}
+	if r.ContentLength > MaxVerifyBody {
+		a.fail(w, r, http.StatusRequestEntityTooLarge, "request body is larger than 64 KiB")
+		return
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer putBuf(bp)
+	body, err := readBody(r.Body, (*bp)[:0], MaxVerifyBody)
+	*bp = body[:0]
+	if err != nil {
+		if errors.Is(err, errTooLarge) {
+			a.fail(w, r, http.StatusRequestEntityTooLarge, "request body is larger than 64 KiB")
+		} else {
+			a.fail(w, r, http.StatusBadRequest, "could not read the request body")
+		}
+		return
+	}
+	req, msg := decodeVerify(body)
+	if msg != "" {
+		a.fail(w, r, http.StatusBadRequest, msg)
+		return
+	}
+	res := a.st.Verify(req.Key, req.Scope, req.Resource, remoteIP(r.RemoteAddr))
+
+	out := appendResult(body[:0], &res)
+	*bp = out[:0]
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	h["X-Content-Type-Options"] = hdrNoSniff
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(out)
+
+	lp := a.log.line()
+	b := append(*lp, "http verify status=200 code="...)
+	b = append(b, res.Code...)
+	b = appendKeyRef(b, &req, &res, a.st.Prefix())
+	b = append(b, " from="...)
+	b = appendSafe(b, remoteIP(r.RemoteAddr))
+	*lp = b
+	a.log.send(lp)
+}
+
+// appendKeyRef logs which key a request was about without its secret: the
+// key id when one matched, else the token's display hint (prefix and four
+// characters, as stored) when it parsed, else only its length.
+func appendKeyRef(b []byte, req *verifyRequest, res *model.VerifyResult, prefix string) []byte {
+	if res.KeyID != "" {
+		b = append(b, " key="...)
+		return append(b, res.KeyID...)
+	}
+	if tok, err := model.ParseToken(req.Key, prefix); err == nil {
+		b = append(b, " hint="...)
+		return append(b, tok.Hint()...)
+	}
+	b = append(b, " key_len="...)
+	return strconv.AppendInt(b, int64(len(req.Key)), 10)
+}
+
+var errTooLarge = errors.New("body too large")
+
+// readBody reads all of r into buf, refusing more than max bytes.
+func readBody(r io.Reader, buf []byte, max int) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			if len(buf) > max {
+				return buf, errTooLarge
+			}
+			nb := make([]byte, len(buf), min(2*cap(buf)+512, max+1))
+			copy(nb, buf)
+			buf = nb
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if len(buf) > max {
+			return buf, errTooLarge
+		}
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
+}
+
+// decodeVerify decodes a verify body strictly: one JSON object with only
+// the known fields, string values, and nothing after it. It returns a
+// message fit for a 400 answer, or "".
+func decodeVerify(body []byte) (verifyRequest, string) {
+	var req verifyRequest
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, "request body is not valid JSON for {\"key\",\"scope\",\"resource\"}: " + jsonErr(err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return req, "request body has data after the JSON object"
+	}
+	if req.Key == "" {
+		return req, "\"key\" is required"
+	}
+	return req, ""
+}
+
+// jsonErr describes a decode error without echoing input bytes.
+func jsonErr(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return "empty body"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "unexpected end of input"
+	case errors.As(err, &se):
+		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
+	case errors.As(err, &te):
+		return "field \"" + model.Sanitize(truncUTF8(te.Field, 64)) + "\" must be a string"
+	}
+	if rest, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		return "unknown field " + model.Sanitize(truncUTF8(rest, 80)) + " (allowed: key, scope, resource)"
+	}
+	return "malformed JSON"
+}
+
+// fail writes a JSON error answer and logs it.
+func (a *httpAPI) fail(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	h := w.Header()
+	h["Content-Type"] = hdrJSON
+	h["Cache-Control"] = hdrNoStore
+	h["X-Content-Type-Options"] = hdrNoSniff
+	w.WriteHeader(status)
+	bp := bufPool.Get().(*[]byte)
+	b := append((*bp)[:0], `{"error":`...)
+	b = appendJSONString(b, msg)
+	b = append(b, "}\n"...)
+	_, _ = w.Write(b)
+	*bp = b
+	putBuf(bp)
+
+	lp := a.log.line()
+	b = append(*lp, "http "...)
+	b = append(b, safeField(r.Method)...)
+	b = append(b, ' ')
+	b = append(b, safeField(truncUTF8(r.URL.Path, 128))...)
+	b = append(b, " status="...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, " from="...)
+	b = appendSafe(b, remoteIP(r.RemoteAddr))
+	*lp = b
+	a.log.send(lp)
+}
+
+// bearer extracts the credentials of "Authorization: Bearer X". The
+// scheme is case-insensitive; anything else yields "" (never valid).
+func bearer(vals []string) string {
+	if len(vals) != 1 {
+		return ""
+	}
+	v := vals[0]
+	if len(v) < 7 || v[6] != ' ' {
+		return ""
+	}
+	for i, c := range []byte("bearer") {
+		if v[i]|0x20 != c {
+			return ""
+		}
+	}
+	v = v[7:]
+	for len(v) > 0 && v[0] == ' ' {
+		v = v[1:]
+	}
+	return v
+}
+
+// remoteIP returns the IP part of a RemoteAddr ("1.2.3.4:5678").
+func remoteIP(addr string) string {
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		return host
+	}
+	return addr
+}
+
+// appendResult encodes the answer exactly as encoding/json encodes
+// model.VerifyResult without its Reason (valid, code, key_id, role,
+// expires_at), with a trailing newline, without allocating.
+func appendResult(b []byte, res *model.VerifyResult) []byte {
+	b = append(b, `{"valid":`...)
+	b = strconv.AppendBool(b, res.Valid)
+	b = append(b, `,"code":`...)
+	b = appendJSONString(b, string(res.Code))
+	if res.KeyID != "" {
+		b = append(b, `,"key_id":`...)
+		b = appendJSONString(b, res.KeyID)
+	}
+	if res.Role != "" {
+		b = append(b, `,"role":`...)
+		b = appendJSONString(b, string(res.Role))
+	}
+	b = append(b, `,"expires_at":`...)
+	if res.ExpiresAt == nil {
+		b = append(b, "null"...)
+	} else {
+		b = append(b, '"')
+		b = res.ExpiresAt.AppendFormat(b, time.RFC3339Nano)
+		b = append(b, '"')
+	}
+	return append(b, "}\n"...)
+}
+
+// appendJSONString appends s as a JSON string, escaping what JSON needs
+// and, like encoding/json, <, > and & for HTML safety.
+func appendJSONString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x80 {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				b = append(b, `\ufffd`...)
+			case r == '\u2028' || r == '\u2029':
+				b = append(b, `\u202`...)
+				b = append(b, hex[r&0xf])
+			default:
+				b = append(b, s[i:i+size]...)
+			}
+			i += size
+			continue
+		}
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+		i++
+	}
+	return append(b, '"')
+}

@@ -1,0 +1,198 @@
+package server
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	stdlog "log"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/keyward/keyward/model"
+)
+
+// logSink writes one line per event to Config.Log without making request
+// handlers wait on the writer: handlers format a line into a pooled buffer
+// and hand it to a single writer goroutine over a buffered channel. When
+// the writer falls behind (a slow terminal, a full pipe) lines are dropped
+// and counted rather than slowing verification down; the count is logged.
+//
+// Every value that comes from outside (user names, paths, errors) goes
+// through appendSafe, so a line never carries a raw control character.
+type logSink struct {
+	w       io.Writer
+	ch      chan *[]byte
+	stop    chan struct{}
+	done    chan struct{}
+	dropped atomic.Int64
+	once    sync.Once
+}
+
+const logQueue = 8192
+
+var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+func newLogSink(w io.Writer) *logSink {
+	l := &logSink{w: w, ch: make(chan *[]byte, logQueue), stop: make(chan struct{}), done: make(chan struct{})}
+	if w == nil {
+		l.w = io.Discard
+	}
+	go l.run()
+	return l
+}
+
+// line returns an empty pooled buffer that starts with the timestamp.
+func (l *logSink) line() *[]byte {
+	bp := linePool.Get().(*[]byte)
+	*bp = time.Now().UTC().AppendFormat((*bp)[:0], "2006-01-02T15:04:05.000Z ")
+	return bp
+}
+
+// send queues a finished line (a newline is added). It never blocks.
+func (l *logSink) send(bp *[]byte) {
+	*bp = append(*bp, '\n')
+	select {
+	case l.ch <- bp:
+	default:
+		l.dropped.Add(1)
+		putLine(bp)
+	}
+}
+
+// Printf formats a free-form line. Arguments are sanitised one by one
+// (strings are quoted when they hold anything but plain characters), then
+// the whole line is sanitised again.
+func (l *logSink) Printf(format string, args ...any) {
+	for i, a := range args {
+		switch v := a.(type) {
+		case string:
+			args[i] = safeField(v)
+		case []string:
+			c := make([]string, len(v))
+			for j, s := range v {
+				c[j] = safeField(s)
+			}
+			args[i] = c
+		case error:
+			args[i] = safeField(v.Error())
+		case fmt.Stringer:
+			args[i] = safeField(v.String())
+		}
+	}
+	bp := l.line()
+	*bp = appendSafe(*bp, fmt.Sprintf(format, args...))
+	for n := len(*bp); n > 0 && (*bp)[n-1] == ' '; n-- {
+		*bp = (*bp)[:n-1]
+	}
+	l.send(bp)
+}
+
+func putLine(bp *[]byte) {
+	if cap(*bp) <= 4096 {
+		linePool.Put(bp)
+	}
+}
+
+func (l *logSink) run() {
+	defer close(l.done)
+	bw := bufio.NewWriterSize(l.w, 32<<10)
+	write := func(bp *[]byte) {
+		_, _ = bw.Write(*bp)
+		putLine(bp)
+	}
+	reportDrops := func() {
+		if n := l.dropped.Swap(0); n > 0 {
+			fmt.Fprintf(bw, "%s log: %d lines dropped (writer too slow)\n", time.Now().UTC().Format("2006-01-02T15:04:05.000Z"), n)
+		}
+	}
+	for {
+		select {
+		case bp := <-l.ch:
+			write(bp)
+			// Batch whatever else is queued, then flush once.
+			for more := true; more; {
+				select {
+				case bp := <-l.ch:
+					write(bp)
+				default:
+					more = false
+				}
+			}
+			reportDrops()
+			_ = bw.Flush()
+		case <-l.stop:
+			for {
+				select {
+				case bp := <-l.ch:
+					write(bp)
+				default:
+					reportDrops()
+					_ = bw.Flush()
+					return
+				}
+			}
+		}
+	}
+}
+
+// Close writes out queued lines and stops the writer. Lines sent after
+// Close are dropped silently (the channel is never closed, so a late
+// sender cannot panic).
+func (l *logSink) Close() {
+	l.once.Do(func() { close(l.stop) })
+	<-l.done
+}
+
+// safeField returns s unchanged when it is plain (printable, no spaces,
+// no quotes), and otherwise a Go-quoted form of its sanitised text, so a
+// field cannot pretend to be two fields.
+func safeField(s string) string {
+	if s == "" {
+		return `""`
+	}
+	if len(s) > 256 {
+		s = truncUTF8(s, 256) + "…"
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c <= ' ' || c == '"' || c == '\\' || c == '=' || c >= 0x7f {
+			return strconv.Quote(s) // escapes controls, bidi and invalid bytes
+		}
+	}
+	return s
+}
+
+// appendSafe appends s with every control, escape and bidi character made
+// harmless (model.Sanitize), without allocating when s is already clean.
+func appendSafe(b []byte, s string) []byte {
+	return append(b, model.Sanitize(s)...)
+}
+
+func truncUTF8(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// newStdLogger adapts the sink for libraries that want a *log.Logger
+// (net/http's ErrorLog): each write becomes one sanitised line.
+func newStdLogger(l *logSink, prefix string) *stdlog.Logger {
+	return stdlog.New(sinkWriter{l}, prefix, 0)
+}
+
+type sinkWriter struct{ l *logSink }
+
+func (s sinkWriter) Write(p []byte) (int, error) {
+	bp := s.l.line()
+	*bp = appendSafe(*bp, strings.TrimRight(string(p), "\n"))
+	s.l.send(bp)
+	return len(p), nil
+}

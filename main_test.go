@@ -1,0 +1,801 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/keyward/keyward/model"
+)
+
+// binPath is the keyward binary built once for every test.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keyward-cli-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath = filepath.Join(dir, "keyward")
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	build := exec.Command(goTool, "build", "-o", binPath, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building keyward: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one isolated keyward installation: its own HOME and database.
+type env struct {
+	t   *testing.T
+	dir string
+	db  string
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	return &env{t: t, dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
+}
+
+// environ is the subprocess environment: the test's, minus anything that
+// could point keyward elsewhere, plus this env's HOME and database.
+func (e *env) environ() []string {
+	var out []string
+	for _, kv := range os.Environ() {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "KEYWARD_") || name == "HOME" || name == "XDG_DATA_HOME" {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return append(out, "HOME="+e.dir, "KEYWARD_DB="+e.db, "NO_COLOR=1")
+}
+
+func (e *env) command(ctx context.Context, args ...string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Env = e.environ()
+	cmd.Dir = e.dir
+	return cmd
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+}
+
+// run runs keyward with stdin and waits for it.
+func (e *env) run(stdin string, args ...string) result {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := e.command(ctx, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := result{stdout: out.String(), stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatalf("running keyward %v: %v", args, err)
+	}
+	return r
+}
+
+// ok runs keyward and fails the test unless it exits 0.
+func (e *env) ok(args ...string) result {
+	e.t.Helper()
+	r := e.run("", args...)
+	if r.code != 0 {
+		e.t.Fatalf("keyward %s: %s", strings.Join(args, " "), r)
+	}
+	return r
+}
+
+type cliKey struct {
+	ID           string     `json:"id"`
+	Name         string     `json:"name"`
+	Role         string     `json:"role"`
+	Scopes       []string   `json:"scopes"`
+	Resources    []string   `json:"resources"`
+	Status       string     `json:"status"`
+	CreatedBy    string     `json:"created_by"`
+	ExpiresAt    *time.Time `json:"expires_at"`
+	LastUsedAt   *time.Time `json:"last_used_at"`
+	LastUsedFrom string     `json:"last_used_from"`
+	Token        string     `json:"token"`
+}
+
+func decode[T any](t *testing.T, r result) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
+		t.Fatalf("stdout is not the expected JSON: %v\n%s", err, r)
+	}
+	return v
+}
+
+// create makes a key with --json and returns it with its token.
+func (e *env) create(args ...string) cliKey {
+	e.t.Helper()
+	k := decode[cliKey](e.t, e.ok(append([]string{"keys", "create", "--json"}, args...)...))
+	if k.ID == "" || k.Token == "" {
+		e.t.Fatalf("create returned no id or token: %+v", k)
+	}
+	return k
+}
+
+func (e *env) keys() []cliKey {
+	e.t.Helper()
+	return decode[[]cliKey](e.t, e.ok("keys", "list", "--json"))
+}
+
+func (e *env) key(id string) cliKey {
+	e.t.Helper()
+	return decode[cliKey](e.t, e.ok("keys", "show", id, "--json"))
+}
+
+func (e *env) verify(token string, args ...string) result {
+	e.t.Helper()
+	return e.run(token+"\n", append([]string{"verify"}, args...)...)
+}
+
+// expectCode checks a human verify result: its code on stdout and the exit
+// status that goes with it.
+func expectCode(t *testing.T, r result, code model.Code) {
+	t.Helper()
+	wantExit := 1
+	if code == model.CodeValid {
+		wantExit = 0
+	}
+	first, _, _ := strings.Cut(strings.TrimSpace(r.stdout), ":")
+	if first != string(code) || r.code != wantExit {
+		t.Fatalf("want %s (exit %d), got: %s", code, wantExit, r)
+	}
+}
+
+var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)
+
+// The issue's acceptance flow, as a new user would type it.
+func TestAcceptanceFlow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+
+	r := e.ok("keys", "create", "--name", "ci-bot", "--scope", "coupons:read")
+	tokens := tokenRE.FindAllString(r.stdout, -1)
+	if len(tokens) != 1 {
+		t.Fatalf("want the token exactly once on stdout, found %d: %s", len(tokens), r)
+	}
+	token := tokens[0]
+	if !strings.Contains(r.stdout, "will not be shown again") {
+		t.Errorf("create does not warn that the token is shown once:\n%s", r.stdout)
+	}
+	if !regexp.MustCompile(`(?m)^` + token + `$`).MatchString(r.stdout) {
+		t.Errorf("the token is not on a line of its own:\n%s", r.stdout)
+	}
+
+	keys := e.keys()
+	if len(keys) != 1 || keys[0].Name != "ci-bot" || keys[0].Role != "EDITOR" {
+		t.Fatalf("keys list --json: %+v", keys)
+	}
+	id := keys[0].ID
+	if keys[0].LastUsedAt != nil {
+		t.Fatalf("last_used_at before any verify = %v, want null", keys[0].LastUsedAt)
+	}
+	if got := e.ok("keys", "list", "--json").stdout; !strings.Contains(got, `"last_used_at": null`) {
+		t.Errorf("keys list --json does not print last_used_at as null:\n%s", got)
+	}
+
+	r = e.verify(token, "--scope", "coupons:read")
+	if r.code != 0 || r.stdout != "VALID\n" {
+		t.Fatalf("verify: %s", r)
+	}
+	// A later process sees the last use: Close flushed it.
+	k := e.keys()[0]
+	if k.LastUsedAt == nil || k.LastUsedFrom != "cli" {
+		t.Fatalf("after verify: last_used_at=%v last_used_from=%q", k.LastUsedAt, k.LastUsedFrom)
+	}
+	if time.Since(*k.LastUsedAt) > time.Minute {
+		t.Errorf("last_used_at %v is not recent", k.LastUsedAt)
+	}
+
+	e.ok("keys", "disable", id)
+	expectCode(t, e.verify(token, "--scope", "coupons:read"), model.CodeDisabled)
+	if r := e.verify(token, "--scope", "coupons:read"); r.stdout != "DISABLED: the key is disabled\n" {
+		t.Errorf("human DISABLED line = %q", r.stdout)
+	}
+
+	e.ok("keys", "delete", id, "--yes")
+	expectCode(t, e.verify(token, "--scope", "coupons:read"), model.CodeNotFound)
+	if keys := e.keys(); len(keys) != 0 {
+		t.Fatalf("keys left after delete: %+v", keys)
+	}
+}
+
+// Every verification code is reachable through the CLI.
+func TestVerifyCodes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	reader := e.create("--name", "reader", "--scope", "coupons:read")
+	shop := e.create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
+	off := e.create("--name", "off", "--scope", "coupons:read")
+	e.ok("keys", "disable", off.ID)
+
+	e.ok("operators", "add", "bob", "--role", "admin")
+	bobs := e.create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
+	if bobs.CreatedBy != "bob" {
+		t.Fatalf("created_by = %q, want bob", bobs.CreatedBy)
+	}
+	expectCode(t, e.verify(bobs.Token, "--scope", "coupons:read"), model.CodeValid)
+	e.ok("operators", "disable", "bob") // as the bootstrap operator
+
+	unknown, err := model.GenerateToken("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	badSum := []byte(reader.Token)
+	if badSum[len(badSum)-1] == 'A' {
+		badSum[len(badSum)-1] = 'B'
+	} else {
+		badSum[len(badSum)-1] = 'A'
+	}
+
+	cases := []struct {
+		name  string
+		token string
+		args  []string
+		want  model.Code
+	}{
+		{"valid", reader.Token, []string{"--scope", "coupons:read"}, model.CodeValid},
+		{"valid without scope", reader.Token, nil, model.CodeValid},
+		{"valid on resource", shop.Token, []string{"--scope", "coupons:read", "--resource", "web-shop"}, model.CodeValid},
+		{"garbage", "not-a-token", nil, model.CodeMalformed},
+		{"checksum changed", string(badSum), nil, model.CodeMalformed},
+		{"unknown token", unknown.String(), nil, model.CodeNotFound},
+		{"disabled", off.Token, []string{"--scope", "coupons:read"}, model.CodeDisabled},
+		{"insufficient scope", reader.Token, []string{"--scope", "coupons:write"}, model.CodeInsufficientScope},
+		{"forbidden resource", shop.Token, []string{"--scope", "coupons:read", "--resource", "mobile-app"}, model.CodeForbiddenResource},
+		{"creator disabled", bobs.Token, []string{"--scope", "coupons:read"}, model.CodeCreatorDisabled},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			expectCode(t, e.verify(tc.token, tc.args...), tc.want)
+			// The JSON form says the same.
+			r := e.verify(tc.token, append(tc.args, "--json")...)
+			res := decode[model.VerifyResult](t, r)
+			if res.Code != tc.want || res.Valid != (tc.want == model.CodeValid) {
+				t.Fatalf("--json: %+v", res)
+			}
+		})
+	}
+}
+
+func TestVerifyExpired(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	until := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
+	k := e.create("--name", "short-lived", "--scope", "coupons:read", "--expires", until.Format(time.RFC3339))
+	if k.ExpiresAt == nil || !k.ExpiresAt.Equal(until) {
+		t.Fatalf("expires_at = %v, want %v", k.ExpiresAt, until)
+	}
+	expectCode(t, e.verify(k.Token, "--scope", "coupons:read"), model.CodeValid)
+	time.Sleep(time.Until(until) + 100*time.Millisecond)
+	expectCode(t, e.verify(k.Token, "--scope", "coupons:read"), model.CodeExpired)
+}
+
+func TestVerifyInput(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.create("--name", "padded", "--scope", "coupons:read")
+	// Surrounding whitespace (as from echo or a file) is trimmed.
+	if r := e.run("  \t"+k.Token+"\r\n\n", "verify"); r.code != 0 {
+		t.Fatalf("padded token: %s", r)
+	}
+	for name, in := range map[string]string{"empty": "", "blank": " \n ", "over 4 KiB": strings.Repeat("x", 4097)} {
+		if r := e.run(in, "verify"); r.code != 2 || !strings.HasPrefix(r.stderr, "keyward: ") {
+			t.Errorf("%s stdin: want usage error (exit 2), got %s", name, r)
+		}
+	}
+	if r := e.run(k.Token, "verify", "extra"); r.code != 2 {
+		t.Errorf("verify with an argument: %s", r)
+	}
+}
+
+// auditLen counts audit events.
+func (e *env) auditLen() int {
+	e.t.Helper()
+	return len(decode[[]model.AuditEvent](e.t, e.ok("audit", "--json")))
+}
+
+// Bad input gets a specific error naming the flag, exit 2, and nothing is
+// written.
+func TestBadInputWritesNothing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	existing := e.create("--name", "existing", "--scope", "coupons:read")
+	before := e.ok("keys", "list", "--json").stdout
+	auditBefore := e.auditLen()
+
+	past := time.Now().AddDate(0, 0, -1).Format(time.DateOnly)
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"empty name", []string{"keys", "create", "--name", "", "--scope", "coupons:read"}, "--name: name is required"},
+		{"missing name", []string{"keys", "create", "--scope", "coupons:read"}, "--name is required"},
+		{"65-character name", []string{"keys", "create", "--name", strings.Repeat("n", 65), "--scope", "coupons:read"}, "--name: name is 65 characters; the limit is 64"},
+		{"escape in name", []string{"keys", "create", "--name", "evil\x1b]52;c;aGVsbG8=\x07", "--scope", "coupons:read"}, "--name: name contains a control or escape character"},
+		{"taken name", []string{"keys", "create", "--name", "existing", "--scope", "coupons:read"}, "--name: name \"existing\" is already used"},
+		{"unknown scope", []string{"keys", "create", "--name", "x", "--scope", "coupons:delete"}, `--scope: unknown scope "coupons:delete"`},
+		{"unknown resource", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--resource", "moon-base"}, `--resource: unknown resource "moon-base"`},
+		{"no scope", []string{"keys", "create", "--name", "x"}, "--scope: choose at least one scope"},
+		{"past expiry", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--expires", past}, "--expires: expiry " + past + " 00:00 is not in the future"},
+		{"unparsable expiry", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--expires", "soon"}, `--expires: "soon" is not a date`},
+		{"readonly with write scope", []string{"keys", "create", "--name", "x", "--role", "readonly", "--scope", "coupons:write"}, "--scope: READONLY keys may only have :read scopes"},
+		{"global scope with resources", []string{"keys", "create", "--name", "x", "--scope", "analytics:read", "--resource", "web-shop"}, `--scope: scope "analytics:read" does not work per resource`},
+		{"admin with scopes", []string{"keys", "create", "--name", "x", "--role", "admin", "--scope", "coupons:read"}, "--scope: ADMIN keys get every scope"},
+		{"unknown role", []string{"keys", "create", "--name", "x", "--role", "owner", "--scope", "coupons:read"}, `--role: unknown role "owner"`},
+		{"unknown flag", []string{"keys", "create", "--name", "x", "--scopes", "coupons:read"}, "unknown flag: --scopes"},
+		{"delete without --yes", []string{"keys", "delete", existing.ID}, "refusing to delete key " + existing.ID + " without --yes"},
+		{"edit with nothing", []string{"keys", "edit", existing.ID}, "nothing to change"},
+		{"edit bad scope", []string{"keys", "edit", existing.ID, "--scope", "nope:read"}, `--scope: unknown scope "nope:read"`},
+		{"bad grace", []string{"keys", "regenerate", existing.ID, "--grace", "forever"}, `--grace: "forever" is not a duration`},
+		{"unknown subcommand", []string{"keys", "frobnicate"}, `unknown command "frobnicate" for "keyward keys"`},
+		{"missing id", []string{"keys", "show"}, "keyward keys show needs ID"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := e.run("", tc.args...)
+			if r.code != 2 {
+				t.Fatalf("want exit 2, got %s", r)
+			}
+			if !strings.HasPrefix(r.stderr, "keyward: "+tc.want) {
+				t.Fatalf("stderr should start with %q:\n%s", "keyward: "+tc.want, r.stderr)
+			}
+			if strings.ContainsAny(r.stderr, "\x1b\x07") {
+				t.Fatalf("stderr holds raw control characters: %q", r.stderr)
+			}
+			if r.stdout != "" {
+				t.Fatalf("stdout should be empty on error: %q", r.stdout)
+			}
+		})
+	}
+	if after := e.ok("keys", "list", "--json").stdout; after != before {
+		t.Errorf("keys changed:\nbefore %s\nafter %s", before, after)
+	}
+	if n := e.auditLen(); n != auditBefore {
+		t.Errorf("audit grew from %d to %d events", auditBefore, n)
+	}
+}
+
+// A token is printed once, on stdout, by create and regenerate, and
+// nowhere else: not on stderr, not in the audit log, not in the file.
+func TestTokenNeverLeaks(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	var tokens []string
+	var noise string // everything except the one stdout that carries each token
+
+	for _, args := range [][]string{
+		{"keys", "create", "--name", "human", "--scope", "coupons:read"},
+		{"keys", "create", "--name", "forever", "--role", "admin", "--expires", "never"},
+	} {
+		r := e.ok(args...)
+		found := tokenRE.FindAllString(r.stdout, -1)
+		if len(found) != 1 {
+			t.Fatalf("%v: want one token on stdout, got %d:\n%s", args, len(found), r)
+		}
+		tokens = append(tokens, found[0])
+		noise += r.stderr
+	}
+	if !strings.Contains(noise, "never expires") {
+		t.Errorf("--expires never gave no warning on stderr: %q", noise)
+	}
+
+	k := e.create("--name", "json", "--scope", "coupons:read")
+	tokens = append(tokens, k.Token)
+	r := e.ok("keys", "regenerate", k.ID, "--grace", "1h")
+	found := tokenRE.FindAllString(r.stdout, -1)
+	if len(found) != 1 || found[0] == k.Token {
+		t.Fatalf("regenerate: want one new token on stdout:\n%s", r)
+	}
+	tokens = append(tokens, found[0])
+	noise += r.stderr
+	// During the grace period both tokens verify.
+	expectCode(t, e.verify(k.Token), model.CodeValid)
+	expectCode(t, e.verify(found[0]), model.CodeValid)
+	rj := decode[cliKey](t, e.ok("keys", "regenerate", k.ID, "--json"))
+	tokens = append(tokens, rj.Token)
+	expectCode(t, e.verify(found[0]), model.CodeNotFound)
+
+	for _, args := range [][]string{
+		{"audit"}, {"audit", "--json"}, {"keys", "list"}, {"keys", "list", "--json"},
+		{"keys", "show", k.ID}, {"keys", "show", k.ID, "--json"},
+	} {
+		r := e.ok(args...)
+		noise += r.stdout + r.stderr
+	}
+	db, err := os.ReadFile(e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range tokens {
+		if strings.Contains(noise, tok) {
+			t.Errorf("token %s… appears outside its one stdout", tok[:7])
+		}
+		if bytes.Contains(db, []byte(tok)) {
+			t.Errorf("token %s… appears in the database file", tok[:7])
+		}
+	}
+}
+
+// A second process fails fast, naming the file, while another holds it.
+func TestLockedDatabase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("keys", "list") // create the database
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	holder := e.command(ctx, "verify")
+	stdin, err := holder.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	holderOut, err := os.Create(filepath.Join(e.dir, "holder.out"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holderOut.Close()
+	holder.Stdout, holder.Stderr = holderOut, holderOut
+	output := func() string { b, _ := os.ReadFile(holderOut.Name()); return string(b) }
+	if err := holder.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		stdin.Close()
+		holder.Wait()
+	}()
+	// The holder writes the lock file once it has the database.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, err := os.Stat(e.db + ".lock"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the holder never opened the database: %s", output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	start := time.Now()
+	r := e.run("", "keys", "list")
+	took := time.Since(start)
+	if took > 2*time.Second {
+		t.Errorf("keys list took %v against a locked database; want ≤ 2s", took)
+	}
+	if r.code != 1 {
+		t.Fatalf("want exit 1, got %s", r)
+	}
+	for _, want := range []string{"keyward: ", e.db, "in use", `"keyward verify"`} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q: %s", want, r.stderr)
+		}
+	}
+
+	// Once the holder finishes, the database is free again.
+	stdin.Write([]byte("garbage\n"))
+	stdin.Close()
+	if err := holder.Wait(); err == nil {
+		t.Errorf("holder verify of garbage should exit 1: %s", output())
+	}
+	e.ok("keys", "list")
+}
+
+func TestJSONShapes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	admin := e.create("--name", "root-key", "--role", "admin", "--description", "all powerful")
+	raw := e.ok("keys", "show", admin.ID, "--json").stdout
+	var m map[string]any
+	if err := json.Unmarshal([]byte(raw), &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, field := range []string{"id", "name", "description", "role", "scopes", "resources", "status",
+		"created_at", "created_by", "expires_at", "last_used_at", "last_used_from"} {
+		if _, ok := m[field]; !ok {
+			t.Errorf("keys show --json lacks %q:\n%s", field, raw)
+		}
+	}
+	if _, ok := m["token"]; ok {
+		t.Errorf("keys show --json must not hold a token")
+	}
+	for _, list := range []string{"scopes", "resources"} {
+		if v, ok := m[list].([]any); !ok || len(v) != 0 {
+			t.Errorf("%s = %#v, want []", list, m[list])
+		}
+	}
+	if m["status"] != "active" || m["role"] != "ADMIN" {
+		t.Errorf("status/role = %v/%v", m["status"], m["role"])
+	}
+	// Default expiry: a year from now.
+	exp := admin.ExpiresAt
+	if exp == nil || exp.Sub(time.Now()) < model.DefaultLifetime-time.Minute || exp.Sub(time.Now()) > model.DefaultLifetime {
+		t.Errorf("default expires_at = %v, want about now + 365 days", exp)
+	}
+	// YYYY-MM-DD means 00:00 UTC that day.
+	next := time.Now().UTC().AddDate(0, 2, 0).Format(time.DateOnly)
+	dated := e.create("--name", "dated", "--scope", "coupons:read", "--expires", next, "--inactive")
+	if got := dated.ExpiresAt.UTC().Format(time.RFC3339); got != next+"T00:00:00Z" {
+		t.Errorf("--expires %s gave %s", next, got)
+	}
+	if dated.Status != "disabled" {
+		t.Errorf("--inactive gave status %q", dated.Status)
+	}
+	never := e.create("--name", "never", "--scope", "coupons:read", "--expires", "never")
+	if never.ExpiresAt != nil || !strings.Contains(e.ok("keys", "show", never.ID, "--json").stdout, `"expires_at": null`) {
+		t.Errorf("--expires never: expires_at = %v", never.ExpiresAt)
+	}
+
+	if got := e.ok("audit", "--key", "key_nonexistent0", "--json").stdout; strings.TrimSpace(got) != "[]" {
+		t.Errorf("empty audit --json = %q, want []", got)
+	}
+
+	// The shared secret: show --json has exactly the documented fields, and
+	// the secret never reaches the audit log or the database file.
+	sraw := e.ok("secret", "show", "--json").stdout
+	var sm map[string]any
+	if err := json.Unmarshal([]byte(sraw), &sm); err != nil {
+		t.Fatal(err)
+	}
+	secret, _ := sm["secret"].(string)
+	if len(sm) != 3 || !strings.HasPrefix(secret, "kws_") || sm["created_at"] == nil {
+		t.Fatalf("secret show --json = %s", sraw)
+	}
+	if _, ok := sm["rotated_at"]; !ok {
+		t.Fatalf("secret show --json lacks rotated_at: %s", sraw)
+	}
+	if again := e.ok("secret", "show", "--json").stdout; again != sraw {
+		t.Errorf("secret show changed the secret:\n%s\n%s", sraw, again)
+	}
+	info := e.ok("secret", "info").stdout
+	rot := decode[map[string]any](t, e.ok("secret", "rotate", "--json"))
+	if rot["secret"] == secret || rot["rotated_at"] == nil {
+		t.Errorf("secret rotate: %v", rot)
+	}
+	audit := e.ok("audit").stdout + e.ok("audit", "--json").stdout
+	db, _ := os.ReadFile(e.db)
+	for _, s := range []string{secret, rot["secret"].(string)} {
+		if strings.Contains(audit, s) || strings.Contains(info, s) || bytes.Contains(db, []byte(s)) {
+			t.Errorf("shared secret %s… leaked into the audit log, secret info or the database", s[:8])
+		}
+	}
+	if fi, err := os.Stat(e.db + ".masterkey"); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("master key file: %v %v", fi, err)
+	}
+}
+
+func TestEditIsPartial(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.create("--name", "shop-sync", "--description", "syncs the shop", "--scope", "coupons:read,coupons:write", "--resource", "web-shop", "--expires", "90d")
+
+	e.ok("keys", "edit", k.ID, "--name", "shop-sync-2")
+	got := e.key(k.ID)
+	if got.Name != "shop-sync-2" || len(got.Scopes) != 2 || len(got.Resources) != 1 || !got.ExpiresAt.Equal(*k.ExpiresAt) {
+		t.Fatalf("edit --name changed more than the name: %+v", got)
+	}
+	e.ok("keys", "edit", k.ID, "--scope", "campaigns:read")
+	if got := e.key(k.ID); strings.Join(got.Scopes, ",") != "campaigns:read" || len(got.Resources) != 1 {
+		t.Fatalf("--scope should replace the scopes only: %+v", got)
+	}
+	e.ok("keys", "edit", k.ID, "--clear-resources", "--scope", "analytics:read")
+	if got := e.key(k.ID); len(got.Resources) != 0 || strings.Join(got.Scopes, ",") != "analytics:read" {
+		t.Fatalf("--clear-resources: %+v", got)
+	}
+	e.ok("keys", "edit", k.ID, "--role", "admin")
+	if got := e.key(k.ID); got.Role != "ADMIN" || len(got.Scopes) != 0 {
+		t.Fatalf("--role admin should drop the scopes: %+v", got)
+	}
+	if r := e.ok("keys", "edit", k.ID, "--role", "admin"); !strings.Contains(r.stdout, "unchanged") {
+		t.Errorf("a no-op edit should say so: %s", r)
+	}
+	e.ok("keys", "edit", k.ID, "--expires", "never")
+	if got := e.key(k.ID); got.ExpiresAt != nil {
+		t.Fatalf("--expires never: %+v", got)
+	}
+	evs := decode[[]model.AuditEvent](t, e.ok("audit", "--key", k.ID, "--json"))
+	if len(evs) != 6 || evs[0].Action != model.ActKeyEdit || evs[len(evs)-1].Action != model.ActKeyCreate {
+		t.Errorf("audit for the key: %+v", evs)
+	}
+	if r := e.ok("audit", "--grep", "shop-sync-2", "--limit", "1"); strings.Count(r.stdout, "\n") != 2 {
+		t.Errorf("audit --grep --limit 1:\n%s", r.stdout)
+	}
+}
+
+func TestOperators(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	ops := decode[[]model.Operator](t, e.ok("operators", "list", "--json"))
+	if len(ops) != 1 || ops[0].Role != model.OperatorAdmin {
+		t.Fatalf("a new database has one ADMIN operator: %+v", ops)
+	}
+	me := ops[0].Name
+	pub := testPublicKey(t) + " alice@laptop"
+	e.ok("operators", "add", "alice", "--role", "readonly", "--key", pub)
+	if r := e.run("", "operators", "add", "carol"); r.code != 2 || !strings.Contains(r.stderr, "--role is required") {
+		t.Errorf("add without --role: %s", r)
+	}
+	if r := e.run("", "operators", "add", "Bad Name", "--role", "admin"); r.code != 2 {
+		t.Errorf("bad operator name: %s", r)
+	}
+	// READONLY operators may look but not change.
+	e.ok("--as", "alice", "keys", "list")
+	if r := e.run("", "--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read"); r.code != 1 || !strings.Contains(r.stderr, "READONLY") {
+		t.Errorf("READONLY operator created a key: %s", r)
+	}
+	e.ok("operators", "role", "alice", "admin")
+	e.ok("--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read")
+	e.ok("operators", "disable", "alice")
+	e.ok("operators", "enable", "alice")
+	if r := e.run("", "operators", "delete", "alice"); r.code != 2 {
+		t.Errorf("delete without --yes: %s", r)
+	}
+	e.ok("operators", "delete", "alice", "--yes")
+	if r := e.run("", "operators", "disable", me); r.code != 1 || !strings.Contains(r.stderr, "no active ADMIN") {
+		t.Errorf("disabling the last ADMIN: %s", r)
+	}
+	list := e.ok("operators", "list").stdout
+	if !strings.Contains(list, me) || strings.Contains(list, "alice") {
+		t.Errorf("operators list:\n%s", list)
+	}
+}
+
+// testPublicKey returns a fresh "ssh-ed25519 AAAA..." line.
+func testPublicKey(t *testing.T) string {
+	t.Helper()
+	pub, _, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blob []byte
+	for _, part := range [][]byte{[]byte("ssh-ed25519"), pub} {
+		blob = binary.BigEndian.AppendUint32(blob, uint32(len(part)))
+		blob = append(blob, part...)
+	}
+	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(blob)
+}
+
+func TestCatalogAndBackup(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	exported := e.ok("catalog", "export", "-").stdout
+	cat, err := model.ParseCatalog([]byte(exported))
+	if err != nil || len(cat.Scopes) != 10 {
+		t.Fatalf("export of the demo catalog: %v\n%s", err, exported)
+	}
+	cat.Scopes = append(cat.Scopes, model.Scope{Name: "vouchers:read", Description: "Read vouchers", PerResource: true})
+	data, _ := json.Marshal(cat)
+	r := e.run(string(data), "catalog", "import", "-")
+	if r.code != 0 {
+		t.Fatal(r)
+	}
+	e.create("--name", "vouchers", "--scope", "vouchers:read")
+	file := filepath.Join(e.dir, "cat.json")
+	e.ok("catalog", "export", file)
+	if got, _ := os.ReadFile(file); !strings.Contains(string(got), "vouchers:read") {
+		t.Errorf("exported file lacks the new scope")
+	}
+	if r := e.run("{not json", "catalog", "import", "-"); r.code != 2 {
+		t.Errorf("importing garbage: %s", r)
+	}
+	// Dropping a scope a key uses is refused.
+	if r := e.run(exported, "catalog", "import", "-"); r.code != 1 || !strings.Contains(r.stderr, "vouchers:read") {
+		t.Errorf("dropping a granted scope: %s", r)
+	}
+
+	backup := filepath.Join(e.dir, "backup.db")
+	e.ok("backup", backup)
+	if r := e.run("", "backup", backup); r.code != 2 || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("backup over an existing file: %s", r)
+	}
+	e.ok("backup", backup, "--force")
+	fi, err := os.Stat(backup)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("backup file: %v %v", fi, err)
+	}
+	// The backup is a working database with the same keys.
+	restored := &env{t: t, dir: e.dir, db: backup}
+	if keys := restored.keys(); len(keys) != 1 || keys[0].Name != "vouchers" {
+		t.Errorf("keys in the backup: %+v", keys)
+	}
+	if left, _ := filepath.Glob(filepath.Join(e.dir, ".backup.db.tmp-*")); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+func TestDevSeed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.ok("dev", "seed", "--keys", "250", "--seed", "3")
+	if !strings.Contains(r.stdout, "Seeded 250 keys in") {
+		t.Errorf("seed output: %s", r)
+	}
+	e.ok("dev", "seed", "--keys", "50") // a second run adds, without name clashes
+	keys := e.keys()
+	if len(keys) != 300 {
+		t.Fatalf("want 300 keys, got %d", len(keys))
+	}
+	roles := map[string]int{}
+	disabled := 0
+	for _, k := range keys {
+		roles[k.Role]++
+		if k.Status == "disabled" {
+			disabled++
+		}
+		if k.ExpiresAt == nil || time.Until(*k.ExpiresAt) < 19*24*time.Hour || time.Until(*k.ExpiresAt) > 731*24*time.Hour {
+			t.Fatalf("expiry out of range: %+v", k)
+		}
+	}
+	if len(roles) != 3 || disabled == 0 || disabled == len(keys) {
+		t.Errorf("seed is not varied: roles %v, %d disabled", roles, disabled)
+	}
+	if r := e.run("", "dev", "seed"); r.code != 2 {
+		t.Errorf("seed without --keys: %s", r)
+	}
+}
+
+// Every command explains itself with examples, and --help works without
+// touching a database.
+func TestHelp(t *testing.T) {
+	t.Parallel()
+	var walk func(c *cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Short == "" || c.Example == "" {
+			t.Errorf("%q needs a short description and examples", c.CommandPath())
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk((&app{}).rootCmd())
+
+	e := newEnv(t)
+	for _, args := range [][]string{{"--help"}, {"keys", "create", "--help"}, {"verify", "--help"}, {"keys"}} {
+		r := e.run("", args...)
+		if r.code != 0 || !strings.Contains(r.stdout, "Example") {
+			t.Errorf("keyward %v: %s", args, r)
+		}
+	}
+	if _, err := os.Stat(e.db); err == nil {
+		t.Errorf("--help created the database")
+	}
+}

@@ -412,7 +412,7 @@ on every resource and take no --scope or --resource.
 The expiry defaults to 365 days from now.`,
 		Example: `  keyward keys create --name ci-bot --scope coupons:read
   keyward keys create --name shop-sync --scope coupons:read,coupons:write --resource web-shop --expires 90d
-  keyward keys create --name reporting --role readonly --scope analytics:read --expires 2026-12-31
+  keyward keys create --name reporting --role readonly --scope analytics:read --expires 2030-01-31
   keyward keys create --name ops --role admin --expires never
   TOKEN=$(keyward keys create --name deploy --scope campaigns:write --json | jq -r .token)`,
 		Args: a.noArgs,
@@ -535,7 +535,7 @@ An expiry that has already passed may be kept, but a new one must be in the
 future.`,
 		Example: `  keyward keys edit key_abcdefghijkl --name billing-sync
   keyward keys edit key_abcdefghijkl --scope coupons:read --scope campaigns:read
-  keyward keys edit key_abcdefghijkl --clear-resources --expires 2027-01-31
+  keyward keys edit key_abcdefghijkl --clear-resources --expires 2030-01-31
   keyward keys edit key_abcdefghijkl --role readonly --scope coupons:read`,
 		Args: exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {

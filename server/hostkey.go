@@ -51,8 +51,11 @@ func loadOrCreateHostKey(path string) (gossh.Signer, bool, error) {
 	return signer, created, nil
 }
 
-// writeNewHostKey creates path exclusively with a fresh ed25519 key in
-// OpenSSH format and returns its bytes.
+// writeNewHostKey creates path with a fresh ed25519 key in OpenSSH format
+// and returns its bytes. The key is written to a temporary file that is
+// then hard-linked into place, so a concurrent reader never sees a half
+// written key and two racing starts agree on one key (fs.ErrExist for the
+// loser).
 func writeNewHostKey(path string) ([]byte, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
@@ -63,19 +66,29 @@ func writeNewHostKey(path string) ([]byte, error) {
 		return nil, err
 	}
 	data := pem.EncodeToMemory(block)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := os.CreateTemp(filepath.Dir(path), ".hostkey-*") // mode 0600
 	if err != nil {
+		return nil, err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return nil, err
 	}
 	if _, err := f.Write(data); err != nil {
 		f.Close()
-		os.Remove(path)
 		return nil, err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
-		os.Remove(path)
 		return nil, err
 	}
-	return data, f.Close()
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	if err := os.Link(tmp, path); err != nil {
+		return nil, err
+	}
+	return data, nil
 }

@@ -1,0 +1,587 @@
+package server
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/charmbracelet/x/ansi"
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// dialSSH connects as user with the given auth methods, checking the
+// server's host key against the one Serve wrote.
+func dialSSH(t *testing.T, env *testEnv, r *running, user string, auth ...gossh.AuthMethod) (*gossh.Client, error) {
+	t.Helper()
+	hostKey := readHostKey(t, filepath.Join(env.dir, "hostkeys", HostKeyFile))
+	cfg := &gossh.ClientConfig{
+		User:            user,
+		Auth:            auth,
+		HostKeyCallback: gossh.FixedHostKey(hostKey),
+		Timeout:         5 * time.Second,
+	}
+	return gossh.Dial("tcp", r.sshAddr, cfg)
+}
+
+func readHostKey(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.PublicKey()
+}
+
+func mustDial(t *testing.T, env *testEnv, r *running, user string, k sshKey) *gossh.Client {
+	t.Helper()
+	c, err := dialSSH(t, env, r, user, gossh.PublicKeys(k.signer))
+	if err != nil {
+		t.Fatalf("ssh as %s: %v", user, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func wantAuthRefused(t *testing.T, err error, what string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("%s: connection was accepted", what)
+	}
+	if !strings.Contains(err.Error(), "unable to authenticate") {
+		t.Fatalf("%s: want an authentication failure, got %v", what, err)
+	}
+}
+
+// vt is a minimal terminal on an SSH PTY session: it collects output and
+// answers the background-colour and device-attribute queries that
+// bubbletea.MakeRenderer sends, as a real terminal would.
+type vt struct {
+	t      *testing.T
+	sess   *gossh.Session
+	stdin  io.WriteCloser
+	mu     sync.Mutex
+	out    bytes.Buffer
+	done   chan struct{}
+	exit   error
+	stderr bytes.Buffer
+}
+
+func openTerm(t *testing.T, c *gossh.Client) *vt {
+	t.Helper()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("new session: %v", err)
+	}
+	v := &vt{t: t, sess: sess, done: make(chan struct{})}
+	if v.stdin, err = sess.StdinPipe(); err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := sess.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sess.Stderr = &lockedWriter{mu: &v.mu, w: &v.stderr}
+	if err := sess.RequestPty("xterm-256color", 40, 140, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
+		t.Fatalf("pty: %v", err)
+	}
+	if err := sess.Shell(); err != nil {
+		t.Fatalf("shell: %v", err)
+	}
+	go func() {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := stdout.Read(buf)
+			if n > 0 {
+				v.mu.Lock()
+				v.out.Write(buf[:n])
+				v.mu.Unlock()
+				if bytes.Contains(buf[:n], []byte("\x1b[c")) {
+					_, _ = io.WriteString(v.stdin, "\x1b]11;rgb:0000/0000/0000\x07\x1b[?62;22c")
+				}
+			}
+			if err != nil {
+				break
+			}
+		}
+		v.exit = sess.Wait()
+		close(v.done)
+	}()
+	t.Cleanup(func() { sess.Close() })
+	return v
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// raw returns everything received so far, escape sequences included.
+func (v *vt) raw() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.out.String()
+}
+
+// text returns the output with escape sequences removed.
+func (v *vt) text() string { return ansi.Strip(v.raw()) }
+
+func (v *vt) errText() string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.stderr.String()
+}
+
+// mark returns the current output length, to look only at later output.
+func (v *vt) mark() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.out.Len()
+}
+
+func (v *vt) since(m int) string {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return ansi.Strip(v.out.String()[m:])
+}
+
+func (v *vt) send(keys string) {
+	v.t.Helper()
+	if _, err := io.WriteString(v.stdin, keys); err != nil {
+		v.t.Fatalf("send %q: %v", keys, err)
+	}
+}
+
+func (v *vt) waitText(d time.Duration, from int, want ...string) {
+	v.t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		got := v.since(from)
+		ok := true
+		for _, w := range want {
+			if !strings.Contains(got, w) {
+				ok = false
+			}
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			v.t.Fatalf("timed out after %s waiting for %q; screen text:\n%s\nstderr: %s", d, want, tail(got, 3000), v.errText())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (v *vt) waitExit(d time.Duration) error {
+	v.t.Helper()
+	select {
+	case <-v.done:
+		return v.exit
+	case <-time.After(d):
+		v.t.Fatalf("session did not end within %s; output:\n%s", d, tail(v.text(), 2000))
+		return nil
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return "…" + s[len(s)-n:]
+	}
+	return s
+}
+
+func TestSSHUnknownKeyRefused(t *testing.T) {
+	env := newEnv(t)
+	env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	stranger := newSSHKey(t)
+	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(stranger.signer))
+	wantAuthRefused(t, err, "unknown key")
+	_, err = dialSSH(t, env, srv, "root", gossh.PublicKeys(stranger.signer))
+	wantAuthRefused(t, err, "unknown key for the bootstrap operator (who has no key)")
+	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+		return strings.Contains(srv.logs.String(), "ssh auth refused user=alice key="+gossh.FingerprintSHA256(stranger.signer.PublicKey()))
+	})
+}
+
+// TestSSHOnlyPublicKeyAuth: password, keyboard-interactive and "none"
+// are all refused, even with a registered user name.
+func TestSSHOnlyPublicKeyAuth(t *testing.T) {
+	env := newEnv(t)
+	env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	_, err := dialSSH(t, env, srv, "alice", gossh.Password("alice"))
+	wantAuthRefused(t, err, "password")
+	_, err = dialSSH(t, env, srv, "alice", gossh.KeyboardInteractive(func(string, string, []string, []bool) ([]string, error) {
+		return []string{"alice"}, nil
+	}))
+	wantAuthRefused(t, err, "keyboard-interactive")
+	_, err = dialSSH(t, env, srv, "alice")
+	wantAuthRefused(t, err, "no auth (none method)")
+}
+
+func TestSSHDisabledOperatorRefused(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	if _, err := env.st.SetOperatorDisabled(rootOp, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	srv := env.serve(Config{HTTPAddr: "-"})
+	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(k.signer))
+	wantAuthRefused(t, err, "disabled operator")
+}
+
+// TestSSHLoginNameMustBeOperator: a registered key only logs in under its
+// operator's name.
+func TestSSHLoginNameMustBeOperator(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	env.addOperator("bob", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	for _, user := range []string{"bob", "root", "Alice", "alice ", "admin"} {
+		_, err := dialSSH(t, env, srv, user, gossh.PublicKeys(k.signer))
+		wantAuthRefused(t, err, "alice's key as "+user)
+	}
+}
+
+// badSigner offers a registered public key but signs with another private
+// key: the server accepts the offer (the key is known) but the signature
+// fails, which is exactly the CVE-2024-45337 shape.
+type badSigner struct {
+	pub   gossh.PublicKey
+	other gossh.Signer
+}
+
+func (b badSigner) PublicKey() gossh.PublicKey { return b.pub }
+func (b badSigner) Sign(r io.Reader, data []byte) (*gossh.Signature, error) {
+	return b.other.Sign(r, data)
+}
+
+// TestSSHOfferedKeyIsNotEnough: offering alice's key (which the server
+// says it would accept) and then authenticating with nothing valid must
+// not log in as alice; and a session's identity comes from the key that
+// signed, not an earlier offer.
+func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
+	env := newEnv(t)
+	alice := env.addOperator("alice", model.OperatorAdmin)
+	bob := env.addOperator("bob", model.OperatorReadonly)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	mallory := newSSHKey(t)
+	forged := badSigner{pub: alice.signer.PublicKey(), other: mallory.signer}
+
+	// x/crypto ends the handshake on a bad signature; either way: no login.
+	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(forged, mallory.signer)); err == nil {
+		c.Close()
+		t.Fatal("alice's key offered, signed by another key: logged in")
+	}
+	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(mallory.signer, forged)); err == nil {
+		c.Close()
+		t.Fatal("unknown key, then alice's key with a bad signature: logged in")
+	}
+
+	// As bob: alice's key is offered first (refused: wrong user), then bob's
+	// key signs. The session must be bob's, READONLY.
+	c, err := dialSSH(t, env, srv, "bob", gossh.PublicKeys(forged, bob.signer))
+	if err != nil {
+		t.Fatalf("bob: %v", err)
+	}
+	defer c.Close()
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var out bytes.Buffer
+	sess.Stdout, sess.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}
+	_ = sess.Run("") // no PTY: refused by activeterm, after authorisation
+	waitFor(t, 2*time.Second, "session start logged", func() bool {
+		return strings.Contains(srv.logs.String(), "ssh session start user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.signer.PublicKey()))
+	})
+	ops, _ := env.st.Operator("alice")
+	if ops.LastLoginAt != nil {
+		t.Fatalf("alice recorded as logged in")
+	}
+	if strings.Contains(srv.logs.String(), "session start user=alice") {
+		t.Fatalf("a session started as alice:\n%s", srv.logs.String())
+	}
+}
+
+// TestSSHSessionRechecksOperator: an operator disabled (or deleted) after
+// the handshake is refused when the session starts.
+func TestSSHSessionRechecksOperator(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	if _, err := env.st.SetOperatorDisabled(rootOp, "alice", true); err != nil {
+		t.Fatal(err)
+	}
+	v := openTerm(t, c)
+	err := v.waitExit(5 * time.Second)
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 {
+		t.Fatalf("want exit status 1, got %v", err)
+	}
+	if !strings.Contains(v.errText(), "access denied") {
+		t.Fatalf("stderr %q lacks access denied", v.errText())
+	}
+	if strings.Contains(v.text(), "Name") {
+		t.Fatalf("a disabled operator saw the UI:\n%s", v.text())
+	}
+	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+		return strings.Contains(srv.logs.String(), "ssh session refused user=alice")
+	})
+	if op, _ := env.st.Operator("alice"); op.LastLoginAt != nil {
+		t.Fatal("refused session recorded a login")
+	}
+}
+
+func TestSSHRequiresPTY(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := sess.CombinedOutput("keys list")
+	var ee *gossh.ExitError
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 || !strings.Contains(string(out), "Requires an active PTY") {
+		t.Fatalf("no-PTY session: %v %q", err, out)
+	}
+}
+
+// TestSSHUserNamesSanitisedInLogs: a login name full of escapes reaches
+// the log only in escaped form.
+func TestSSHUserNamesSanitisedInLogs(t *testing.T) {
+	env := newEnv(t)
+	env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	evil := "alice\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202e\nfake line"
+	_, err := dialSSH(t, env, srv, evil, gossh.PublicKeys(newSSHKey(t).signer))
+	wantAuthRefused(t, err, "evil user name")
+	waitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
+	logs := srv.logs.String()
+	for _, r := range logs {
+		if r != '\n' && (r < 0x20 || r == 0x7f || r == 0x202e) {
+			t.Fatalf("log holds control character %U:\n%q", r, logs)
+		}
+	}
+	if strings.Contains(logs, "\nfake line") {
+		t.Fatalf("user name injected a log line:\n%s", logs)
+	}
+}
+
+func TestSSHHostKeyGeneratedOnce(t *testing.T) {
+	env := newEnv(t)
+	path := filepath.Join(env.dir, "hostkeys", HostKeyFile)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("host key mode %04o, want 0600", fi.Mode().Perm())
+	}
+	di, _ := os.Stat(filepath.Dir(path))
+	if di.Mode().Perm() != 0o700 {
+		t.Errorf("host key dir mode %04o, want 0700", di.Mode().Perm())
+	}
+	key := readHostKey(t, path)
+	if key.Type() != gossh.KeyAlgoED25519 {
+		t.Errorf("host key type %s", key.Type())
+	}
+	fp := gossh.FingerprintSHA256(key)
+	waitFor(t, 2*time.Second, "fingerprint printed at start", func() bool {
+		return strings.Contains(srv.logs.String(), "ssh host key "+fp+" "+path+" (generated)")
+	})
+	before, _ := os.ReadFile(path)
+	if err := srv.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	srv2 := env.serve(Config{HTTPAddr: "-"})
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(before, after) {
+		t.Errorf("host key changed across restarts")
+	}
+	waitFor(t, 2*time.Second, "the reloaded key's fingerprint in the log", func() bool {
+		return strings.Contains(srv2.logs.String(), fp+" "+path+" (loaded)")
+	})
+	// The client sees that same key (dialSSH pins it).
+	k := env.addOperator("alice", model.OperatorAdmin)
+	mustDial(t, env, srv2, "alice", k)
+	if err := srv2.stop(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// A key others can read is refused, as sshd refuses it.
+	if err := os.Chmod(path, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = Serve(t.Context(), Config{Store: env.st, SSHAddr: "127.0.0.1:0", HostKeyPath: path, Log: io.Discard})
+	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable host key: %v", err)
+	}
+}
+
+func TestHostKeyRace(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "d", HostKeyFile)
+	var wg sync.WaitGroup
+	fps := make([]string, 8)
+	for i := range fps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, _, err := loadOrCreateHostKey(path)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			fps[i] = gossh.FingerprintSHA256(s.PublicKey())
+		}()
+	}
+	wg.Wait()
+	for _, fp := range fps {
+		if fp != fps[0] {
+			t.Fatalf("concurrent starts made different host keys: %v", fps)
+		}
+	}
+}
+
+// TestSSHAdminSeesKeysTable: an ADMIN's PTY session renders the TUI's
+// keys table, the login is recorded, and ctrl+c ends the session.
+func TestSSHAdminSeesKeysTable(t *testing.T) {
+	env := newEnv(t)
+	requireTUI(t, env.st)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	env.createKey(model.KeySpec{Name: "checkout-service"})
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	v := openTerm(t, c)
+	v.waitText(10*time.Second, 0, "Name", "checkout-service")
+	if !strings.Contains(v.raw(), "\x1b[?1049h") {
+		t.Errorf("the TUI did not switch to the alternate screen")
+	}
+	op, _ := env.st.Operator("alice")
+	if op.LastLoginAt == nil {
+		t.Errorf("login not recorded")
+	}
+	ev, _ := env.st.Audit(store.AuditFilter{Target: "alice"})
+	if len(ev) == 0 || ev[0].Action != model.ActLogin || !strings.Contains(ev[0].Detail, "127.0.0.1") {
+		t.Errorf("login not audited with the remote address: %+v", ev)
+	}
+	v.send("\x03")
+	if err := v.waitExit(5 * time.Second); err != nil {
+		t.Fatalf("ctrl+c: session ended with %v", err)
+	}
+}
+
+// TestSSHReadonlyCannotCreate: the store refuses a READONLY operator's
+// create, and in its SSH session `n` does not open the create form.
+func TestSSHReadonlyCannotCreate(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("reader", model.OperatorReadonly)
+	_, _, err := env.st.CreateKey("reader", model.KeySpec{Name: "sneaky", Role: model.RoleAdmin, Active: true})
+	if !errors.Is(err, store.ErrForbidden) {
+		t.Fatalf("store.CreateKey as READONLY: %v, want ErrForbidden", err)
+	}
+	requireTUI(t, env.st)
+	env.createKey(model.KeySpec{Name: "existing-key"})
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "reader", k)
+	v := openTerm(t, c)
+	v.waitText(10*time.Second, 0, "existing-key")
+	m := v.mark()
+	v.send("n")
+	time.Sleep(700 * time.Millisecond)
+	if got := v.since(m); strings.Contains(strings.ToLower(got), "new key") || strings.Contains(got, "Description") {
+		t.Fatalf("READONLY operator's `n` opened the create form:\n%s", got)
+	}
+	if n := env.st.KeyCount(); n != 1 {
+		t.Fatalf("%d keys after a READONLY session, want 1", n)
+	}
+}
+
+// TestSSHShutdownEndsSessions: cancelling Serve quits running TUIs with a
+// message, and Serve returns promptly.
+func TestSSHShutdownEndsSessions(t *testing.T) {
+	env := newEnv(t)
+	requireTUI(t, env.st)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	v := openTerm(t, c)
+	v.waitText(10*time.Second, 0, "Name")
+	start := time.Now()
+	if err := srv.stop(t); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("shutdown took %s", d)
+	}
+	v.waitExit(5 * time.Second)
+	if !strings.Contains(v.errText(), "shutting down") {
+		t.Errorf("no shutdown message on stderr: %q", v.errText())
+	}
+	if strings.Contains(v.raw()[len(v.raw())-min(len(v.raw()), 200):], "\x1b[?1049h") {
+		t.Errorf("alternate screen not left")
+	}
+}
+
+// TestSSHIdleTimeout: a session with no input ends after IdleTimeout.
+func TestSSHIdleTimeout(t *testing.T) {
+	env := newEnv(t)
+	requireTUI(t, env.st)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-", IdleTimeout: 1500 * time.Millisecond})
+	c := mustDial(t, env, srv, "alice", k)
+	v := openTerm(t, c)
+	v.waitText(5*time.Second, 0, "Name")
+	start := time.Now()
+	v.waitExit(10 * time.Second)
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("idle session ended after %s", d)
+	}
+	if !strings.Contains(v.errText(), "idle") {
+		t.Errorf("stderr %q lacks the idle message", v.errText())
+	}
+}
+
+func TestOSC52Clipboard(t *testing.T) {
+	var b bytes.Buffer
+	c := &osc52Clipboard{w: &b}
+	if err := c.Copy("kw_secret\x1b]0;x\x07"); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), "\x1b]52;c;a3dfc2VjcmV0G10wO3gH\a"; got != want {
+		t.Fatalf("Copy wrote %q, want %q", got, want)
+	}
+	b.Reset()
+	_ = c.Clear("x")
+	if b.String() != "\x1b]52;c;\a" || c.Name() != "OSC 52" {
+		t.Fatalf("Clear wrote %q", b.String())
+	}
+	if err := c.Copy(strings.Repeat("x", maxOSC52+1)); err == nil {
+		t.Fatal("oversized copy accepted")
+	}
+}

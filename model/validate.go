@@ -13,9 +13,15 @@ import (
 type FieldError struct {
 	Field string
 	Msg   string
+	// Err, when set, is the sentinel the error wraps (for errors.Is), such
+	// as store.ErrNameTaken.
+	Err error
 }
 
 func (e *FieldError) Error() string { return e.Msg }
+
+// Unwrap returns the wrapped sentinel, if any.
+func (e *FieldError) Unwrap() error { return e.Err }
 
 // Limits on user-entered text.
 const (

@@ -17,19 +17,21 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 	if err := cat.Validate(); err != nil {
 		return err
 	}
-	for _, k := range s.Keys() {
-		for _, sc := range k.Scopes {
-			if _, ok := cat.Scope(sc); !ok {
-				return fmt.Errorf("scope %q is still granted to key %s (%s); remove it from the key first", sc, k.ID, model.Sanitize(k.Name))
-			}
-		}
-		for _, r := range k.Resources {
-			if _, ok := cat.Resource(r); !ok {
-				return fmt.Errorf("resource %q is still granted to key %s (%s); remove it from the key first", r, k.ID, model.Sanitize(k.Name))
-			}
-		}
-	}
 	return s.write(actor, func(t *txn) error {
+		// Checked under the writer lock, so no key can start using a scope
+		// between this check and the commit.
+		for _, k := range s.Keys() {
+			for _, sc := range k.Scopes {
+				if _, ok := cat.Scope(sc); !ok {
+					return fmt.Errorf("scope %q is still granted to key %s (%s); remove it from the key first", sc, k.ID, model.Sanitize(k.Name))
+				}
+			}
+			for _, r := range k.Resources {
+				if _, ok := cat.Resource(r); !ok {
+					return fmt.Errorf("resource %q is still granted to key %s (%s); remove it from the key first", r, k.ID, model.Sanitize(k.Name))
+				}
+			}
+		}
 		data, err := json.Marshal(cat)
 		if err != nil {
 			return err

@@ -26,6 +26,10 @@ func (t *txn) audit(action, target, detail string) error {
 	return appendAudit(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: action, Target: target, Detail: detail})
 }
 
+// errNoChange, returned by a write's fn, rolls the transaction back and
+// makes write succeed: the request was valid but changed nothing.
+var errNoChange = errors.New("no change")
+
 // write runs fn in one bbolt transaction as actor. The actor must be an
 // active ADMIN operator: READONLY operators are refused here, not only in
 // the UI. Memory is updated only after the commit succeeds.
@@ -43,6 +47,9 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 		t.tx = tx
 		return fn(t)
 	})
+	if errors.Is(err, errNoChange) {
+		return nil // rolled back: nothing to commit, no fsync, no events
+	}
 	if err != nil {
 		return err
 	}
@@ -118,12 +125,16 @@ func (s *Store) checkSpec(spec model.KeySpec, selfID string, now time.Time) erro
 		return err
 	}
 	if taken && other != selfID {
-		return &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", spec.Name, other)}
+		return nameTaken(spec.Name, other)
 	}
 	return nil
 }
 
-// newTokenFor creates a token whose hash is not already indexed.
+func nameTaken(name, other string) error {
+	return &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", name, other), Err: ErrNameTaken}
+}
+
+// newToken creates a token whose hash is not already indexed.
 func (s *Store) newToken(b *bolt.Bucket) (model.Token, [32]byte, error) {
 	for {
 		tok, err := model.GenerateToken(s.prefix)
@@ -140,6 +151,11 @@ func (s *Store) newToken(b *bolt.Bucket) (model.Token, [32]byte, error) {
 // CreateKey validates spec, stores a new key and returns it with its token.
 // The token is returned exactly once; only its SHA-256 is persisted.
 func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string, error) {
+	// Refuse non-admins before validating, so they learn nothing about
+	// existing names. write checks again under the writer lock.
+	if err := s.authorize(actor); err != nil {
+		return nil, "", err
+	}
 	now := s.now().UTC()
 	spec = normalizeSpec(spec)
 	if err := s.checkSpec(spec, "", now); err != nil {
@@ -168,7 +184,7 @@ func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error
 	other, taken := s.names[foldName(spec.Name)]
 	s.mu.RUnlock()
 	if taken {
-		return nil, "", &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", spec.Name, other)}
+		return nil, "", nameTaken(spec.Name, other)
 	}
 	hb := t.tx.Bucket(bHashes)
 	tok, h, err := s.newToken(hb)
@@ -215,7 +231,11 @@ func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error
 // ImportKeys creates many keys in one transaction (seeding, migrations).
 // Tokens are returned in order. It is all-or-nothing.
 func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, []string, error) {
+	if err := s.authorize(actor); err != nil {
+		return nil, nil, err
+	}
 	now := s.now().UTC()
+	specs = slices.Clone(specs) // normalised below; the caller's slice is left alone
 	seen := make(map[string]int, len(specs))
 	for i := range specs {
 		specs[i] = normalizeSpec(specs[i])
@@ -270,7 +290,8 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 			return err
 		}
 		if next == nil {
-			return nil
+			out = cur // nothing to change: report the key as it is
+			return errNoChange
 		}
 		next.Version = cur.Version + 1
 		next.UpdatedAt = t.now
@@ -480,6 +501,15 @@ func (s *Store) expireGraces() {
 	s.mu.RUnlock()
 	for _, id := range due {
 		s.wmu.Lock()
+		// Re-check under the writer lock: a regeneration since the scan may
+		// have started a new grace period whose previous secret must live.
+		s.mu.RLock()
+		until, ok := s.graces[id]
+		s.mu.RUnlock()
+		if !ok || now.Before(until) {
+			s.wmu.Unlock()
+			continue
+		}
 		err := s.db.Update(func(tx *bolt.Tx) error {
 			hb := tx.Bucket(bHashes)
 			for h, ref := range s.hashesOf(id) {

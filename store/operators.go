@@ -57,6 +57,20 @@ func (s *Store) OperatorByKey(blob []byte) (model.Operator, bool) {
 	return model.Operator{}, false
 }
 
+// ownerOfKey names the operator (enabled or not) holding a public key.
+func (s *Store) ownerOfKey(blob []byte) string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, op := range s.ops {
+		for _, line := range op.PublicKeys {
+			if pk, err := model.ParsePublicKey(line); err == nil && pk.Equal(blob) {
+				return op.Name
+			}
+		}
+	}
+	return ""
+}
+
 // AddOperator registers an operator. publicKeys are authorized_keys lines;
 // each is validated and stored in canonical form.
 func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicKeys []string) (model.Operator, error) {
@@ -72,9 +86,6 @@ func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicK
 		if err != nil {
 			return model.Operator{}, &model.FieldError{Field: "key", Msg: err.Error()}
 		}
-		if other, ok := s.OperatorByKey(pk.Blob); ok {
-			return model.Operator{}, &model.FieldError{Field: "key", Msg: fmt.Sprintf("that public key already belongs to operator %q", other.Name)}
-		}
 		keys = append(keys, pk.String())
 	}
 	var op model.Operator
@@ -84,6 +95,14 @@ func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicK
 		s.mu.RUnlock()
 		if exists {
 			return &model.FieldError{Field: "name", Msg: fmt.Sprintf("operator %q already exists", name)}
+		}
+		// Checked under the writer lock and against disabled operators too:
+		// one key must never log in as two operators once they are enabled.
+		for _, k := range keys {
+			pk, _ := model.ParsePublicKey(k)
+			if other := s.ownerOfKey(pk.Blob); other != "" {
+				return &model.FieldError{Field: "key", Msg: fmt.Sprintf("that public key already belongs to operator %q", other)}
+			}
 		}
 		op = model.Operator{Name: name, Role: role, PublicKeys: keys, CreatedAt: t.now, CreatedBy: actor}
 		if err := s.putOperator(t, &op); err != nil {
@@ -138,8 +157,12 @@ func (s *Store) modifyOperator(actor, name string, fn func(t *txn, op *model.Ope
 		next := *cur
 		next.PublicKeys = append([]string(nil), cur.PublicKeys...)
 		action, detail, err := fn(t, &next)
-		if err != nil || action == "" {
+		if err != nil {
 			return err
+		}
+		if action == "" {
+			out = next
+			return errNoChange
 		}
 		// Whatever the change, one active ADMIN must remain.
 		if (next.Disabled || next.Role != model.OperatorAdmin) && s.activeAdminsExcept(name) == 0 {

@@ -370,6 +370,11 @@ func LocalOperatorName() string {
 // into memory.
 func (s *Store) load() error {
 	return s.db.View(func(tx *bolt.Tx) error {
+		for _, b := range allBuckets {
+			if tx.Bucket(b) == nil {
+				return fmt.Errorf("%s: %w (bucket %q is missing)", s.path, ErrForeign, b)
+			}
+		}
 		intern := map[string]string{}
 		if err := json.Unmarshal(tx.Bucket(bMeta).Get(kCatalog), &s.catalog); err != nil {
 			return fmt.Errorf("reading catalog: %w", err)

@@ -3,6 +3,7 @@ package store
 import (
 	"crypto/sha256"
 	"time"
+	"unicode/utf8"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -52,7 +53,12 @@ func (s *Store) touch(e *entry, now time.Time, source string) {
 	if p := e.lastFrom.Load(); p == nil || *p != source {
 		src := model.Sanitize(source)
 		if len(src) > 128 {
-			src = src[:128]
+			// Cut on a rune boundary so the stored text stays valid UTF-8.
+			n := 128
+			for n > 0 && !utf8.RuneStart(src[n]) {
+				n--
+			}
+			src = src[:n]
 		}
 		e.lastFrom.Store(&src)
 	}

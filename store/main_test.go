@@ -1,0 +1,238 @@
+package store_test
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// Child processes: the lock and crash tests re-execute the test binary with
+// KEYWARD_TEST_CHILD set, so they exercise real cross-process behaviour.
+const (
+	envChild = "KEYWARD_TEST_CHILD"
+	envDB    = "KEYWARD_TEST_DB"
+)
+
+func TestMain(m *testing.M) {
+	switch os.Getenv(envChild) {
+	case "":
+	case "hold":
+		childHold(os.Getenv(envDB))
+		os.Exit(0)
+	case "create":
+		childCreate(os.Getenv(envDB))
+		os.Exit(0)
+	default:
+		fmt.Fprintln(os.Stderr, "unknown child mode")
+		os.Exit(3)
+	}
+	code := m.Run()
+	cleanupBench()
+	os.Exit(code)
+}
+
+// childHold opens the store, says "ready" and holds it until stdin closes.
+func childHold(path string) {
+	s, err := store.Open(path, childOptions())
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(2)
+	}
+	fmt.Println("ready")
+	_, _ = io.Copy(io.Discard, os.Stdin)
+	_ = s.Close()
+}
+
+// childCreate creates keys until killed, printing "id token" after each
+// CreateKey returns (that is, after its commit).
+func childCreate(path string) {
+	s, err := store.Open(path, childOptions())
+	if err != nil {
+		fmt.Println("error:", err)
+		os.Exit(2)
+	}
+	w := bufio.NewWriter(os.Stdout)
+	prefix := fmt.Sprint(os.Getpid())
+	for i := 0; ; i++ {
+		k, tok, err := s.CreateKey("admin", model.KeySpec{Name: fmt.Sprintf("crash-%s-%d", prefix, i), Role: model.RoleEditor,
+			Scopes: []string{"coupons:read"}, Active: true})
+		if err != nil {
+			fmt.Fprintln(w, "error:", err)
+			w.Flush()
+			os.Exit(2)
+		}
+		fmt.Fprintln(w, k.ID, tok)
+		w.Flush()
+	}
+}
+
+func childOptions() store.Options {
+	cat, err := os.ReadFile("../testdata/catalog.json")
+	if err != nil {
+		panic(err)
+	}
+	return store.Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour,
+		Lock: store.LockInfo{Command: "keyward test holder"}}
+}
+
+// clock is a controllable time source.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// env is one test database with its clock.
+type env struct {
+	t     testing.TB
+	path  string
+	clock *clock
+	opts  store.Options
+	s     *store.Store
+}
+
+func catalogJSON(t testing.TB) []byte {
+	t.Helper()
+	b, err := os.ReadFile("../testdata/catalog.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func newEnv(t testing.TB) *env {
+	t.Helper()
+	e := &env{t: t, path: filepath.Join(t.TempDir(), "data", "keyward.db"), clock: newClock()}
+	e.opts = store.Options{Bootstrap: "admin", DefaultCatalog: catalogJSON(t), Now: e.clock.Now, FlushInterval: time.Hour}
+	e.open()
+	t.Cleanup(func() {
+		if e.s != nil {
+			_ = e.s.Close()
+		}
+	})
+	return e
+}
+
+func (e *env) open() {
+	e.t.Helper()
+	s, err := store.Open(e.path, e.opts)
+	if err != nil {
+		e.t.Fatalf("Open: %v", err)
+	}
+	e.s = s
+}
+
+// reopen closes the store and opens the file again, so tests can check
+// that memory and disk agree.
+func (e *env) reopen() {
+	e.t.Helper()
+	if err := e.s.Close(); err != nil {
+		e.t.Fatalf("Close: %v", err)
+	}
+	e.s = nil
+	e.open()
+}
+
+func (e *env) fileBytes() []byte {
+	e.t.Helper()
+	b, err := os.ReadFile(e.path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+func (e *env) audit() []model.AuditEvent {
+	e.t.Helper()
+	evs, err := e.s.Audit(store.AuditFilter{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
+}
+
+func spec(name string, scopes ...string) model.KeySpec {
+	if len(scopes) == 0 {
+		scopes = []string{"coupons:read"}
+	}
+	return model.KeySpec{Name: name, Role: model.RoleEditor, Scopes: scopes, Active: true}
+}
+
+func (e *env) create(sp model.KeySpec) (*model.Key, string) {
+	e.t.Helper()
+	k, tok, err := e.s.CreateKey("admin", sp)
+	if err != nil {
+		e.t.Fatalf("CreateKey(%q): %v", sp.Name, err)
+	}
+	return k, tok
+}
+
+func (e *env) verify(tok, scope, resource string) model.Code {
+	return e.s.Verify(tok, scope, resource, "test").Code
+}
+
+func (e *env) wantCode(tok, scope, resource string, want model.Code) {
+	e.t.Helper()
+	if r := e.s.Verify(tok, scope, resource, "test"); r.Code != want {
+		e.t.Fatalf("Verify(scope %q, resource %q) = %s (%s), want %s", scope, resource, r.Code, r.Reason, want)
+	}
+}
+
+// sameKey compares two keys by their JSON form (times, pointers and all),
+// apart from last-used, which verifications change on their own and which
+// TestLastUsed covers.
+func sameKey(t testing.TB, a, b *model.Key) {
+	t.Helper()
+	ca, cb := *a, *b
+	ca.LastUsedAt, ca.LastUsedFrom, cb.LastUsedAt, cb.LastUsedFrom = nil, "", nil, ""
+	ja, _ := json.Marshal(ca)
+	jb, _ := json.Marshal(cb)
+	if !bytes.Equal(ja, jb) {
+		t.Fatalf("keys differ:\n%s\n%s", ja, jb)
+	}
+}
+
+// unchanged runs fn and fails if it changed the database file or the audit
+// log. fn's own assertions run first.
+func (e *env) unchanged(what string, fn func()) {
+	e.t.Helper()
+	before, n := e.fileBytes(), len(e.audit())
+	fn()
+	if !bytes.Equal(before, e.fileBytes()) {
+		e.t.Fatalf("%s: the database file changed", what)
+	}
+	if m := len(e.audit()); m != n {
+		e.t.Fatalf("%s: %d audit events written", what, m-n)
+	}
+}
+
+func isErr(t testing.TB, err, target error) {
+	t.Helper()
+	if !errors.Is(err, target) {
+		t.Fatalf("got error %v, want %v", err, target)
+	}
+}

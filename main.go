@@ -291,7 +291,7 @@ with the clock: ACTIVE, EXPIRING (within 14 days), EXPIRED or DISABLED.`,
 					if !keys[i].CreatedAt.Equal(keys[j].CreatedAt) {
 						return keys[i].CreatedAt.Before(keys[j].CreatedAt)
 					}
-					return keys[i].ID < keys[j].ID
+					return keys[i].Name < keys[j].Name // a seeded batch shares one time
 				})
 				now := st.Now()
 				if asJSON {
@@ -595,7 +595,9 @@ future.`,
 				if err != nil {
 					return err
 				}
-				if k == nil {
+				// No change means no write: the key keeps its version. (The
+				// store reports that as nil or as the unchanged key.)
+				if k == nil || k.Version == cur.Version {
 					k = cur
 					if !asJSON {
 						fmt.Fprintf(a.stdout, "Key %s is unchanged: the values given are the ones it has.\n", k.ID)
@@ -631,16 +633,17 @@ func (a *app) keysSetActiveCmd(active bool) *cobra.Command {
 		Args:    exactArgs("ID"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, err := st.SetKeyActive(a.actor, args[0], active)
+				cur, err := st.Key(args[0])
+				if err != nil {
+					return err
+				}
+				k, err := st.SetKeyActive(a.actor, cur.ID, active)
 				if err != nil {
 					return err
 				}
 				msg := "Key %s (%s) %s.\n"
-				if k == nil { // already in that state
-					if k, err = st.Key(args[0]); err != nil {
-						return err
-					}
-					msg = "Key %s (%s) was already %s.\n"
+				if k == nil || k.Version == cur.Version { // already in that state
+					k, msg = cur, "Key %s (%s) was already %s.\n"
 				}
 				if asJSON {
 					return writeJSON(a.stdout, toKeyJSON(k, st.Now()))

@@ -639,6 +639,15 @@ func TestEditIsPartial(t *testing.T) {
 	if r := e.ok("audit", "--grep", "shop-sync-2", "--limit", "1"); strings.Count(r.stdout, "\n") != 2 {
 		t.Errorf("audit --grep --limit 1:\n%s", r.stdout)
 	}
+
+	// Disabling twice says so and writes nothing the second time.
+	e.ok("keys", "disable", k.ID)
+	if r := e.ok("keys", "disable", k.ID); !strings.Contains(r.stdout, "already disabled") {
+		t.Errorf("second disable: %s", r)
+	}
+	if evs := decode[[]model.AuditEvent](t, e.ok("audit", "--key", k.ID, "--json")); len(evs) != 7 {
+		t.Errorf("want 7 audit events after one real disable, got %d", len(evs))
+	}
 }
 
 func TestOperators(t *testing.T) {

@@ -1377,11 +1377,7 @@ Logs go to stderr.`,
 					HTTPAddr:    httpAddr,
 					HostKeyPath: hostKey,
 					IdleTimeout: idle,
-					Log:         a.stderr,
-					Ready: func(s, h string) {
-						fmt.Fprintf(a.stderr, "keyward: serving %s (ssh %s, http %s); Ctrl-C stops\n",
-							st.Path(), orOff(s), orOff(h))
-					},
+					Log:         a.stderr, // the server logs where it listens
 				})
 			})
 		},
@@ -1393,13 +1389,6 @@ Logs go to stderr.`,
 	fl.StringVar(&hostKey, "host-key", "", "SSH host key file (default: ssh_host_ed25519 beside the database)")
 	fl.DurationVar(&flush, "flush-interval", 10*time.Second, "how often last-used times are written")
 	return c
-}
-
-func orOff(addr string) string {
-	if addr == "" {
-		return "off"
-	}
-	return addr
 }
 
 // ---------------------------------------------------------------------------

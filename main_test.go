@@ -8,6 +8,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -685,6 +687,84 @@ func TestOperators(t *testing.T) {
 	list := e.ok("operators", "list").stdout
 	if !strings.Contains(list, me) || strings.Contains(list, "alice") {
 		t.Errorf("operators list:\n%s", list)
+	}
+}
+
+// serve wires the store into the HTTP API: a key created by the CLI
+// verifies over HTTP, the CLI is locked out meanwhile, SIGINT stops the
+// server cleanly and the last use is on disk afterwards.
+func TestServeHTTP(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.create("--name", "gateway", "--scope", "coupons:read")
+	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	srv := e.command(ctx, "serve", "--ssh", "", "--http", addr)
+	logFile, err := os.Create(filepath.Join(e.dir, "serve.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	srv.Stdout, srv.Stderr = logFile, logFile
+	logs := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+
+	base := "http://" + addr
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("serve never answered /healthz: %s", logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	body := fmt.Sprintf(`{"key": %q, "scope": "coupons:read"}`, k.Token)
+	req, _ := http.NewRequest("POST", base+"/v1/keys/verify", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+secret)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var res model.VerifyResult
+	err = json.NewDecoder(resp.Body).Decode(&res)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || res.Code != model.CodeValid || res.KeyID != k.ID {
+		t.Fatalf("HTTP verify: status %d, %+v, %v", resp.StatusCode, res, err)
+	}
+
+	if r := e.run("", "keys", "list"); r.code != 1 || !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, `"keyward serve"`) {
+		t.Errorf("keys list while serving: %s", r)
+	}
+
+	if err := srv.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, logs())
+	}
+	if strings.Contains(logs(), k.Token) || strings.Contains(logs(), secret) {
+		t.Errorf("serve logged a token or the shared secret")
+	}
+	got := e.key(k.ID)
+	if got.LastUsedAt == nil || got.LastUsedFrom != "127.0.0.1" {
+		t.Errorf("after HTTP verify: last_used_at=%v from %q", got.LastUsedAt, got.LastUsedFrom)
 	}
 }
 

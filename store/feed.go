@@ -92,9 +92,13 @@ func (sub *Subscription) push(cs []Change) {
 		sub.mu.Unlock()
 		return
 	}
-	if len(sub.pending)+len(cs) > maxPending {
+	switch {
+	case len(sub.pending) == 1 && sub.pending[0].Kind == Resync:
+		// A pending Resync already covers these: the subscriber reloads
+		// everything, which includes every change committed before Next.
+	case len(sub.pending)+len(cs) > maxPending:
 		sub.pending = []Change{{Kind: Resync}}
-	} else {
+	default:
 		sub.pending = append(sub.pending, cs...)
 	}
 	sub.mu.Unlock()

@@ -183,7 +183,7 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
-			return a.resolveGlobals(cmd)
+			return a.resolveGlobals()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
@@ -203,7 +203,7 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 	return root
 }
 
-func (a *app) resolveGlobals(cmd *cobra.Command) error {
+func (a *app) resolveGlobals() error {
 	if a.dbPath == "" {
 		p, err := store.DefaultPath() // honours $KEYWARD_DB
 		if err != nil {

@@ -759,11 +759,13 @@ recorded as the key's last use (from "cli").`,
   printf %s "$TOKEN" | keyward verify --scope coupons:write --json`,
 		Args: a.noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// Read first: a verify waiting on a slow pipe must not hold
+			// the database.
+			token, err := a.readToken()
+			if err != nil {
+				return err
+			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				token, err := a.readToken()
-				if err != nil {
-					return err
-				}
 				res := st.Verify(token, scope, resource, verifySource)
 				if asJSON {
 					if err := writeJSON(a.stdout, res); err != nil {

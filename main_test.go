@@ -459,44 +459,13 @@ func TestTokenNeverLeaks(t *testing.T) {
 	}
 }
 
-// A second process fails fast, naming the file, while another holds it.
+// A second process fails fast, naming the file and its holder, while a
+// long-running keyward holds the database.
 func TestLockedDatabase(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	e.ok("keys", "list") // create the database
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	holder := e.command(ctx, "verify")
-	stdin, err := holder.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	holderOut, err := os.Create(filepath.Join(e.dir, "holder.out"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer holderOut.Close()
-	holder.Stdout, holder.Stderr = holderOut, holderOut
-	output := func() string { b, _ := os.ReadFile(holderOut.Name()); return string(b) }
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		stdin.Close()
-		holder.Wait()
-	}()
-	// The holder writes the lock file once it has the database.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, err := os.Stat(e.db + ".lock"); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the holder never opened the database: %s", output())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	srv := e.startServe()
 
 	start := time.Now()
 	r := e.run("", "keys", "list")
@@ -507,19 +476,42 @@ func TestLockedDatabase(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("want exit 1, got %s", r)
 	}
-	for _, want := range []string{"keyward: ", e.db, "in use", `"keyward verify"`} {
+	for _, want := range []string{"keyward: ", e.db, "in use", `"keyward serve"`} {
 		if !strings.Contains(r.stderr, want) {
 			t.Errorf("stderr lacks %q: %s", want, r.stderr)
 		}
 	}
 
-	// Once the holder finishes, the database is free again.
-	stdin.Write([]byte("garbage\n"))
-	stdin.Close()
-	if err := holder.Wait(); err == nil {
-		t.Errorf("holder verify of garbage should exit 1: %s", output())
-	}
+	// Once the holder stops, the database is free again.
+	srv.stop()
 	e.ok("keys", "list")
+}
+
+// verify reads its token before opening the database, so one waiting on
+// stdin does not lock other commands out.
+func TestVerifyWaitingDoesNotHoldTheDatabase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.create("--name", "slow-pipe", "--scope", "coupons:read")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	waiting := e.command(ctx, "verify")
+	stdin, err := waiting.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	waiting.Stdout = &out
+	if err := waiting.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	e.ok("keys", "disable", k.ID)
+	stdin.Write([]byte(k.Token + "\n"))
+	stdin.Close()
+	if err := waiting.Wait(); err == nil || out.String() != "DISABLED: the key is disabled\n" {
+		t.Fatalf("verify: %v, %q", err, out.String())
+	}
 }
 
 func TestJSONShapes(t *testing.T) {
@@ -690,6 +682,67 @@ func TestOperators(t *testing.T) {
 	}
 }
 
+// serveProc is a running keyward serve, HTTP only, on a free port.
+type serveProc struct {
+	e        *env
+	cmd      *exec.Cmd
+	httpAddr string
+	logPath  string
+}
+
+// startServe starts the server and waits until /healthz answers.
+func (e *env) startServe() *serveProc {
+	e.t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s := &serveProc{e: e, httpAddr: addr, logPath: filepath.Join(e.dir, "serve.log")}
+	logFile, err := os.Create(s.logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer logFile.Close() // the child has its own descriptor
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	e.t.Cleanup(cancel)
+	s.cmd = e.command(ctx, "serve", "--ssh", "", "--http", addr)
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	if err := s.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("serve never answered /healthz: %s", s.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (s *serveProc) logs() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
+
+// stop sends SIGINT and expects a clean exit.
+func (s *serveProc) stop() {
+	s.e.t.Helper()
+	if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
+		s.e.t.Fatal(err)
+	}
+	if err := s.cmd.Wait(); err != nil {
+		s.e.t.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, s.logs())
+	}
+}
+
 // serve wires the store into the HTTP API: a key created by the CLI
 // verifies over HTTP, the CLI is locked out meanwhile, SIGINT stops the
 // server cleanly and the last use is on disk afterwards.
@@ -699,41 +752,8 @@ func TestServeHTTP(t *testing.T) {
 	k := e.create("--name", "gateway", "--scope", "coupons:read")
 	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	srv := e.command(ctx, "serve", "--ssh", "", "--http", addr)
-	logFile, err := os.Create(filepath.Join(e.dir, "serve.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	srv.Stdout, srv.Stderr = logFile, logFile
-	logs := func() string { b, _ := os.ReadFile(logFile.Name()); return string(b) }
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer srv.Process.Kill()
-
-	base := "http://" + addr
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get(base + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("serve never answered /healthz: %s", logs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	srv := e.startServe()
+	base := "http://" + srv.httpAddr
 
 	body := fmt.Sprintf(`{"key": %q, "scope": "coupons:read"}`, k.Token)
 	req, _ := http.NewRequest("POST", base+"/v1/keys/verify", strings.NewReader(body))
@@ -753,13 +773,8 @@ func TestServeHTTP(t *testing.T) {
 		t.Errorf("keys list while serving: %s", r)
 	}
 
-	if err := srv.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Wait(); err != nil {
-		t.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, logs())
-	}
-	if strings.Contains(logs(), k.Token) || strings.Contains(logs(), secret) {
+	srv.stop()
+	if logs := srv.logs(); strings.Contains(logs, k.Token) || strings.Contains(logs, secret) {
 		t.Errorf("serve logged a token or the shared secret")
 	}
 	got := e.key(k.ID)

@@ -1,14 +1,18 @@
 // Package tui is keyward's terminal UI: one bubbletea screen per admin
-// page, routed by a small root model.
+// page, routed by a small root model (root.go).
 package tui
 
 import (
-	"errors"
+	"io"
+	"os"
 	"time"
 
+	"github.com/charmbracelet/bubbles/help"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/lipgloss"
+	"github.com/muesli/termenv"
 
+	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
@@ -33,18 +37,82 @@ type Options struct {
 	// Renderer builds this program's styles; nil means lipgloss's default.
 	// Over SSH each session passes its own (bubbletea.MakeRenderer).
 	Renderer *lipgloss.Renderer
-	// Clipboard; nil picks the native clipboard with an OSC 52 fallback.
+	// Clipboard; nil picks the native clipboard with an OSC 52 fallback
+	// (OSC 52 only when $SSH_TTY or $SSH_CONNECTION is set).
 	Clipboard Clipboard
 	// Now replaces the clock, for tests.
 	Now func() time.Time
+	// Output is where the program draws and where the default clipboard
+	// sends OSC 52 (default os.Stdout). Used by Run and by New's default
+	// clipboard.
+	Output io.Writer
+	// ReadOnly hides every state-changing binding even for an ADMIN. A
+	// READONLY, disabled or unknown operator is always read-only; the
+	// store refuses their writes as well.
+	ReadOnly bool
+}
+
+// Model is the root model New returns. Call Close after the program ends
+// (over SSH the session may end without a quit key) to stop its
+// subscription to the store's change feed.
+type Model interface {
+	tea.Model
+	Close()
 }
 
 // New returns the root model.
-func New(opts Options) tea.Model {
-	panic("tui: not built yet")
+func New(opts Options) tea.Model { return newRoot(opts) }
+
+func newRoot(opts Options) *root {
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Output == nil {
+		opts.Output = os.Stdout
+	}
+	if opts.Clipboard == nil {
+		opts.Clipboard = pickClipboard(opts.Output)
+	}
+	readonly, why := opts.ReadOnly, ""
+	if opts.Store != nil {
+		op, err := opts.Store.Operator(opts.Actor)
+		switch {
+		case err != nil:
+			readonly, why = true, "You are not an operator of this database: read-only."
+		case op.Disabled:
+			readonly, why = true, "Your operator account is disabled: read-only."
+		case op.Role != model.OperatorAdmin:
+			readonly = true
+		}
+	}
+	c := &common{
+		st: opts.Store, actor: opts.Actor, readonly: readonly,
+		styles: newStyles(opts.Renderer), keys: newKeyMap(readonly),
+		clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
+	}
+	m := &root{c: c, stack: []screen{newKeysTable(c, nil)}, help: help.New()}
+	if opts.Store != nil {
+		m.sub = opts.Store.Subscribe()
+	}
+	if why != "" {
+		m.flash.set(flashMsg{text: why, bad: true})
+	}
+	return m
 }
 
 // Run starts the TUI full-screen on the local terminal.
 func Run(opts Options) error {
-	return errors.New("the TUI is not built yet; use the keys subcommands")
+	if opts.Output == nil {
+		opts.Output = os.Stdout
+	}
+	if opts.Renderer == nil {
+		opts.Renderer = lipgloss.NewRenderer(opts.Output)
+		if termenv.EnvNoColor() {
+			opts.Renderer.SetColorProfile(termenv.Ascii)
+		}
+	}
+	m := newRoot(opts)
+	defer m.Close()
+	_, err := tea.NewProgram(m, tea.WithAltScreen(), tea.WithOutput(opts.Output)).Run()
+	return err
 }

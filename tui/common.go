@@ -1,0 +1,209 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// common is the context every screen shares: the store, who is acting,
+// their rights, styles, keys, clipboard, clock and the terminal size.
+type common struct {
+	st       *store.Store
+	actor    string
+	readonly bool
+	styles   *styles
+	keys     *keyMap
+	clip     Clipboard
+	now      func() time.Time
+	width    int
+	height   int // height available to a screen's body
+}
+
+// screen is one admin page. The root keeps a stack of them; the keys table
+// is always at the bottom.
+type screen interface {
+	Init() tea.Cmd
+	Update(tea.Msg) (screen, tea.Cmd)
+	View() string
+	SetSize(w, h int)
+	// Title names the screen in the header.
+	Title() string
+	// Help returns the bindings that work right now, for the help bar.
+	Help() []key.Binding
+	// Typing reports whether a text field has focus, so that q types a
+	// letter instead of quitting.
+	Typing() bool
+}
+
+// Messages that the root routes.
+type (
+	pushMsg  struct{ s screen }
+	popMsg   struct{}
+	flashMsg struct {
+		text string
+		bad  bool
+	}
+	// feedMsg carries coalesced store changes to every screen.
+	feedMsg struct{ changes []store.Change }
+)
+
+func push(s screen) tea.Cmd { return func() tea.Msg { return pushMsg{s} } }
+func pop() tea.Msg           { return popMsg{} }
+
+func flash(format string, args ...any) tea.Cmd {
+	text := fmt.Sprintf(format, args...)
+	return func() tea.Msg { return flashMsg{text: text} }
+}
+
+func flashErr(err error) tea.Cmd {
+	text := errText(err)
+	return func() tea.Msg { return flashMsg{text: text, bad: true} }
+}
+
+// errText turns a store error into a sentence fit for the status bar. Every
+// error text is sanitised: it may quote names from the database.
+func errText(err error) string {
+	var fe *model.FieldError
+	switch {
+	case err == nil:
+		return ""
+	case errors.Is(err, store.ErrForbidden):
+		return "Not allowed: " + model.Sanitize(err.Error())
+	case errors.Is(err, store.ErrLastAdmin):
+		return "Refused: " + model.Sanitize(err.Error()) + "."
+	case errors.Is(err, store.ErrNotFound):
+		return "Gone: " + model.Sanitize(err.Error()) + " (someone may have deleted it)."
+	case errors.Is(err, store.ErrClosed):
+		return "The database is closed."
+	case errors.As(err, &fe):
+		return fieldLabel(fe.Field) + ": " + model.Sanitize(fe.Msg)
+	}
+	return "Error: " + model.Sanitize(err.Error())
+}
+
+func fieldLabel(f string) string {
+	switch f {
+	case "expires":
+		return "Expiry"
+	case "key":
+		return "Public key"
+	case "":
+		return "Error"
+	}
+	return strings.ToUpper(f[:1]) + f[1:]
+}
+
+// clean sanitises a data string for display.
+func clean(s string) string { return model.Sanitize(s) }
+
+// fit truncates s to width cells (with an ellipsis) and pads it to exactly
+// width. s must already be sanitised and unstyled.
+func fit(s string, width int) string {
+	if width <= 0 {
+		return ""
+	}
+	w := ansi.StringWidth(s)
+	if w > width {
+		s = ansi.Truncate(s, width, "…")
+		w = ansi.StringWidth(s)
+	}
+	if w < width {
+		s += strings.Repeat(" ", width-w)
+	}
+	return s
+}
+
+// clip shortens s to at most width cells without padding.
+func clipText(s string, width int) string {
+	if width <= 0 {
+		return ""
+	}
+	if ansi.StringWidth(s) > width {
+		return ansi.Truncate(s, width, "…")
+	}
+	return s
+}
+
+// padLines makes v exactly h lines high, truncating or padding, so that
+// screens never push the footer off the terminal.
+func padLines(v string, w, h int) string {
+	if h <= 0 {
+		return ""
+	}
+	lines := strings.Split(v, "\n")
+	if len(lines) > h {
+		lines = lines[:h]
+	}
+	for i, l := range lines {
+		if ansi.StringWidth(l) > w {
+			lines[i] = ansi.Truncate(l, w, "")
+		}
+	}
+	for len(lines) < h {
+		lines = append(lines, "")
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Time formatting shared by the screens.
+func fmtDate(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02")
+}
+
+func fmtTime(t *time.Time) string {
+	if t == nil {
+		return "never"
+	}
+	return t.UTC().Format("2006-01-02 15:04 UTC")
+}
+
+// ago renders a past time relative to now ("3d ago"), or "Never".
+func ago(t *time.Time, now time.Time) string {
+	if t == nil {
+		return "Never"
+	}
+	d := now.Sub(*t)
+	switch {
+	case d < time.Minute:
+		return "just now"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm ago", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%dh ago", int(d.Hours()))
+	case d < 60*24*time.Hour:
+		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
+	}
+	return t.UTC().Format("2006-01-02")
+}
+
+func fmtGrace(d time.Duration) string {
+	switch {
+	case d == 0:
+		return "none: the old secret stops working now"
+	case d%(24*time.Hour) == 0:
+		n := int(d / (24 * time.Hour))
+		if n == 1 {
+			return "24 hours"
+		}
+		return fmt.Sprintf("%d days", n)
+	case d%time.Hour == 0:
+		n := int(d / time.Hour)
+		if n == 1 {
+			return "1 hour"
+		}
+		return fmt.Sprintf("%d hours", n)
+	}
+	return d.String()
+}

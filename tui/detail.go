@@ -1,0 +1,216 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/viewport"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// detail shows every field of one key and its audit history, newest first.
+type detail struct {
+	c       *common
+	id      string
+	key     *model.Key
+	events  []model.AuditEvent
+	gone    bool
+	loadErr error
+	vp      viewport.Model
+}
+
+type detailLoadedMsg struct {
+	id     string
+	key    *model.Key
+	events []model.AuditEvent
+	err    error
+}
+
+// historyLimit bounds the per-key audit history shown.
+const historyLimit = 200
+
+func newDetail(c *common, k *model.Key) *detail {
+	d := &detail{c: c, id: k.ID, key: k, vp: viewport.New(c.width, c.height)}
+	d.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	d.refresh()
+	return d
+}
+
+func (d *detail) Init() tea.Cmd { return d.load() }
+
+func (d *detail) load() tea.Cmd {
+	st, id := d.c.st, d.id
+	if st == nil {
+		return nil
+	}
+	return func() tea.Msg {
+		k, err := st.Key(id)
+		if err != nil {
+			return detailLoadedMsg{id: id, err: err}
+		}
+		evs, err := st.Audit(store.AuditFilter{Target: id, Limit: historyLimit})
+		return detailLoadedMsg{id: id, key: k, events: evs, err: err}
+	}
+}
+
+func (d *detail) Title() string { return "Key " + clean(d.id) }
+func (d *detail) Typing() bool  { return false }
+
+func (d *detail) SetSize(w, h int) {
+	d.vp.Width, d.vp.Height = w, h
+	d.refresh()
+}
+
+func (d *detail) Help() []key.Binding {
+	km := d.c.keys
+	live := !d.gone
+	for _, b := range []*key.Binding{&km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
+		d.c.enable(b, live)
+	}
+	if d.key != nil && !d.key.Active() {
+		km.Toggle.SetHelp("t", "activate")
+	} else {
+		km.Toggle.SetHelp("t", "disable")
+	}
+	return []key.Binding{km.Up, km.Down, km.Edit, km.Toggle, km.Regenerate, km.Delete, km.Back, km.Help}
+}
+
+func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
+	km := d.c.keys
+	switch msg := msg.(type) {
+	case detailLoadedMsg:
+		if msg.id != d.id {
+			return d, nil
+		}
+		d.loadErr = nil
+		switch {
+		case msg.key == nil && msg.err != nil:
+			d.gone = true
+		case msg.err != nil:
+			d.key, d.loadErr = msg.key, msg.err
+		default:
+			d.key, d.events = msg.key, msg.events
+		}
+		d.refresh()
+	case feedMsg:
+		for _, ch := range msg.changes {
+			if ch.ID == d.id || ch.Kind == store.Resync || (ch.Kind == store.LastUsed && containsID(ch.IDs, d.id)) {
+				return d, d.load()
+			}
+		}
+	case keyChangedMsg:
+		if msg.id == d.id {
+			return d, d.load()
+		}
+	case tea.KeyMsg:
+		switch {
+		case key.Matches(msg, km.Back):
+			return d, pop
+		case !d.gone && key.Matches(msg, km.Edit, km.Toggle, km.Regenerate, km.Delete):
+			return d, keyAction(d.c, msg, d.key)
+		}
+		var cmd tea.Cmd
+		d.vp, cmd = d.vp.Update(msg)
+		return d, cmd
+	}
+	return d, nil
+}
+
+func containsID(ids []string, id string) bool {
+	for _, x := range ids {
+		if x == id {
+			return true
+		}
+	}
+	return false
+}
+
+func (d *detail) View() string { return d.vp.View() }
+
+// refresh re-renders the content into the viewport.
+func (d *detail) refresh() {
+	d.vp.SetContent(d.content())
+}
+
+func (d *detail) content() string {
+	s, k, now := d.c.styles, d.key, d.c.now()
+	var b strings.Builder
+	if d.gone {
+		b.WriteString(s.Warn.Render("This key no longer exists (deleted).") + "\n\n")
+	}
+	row := func(label, value string) {
+		b.WriteString(s.Label.Render(label) + clipText(value, d.c.width-17) + "\n")
+	}
+	st := k.Display(now)
+	b.WriteString(s.Title.Render(clean(k.Name)) + "  " + s.statusStyle(st).Render(string(st)) + "\n")
+	if k.Description != "" {
+		b.WriteString(s.Dim.Render(wrap(s, clean(k.Description), max(d.c.width-2, 10))) + "\n")
+	}
+	b.WriteByte('\n')
+	row("ID", clean(k.ID))
+	row("Role", string(k.Role))
+	row("Status", string(k.Status)+" (shown as "+string(st)+")")
+	exp := fmtTime(k.ExpiresAt)
+	if k.ExpiresAt == nil {
+		exp = "never ⚠ (no expiry)"
+	}
+	row("Expires", exp)
+	row("Secret", clean(k.Hint)+"… (only a hint is kept)")
+	if k.GraceUntil != nil && now.Before(*k.GraceUntil) {
+		row("Old secret", "valid until "+fmtTime(k.GraceUntil))
+	}
+	row("Created", fmtTime(&k.CreatedAt)+" by "+clean(k.CreatedBy))
+	row("Updated", fmtTime(&k.UpdatedAt)+fmt.Sprintf(" (version %d)", k.Version))
+	used := "Never"
+	if k.LastUsedAt != nil {
+		used = fmtTime(k.LastUsedAt) + " (" + ago(k.LastUsedAt, now) + ")"
+		if k.LastUsedFrom != "" {
+			used += " from " + clean(k.LastUsedFrom)
+		}
+	}
+	row("Last used", used)
+
+	b.WriteString("\n" + s.Bold.Render("Scopes") + "\n")
+	var cat model.Catalog
+	if d.c.st != nil {
+		cat = d.c.st.Catalog()
+	}
+	if k.Role == model.RoleAdmin {
+		b.WriteString("  every scope (ADMIN)\n")
+	}
+	for _, sc := range k.Scopes {
+		desc := ""
+		if c, ok := cat.Scope(sc); ok {
+			desc = "  " + s.Dim.Render(clean(c.Description))
+		}
+		b.WriteString("  " + clean(sc) + desc + "\n")
+	}
+	b.WriteString("\n" + s.Bold.Render("Resources") + "\n")
+	if k.AllResources() {
+		b.WriteString("  all resources\n")
+	}
+	for _, r := range k.Resources {
+		desc := ""
+		if c, ok := cat.Resource(r); ok {
+			desc = "  " + s.Dim.Render(clean(c.Name)+" ("+clean(c.Kind)+")")
+		}
+		b.WriteString("  " + clean(r) + desc + "\n")
+	}
+
+	b.WriteString("\n" + s.Bold.Render("History") + s.Dim.Render(" (newest first)") + "\n")
+	if d.loadErr != nil {
+		b.WriteString(s.Error.Render(errText(d.loadErr)) + "\n")
+	}
+	if len(d.events) == 0 {
+		b.WriteString(s.Dim.Render("  no events yet") + "\n")
+	}
+	for _, ev := range d.events {
+		line := fmt.Sprintf("  %s  %-15s %-10s %s", ev.Time.UTC().Format("2006-01-02 15:04"), clean(ev.Action), clean(ev.Actor), clean(ev.Detail))
+		b.WriteString(clipText(line, d.c.width) + "\n")
+	}
+	return strings.TrimRight(b.String(), "\n")
+}

@@ -1,0 +1,400 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/huh"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// Expiry choices in the form.
+const (
+	exp30     = "30d"
+	exp90     = "90d"
+	exp1y     = "1y"
+	expCustom = "custom"
+	expNever  = "never"
+	expKeep   = "keep"
+)
+
+// formValues is what the huh fields are bound to. It lives behind a
+// pointer, so rebuilding the form (after a store error) keeps the input.
+type formValues struct {
+	Name, Description string
+	Role              model.Role
+	Scopes, Resources []string
+	Expiry, Custom    string
+	Active            bool
+}
+
+// keyForm creates or edits a key with huh. esc cancels without writing;
+// an edit carries the version it loaded, and a conflict is shown, never
+// overwritten silently.
+type keyForm struct {
+	c      *common
+	orig   *model.Key // nil when creating
+	v      *formValues
+	cat    model.Catalog
+	form   *huh.Form
+	banner string
+	saving bool
+}
+
+type formSavedMsg struct {
+	key   *model.Key
+	token string // create only
+}
+
+type formErrMsg struct {
+	err   error
+	fresh *model.Key // the current key after a conflict
+}
+
+func newKeyForm(c *common, k *model.Key) *keyForm {
+	f := &keyForm{c: c, orig: k, v: &formValues{Role: model.RoleEditor, Expiry: exp1y, Active: true}}
+	if c.st != nil {
+		f.cat = c.st.Catalog()
+	}
+	if k != nil {
+		spec := model.SpecOf(k)
+		f.v = &formValues{Name: spec.Name, Description: spec.Description, Role: spec.Role,
+			Scopes: spec.Scopes, Resources: spec.Resources, Expiry: expKeep, Active: spec.Active}
+	}
+	f.build()
+	return f
+}
+
+func (f *keyForm) Title() string {
+	if f.orig != nil {
+		return "Edit " + clean(f.orig.Name)
+	}
+	return "New key"
+}
+
+func (f *keyForm) Typing() bool { return true }
+
+func (f *keyForm) Init() tea.Cmd { return f.form.Init() }
+
+func (f *keyForm) SetSize(w, h int) {
+	f.form.WithWidth(min(w, 100)).WithHeight(max(h-f.bannerHeight(), 5))
+}
+
+func (f *keyForm) bannerHeight() int {
+	if f.banner == "" {
+		return 0
+	}
+	return strings.Count(f.bannerView(), "\n") + 2
+}
+
+func (f *keyForm) Help() []key.Binding {
+	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+}
+
+// build (re)creates the huh form over f.v.
+func (f *keyForm) build() {
+	v, cat := f.v, f.cat
+	isAdmin := func() bool { return v.Role == model.RoleAdmin }
+
+	expiry := []huh.Option[string]{
+		huh.NewOption("30 days", exp30), huh.NewOption("90 days", exp90),
+		huh.NewOption("1 year (recommended)", exp1y), huh.NewOption("Custom date…", expCustom),
+		huh.NewOption("Never (not recommended)", expNever),
+	}
+	if f.orig != nil {
+		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+fmtDate(f.orig.ExpiresAt), expKeep)}, expiry...)
+	}
+
+	var resOpts []huh.Option[string]
+	for _, r := range cat.Resources {
+		resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s %s (%s)", clean(r.ID), clean(r.Name), clean(r.Kind)), r.ID))
+	}
+	var allScopes []string
+	for _, s := range cat.Scopes {
+		allScopes = append(allScopes, clean(s.Name))
+	}
+	var allRes []string
+	for _, r := range cat.Resources {
+		allRes = append(allRes, clean(r.ID))
+	}
+	s := f.c.styles
+
+	f.form = huh.NewForm(
+		huh.NewGroup(
+			huh.NewInput().Key("name").Title("Name").Placeholder("ci-deploy-bot").CharLimit(model.MaxNameLen).
+				Value(&v.Name).Validate(f.validator("name")),
+			huh.NewInput().Key("description").Title("Description").Placeholder("optional: what uses this key").
+				CharLimit(model.MaxDescriptionLen).Value(&v.Description).Validate(f.validator("description")),
+			huh.NewSelect[model.Role]().Key("role").Title("Role").Options(
+				huh.NewOption("ADMIN     every scope on every resource", model.RoleAdmin),
+				huh.NewOption("EDITOR    the scopes and resources you choose", model.RoleEditor),
+				huh.NewOption("READONLY  like EDITOR, :read scopes only", model.RoleReadonly),
+			).Value(&v.Role),
+		).Title(f.Title()),
+		huh.NewGroup(
+			huh.NewMultiSelect[string]().Key("resources").Title("Resources").
+				Description("None chosen means all resources.").
+				Options(resOpts...).Value(&v.Resources).Height(min(len(resOpts)+2, 9)).Filterable(false).
+				Validate(f.validatorList("resources")),
+			huh.NewMultiSelect[string]().Key("scopes").
+				TitleFunc(func() string { return scopesTitle(v) }, []any{&v.Role, &v.Resources}).
+				OptionsFunc(func() []huh.Option[string] { return scopeOptions(&cat, v) }, []any{&v.Role, &v.Resources}).
+				Value(&v.Scopes).Height(9).Filterable(false).
+				Validate(f.validatorList("scopes")),
+		).Title("Access").WithHideFunc(isAdmin),
+		huh.NewGroup(
+			huh.NewNote().Title("Access").Description(
+				"Admins get every scope on every resource.\n\n"+
+					s.Dim.Render("Scopes:    "+strings.Join(allScopes, ", "))+"\n"+
+					s.Dim.Render("Resources: "+strings.Join(allRes, ", "))),
+		).WithHideFunc(func() bool { return !isAdmin() }),
+		huh.NewGroup(
+			huh.NewSelect[string]().Key("expires").Title("Expires").Options(expiry...).Value(&v.Expiry).
+				DescriptionFunc(func() string {
+					if v.Expiry == expNever {
+						return "⚠ A key that never expires stays valid until someone deletes it."
+					}
+					return "Expiring keys limit the damage of a leaked secret."
+				}, &v.Expiry).
+				Validate(func(string) error { return f.fieldErr("expires") }),
+		).Title("Lifetime"),
+		huh.NewGroup(
+			huh.NewInput().Key("custom").Title("Expiry date (UTC)").Placeholder("YYYY-MM-DD").CharLimit(10).
+				Value(&v.Custom).Validate(f.validator("expires")),
+		).WithHideFunc(func() bool { return v.Expiry != expCustom }),
+		huh.NewGroup(
+			huh.NewConfirm().Key("active").Title("Active?").
+				Description("An inactive key is refused until you activate it.").
+				Affirmative("Yes").Negative("No").Value(&v.Active),
+		).Title("Status"),
+	).WithTheme(s.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
+	f.SetSize(f.c.width, f.c.height)
+}
+
+// formKeyMap is huh's keymap with esc as cancel. ctrl+c is the root's.
+func formKeyMap() *huh.KeyMap {
+	km := huh.NewDefaultKeyMap()
+	km.Quit = key.NewBinding(key.WithKeys("esc"), key.WithHelp("esc", "cancel"))
+	km.MultiSelect.Filter.SetEnabled(false)
+	km.Select.Filter.SetEnabled(false)
+	return km
+}
+
+func scopesTitle(v *formValues) string {
+	switch {
+	case v.Role == model.RoleReadonly && len(v.Resources) > 0:
+		return "Scopes (READONLY: :read only; per-resource only, as resources are chosen)"
+	case v.Role == model.RoleReadonly:
+		return "Scopes (READONLY: :read scopes only)"
+	case len(v.Resources) > 0:
+		return "Scopes (only per-resource scopes, as resources are chosen)"
+	}
+	return "Scopes"
+}
+
+// scopeOptions offers what the role and resources allow. Scopes no longer
+// offered drop out of the selection (huh recomputes the value).
+func scopeOptions(cat *model.Catalog, v *formValues) []huh.Option[string] {
+	var out []huh.Option[string]
+	for _, sc := range cat.OfferedScopes(v.Role, len(v.Resources) > 0) {
+		out = append(out, huh.NewOption(fmt.Sprintf("%-19s %s", clean(sc.Name), clean(sc.Description)), sc.Name).
+			Selected(slices.Contains(v.Scopes, sc.Name)))
+	}
+	return out
+}
+
+// spec turns the form into a KeySpec. An unparsable custom date is a
+// FieldError on "expires".
+func (f *keyForm) spec() (model.KeySpec, error) {
+	v, now := f.v, f.c.now().UTC()
+	spec := model.KeySpec{Name: strings.TrimSpace(v.Name), Description: strings.TrimSpace(v.Description),
+		Role: v.Role, Active: v.Active}
+	if v.Role != model.RoleAdmin {
+		spec.Resources = append([]string(nil), v.Resources...)
+		offered := f.cat.OfferedScopes(v.Role, len(v.Resources) > 0)
+		for _, s := range v.Scopes {
+			if slices.ContainsFunc(offered, func(o model.Scope) bool { return o.Name == s }) {
+				spec.Scopes = append(spec.Scopes, s)
+			}
+		}
+	}
+	day := 24 * time.Hour
+	switch v.Expiry {
+	case exp30, exp90, exp1y:
+		d := map[string]time.Duration{exp30: 30 * day, exp90: 90 * day, exp1y: model.DefaultLifetime}[v.Expiry]
+		t := now.Add(d)
+		spec.ExpiresAt = &t
+	case expCustom:
+		t, err := time.Parse(time.DateOnly, strings.TrimSpace(v.Custom))
+		if err != nil {
+			return spec, &model.FieldError{Field: "expires", Msg: "enter a date as YYYY-MM-DD, for example " + now.AddDate(0, 6, 0).Format(time.DateOnly)}
+		}
+		spec.ExpiresAt = &t
+	case expKeep:
+		if f.orig != nil {
+			spec.ExpiresAt = f.orig.ExpiresAt
+		}
+	}
+	return spec, nil
+}
+
+// fieldErr validates the whole spec and reports the error only if it
+// belongs to field, so each huh field shows its own error inline.
+func (f *keyForm) fieldErr(field string) error {
+	spec, err := f.spec()
+	if err == nil {
+		check := spec
+		if f.v.Expiry == expKeep {
+			check.ExpiresAt = nil // an unchanged expiry may have passed
+		}
+		err = model.ValidateSpec(check, &f.cat, f.c.now())
+	}
+	if err == nil && field == "name" && f.c.st != nil {
+		if id, taken := f.c.st.KeyIDByName(spec.Name); taken && (f.orig == nil || id != f.orig.ID) {
+			err = &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", clean(spec.Name), id)}
+		}
+	}
+	var fe *model.FieldError
+	if errors.As(err, &fe) && fe.Field == field {
+		return errors.New(clean(fe.Msg))
+	}
+	return nil
+}
+
+func (f *keyForm) validator(field string) func(string) error {
+	return func(string) error { return f.fieldErr(field) }
+}
+
+func (f *keyForm) validatorList(field string) func([]string) error {
+	return func([]string) error { return f.fieldErr(field) }
+}
+
+func (f *keyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
+	switch msg := msg.(type) {
+	case formSavedMsg:
+		f.saving = false
+		if f.orig == nil {
+			return f, tea.Sequence(pop, changed(msg.key.ID), push(newReveal(f.c, revealKey(msg.key, msg.token, 0))))
+		}
+		return f, tea.Batch(pop, changed(msg.key.ID), flash("Saved key %q.", clean(msg.key.Name)))
+	case formErrMsg:
+		f.saving = false
+		return f, f.failed(msg)
+	}
+	if f.saving {
+		return f, nil
+	}
+	m, cmd := f.form.Update(msg)
+	f.form = m.(*huh.Form)
+	switch f.form.State {
+	case huh.StateAborted:
+		return f, tea.Batch(pop, flash("Cancelled; nothing was saved."))
+	case huh.StateCompleted:
+		return f, f.save()
+	}
+	return f, cmd
+}
+
+// save runs the store call in a tea.Cmd.
+func (f *keyForm) save() tea.Cmd {
+	spec, err := f.spec()
+	if err != nil {
+		return func() tea.Msg { return formErrMsg{err: err} }
+	}
+	f.saving = true
+	st, actor, orig := f.c.st, f.c.actor, f.orig
+	return func() tea.Msg {
+		if orig == nil {
+			k, token, err := st.CreateKey(actor, spec)
+			if err != nil {
+				return formErrMsg{err: err}
+			}
+			return formSavedMsg{key: k, token: token}
+		}
+		k, err := st.EditKey(actor, orig.ID, orig.Version, spec)
+		if err != nil {
+			fe := formErrMsg{err: err}
+			if errors.Is(err, store.ErrConflict) {
+				fe.fresh, _ = st.Key(orig.ID)
+			}
+			return fe
+		}
+		if k == nil { // nothing changed
+			k = orig
+		}
+		return formSavedMsg{key: k}
+	}
+}
+
+// failed keeps the form open with the admin's input and says what went
+// wrong. After a conflict the form now carries the current version, so a
+// second save is a deliberate overwrite, never a silent one.
+func (f *keyForm) failed(msg formErrMsg) tea.Cmd {
+	switch {
+	case errors.Is(msg.err, store.ErrConflict) && msg.fresh != nil:
+		changes := keyDiff(f.orig, msg.fresh)
+		f.banner = fmt.Sprintf("Conflict: someone else changed this key while you edited it (version %d → %d; %s). Nothing was saved. Your edits are kept below: review and save again to apply them over the new version, or esc to discard.",
+			f.orig.Version, msg.fresh.Version, changes)
+		f.orig = msg.fresh
+	case errors.Is(msg.err, store.ErrConflict), errors.Is(msg.err, store.ErrNotFound):
+		f.banner = "This key was deleted by someone else meanwhile. Nothing was saved; esc to go back."
+	default:
+		f.banner = errText(msg.err)
+	}
+	f.build()
+	return f.form.Init()
+}
+
+// keyDiff names the fields that differ between two versions of a key.
+func keyDiff(a, b *model.Key) string {
+	var parts []string
+	if a.Name != b.Name {
+		parts = append(parts, fmt.Sprintf("name is now %q", clean(b.Name)))
+	}
+	if a.Description != b.Description {
+		parts = append(parts, "description")
+	}
+	if a.Role != b.Role {
+		parts = append(parts, "role is now "+string(b.Role))
+	}
+	if !slices.Equal(a.Scopes, b.Scopes) {
+		parts = append(parts, "scopes")
+	}
+	if !slices.Equal(a.Resources, b.Resources) {
+		parts = append(parts, "resources")
+	}
+	if fmtTime(a.ExpiresAt) != fmtTime(b.ExpiresAt) {
+		parts = append(parts, "expiry is now "+fmtDate(b.ExpiresAt))
+	}
+	if a.Status != b.Status {
+		parts = append(parts, "status is now "+string(b.Status))
+	}
+	if a.Hint != b.Hint {
+		parts = append(parts, "secret regenerated")
+	}
+	if len(parts) == 0 {
+		return "changed: last-used only"
+	}
+	return "changed: " + strings.Join(parts, ", ")
+}
+
+func (f *keyForm) bannerView() string {
+	return f.c.styles.Error.Render(wrap(f.c.styles, "⚠ "+f.banner, max(f.c.width-2, 20)))
+}
+
+func (f *keyForm) View() string {
+	if f.saving {
+		return f.c.styles.Dim.Render("Saving…")
+	}
+	if f.banner == "" {
+		return f.form.View()
+	}
+	return f.bannerView() + "\n\n" + f.form.View()
+}

@@ -1,0 +1,103 @@
+package tui
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/viewport"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
+)
+
+// helpScreen lists the whole keymap, generated from the key.Bindings.
+// Disabled bindings (not applicable now, or not allowed for a READONLY
+// operator) are left out, so help never promises what a key won't do.
+type helpScreen struct {
+	c  *common
+	vp viewport.Model
+}
+
+func newHelpScreen(c *common, from screen) *helpScreen {
+	from.Help() // let the screen we came from set its bindings' state
+	h := &helpScreen{c: c, vp: viewport.New(c.width, c.height)}
+	h.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	h.vp.SetContent(h.content())
+	return h
+}
+
+func (h *helpScreen) Init() tea.Cmd { return nil }
+func (h *helpScreen) Title() string { return "Help" }
+func (h *helpScreen) Typing() bool  { return false }
+
+func (h *helpScreen) SetSize(w, hh int) {
+	h.vp.Width, h.vp.Height = w, hh
+	h.vp.SetContent(h.content())
+}
+
+func (h *helpScreen) Help() []key.Binding {
+	return []key.Binding{h.c.keys.Up, h.c.keys.Down, h.c.keys.Back}
+}
+
+func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
+	if k, ok := msg.(tea.KeyMsg); ok {
+		if key.Matches(k, h.c.keys.Back, h.c.keys.Help) {
+			return h, pop
+		}
+		var cmd tea.Cmd
+		h.vp, cmd = h.vp.Update(k)
+		return h, cmd
+	}
+	return h, nil
+}
+
+func (h *helpScreen) View() string { return h.vp.View() }
+
+func (h *helpScreen) content() string {
+	s := h.c.styles
+	var blocks []string
+	for _, sec := range h.c.keys.sections() {
+		var lines []string
+		for _, b := range sec.bindings {
+			if !b.Enabled() {
+				continue
+			}
+			lines = append(lines, s.Help.FullKey.Render(fit(b.Help().Key, 10))+" "+s.Help.FullDesc.Render(b.Help().Desc))
+		}
+		if len(lines) == 0 {
+			continue
+		}
+		blocks = append(blocks, s.Title.Render(sec.title)+"\n"+strings.Join(lines, "\n"))
+	}
+	if h.c.readonly {
+		blocks = append(blocks, s.Dim.Render("You are READONLY: actions that change keys,\noperators or the secret are hidden."))
+	}
+	// Two columns when there is room.
+	colW := 38
+	if h.c.width < 2*colW+2 {
+		return strings.Join(blocks, "\n\n")
+	}
+	var left, right []string
+	lh, rh := 0, 0
+	for _, b := range blocks {
+		n := strings.Count(b, "\n") + 2
+		if lh <= rh {
+			left, lh = append(left, b), lh+n
+		} else {
+			right, rh = append(right, b), rh+n
+		}
+	}
+	l := strings.Split(strings.Join(left, "\n\n"), "\n")
+	r := strings.Split(strings.Join(right, "\n\n"), "\n")
+	var out []string
+	for i := 0; i < max(len(l), len(r)); i++ {
+		a, b := "", ""
+		if i < len(l) {
+			a = l[i]
+		}
+		if i < len(r) {
+			b = r[i]
+		}
+		out = append(out, a+strings.Repeat(" ", max(colW+2-ansi.StringWidth(a), 1))+b)
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,457 @@
+package tui
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// keysTable is the home screen: a virtualised table that renders only the
+// visible rows, so moving costs the same with 1k or 1M keys.
+type keysTable struct {
+	c         *common
+	d         *tableData
+	cursor    int // index in display order
+	offset    int // first visible row
+	filter    textinput.Model
+	filtering bool
+	loaded    bool
+	// Background reloads after store changes are coalesced: at most one
+	// runs; changes arriving meanwhile schedule exactly one more.
+	reloading   bool
+	reloadAgain bool
+	focusID     string // after our own write, the key to select
+}
+
+// keysLoadedMsg is a snapshot sorted and filtered off the UI goroutine.
+type keysLoadedMsg struct {
+	d        *tableData
+	selected int // index of the requested key id, or -1
+	wantID   string
+}
+
+func newKeysTable(c *common, keys []*model.Key) *keysTable {
+	ti := textinput.New()
+	ti.Prompt = "/ "
+	ti.Placeholder = "name, id or description"
+	ti.CharLimit = 64
+	t := &keysTable{c: c, filter: ti}
+	if keys != nil {
+		t.d = newTableData(keys, colName, false, "", c.now())
+		t.loaded = true
+	} else {
+		t.d = newTableData(nil, colName, false, "", c.now())
+	}
+	return t
+}
+
+func (t *keysTable) Init() tea.Cmd {
+	if t.loaded || t.c.st == nil {
+		return nil
+	}
+	return t.reload()
+}
+
+// reload snapshots the store and sorts/filters it in a tea.Cmd.
+func (t *keysTable) reload() tea.Cmd {
+	if t.reloading {
+		t.reloadAgain = true
+		return nil
+	}
+	t.reloading = true
+	st, col, desc, q, now := t.c.st, t.d.col, t.d.desc, t.d.query(), t.c.now()
+	want := t.focusID
+	if k := t.selected(); k != nil && want == "" {
+		want = k.ID
+	}
+	return func() tea.Msg {
+		d := newTableData(st.Keys(), col, desc, q, now)
+		return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
+	}
+}
+
+func (t *keysTable) selected() *model.Key { return t.d.at(t.cursor) }
+
+func (t *keysTable) Title() string { return "Keys" }
+func (t *keysTable) Typing() bool  { return t.filtering }
+
+func (t *keysTable) SetSize(w, h int) { t.clampOffset() }
+
+func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
+	switch msg := msg.(type) {
+	case keysLoadedMsg:
+		return t, t.loadedSnapshot(msg)
+	case feedMsg:
+		for _, ch := range msg.changes {
+			if isKeyChange(ch.Kind) {
+				return t, t.reload()
+			}
+		}
+	case keyChangedMsg:
+		// Our own write: reload now and move the cursor to that key.
+		t.focusID = msg.id
+		return t, t.reload()
+	case tea.KeyMsg:
+		if t.filtering {
+			return t, t.updateFilter(msg)
+		}
+		return t, t.handleKey(msg)
+	case tea.MouseMsg:
+		return t, nil
+	default:
+		if t.filtering {
+			var cmd tea.Cmd
+			t.filter, cmd = t.filter.Update(msg)
+			return t, cmd
+		}
+	}
+	return t, nil
+}
+
+func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
+	t.reloading = false
+	prev := t.focusID
+	if k := t.selected(); k != nil && prev == "" {
+		prev = k.ID
+	}
+	t.focusID = ""
+	d := msg.d
+	// The admin may have sorted or typed while we loaded: re-apply.
+	if d.col != t.d.col {
+		d.setSort(t.d.col)
+	}
+	d.desc = t.d.desc
+	d.setQuery(t.d.query())
+	t.d = d
+	t.loaded = true
+	idx := msg.selected
+	if k := d.at(idx); k == nil || k.ID != prev {
+		idx = d.indexOfID(prev)
+	}
+	if idx >= 0 {
+		t.cursor = idx
+	}
+	t.clampCursor()
+	if t.reloadAgain {
+		t.reloadAgain = false
+		return t.reload()
+	}
+	return nil
+}
+
+// isKeyChange reports whether a change affects the keys table.
+func isKeyChange(k store.ChangeKind) bool {
+	switch k {
+	case store.KeyCreated, store.KeyUpdated, store.KeyDeleted, store.LastUsed, store.Resync:
+		return true
+	}
+	return false
+}
+
+func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
+	km := t.c.keys
+	switch {
+	case key.Matches(msg, km.ClearFilter):
+		t.filtering = false
+		t.filter.Blur()
+		t.filter.SetValue("")
+		t.applyQuery("")
+		return nil
+	case key.Matches(msg, km.ApplyFilter), msg.Type == tea.KeyDown, msg.Type == tea.KeyUp:
+		t.filtering = false
+		t.filter.Blur()
+		if msg.Type != tea.KeyEnter {
+			return t.handleKey(msg)
+		}
+		return nil
+	}
+	var cmd tea.Cmd
+	t.filter, cmd = t.filter.Update(msg)
+	t.applyQuery(t.filter.Value())
+	return cmd
+}
+
+// applyQuery filters and keeps the cursor on the same key if it is still
+// shown, else goes to the top.
+func (t *keysTable) applyQuery(q string) {
+	sel := t.selected()
+	t.d.setQuery(q)
+	t.cursor = max(t.d.indexOf(sel), 0)
+	t.clampCursor()
+}
+
+func (t *keysTable) sortBy(col column) {
+	sel := t.selected()
+	t.d.setSort(col)
+	t.cursor = max(t.d.indexOf(sel), 0)
+	t.clampCursor()
+}
+
+func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
+	km := t.c.keys
+	page := max(t.rows()-1, 1)
+	switch {
+	case key.Matches(msg, km.Up):
+		t.move(-1)
+	case key.Matches(msg, km.Down):
+		t.move(1)
+	case key.Matches(msg, km.PageUp):
+		t.move(-page)
+	case key.Matches(msg, km.PageDown):
+		t.move(page)
+	case key.Matches(msg, km.Top):
+		t.move(-t.d.len())
+	case key.Matches(msg, km.Bottom):
+		t.move(t.d.len())
+	case key.Matches(msg, km.Filter):
+		t.filtering = true
+		t.filter.SetValue(t.d.query())
+		t.filter.CursorEnd()
+		return t.filter.Focus()
+	case key.Matches(msg, km.Back):
+		if t.d.query() != "" {
+			t.filter.SetValue("")
+			t.applyQuery("")
+		}
+	case key.Matches(msg, km.SortName):
+		t.sortBy(colName)
+	case key.Matches(msg, km.SortRole):
+		t.sortBy(colRole)
+	case key.Matches(msg, km.SortStatus):
+		t.sortBy(colStatus)
+	case key.Matches(msg, km.SortExpires):
+		t.sortBy(colExpires)
+	case key.Matches(msg, km.SortLastUsed):
+		t.sortBy(colLastUsed)
+	case key.Matches(msg, km.SortCreated):
+		t.sortBy(colCreated)
+	case key.Matches(msg, km.New):
+		return push(newKeyForm(t.c, nil))
+	case key.Matches(msg, km.Detail, km.Edit, km.Toggle, km.Regenerate, km.Delete):
+		if k := t.selected(); k != nil {
+			return keyAction(t.c, msg, k)
+		}
+	case key.Matches(msg, km.Secret):
+		return push(newSecretScreen(t.c))
+	case key.Matches(msg, km.Operators):
+		return push(newOperatorsScreen(t.c))
+	case key.Matches(msg, km.Audit):
+		return push(newAuditScreen(t.c, ""))
+	}
+	return nil
+}
+
+// keyAction opens the screen or dialog for an action on k; the table and
+// the detail screen share it.
+func keyAction(c *common, msg tea.KeyMsg, k *model.Key) tea.Cmd {
+	km := c.keys
+	switch {
+	case key.Matches(msg, km.Detail):
+		return push(newDetail(c, k))
+	case key.Matches(msg, km.Edit):
+		return push(newKeyForm(c, k))
+	case key.Matches(msg, km.Toggle):
+		return push(toggleDialog(c, k))
+	case key.Matches(msg, km.Regenerate):
+		return push(regenerateDialog(c, k))
+	case key.Matches(msg, km.Delete):
+		return push(deleteDialog(c, k))
+	}
+	return nil
+}
+
+func (t *keysTable) move(delta int) {
+	t.cursor += delta
+	t.clampCursor()
+}
+
+func (t *keysTable) clampCursor() {
+	n := t.d.len()
+	t.cursor = max(min(t.cursor, n-1), 0)
+	t.clampOffset()
+}
+
+func (t *keysTable) clampOffset() {
+	rows := t.rows()
+	if t.cursor < t.offset {
+		t.offset = t.cursor
+	}
+	if t.cursor >= t.offset+rows {
+		t.offset = t.cursor - rows + 1
+	}
+	t.offset = max(min(t.offset, t.d.len()-rows), 0)
+}
+
+// rows is how many key rows fit: the body minus header, status and filter.
+func (t *keysTable) rows() int {
+	h := t.c.height - 2
+	if t.showFilterLine() {
+		h--
+	}
+	return max(h, 1)
+}
+
+func (t *keysTable) showFilterLine() bool { return t.filtering || t.d.query() != "" }
+
+func (t *keysTable) Help() []key.Binding {
+	km := t.c.keys
+	if t.filtering {
+		return []key.Binding{km.ApplyFilter, km.ClearFilter}
+	}
+	has := t.selected() != nil
+	for _, b := range []*key.Binding{&km.Detail, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
+		t.c.enable(b, has)
+	}
+	if k := t.selected(); k != nil && !k.Active() {
+		km.Toggle.SetHelp("t", "activate")
+	} else {
+		km.Toggle.SetHelp("t", "disable")
+	}
+	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Regenerate, km.Delete, km.Filter,
+		km.Secret, km.Operators, km.Audit, km.Help, km.Quit}
+}
+
+// layout holds column widths for a terminal width.
+type layout struct{ name, role, status, expires, used, created int }
+
+func tableLayout(w int) layout {
+	l := layout{role: 8, status: 8, expires: 10, used: 9, created: 10}
+	fixed := 2 + l.role + l.status + l.expires + l.used + l.created + 5
+	if w-fixed < 18 {
+		l.created = 0
+		fixed -= 11
+	}
+	if w-fixed < 14 {
+		l.used = 0
+		fixed -= 10
+	}
+	l.name = max(w-fixed, 8)
+	return l
+}
+
+func (t *keysTable) View() string {
+	s, w := t.c.styles, t.c.width
+	var b strings.Builder
+	if t.showFilterLine() {
+		b.WriteString(t.filterLine())
+		b.WriteByte('\n')
+	}
+	l := tableLayout(w)
+	b.WriteString(clipText(s.ColHeader.Render(t.header(l)), w))
+	b.WriteByte('\n')
+	rows := t.rows()
+	switch {
+	case !t.loaded:
+		b.WriteString(s.Empty.Render("Loading keys…"))
+	case t.d.counts.total == 0:
+		b.WriteString(s.Empty.Render("No keys yet.\n\nPress n to create your first API key."))
+	case t.d.len() == 0:
+		b.WriteString(s.Empty.Render(fmt.Sprintf("No keys match %q.\n\nPress esc to clear the filter.", clean(t.d.query()))))
+	default:
+		now := t.c.now()
+		end := min(t.offset+rows, t.d.len())
+		for i := t.offset; i < end; i++ {
+			b.WriteString(t.row(t.d.at(i), l, i == t.cursor, now))
+			if i < end-1 {
+				b.WriteByte('\n')
+			}
+		}
+	}
+	body := padLines(b.String(), w, t.c.height-1)
+	return body + "\n" + t.statusLine()
+}
+
+func (t *keysTable) header(l layout) string {
+	cell := func(c column, width int) string {
+		label := c.String()
+		if c == t.d.col {
+			if t.d.desc {
+				label += " ▼"
+			} else {
+				label += " ▲"
+			}
+		}
+		return fit(label, width)
+	}
+	parts := []string{"  " + cell(colName, l.name), cell(colRole, l.role), cell(colStatus, l.status), cell(colExpires, l.expires)}
+	if l.used > 0 {
+		parts = append(parts, cell(colLastUsed, l.used))
+	}
+	if l.created > 0 {
+		parts = append(parts, cell(colCreated, l.created))
+	}
+	return strings.Join(parts, " ")
+}
+
+func (t *keysTable) row(k *model.Key, l layout, sel bool, now time.Time) string {
+	s := t.c.styles
+	name := clean(k.Name)
+	desc := clean(k.Description)
+	nameCell, descPart := fit(name, l.name), ""
+	if nw := ansi.StringWidth(name); desc != "" && nw+4 < l.name {
+		nameCell = name + "  "
+		descPart = fit(desc, l.name-nw-2)
+	}
+	st := k.Display(now)
+	cells := []string{fit(string(k.Role), l.role), fit(string(st), l.status), fit(fmtDate(k.ExpiresAt), l.expires)}
+	if l.used > 0 {
+		cells = append(cells, fit(ago(k.LastUsedAt, now), l.used))
+	}
+	if l.created > 0 {
+		cells = append(cells, fit(clean(k.CreatedBy), l.created))
+	}
+	if sel {
+		return s.Selected.Render("› " + nameCell + descPart + " " + strings.Join(cells, " "))
+	}
+	cells[1] = s.statusStyle(st).Render(cells[1])
+	return "  " + nameCell + s.Dim.Render(descPart) + " " + strings.Join(cells, " ")
+}
+
+func (t *keysTable) filterLine() string {
+	s := t.c.styles
+	info := fmt.Sprintf("  %d of %d", t.d.len(), t.d.counts.total)
+	if t.filtering {
+		t.filter.Width = max(t.c.width-len(info)-4, 10)
+		return t.filter.View() + s.Dim.Render(info)
+	}
+	return s.Dim.Render(clipText(fmt.Sprintf("filter %q%s · / edits · esc clears", clean(t.d.query()), info), t.c.width))
+}
+
+func (t *keysTable) statusLine() string {
+	c := t.d.counts
+	dir := "▲"
+	if t.d.desc {
+		dir = "▼"
+	}
+	type part struct {
+		n     int
+		label string
+	}
+	parts := []part{{c.active, "active"}, {c.disabled, "disabled"}, {c.expired, "expired"}, {c.expiring, "expiring"}, {c.unused, "unused 90d"}}
+	tail := fmt.Sprintf(" · sort %s %s", t.d.col, dir)
+	if q := t.d.query(); q != "" {
+		tail += fmt.Sprintf(" · filter %q", clean(q))
+	}
+	build := func(skipZero bool) string {
+		text := fmt.Sprintf(" %d keys", c.total)
+		for _, p := range parts {
+			if !skipZero || p.n > 0 {
+				text += fmt.Sprintf(" · %d %s", p.n, p.label)
+			}
+		}
+		return text + tail
+	}
+	text := build(false)
+	if ansi.StringWidth(text) > t.c.width {
+		text = build(true) // zero counts go first when space is short
+	}
+	return t.c.styles.Status.Render(fit(text, t.c.width))
+}

@@ -1,0 +1,302 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/huh"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// operatorsScreen lists the people who administer keyward. ADMINs can add,
+// disable, enable, change the role of and delete operators, each behind a
+// confirm; the store refuses to remove the last active ADMIN.
+type operatorsScreen struct {
+	c      *common
+	ops    []model.Operator
+	cursor int
+	loaded bool
+}
+
+type operatorsLoadedMsg struct{ ops []model.Operator }
+
+func newOperatorsScreen(c *common) *operatorsScreen { return &operatorsScreen{c: c} }
+
+func (o *operatorsScreen) Init() tea.Cmd    { return o.load() }
+func (o *operatorsScreen) Title() string    { return "Operators" }
+func (o *operatorsScreen) Typing() bool     { return false }
+func (o *operatorsScreen) SetSize(w, h int) {}
+
+func (o *operatorsScreen) load() tea.Cmd {
+	st := o.c.st
+	return func() tea.Msg { return operatorsLoadedMsg{st.Operators()} }
+}
+
+func (o *operatorsScreen) selected() *model.Operator {
+	if o.cursor < 0 || o.cursor >= len(o.ops) {
+		return nil
+	}
+	return &o.ops[o.cursor]
+}
+
+func (o *operatorsScreen) Help() []key.Binding {
+	km := o.c.keys
+	sel := o.selected()
+	for _, b := range []*key.Binding{&km.ToggleOperator, &km.DeleteOperator, &km.RoleOperator} {
+		o.c.enable(b, sel != nil)
+	}
+	o.c.enable(&km.AddOperator, true)
+	if sel != nil && sel.Disabled {
+		km.ToggleOperator.SetHelp("t", "enable")
+	} else {
+		km.ToggleOperator.SetHelp("t", "disable")
+	}
+	return []key.Binding{km.Up, km.Down, km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.Back, km.Help}
+}
+
+func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
+	km := o.c.keys
+	switch msg := msg.(type) {
+	case operatorsLoadedMsg:
+		name := ""
+		if sel := o.selected(); sel != nil {
+			name = sel.Name
+		}
+		o.ops, o.loaded = msg.ops, true
+		for i, op := range o.ops {
+			if op.Name == name {
+				o.cursor = i
+			}
+		}
+		o.cursor = max(min(o.cursor, len(o.ops)-1), 0)
+	case feedMsg:
+		for _, ch := range msg.changes {
+			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
+				return o, o.load()
+			}
+		}
+	case tea.KeyMsg:
+		o.Help() // refresh binding state before matching
+		sel := o.selected()
+		switch {
+		case key.Matches(msg, km.Back):
+			return o, pop
+		case key.Matches(msg, km.Up):
+			o.cursor = max(o.cursor-1, 0)
+		case key.Matches(msg, km.Down):
+			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
+		case key.Matches(msg, km.AddOperator):
+			return o, push(newOperatorForm(o.c))
+		case sel != nil && key.Matches(msg, km.ToggleOperator):
+			return o, push(o.toggleDialog(*sel))
+		case sel != nil && key.Matches(msg, km.RoleOperator):
+			return o, push(o.roleDialog(*sel))
+		case sel != nil && key.Matches(msg, km.DeleteOperator):
+			return o, push(o.deleteDialog(*sel))
+		}
+	}
+	return o, nil
+}
+
+func (o *operatorsScreen) opDone(text string) tea.Msg {
+	return tea.BatchMsg{o.load(), flash("%s", text)}
+}
+
+func (o *operatorsScreen) toggleDialog(op model.Operator) *confirmDialog {
+	st, actor, name := o.c.st, o.c.actor, op.Name
+	disable := !op.Disabled
+	d := &confirmDialog{c: o.c, action: "Disable", danger: true,
+		title: fmt.Sprintf("Disable operator %q?", clean(name)),
+		body:  []string{"They can no longer log in, and the keys they created stop verifying (CREATOR_DISABLED) until re-enabled."}}
+	if !disable {
+		d.action, d.danger = "Enable", false
+		d.title = fmt.Sprintf("Enable operator %q?", clean(name))
+		d.body = []string{"They can log in again, and the keys they created verify again."}
+	}
+	d.run = func(int) tea.Cmd {
+		return func() tea.Msg {
+			if _, err := st.SetOperatorDisabled(actor, name, disable); err != nil {
+				return flashMsg{text: errText(err), bad: true}
+			}
+			return o.opDone(fmt.Sprintf("%sd operator %q.", d.action, clean(name)))
+		}
+	}
+	return d
+}
+
+func (o *operatorsScreen) roleDialog(op model.Operator) *confirmDialog {
+	st, actor, name := o.c.st, o.c.actor, op.Name
+	role := model.OperatorReadonly
+	if op.Role != model.OperatorAdmin {
+		role = model.OperatorAdmin
+	}
+	return &confirmDialog{c: o.c, action: "Make " + string(role), danger: role == model.OperatorReadonly,
+		title: fmt.Sprintf("Make operator %q %s?", clean(name), role),
+		body:  []string{"ADMINs may change anything; READONLY operators may only look."},
+		run: func(int) tea.Cmd {
+			return func() tea.Msg {
+				if _, err := st.SetOperatorRole(actor, name, role); err != nil {
+					return flashMsg{text: errText(err), bad: true}
+				}
+				return o.opDone(fmt.Sprintf("Operator %q is now %s.", clean(name), role))
+			}
+		}}
+}
+
+func (o *operatorsScreen) deleteDialog(op model.Operator) *confirmDialog {
+	st, actor, name := o.c.st, o.c.actor, op.Name
+	return &confirmDialog{c: o.c, action: "Delete", danger: true,
+		title: fmt.Sprintf("Delete operator %q?", clean(name)),
+		body:  []string{"This is permanent. The keys they created stop verifying at once (CREATOR_DISABLED)."},
+		run: func(int) tea.Cmd {
+			return func() tea.Msg {
+				if err := st.DeleteOperator(actor, name); err != nil {
+					return flashMsg{text: errText(err), bad: true}
+				}
+				return o.opDone(fmt.Sprintf("Deleted operator %q.", clean(name)))
+			}
+		}}
+}
+
+// Fingerprints of an operator's keys, for display.
+func fingerprints(op model.Operator) string {
+	var fps []string
+	for _, line := range op.PublicKeys {
+		if pk, err := model.ParsePublicKey(line); err == nil {
+			fps = append(fps, pk.Fingerprint())
+		} else {
+			fps = append(fps, "(unreadable key)")
+		}
+	}
+	if len(fps) == 0 {
+		return "no SSH key (local only)"
+	}
+	return strings.Join(fps, ", ")
+}
+
+func (o *operatorsScreen) View() string {
+	s, w := o.c.styles, o.c.width
+	var b strings.Builder
+	b.WriteString(s.ColHeader.Render(fit("  Name          Role      Status    Last login        Key fingerprints", w)) + "\n")
+	if !o.loaded {
+		return b.String() + s.Dim.Render("Loading…")
+	}
+	for i, op := range o.ops {
+		status := "active"
+		if op.Disabled {
+			status = "disabled"
+		}
+		login := "Never"
+		if op.LastLoginAt != nil {
+			login = op.LastLoginAt.UTC().Format("2006-01-02 15:04")
+		}
+		line := fit(clean(op.Name), 13) + " " + fit(string(op.Role), 9) + " " + fit(status, 9) + " " + fit(login, 17) + " " + fingerprints(op)
+		if op.Name == o.c.actor {
+			line += " (you)"
+		}
+		if i == o.cursor {
+			b.WriteString(s.Selected.Render(fit("› "+line, w)) + "\n")
+		} else {
+			b.WriteString(clipText("  "+line, w) + "\n")
+		}
+	}
+	return b.String()
+}
+
+// operatorForm adds an operator with huh: name, role, pasted public key.
+type operatorForm struct {
+	c                *common
+	name, role, pkey string
+	form             *huh.Form
+	banner           string
+	saving           bool
+}
+
+type operatorAddedMsg struct {
+	op  model.Operator
+	err error
+}
+
+func newOperatorForm(c *common) *operatorForm {
+	f := &operatorForm{c: c, role: string(model.OperatorReadonly)}
+	f.build()
+	return f
+}
+
+func (f *operatorForm) build() {
+	f.form = huh.NewForm(huh.NewGroup(
+		huh.NewInput().Key("name").Title("Login name").Placeholder("alice").CharLimit(32).Value(&f.name).
+			Validate(model.ValidateOperatorName),
+		huh.NewSelect[string]().Key("role").Title("Role").Options(
+			huh.NewOption("READONLY  may look, never change", string(model.OperatorReadonly)),
+			huh.NewOption("ADMIN     may change anything", string(model.OperatorAdmin)),
+		).Value(&f.role),
+		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… alice@laptop").CharLimit(16384).
+			Value(&f.pkey).Validate(func(s string) error {
+			if strings.TrimSpace(s) == "" {
+				return nil // local-only operator
+			}
+			if _, err := model.ParsePublicKey(s); err != nil {
+				return errors.New(clean(err.Error()))
+			}
+			return nil
+		}).Description("Paste one authorized_keys line; leave empty for a local-only operator."),
+	).Title("Add operator")).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
+	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-2, 5))
+}
+
+func (f *operatorForm) Init() tea.Cmd    { return f.form.Init() }
+func (f *operatorForm) Title() string    { return "Add operator" }
+func (f *operatorForm) Typing() bool     { return true }
+func (f *operatorForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-2, 5)) }
+func (f *operatorForm) Help() []key.Binding {
+	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+}
+
+func (f *operatorForm) Update(msg tea.Msg) (screen, tea.Cmd) {
+	if m, ok := msg.(operatorAddedMsg); ok {
+		f.saving = false
+		if m.err != nil {
+			f.banner = errText(m.err)
+			f.build()
+			return f, f.form.Init()
+		}
+		return f, tea.Batch(pop, flash("Added operator %q (%s).", clean(m.op.Name), m.op.Role))
+	}
+	if f.saving {
+		return f, nil
+	}
+	mm, cmd := f.form.Update(msg)
+	f.form = mm.(*huh.Form)
+	switch f.form.State {
+	case huh.StateAborted:
+		return f, tea.Batch(pop, flash("Cancelled; no operator added."))
+	case huh.StateCompleted:
+		f.saving = true
+		st, actor, name, role := f.c.st, f.c.actor, strings.TrimSpace(f.name), model.OperatorRole(f.role)
+		var keys []string
+		if k := strings.TrimSpace(f.pkey); k != "" {
+			keys = []string{k}
+		}
+		return f, func() tea.Msg {
+			op, err := st.AddOperator(actor, name, role, keys)
+			return operatorAddedMsg{op, err}
+		}
+	}
+	return f, cmd
+}
+
+func (f *operatorForm) View() string {
+	if f.saving {
+		return f.c.styles.Dim.Render("Saving…")
+	}
+	if f.banner != "" {
+		return f.c.styles.Error.Render(wrap(f.c.styles, "⚠ "+f.banner, max(f.c.width-2, 20))) + "\n\n" + f.form.View()
+	}
+	return f.form.View()
+}

@@ -1,0 +1,158 @@
+package tui
+
+import (
+	"crypto/sha256"
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/keyward/keyward/model"
+)
+
+// ClipboardClearAfter is how long a copied secret may stay on the
+// clipboard; then it is cleared if the clipboard still holds it.
+const ClipboardClearAfter = 30 * time.Second
+
+// revealInfo is what the reveal screen shows: a secret shown exactly once.
+type revealInfo struct {
+	heading string
+	secret  string
+	warning string
+	notes   []string
+}
+
+func revealKey(k *model.Key, token string, grace time.Duration) revealInfo {
+	notes := []string{
+		"Key " + quoteName(k) + " · " + string(k.Role) + " · expires " + fmtDate(k.ExpiresAt),
+	}
+	if k.Version > 1 {
+		notes = append(notes, graceNote(grace, k.GraceUntil))
+	}
+	return revealInfo{heading: "Your new API key", secret: token, notes: notes,
+		warning: "⚠ Copy it now and store it safely. It will not be shown again: keyward keeps only a hash."}
+}
+
+// reveal shows a secret once. Leaving needs a deliberate y after "Stored
+// it?", and then the secret is dropped from the model.
+type reveal struct {
+	c      *common
+	info   revealInfo
+	asking bool
+	copied string // how it was copied, for the view
+}
+
+type copiedMsg struct {
+	via string
+	err error
+}
+
+func newReveal(c *common, info revealInfo) *reveal { return &reveal{c: c, info: info} }
+
+func (r *reveal) Init() tea.Cmd    { return nil }
+func (r *reveal) Title() string    { return "Reveal" }
+func (r *reveal) Typing() bool     { return false }
+func (r *reveal) SetSize(w, h int) {}
+
+func (r *reveal) Help() []key.Binding {
+	km := r.c.keys
+	if r.asking {
+		return []key.Binding{km.Yes, km.No}
+	}
+	return []key.Binding{km.Copy, km.Leave}
+}
+
+func (r *reveal) Update(msg tea.Msg) (screen, tea.Cmd) {
+	km := r.c.keys
+	switch msg := msg.(type) {
+	case copiedMsg:
+		if msg.err != nil {
+			return r, flashErr(msg.err)
+		}
+		r.copied = msg.via
+		return r, flash("Copied with %s; cleared in %d s if still there.", msg.via, int(ClipboardClearAfter.Seconds()))
+	case tea.KeyMsg:
+		switch {
+		case r.asking && key.Matches(msg, km.Yes):
+			r.forget()
+			return r, pop
+		case r.asking && key.Matches(msg, km.No):
+			r.asking = false
+		case r.asking:
+		case key.Matches(msg, km.Copy):
+			return r, r.copy()
+		case key.Matches(msg, km.Leave):
+			r.asking = true
+		}
+	}
+	return r, nil
+}
+
+// forget drops the secret from every field this screen holds.
+func (r *reveal) forget() {
+	r.info.secret = ""
+	r.info = revealInfo{}
+}
+
+// copy copies in a tea.Cmd (atotto runs a helper program) and schedules
+// the clear. The clear holds only the secret's hash, so nothing keeps the
+// secret once the admin leaves this screen.
+func (r *reveal) copy() tea.Cmd {
+	clip, secret := r.c.clip, r.info.secret
+	if secret == "" {
+		return nil
+	}
+	sum := sha256.Sum256([]byte(secret))
+	copyCmd := func() tea.Msg {
+		if err := clip.Copy(secret); err != nil {
+			return copiedMsg{err: err}
+		}
+		return copiedMsg{via: clip.Name()}
+	}
+	var clear tea.Cmd
+	if sc, ok := clip.(sumClearer); ok {
+		clear = tea.Tick(ClipboardClearAfter, func(time.Time) tea.Msg {
+			if err := sc.clearIfSum(sum); err != nil {
+				return flashMsg{text: errText(err), bad: true}
+			}
+			return flashMsg{text: "Clipboard cleared (30 s passed)."}
+		})
+	} else {
+		clear = tea.Tick(ClipboardClearAfter, func(time.Time) tea.Msg {
+			_ = clip.Clear(secret)
+			return flashMsg{text: "Clipboard cleared (30 s passed)."}
+		})
+	}
+	// Batch, not Sequence: the copy closure (which holds the secret) must not
+	// live on for the 30 s the clear waits.
+	return tea.Batch(copyCmd, clear)
+}
+
+func (r *reveal) View() string {
+	s, w := r.c.styles, r.c.width
+	var b strings.Builder
+	b.WriteString(s.Title.Render(r.info.heading) + "\n\n")
+	b.WriteString(s.Warn.Render(wrap(s, r.info.warning, w-2)) + "\n\n")
+	// The secret is never truncated: it wraps by character if narrow.
+	sec := r.info.secret
+	for len(sec) > 0 {
+		n := min(len(sec), max(w-4, 8))
+		b.WriteString("  " + s.Token.Render(sec[:n]) + "\n")
+		sec = sec[n:]
+	}
+	b.WriteByte('\n')
+	for _, n := range r.info.notes {
+		b.WriteString(wrap(s, n, w-2) + "\n")
+	}
+	if r.copied != "" {
+		b.WriteString(s.OK.Render("✓ Copied with "+r.copied+".") + "\n")
+	}
+	b.WriteByte('\n')
+	if r.asking {
+		b.WriteString(s.Bold.Render("Stored it? It will not be shown again.") + "  " + s.Dim.Render("y leaves · n stays"))
+	} else {
+		b.WriteString(s.Dim.Render("c copies · enter or esc when you have stored it"))
+	}
+	return b.String()
+}

@@ -1,0 +1,135 @@
+package tui
+
+import (
+	"strings"
+	"time"
+
+	"github.com/charmbracelet/bubbles/help"
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
+
+	"github.com/keyward/keyward/store"
+)
+
+// root only routes: global keys, the screen stack, resizes, flash
+// messages and the store's change feed. Screens do the work.
+type root struct {
+	c     *common
+	stack []screen
+	sub   *store.Subscription
+	flash flashState
+	help  help.Model
+}
+
+// broadcast marks messages every screen on the stack receives.
+type broadcast interface{ broadcast() }
+
+func (feedMsg) broadcast()       {}
+func (keyChangedMsg) broadcast() {}
+func (keysLoadedMsg) broadcast() {}
+
+// feedCoalesce groups a burst of store changes into one refresh.
+const feedCoalesce = 150 * time.Millisecond
+
+func (m *root) Init() tea.Cmd { return tea.Batch(m.stack[0].Init(), m.waitFeed(), m.flash.tick()) }
+
+func (m *root) top() screen { return m.stack[len(m.stack)-1] }
+
+func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	switch msg := msg.(type) {
+	case tea.WindowSizeMsg:
+		m.c.width, m.c.height = msg.Width, max(msg.Height-2, 3)
+		for _, s := range m.stack {
+			s.SetSize(m.c.width, m.c.height)
+		}
+	case tea.KeyMsg:
+		km, typing := m.c.keys, m.top().Typing()
+		switch {
+		case key.Matches(msg, km.ForceQuit),
+			len(m.stack) == 1 && !typing && key.Matches(msg, km.Quit):
+			m.Close()
+			return m, tea.Quit
+		case !typing && key.Matches(msg, km.Help):
+			if _, open := m.top().(*helpScreen); !open {
+				return m, push(newHelpScreen(m.c, m.top()))
+			}
+		}
+	case pushMsg:
+		m.stack = append(m.stack, msg.s)
+		msg.s.SetSize(m.c.width, m.c.height)
+		return m, msg.s.Init()
+	case popMsg:
+		if len(m.stack) > 1 {
+			m.stack = m.stack[:len(m.stack)-1]
+		}
+		return m, nil
+	case flashMsg:
+		return m, m.flash.set(msg)
+	case flashTickMsg:
+		return m, m.flash.update(msg)
+	case feedMsg:
+		return m, tea.Batch(m.all(msg), m.waitFeed())
+	}
+	if _, ok := msg.(broadcast); ok {
+		return m, m.all(msg)
+	}
+	s, cmd := m.top().Update(msg)
+	m.stack[len(m.stack)-1] = s
+	return m, cmd
+}
+
+// all sends msg to every screen on the stack.
+func (m *root) all(msg tea.Msg) tea.Cmd {
+	cmds := make([]tea.Cmd, 0, len(m.stack))
+	for i, s := range m.stack {
+		var cmd tea.Cmd
+		m.stack[i], cmd = s.Update(msg)
+		cmds = append(cmds, cmd)
+	}
+	return tea.Batch(cmds...)
+}
+
+// waitFeed waits for store changes in a tea.Cmd and coalesces bursts.
+func (m *root) waitFeed() tea.Cmd {
+	if m.sub == nil {
+		return nil
+	}
+	sub := m.sub
+	return func() tea.Msg {
+		if _, ok := <-sub.Ready(); !ok {
+			return nil
+		}
+		time.Sleep(feedCoalesce)
+		return feedMsg{changes: sub.Next()}
+	}
+}
+
+// Close stops the change feed; safe to call twice.
+func (m *root) Close() {
+	if m.sub != nil {
+		m.sub.Close()
+	}
+}
+
+func (m *root) View() string {
+	c, s := m.c, m.c.styles
+	var crumbs []string
+	for _, sc := range m.stack {
+		crumbs = append(crumbs, sc.Title())
+	}
+	who := clean(c.actor)
+	if c.readonly {
+		who += " (read-only)"
+	}
+	right := who + " "
+	header := s.Header.Render(fit(" keyward  "+strings.Join(crumbs, " › "), c.width-ansi.StringWidth(right)) + right)
+	body := padLines(m.top().View(), c.width, c.height)
+	footer := m.flash.view(s)
+	if footer == "" {
+		m.help.Styles = s.Help
+		m.help.Width = c.width
+		footer = m.help.ShortHelpView(m.top().Help())
+	}
+	return header + "\n" + body + "\n" + clipText(footer, c.width)
+}

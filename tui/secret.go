@@ -1,0 +1,145 @@
+package tui
+
+import (
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+
+	"github.com/keyward/keyward/store"
+)
+
+// secretScreen shows the HTTP shared secret's metadata; revealing and
+// rotating each sit behind a confirm and end on the reveal screen.
+type secretScreen struct {
+	c    *common
+	meta store.SecretMeta
+	err  error
+	done bool
+}
+
+type secretLoadedMsg struct {
+	meta store.SecretMeta
+	err  error
+}
+
+func newSecretScreen(c *common) *secretScreen { return &secretScreen{c: c} }
+
+func (s *secretScreen) Init() tea.Cmd    { return s.load() }
+func (s *secretScreen) Title() string    { return "Shared secret" }
+func (s *secretScreen) Typing() bool     { return false }
+func (s *secretScreen) SetSize(w, h int) {}
+
+func (s *secretScreen) load() tea.Cmd {
+	st := s.c.st
+	return func() tea.Msg {
+		m, err := st.SecretInfo()
+		return secretLoadedMsg{m, err}
+	}
+}
+
+func (s *secretScreen) Help() []key.Binding {
+	km := s.c.keys
+	return []key.Binding{km.RevealSecret, km.RotateSecret, km.Back, km.Help}
+}
+
+func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
+	km := s.c.keys
+	switch msg := msg.(type) {
+	case secretLoadedMsg:
+		s.meta, s.err, s.done = msg.meta, msg.err, true
+	case feedMsg:
+		for _, ch := range msg.changes {
+			if ch.Kind == store.SecretChanged || ch.Kind == store.Resync {
+				return s, s.load()
+			}
+		}
+	case tea.KeyMsg:
+		switch {
+		case key.Matches(msg, km.Back):
+			return s, pop
+		case key.Matches(msg, km.RevealSecret):
+			return s, push(s.revealDialog())
+		case key.Matches(msg, km.RotateSecret):
+			return s, push(s.rotateDialog())
+		}
+	}
+	return s, nil
+}
+
+func secretReveal(secret string, m store.SecretMeta, heading string) revealInfo {
+	notes := []string{"Services send it as: Authorization: Bearer <secret>"}
+	if m.PreviousValidUntil != nil {
+		notes = append(notes, "The previous secret keeps working until "+fmtTime(m.PreviousValidUntil)+".")
+	}
+	return revealInfo{heading: heading, secret: secret, notes: notes,
+		warning: "⚠ Anyone holding this secret can call the verify API. Revealing it again is audited."}
+}
+
+func (s *secretScreen) revealDialog() *confirmDialog {
+	st, actor, c := s.c.st, s.c.actor, s.c
+	return &confirmDialog{c: c, action: "Reveal",
+		title: "Reveal the shared secret?",
+		body:  []string{"It is shown on screen until you leave, and the reveal is recorded in the audit log.", "If none exists yet, one is generated now."},
+		run: func(int) tea.Cmd {
+			return func() tea.Msg {
+				sec, m, err := st.RevealSecret(actor)
+				if err != nil {
+					return flashMsg{text: errText(err), bad: true}
+				}
+				return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "Shared secret")))}
+			}
+		}}
+}
+
+func (s *secretScreen) rotateDialog() *confirmDialog {
+	st, actor, c := s.c.st, s.c.actor, s.c
+	d := &confirmDialog{c: c, action: "Rotate", danger: true,
+		title: "Rotate the shared secret?",
+		body:  []string{"A new secret is generated. Every service must switch to it. How long may the old one keep working?"}}
+	for _, g := range store.GraceChoices {
+		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
+	}
+	d.run = func(choice int) tea.Cmd {
+		grace := store.GraceChoices[choice]
+		return func() tea.Msg {
+			sec, m, err := st.RotateSecret(actor, grace)
+			if err != nil {
+				return flashMsg{text: errText(err), bad: true}
+			}
+			return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "New shared secret")))}
+		}
+	}
+	return d
+}
+
+func (s *secretScreen) View() string {
+	st := s.c.styles
+	var b strings.Builder
+	b.WriteString(st.Title.Render("HTTP shared secret") + "\n")
+	b.WriteString(st.Dim.Render(wrap(st, "Services calling POST /v1/keys/verify authenticate with it as a bearer token. It is stored encrypted; only ADMINs may reveal or rotate it.", max(s.c.width-2, 20))) + "\n\n")
+	row := func(l, v string) { b.WriteString(st.Label.Render(l) + v + "\n") }
+	switch {
+	case !s.done:
+		b.WriteString(st.Dim.Render("Loading…"))
+	case s.err != nil:
+		b.WriteString(st.Error.Render(errText(s.err)))
+	case !s.meta.Exists:
+		b.WriteString("No shared secret yet: revealing generates one.\n")
+	default:
+		row("Hint", clean(s.meta.Hint)+"…")
+		row("Created", fmtTime(s.meta.CreatedAt))
+		rot := "never"
+		if s.meta.RotatedAt != nil {
+			rot = fmtTime(s.meta.RotatedAt)
+		}
+		row("Rotated", rot)
+		if s.meta.PreviousValidUntil != nil {
+			row("Previous valid", "until "+fmtTime(s.meta.PreviousValidUntil))
+		}
+	}
+	if s.c.readonly {
+		b.WriteString("\n" + st.Dim.Render("READONLY operators see metadata only."))
+	}
+	return b.String()
+}

@@ -1,14 +1,11 @@
 package server
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -194,45 +191,6 @@ func readBody(r io.Reader, buf []byte, max int) ([]byte, error) {
 			return buf, err
 		}
 	}
-}
-
-// decodeVerify decodes a verify body strictly: one JSON object with only
-// the known fields, string values, and nothing after it. It returns a
-// message fit for a 400 answer, or "".
-func decodeVerify(body []byte) (verifyRequest, string) {
-	var req verifyRequest
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&req); err != nil {
-		return req, "request body is not valid JSON for {\"key\",\"scope\",\"resource\"}: " + jsonErr(err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return req, "request body has data after the JSON object"
-	}
-	if req.Key == "" {
-		return req, "\"key\" is required"
-	}
-	return req, ""
-}
-
-// jsonErr describes a decode error without echoing input bytes.
-func jsonErr(err error) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.Is(err, io.EOF):
-		return "empty body"
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return "unexpected end of input"
-	case errors.As(err, &se):
-		return "syntax error at byte " + strconv.FormatInt(se.Offset, 10)
-	case errors.As(err, &te):
-		return "field \"" + model.Sanitize(truncUTF8(te.Field, 64)) + "\" must be a string"
-	}
-	if rest, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
-		return "unknown field " + model.Sanitize(truncUTF8(rest, 80)) + " (allowed: key, scope, resource)"
-	}
-	return "malformed JSON"
 }
 
 // fail writes a JSON error answer and logs it.

@@ -241,3 +241,5 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func storeAuditFor(target string) store.AuditFilter { return store.AuditFilter{Target: target} }

@@ -222,7 +222,7 @@ func (s *sshSide) program(sess ssh.Session) *tea.Program {
 	sio := &sessionIO{Session: sess}
 	sio.lastInput.Store(time.Now().UnixNano())
 	renderer := bubbletea.MakeRenderer(sess)
-	m, err := newTUI(tui.Options{Store: s.st, Actor: op.Name, Renderer: renderer, Clipboard: &osc52Clipboard{w: sio}})
+	m, err := newTUI(tui.Options{Store: s.st, Actor: op.Name, Renderer: renderer, Clipboard: tui.OSC52Clipboard(sio)})
 	if err != nil {
 		s.log.Printf("ssh tui failed user=%s err=%s", op.Name, err)
 		wish.Fatalln(sess, "keyward: the admin UI could not start")

@@ -566,22 +566,3 @@ func TestSSHIdleTimeout(t *testing.T) {
 		t.Errorf("stderr %q lacks the idle message", v.errText())
 	}
 }
-
-func TestOSC52Clipboard(t *testing.T) {
-	var b bytes.Buffer
-	c := &osc52Clipboard{w: &b}
-	if err := c.Copy("kw_secret\x1b]0;x\x07"); err != nil {
-		t.Fatal(err)
-	}
-	if got, want := b.String(), "\x1b]52;c;a3dfc2VjcmV0G10wO3gH\a"; got != want {
-		t.Fatalf("Copy wrote %q, want %q", got, want)
-	}
-	b.Reset()
-	_ = c.Clear("x")
-	if b.String() != "\x1b]52;c;\a" || c.Name() != "OSC 52" {
-		t.Fatalf("Clear wrote %q", b.String())
-	}
-	if err := c.Copy(strings.Repeat("x", maxOSC52+1)); err == nil {
-		t.Fatal("oversized copy accepted")
-	}
-}

@@ -57,7 +57,7 @@ type (
 )
 
 func push(s screen) tea.Cmd { return func() tea.Msg { return pushMsg{s} } }
-func pop() tea.Msg           { return popMsg{} }
+func pop() tea.Msg          { return popMsg{} }
 
 func flash(format string, args ...any) tea.Cmd {
 	text := fmt.Sprintf(format, args...)

@@ -315,8 +315,8 @@ func (t *keysTable) Help() []key.Binding {
 	} else {
 		km.Toggle.SetHelp("t", "disable")
 	}
-	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Regenerate, km.Delete, km.Filter,
-		km.Secret, km.Operators, km.Audit, km.Help, km.Quit}
+	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Delete, km.Filter, km.Help, km.Quit,
+		km.Regenerate, km.Secret, km.Operators, km.Audit}
 }
 
 // layout holds column widths for a terminal width.
@@ -436,15 +436,15 @@ func (t *keysTable) statusLine() string {
 		label string
 	}
 	parts := []part{{c.active, "active"}, {c.disabled, "disabled"}, {c.expired, "expired"}, {c.expiring, "expiring"}, {c.unused, "unused 90d"}}
-	tail := fmt.Sprintf(" · sort %s %s", t.d.col, dir)
+	tail := fmt.Sprintf(" │ sort %s %s", t.d.col, dir)
 	if q := t.d.query(); q != "" {
-		tail += fmt.Sprintf(" · filter %q", clean(q))
+		tail += fmt.Sprintf(" │ filter %q", clean(q))
 	}
 	build := func(skipZero bool) string {
 		text := fmt.Sprintf(" %d keys", c.total)
 		for _, p := range parts {
 			if !skipZero || p.n > 0 {
-				text += fmt.Sprintf(" · %d %s", p.n, p.label)
+				text += fmt.Sprintf("  %d %s", p.n, p.label)
 			}
 		}
 		return text + tail

@@ -175,6 +175,7 @@ func (e *testEnv) createKeyAs(actor string, spec model.KeySpec) (*model.Key, str
 // sshKey is a fresh ed25519 key pair for an operator.
 type sshKey struct {
 	signer gossh.Signer
+	priv   ed25519.PrivateKey
 	line   string // authorized_keys form
 }
 
@@ -188,7 +189,7 @@ func newSSHKey(t testing.TB) sshKey {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sshKey{signer: signer, line: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))}
+	return sshKey{signer: signer, priv: priv, line: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))}
 }
 
 // addOperator registers name with a fresh key.

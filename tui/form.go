@@ -84,7 +84,8 @@ func (f *keyForm) Typing() bool { return true }
 func (f *keyForm) Init() tea.Cmd { return f.form.Init() }
 
 func (f *keyForm) SetSize(w, h int) {
-	f.form.WithWidth(min(w, 100)).WithHeight(max(h-f.bannerHeight(), 5))
+	// Leave room under the fields for huh's error footer.
+	f.form.WithWidth(min(w, 100)).WithHeight(max(h-f.bannerHeight()-3, 5))
 }
 
 func (f *keyForm) bannerHeight() int {
@@ -256,12 +257,13 @@ func (f *keyForm) fieldErr(field string) error {
 		}
 		err = model.ValidateSpec(check, &f.cat, f.c.now())
 	}
-	if err == nil && field == "name" && f.c.st != nil {
+	var fe *model.FieldError
+	nameOK := !errors.As(err, &fe) || fe.Field != "name"
+	if nameOK && field == "name" && f.c.st != nil {
 		if id, taken := f.c.st.KeyIDByName(spec.Name); taken && (f.orig == nil || id != f.orig.ID) {
 			err = &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", clean(spec.Name), id)}
 		}
 	}
-	var fe *model.FieldError
 	if errors.As(err, &fe) && fe.Field == field {
 		return errors.New(clean(fe.Msg))
 	}

@@ -247,13 +247,13 @@ func (f *operatorForm) build() {
 			return nil
 		}).Description("Paste one authorized_keys line; leave empty for a local-only operator."),
 	).Title("Add operator")).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
-	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-2, 5))
+	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-5, 5))
 }
 
 func (f *operatorForm) Init() tea.Cmd    { return f.form.Init() }
 func (f *operatorForm) Title() string    { return "Add operator" }
 func (f *operatorForm) Typing() bool     { return true }
-func (f *operatorForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-2, 5)) }
+func (f *operatorForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
 func (f *operatorForm) Help() []key.Binding {
 	return append(f.form.KeyBinds(), f.c.keys.Cancel)
 }

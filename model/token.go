@@ -6,10 +6,12 @@ package model
 import (
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"math/big"
+	"math/bits"
 	"strings"
 )
 
@@ -135,8 +137,40 @@ func checksumOK(body, sum string) bool {
 	return string(want[:]) == sum
 }
 
-// encodeBase62 encodes b big-endian, left-padded with '0' to width.
+// pow62x10 is 62^10, the largest power of 62 that fits in 64 bits with
+// room to spare; dividing by it yields ten digits per pass.
+const pow62x10 = 839299365868340224
+
+// encodeBase62 encodes b big-endian, left-padded with '0' to width (only
+// the low width digits are kept). Up to 32 bytes it uses four 64-bit limbs
+// instead of math/big: token generation is a bulk import's hot path.
 func encodeBase62(b []byte, width int) string {
+	if len(b) > 32 {
+		return encodeBase62Big(b, width)
+	}
+	var buf [32]byte
+	copy(buf[32-len(b):], b)
+	var limbs [4]uint64
+	for i := range limbs {
+		limbs[i] = binary.BigEndian.Uint64(buf[i*8:])
+	}
+	out := make([]byte, width)
+	for i := width - 1; i >= 0; {
+		var rem uint64
+		for j := range limbs {
+			limbs[j], rem = bits.Div64(rem, limbs[j], pow62x10)
+		}
+		for k := 0; k < 10 && i >= 0; k++ {
+			out[i] = base62Alphabet[rem%62]
+			rem /= 62
+			i--
+		}
+	}
+	return string(out)
+}
+
+// encodeBase62Big is the general form of encodeBase62, for any length.
+func encodeBase62Big(b []byte, width int) string {
 	n := new(big.Int).SetBytes(b)
 	out := make([]byte, width)
 	base := big.NewInt(62)

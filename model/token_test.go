@@ -1,6 +1,7 @@
 package model
 
 import (
+	crand "crypto/rand"
 	"errors"
 	"hash/crc32"
 	"strings"
@@ -199,4 +200,30 @@ func TestCrcOfMatchesStdlib(t *testing.T) {
 			t.Fatalf("crcOf(%q) = %08x, want %08x", s, got, want)
 		}
 	}
+}
+
+func TestEncodeBase62Fast(t *testing.T) {
+	inputs := [][]byte{nil, {0}, {1}, {61}, {62}, {0xff}, bytes32(0xff), bytes32(0), {0xde, 0xad, 0xbe, 0xef}}
+	for i := 0; i < 500; i++ {
+		b := make([]byte, 1+i%32)
+		if _, err := crand.Read(b); err != nil {
+			t.Fatal(err)
+		}
+		inputs = append(inputs, b)
+	}
+	for _, b := range inputs {
+		for _, width := range []int{1, 6, 11, 43, 50} {
+			if got, want := encodeBase62(b, width), encodeBase62Big(b, width); got != want {
+				t.Fatalf("encodeBase62(%x, %d) = %q, want %q", b, width, got, want)
+			}
+		}
+	}
+}
+
+func bytes32(c byte) []byte {
+	b := make([]byte, 32)
+	for i := range b {
+		b[i] = c
+	}
+	return b
 }

@@ -12,27 +12,38 @@ import (
 // appendAudit adds an event in the caller's transaction. Events are keyed
 // by a monotonic sequence, and indexed by target for per-key history.
 func appendAudit(tx *bolt.Tx, ev model.AuditEvent) error {
+	idxKey, err := appendAuditEvent(tx, ev)
+	if err != nil || idxKey == nil {
+		return err
+	}
+	idx := tx.Bucket(bAuditKey)
+	idx.FillPercent = 0.9
+	return idx.Put(idxKey, nil)
+}
+
+// appendAuditEvent writes the event itself and returns its target-index
+// key (nil without a target) for the caller to insert, so bulk writers can
+// insert index keys in sorted order.
+func appendAuditEvent(tx *bolt.Tx, ev model.AuditEvent) ([]byte, error) {
 	b := tx.Bucket(bAudit)
 	seq, err := b.NextSequence()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev.Seq = seq
 	ev.Actor = model.Sanitize(ev.Actor)
 	ev.Detail = model.Sanitize(ev.Detail)
 	data, err := json.Marshal(ev)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := b.Put(u64(seq), data); err != nil {
-		return err
+		return nil, err
 	}
 	if ev.Target == "" {
-		return nil
+		return nil, nil
 	}
-	idx := tx.Bucket(bAuditKey)
-	idx.FillPercent = 0.9
-	return idx.Put(append([]byte(ev.Target+"\x00"), u64(seq)...), nil)
+	return append([]byte(ev.Target+"\x00"), u64(seq)...), nil
 }
 
 // AuditFilter narrows Audit.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"slices"
@@ -179,27 +180,78 @@ func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string,
 
 // insertKey writes one new key inside t and schedules its memory update.
 func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error) {
-	// Re-check the name inside the writer lock: two creates may race.
+	nk, err := s.newKey(t, spec, nil)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := t.tx.Bucket(bKeys).Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
+		return nil, "", err
+	}
+	if err := t.tx.Bucket(bHashes).Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
+		return nil, "", err
+	}
+	s.scheduleInsert(t, nk)
+	return nk.key, nk.token, nil
+}
+
+// newKeyRec is a key built in a transaction but not yet written.
+type newKeyRec struct {
+	key   *model.Key
+	token string
+	hash  [32]byte
+}
+
+// pendingBatch holds the ids and hashes a bulk insert has drawn but not yet
+// written, so they are unique within the batch too.
+type pendingBatch struct {
+	ids    map[string]struct{}
+	hashes map[[32]byte]struct{}
+}
+
+// newKey draws an id and a token for spec, checking the name is free (under
+// the writer lock: two creates may race) and that id and hash are unused.
+func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyRec, error) {
 	s.mu.RLock()
 	other, taken := s.names[foldName(spec.Name)]
 	s.mu.RUnlock()
 	if taken {
-		return nil, "", nameTaken(spec.Name, other)
+		return newKeyRec{}, nameTaken(spec.Name, other)
 	}
-	hb := t.tx.Bucket(bHashes)
-	tok, h, err := s.newToken(hb)
-	if err != nil {
-		return nil, "", err
+	hb, kb := t.tx.Bucket(bHashes), t.tx.Bucket(bKeys)
+	var tok model.Token
+	var h [32]byte
+	for {
+		var err error
+		if tok, err = model.GenerateToken(s.prefix); err != nil {
+			return newKeyRec{}, err
+		}
+		h = tok.Hash()
+		if batch != nil {
+			if _, dup := batch.hashes[h]; dup {
+				continue
+			}
+		}
+		if hb.Get(h[:]) == nil {
+			break
+		}
 	}
-	kb := t.tx.Bucket(bKeys)
 	var id string
 	for {
+		var err error
 		if id, err = model.NewKeyID(); err != nil {
-			return nil, "", err
+			return newKeyRec{}, err
+		}
+		if batch != nil {
+			if _, dup := batch.ids[id]; dup {
+				continue
+			}
 		}
 		if kb.Get([]byte(id)) == nil {
 			break
 		}
+	}
+	if batch != nil {
+		batch.ids[id], batch.hashes[h] = struct{}{}, struct{}{}
 	}
 	status := model.StatusActive
 	if !spec.Active {
@@ -211,25 +263,29 @@ func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error
 		CreatedAt: t.now, CreatedBy: t.actor, UpdatedAt: t.now, ExpiresAt: spec.ExpiresAt,
 		Hint: tok.Hint(), Version: 1,
 	}
-	if err := kb.Put([]byte(id), encodeKey(k)); err != nil {
-		return nil, "", err
-	}
-	if err := hb.Put(h[:], encodeHashRef(hashRef{id: id})); err != nil {
-		return nil, "", err
-	}
+	return newKeyRec{key: k, token: tok.String(), hash: h}, nil
+}
+
+// scheduleInsert adds a written key to memory once t commits.
+func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
+	k, h := nk.key, nk.hash
 	t.after = append(t.after, func() {
 		e := &entry{cur: h}
 		e.key.Store(k)
-		s.keys[id] = e
-		s.hashes[h] = hashRef{id: id}
-		s.names[foldName(k.Name)] = id
+		s.keys[k.ID] = e
+		s.hashes[h] = hashSlot{e: e}
+		s.names[foldName(k.Name)] = k.ID
 	})
-	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: id})
-	return k, tok.String(), nil
+	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
 
 // ImportKeys creates many keys in one transaction (seeding, migrations).
 // Tokens are returned in order. It is all-or-nothing.
+//
+// Ids and hashes are random, and bbolt only splits nodes at commit, so
+// inserting 100k random keys one by one costs O(n²) memmoves inside one
+// huge node. The records are therefore built first and written in key
+// order, bucket by bucket.
 func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, []string, error) {
 	if err := s.authorize(actor); err != nil {
 		return nil, nil, err
@@ -250,26 +306,62 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 	keys := make([]*model.Key, 0, len(specs))
 	tokens := make([]string, 0, len(specs))
 	err := s.write(actor, func(t *txn) error {
-		t.tx.Bucket(bAudit).FillPercent = 1
+		batch := &pendingBatch{ids: make(map[string]struct{}, len(specs)), hashes: make(map[[32]byte]struct{}, len(specs))}
+		recs := make([]newKeyRec, 0, len(specs))
+		idx := make([][]byte, 0, len(specs))
+		ab := t.tx.Bucket(bAudit)
+		ab.FillPercent = 1 // sequence keys only ever append
 		for _, spec := range specs {
-			k, tok, err := s.insertKey(t, spec)
+			nk, err := s.newKey(t, spec, batch)
 			if err != nil {
 				return err
 			}
-			if err := t.audit(model.ActKeyCreate, k.ID, "imported: "+describeNew(k)); err != nil {
+			ik, err := appendAuditEvent(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: model.ActKeyCreate,
+				Target: nk.key.ID, Detail: "imported: " + describeNew(nk.key)})
+			if err != nil {
 				return err
 			}
-			keys = append(keys, k)
-			tokens = append(tokens, tok)
+			recs = append(recs, nk)
+			idx = append(idx, ik)
+		}
+		kb, hb, ib := t.tx.Bucket(bKeys), t.tx.Bucket(bHashes), t.tx.Bucket(bAuditKey)
+		// Sorted inserts fill pages left to right; splitting them at the
+		// default 50% would leave every new page half empty (a bigger
+		// file, more remaps while it grows, more to fsync).
+		kb.FillPercent, hb.FillPercent = 0.9, 0.9
+		byID := slices.Clone(recs)
+		slices.SortFunc(byID, func(a, b newKeyRec) int { return strings.Compare(a.key.ID, b.key.ID) })
+		for _, nk := range byID {
+			if err := kb.Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
+				return err
+			}
+		}
+		slices.SortFunc(byID, func(a, b newKeyRec) int { return bytes.Compare(a.hash[:], b.hash[:]) })
+		for _, nk := range byID {
+			if err := hb.Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
+				return err
+			}
+		}
+		slices.SortFunc(idx, bytes.Compare)
+		ib.FillPercent = 0.9
+		for _, ik := range idx {
+			if err := ib.Put(ik, nil); err != nil {
+				return err
+			}
+		}
+		for _, nk := range recs {
+			s.scheduleInsert(t, nk)
+			keys = append(keys, nk.key)
+			tokens = append(tokens, nk.token)
+		}
+		if len(recs) > 64 {
+			// One resync signal instead of a flood of per-key events.
+			t.changes = []Change{{Kind: Resync}}
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, nil, err
-	}
-	if len(keys) > 64 {
-		// One resync signal instead of a flood of per-key events.
-		s.publish(Change{Kind: Resync})
 	}
 	return keys, tokens, nil
 }
@@ -407,14 +499,14 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 		}
 		token = tok.String()
 		t.after = append(t.after, func() {
+			e := s.keys[id]
 			for oh := range oldHashes {
 				delete(s.hashes, oh)
 			}
-			for oh, ref := range keep {
-				s.hashes[oh] = ref
+			for oh := range keep {
+				s.hashes[oh] = hashSlot{e: e, previous: true}
 			}
-			s.hashes[h] = hashRef{id: id}
-			e := s.keys[id]
+			s.hashes[h] = hashSlot{e: e}
 			e.cur, e.hasPrev = h, false
 			for oh := range keep {
 				e.prev, e.hasPrev = oh, true

@@ -20,16 +20,21 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	if _, err := model.ParseToken(token, s.prefix); err != nil {
 		return model.VerifyResult{Code: model.CodeMalformed, Reason: err.Error()}
 	}
-	h := sha256.Sum256([]byte(token))
+	// Hash through a stack buffer: []byte(token) of a token longer than 32
+	// bytes would allocate on every verification.
+	var buf [96]byte
+	var h [32]byte
+	if len(token) <= len(buf) {
+		h = sha256.Sum256(buf[:copy(buf[:], token)])
+	} else {
+		h = sha256.Sum256([]byte(token))
+	}
 	now := s.now()
 	s.mu.RLock()
-	ref, ok := s.hashes[h]
-	var e *entry
+	slot := s.hashes[h]
+	e := slot.e
 	var creatorActive bool
 	var k *model.Key
-	if ok {
-		e = s.keys[ref.id]
-	}
 	if e != nil {
 		k = e.key.Load()
 		op := s.ops[k.CreatedBy]
@@ -37,7 +42,7 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	}
 	s.mu.RUnlock()
 	in := model.VerifyInput{Key: k, CreatorActive: creatorActive, Scope: scope, Resource: resource, Now: now}
-	if k != nil && ref.previous {
+	if k != nil && slot.previous {
 		in.GraceExpired = k.GraceUntil == nil || !now.Before(*k.GraceUntil)
 	}
 	res := model.Decide(in)

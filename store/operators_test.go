@@ -168,6 +168,13 @@ func TestCreatorDisabled(t *testing.T) {
 	e.wantCode(tok, "coupons:read", "", model.CodeCreatorDisabled)
 	e.reopen()
 	e.wantCode(tok, "coupons:read", "", model.CodeCreatorDisabled)
+	// A new operator who happens to take the deleted one's name is another
+	// account: it must not bring the old operator's keys back to life.
+	e.clock.Add(time.Minute)
+	if _, err := e.s.AddOperator("admin", "bob", model.OperatorAdmin, nil); err != nil {
+		t.Fatal(err)
+	}
+	e.wantCode(tok, "coupons:read", "", model.CodeCreatorDisabled)
 	// A key disabled as well reports DISABLED first.
 	if _, err := e.s.SetKeyActive("admin", k.ID, false); err != nil {
 		t.Fatal(err)

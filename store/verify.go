@@ -38,7 +38,9 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	if e != nil {
 		k = e.key.Load()
 		op := s.ops[k.CreatedBy]
-		creatorActive = op != nil && !op.Disabled
+		// An operator deleted and later re-added under the same name is a
+		// different account: keys the old one created stay refused.
+		creatorActive = op != nil && !op.Disabled && !op.CreatedAt.After(k.CreatedAt)
 	}
 	s.mu.RUnlock()
 	in := model.VerifyInput{Key: k, CreatorActive: creatorActive, Scope: scope, Resource: resource, Now: now}

@@ -89,6 +89,14 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 	switch msg := msg.(type) {
 	case keysLoadedMsg:
 		return t, t.loadedSnapshot(msg)
+	case ordersMsg:
+		if msg.d == t.d {
+			for c, o := range msg.orders {
+				if t.d.orders[c] == nil {
+					t.d.orders[c] = o
+				}
+			}
+		}
 	case feedMsg:
 		for _, ch := range msg.changes {
 			if isKeyChange(ch.Kind) {
@@ -144,7 +152,23 @@ func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 		t.reloadAgain = false
 		return t.reload()
 	}
-	return nil
+	return t.precompute()
+}
+
+// ordersMsg carries sort orders computed in the background for a snapshot.
+type ordersMsg struct {
+	d      *tableData
+	orders [numColumns][]int32
+}
+
+func (ordersMsg) broadcast() {}
+
+// precompute sorts the other columns off the UI goroutine, so that with
+// a million keys a sort key is a slice swap instead of a full sort.
+func (t *keysTable) precompute() tea.Cmd {
+	d := t.d
+	all, now, have := d.all, d.now, d.orders
+	return func() tea.Msg { return ordersMsg{d: d, orders: precomputeOrders(all, now, have)} }
 }
 
 // isKeyChange reports whether a change affects the keys table.

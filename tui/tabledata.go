@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/binary"
 	"math"
@@ -42,16 +43,21 @@ func (c column) String() string {
 type tableData struct {
 	now    time.Time
 	all    []*model.Key // the snapshot, in store order
-	orders [numColumns][]*model.Key
+	hay    []byte       // lowercased "name\x00id\x00description\x01" of every key, in store order
+	offs   []int32      // offs[i] is where key i starts in hay; offs[len(all)] == len(hay)
+	orders [numColumns][]int32
 	col    column
 	desc   bool
 	levels []filterLevel // levels[0] is the unfiltered order
 	counts counts
 }
 
+// filterLevel is one step of the incremental filter: the matching keys'
+// indices in the current order, and the match set as a bitmap over all.
 type filterLevel struct {
 	query string // lowercased
-	keys  []*model.Key
+	bits  []uint64
+	idx   []int32
 }
 
 type counts struct {
@@ -64,9 +70,48 @@ const UnusedAfter = 90 * 24 * time.Hour
 func newTableData(all []*model.Key, col column, desc bool, query string, now time.Time) *tableData {
 	d := &tableData{now: now, all: all, col: col, desc: desc}
 	d.counts = countKeys(all, now)
-	d.levels = []filterLevel{{keys: d.order(col)}}
+	d.buildHaystack()
+	d.levels = []filterLevel{{idx: d.order(col)}}
 	d.setQuery(query)
 	return d
+}
+
+// buildHaystack lays every key's searchable text out contiguously, so a
+// filter keystroke scans memory sequentially instead of chasing a million
+// pointers.
+func (d *tableData) buildHaystack() {
+	size := 0
+	for _, k := range d.all {
+		size += len(k.Name) + len(k.ID) + len(k.Description) + 3
+	}
+	d.hay = make([]byte, 0, size)
+	d.offs = make([]int32, 0, len(d.all)+1)
+	for _, k := range d.all {
+		d.offs = append(d.offs, int32(len(d.hay)))
+		d.hay = appendLower(d.hay, k.Name)
+		d.hay = append(d.hay, 0)
+		d.hay = appendLower(d.hay, k.ID)
+		d.hay = append(d.hay, 0)
+		d.hay = appendLower(d.hay, k.Description)
+		d.hay = append(d.hay, 1)
+	}
+	d.offs = append(d.offs, int32(len(d.hay)))
+}
+
+func appendLower(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return append(b, strings.ToLower(s)...)
+		}
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b = append(b, c)
+	}
+	return b
 }
 
 func countKeys(all []*model.Key, now time.Time) counts {
@@ -94,12 +139,23 @@ func countKeys(all []*model.Key, now time.Time) counts {
 	return c
 }
 
-// order returns the snapshot sorted ascending by col, cached.
-func (d *tableData) order(col column) []*model.Key {
+// order returns the snapshot's indices sorted ascending by col, cached.
+func (d *tableData) order(col column) []int32 {
 	if d.orders[col] == nil {
 		d.orders[col] = sortKeys(d.all, col, d.now)
 	}
 	return d.orders[col]
+}
+
+// precompute sorts every column not sorted yet (run off the UI goroutine
+// so later sort keys are instant).
+func precomputeOrders(all []*model.Key, now time.Time, have [numColumns][]int32) [numColumns][]int32 {
+	for c := range numColumns {
+		if have[c] == nil {
+			have[c] = sortKeys(all, c, now)
+		}
+	}
+	return have
 }
 
 // setSort sorts by col; the same column again reverses.
@@ -109,16 +165,31 @@ func (d *tableData) setSort(col column) {
 		return
 	}
 	d.col, d.desc = col, false
-	q := d.query()
-	d.levels = []filterLevel{{keys: d.order(col)}}
-	d.setQuery(q)
+	order := d.order(col)
+	levels := []filterLevel{{idx: order}}
+	// Re-apply each filter level to the new order using its bitmap.
+	for _, l := range d.levels[1:] {
+		levels = append(levels, filterLevel{query: l.query, bits: l.bits, idx: filterByBits(levels[len(levels)-1].idx, l.bits)})
+	}
+	d.levels = levels
+}
+
+func filterByBits(src []int32, bits []uint64) []int32 {
+	out := make([]int32, 0, min(len(src), 1024))
+	for _, j := range src {
+		if bits[j>>6]&(1<<(uint(j)&63)) != 0 {
+			out = append(out, j)
+		}
+	}
+	return slices.Clip(out)
 }
 
 func (d *tableData) query() string { return d.levels[len(d.levels)-1].query }
 
-// view is the filtered keys in ascending order; at reads it in display order.
-func (d *tableData) view() []*model.Key { return d.levels[len(d.levels)-1].keys }
-func (d *tableData) len() int           { return len(d.view()) }
+// view is the filtered indices in ascending order; at reads it in display
+// order.
+func (d *tableData) view() []int32 { return d.levels[len(d.levels)-1].idx }
+func (d *tableData) len() int       { return len(d.view()) }
 
 func (d *tableData) at(i int) *model.Key {
 	v := d.view()
@@ -126,36 +197,25 @@ func (d *tableData) at(i int) *model.Key {
 		return nil
 	}
 	if d.desc {
-		return v[len(v)-1-i]
+		return d.all[v[len(v)-1-i]]
 	}
-	return v[i]
+	return d.all[v[i]]
 }
 
 // indexOf finds k (by pointer) in display order, or -1. O(view).
 func (d *tableData) indexOf(k *model.Key) int {
-	if k == nil {
-		return -1
-	}
-	v := d.view()
-	for i, x := range v {
-		if x == k {
-			if d.desc {
-				return len(v) - 1 - i
-			}
-			return i
-		}
-	}
-	return -1
+	return d.find(func(x *model.Key) bool { return x == k && k != nil })
 }
 
 // indexOfID finds a key by id in display order, or -1. O(view).
 func (d *tableData) indexOfID(id string) int {
-	if id == "" {
-		return -1
-	}
+	return d.find(func(x *model.Key) bool { return x.ID == id && id != "" })
+}
+
+func (d *tableData) find(match func(*model.Key) bool) int {
 	v := d.view()
-	for i, x := range v {
-		if x.ID == id {
+	for i, j := range v {
+		if match(d.all[j]) {
 			if d.desc {
 				return len(v) - 1 - i
 			}
@@ -176,18 +236,41 @@ func (d *tableData) setQuery(q string) {
 	if q == d.query() {
 		return
 	}
-	src := d.view()
-	out := make([]*model.Key, 0, min(len(src), 1024))
-	for _, k := range src {
-		if matchKey(k, q) {
-			out = append(out, k)
+	prev := d.levels[len(d.levels)-1]
+	bits := make([]uint64, (len(d.all)+63)/64)
+	needle := []byte(q)
+	if prev.bits != nil && len(prev.idx) < len(d.all)/8 {
+		// Few candidates: check only their segments.
+		for _, j := range prev.idx {
+			if bytes.Contains(d.hay[d.offs[j]:d.offs[j+1]], needle) {
+				bits[j>>6] |= 1 << (uint(j) & 63)
+			}
+		}
+	} else {
+		// Many candidates: one sequential scan of the whole haystack.
+		pos, k := 0, 0
+		for {
+			i := bytes.Index(d.hay[pos:], needle)
+			if i < 0 {
+				break
+			}
+			p := int32(pos + i)
+			for d.offs[k+1] <= p {
+				k++
+			}
+			bits[k>>6] |= 1 << (uint(k) & 63)
+			pos = int(d.offs[k+1]) // next key
+			if pos >= len(d.hay) {
+				break
+			}
+		}
+		if prev.bits != nil {
+			for i := range bits {
+				bits[i] &= prev.bits[i]
+			}
 		}
 	}
-	d.levels = append(d.levels, filterLevel{query: q, keys: slices.Clip(out)})
-}
-
-func matchKey(k *model.Key, q string) bool {
-	return containsFold(k.Name, q) || containsFold(k.ID, q) || containsFold(k.Description, q)
+	d.levels = append(d.levels, filterLevel{query: q, bits: bits, idx: filterByBits(prev.idx, bits)})
 }
 
 // containsFold reports whether h contains the lowercased needle n, folding
@@ -227,25 +310,25 @@ func containsFold(h, n string) bool {
 	return false
 }
 
-// sortItem carries precomputed sort keys: p is a packed primary key that
-// decides most comparisons with one integer compare; a and b break ties.
+// sortItem carries precomputed sort keys: p and q are packed keys that
+// decide almost every comparison with integer compares; the strings of
+// the key itself break the remaining ties.
 type sortItem struct {
-	p    uint64
-	a, b string
-	k    *model.Key
+	p, q, r uint64
+	i       int32
 }
 
-func sortKeys(all []*model.Key, col column, now time.Time) []*model.Key {
+func sortKeys(all []*model.Key, col column, now time.Time) []int32 {
 	items := make([]sortItem, len(all))
 	for i, k := range all {
-		it := sortItem{k: k, a: k.Name}
+		it := sortItem{i: int32(i), q: prefix8(k.Name), r: prefix8(tail(k.Name, 8))}
 		switch col {
 		case colName:
-			it.p = prefix8(k.Name)
+			it.p, it.q, it.r = prefix8(k.Name), prefix8(tail(k.Name, 8)), prefix8(tail(k.Name, 16))
 		case colRole:
-			it.p = uint64(roleRank(k.Role))<<56 | prefix8(k.Name)>>8
+			it.p = uint64(roleRank(k.Role))
 		case colStatus:
-			it.p = uint64(statusRank(k.Display(now)))<<56 | prefix8(k.Name)>>8
+			it.p = uint64(statusRank(k.Display(now)))
 		case colExpires:
 			it.p = math.MaxUint64
 			if k.ExpiresAt != nil {
@@ -256,7 +339,7 @@ func sortKeys(all []*model.Key, col column, now time.Time) []*model.Key {
 				it.p = uint64(k.LastUsedAt.UnixNano())
 			}
 		case colCreated:
-			it.p, it.a, it.b = prefix8(k.CreatedBy), k.CreatedBy, k.Name
+			it.p, it.q, it.r = prefix8(k.CreatedBy), prefix8(tail(k.CreatedBy, 8)), prefix8(tail(k.CreatedBy, 16))
 		}
 		items[i] = it
 	}
@@ -264,19 +347,38 @@ func sortKeys(all []*model.Key, col column, now time.Time) []*model.Key {
 		if c := cmp.Compare(x.p, y.p); c != 0 {
 			return c
 		}
-		if c := compareFold(x.a, y.a); c != 0 {
+		if c := cmp.Compare(x.q, y.q); c != 0 {
 			return c
 		}
-		if c := compareFold(x.b, y.b); c != 0 {
+		if c := cmp.Compare(x.r, y.r); c != 0 {
 			return c
 		}
-		return strings.Compare(x.k.ID, y.k.ID)
+		a, b := all[x.i], all[y.i]
+		if col == colCreated {
+			if c := compareFold(a.CreatedBy, b.CreatedBy); c != 0 {
+				return c
+			}
+			if c := cmp.Compare(prefix8(a.Name), prefix8(b.Name)); c != 0 {
+				return c
+			}
+		}
+		if c := compareFold(a.Name, b.Name); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
 	})
-	out := make([]*model.Key, len(items))
+	out := make([]int32, len(items))
 	for i := range items {
-		out[i] = items[i].k
+		out[i] = items[i].i
 	}
 	return out
+}
+
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return ""
+	}
+	return s[n:]
 }
 
 // prefix8 packs the first 8 bytes of s, ASCII-lowercased, big-endian, so

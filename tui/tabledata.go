@@ -189,7 +189,7 @@ func (d *tableData) query() string { return d.levels[len(d.levels)-1].query }
 // view is the filtered indices in ascending order; at reads it in display
 // order.
 func (d *tableData) view() []int32 { return d.levels[len(d.levels)-1].idx }
-func (d *tableData) len() int       { return len(d.view()) }
+func (d *tableData) len() int      { return len(d.view()) }
 
 func (d *tableData) at(i int) *model.Key {
 	v := d.view()

@@ -228,6 +228,14 @@ func (s *sshSide) program(sess ssh.Session) *tea.Program {
 		wish.Fatalln(sess, "keyward: the admin UI could not start")
 		return nil
 	}
+	if c, ok := m.(tui.Model); ok {
+		// The session can end without a quit key (dropped connection, idle
+		// timeout, shutdown): release the TUI's change feed either way.
+		go func() {
+			<-sess.Context().Done()
+			c.Close()
+		}()
+	}
 	p := tea.NewProgram(m, tea.WithInput(sio), tea.WithOutput(sio), tea.WithAltScreen())
 	s.mu.Lock()
 	if _, tracked := s.live[sess]; !tracked || s.closing.Load() {

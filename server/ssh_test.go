@@ -496,6 +496,31 @@ func TestSSHAdminSeesKeysTable(t *testing.T) {
 	}
 }
 
+// TestSSHDroppedSessionReleasesFeed: a connection that drops without a quit
+// key must not leave its TUI subscribed to the store's change feed.
+func TestSSHDroppedSessionReleasesFeed(t *testing.T) {
+	env := newEnv(t)
+	requireTUI(t, env.st)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	env.createKey(model.KeySpec{Name: "checkout-service"})
+	srv := env.serve(Config{HTTPAddr: "-"})
+	base := env.st.Subscribers()
+	c := mustDial(t, env, srv, "alice", k)
+	v := openTerm(t, c)
+	v.waitText(10*time.Second, 0, "checkout-service")
+	if n := env.st.Subscribers(); n != base+1 {
+		t.Fatalf("subscribers with one session open: %d, want %d", n, base+1)
+	}
+	c.Close() // drop the connection: no q, no ctrl+c
+	deadline := time.Now().Add(5 * time.Second)
+	for env.st.Subscribers() != base {
+		if time.Now().After(deadline) {
+			t.Fatalf("subscribers after the session dropped: %d, want %d", env.st.Subscribers(), base)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // TestSSHReadonlyCannotCreate: the store refuses a READONLY operator's
 // create, and in its SSH session `n` does not open the create form.
 func TestSSHReadonlyCannotCreate(t *testing.T) {

@@ -108,6 +108,14 @@ func (sub *Subscription) push(cs []Change) {
 	}
 }
 
+// Subscribers returns how many change feeds are open (to check that
+// sessions release theirs).
+func (s *Store) Subscribers() int {
+	s.subsMu.Lock()
+	defer s.subsMu.Unlock()
+	return len(s.subs)
+}
+
 func (s *Store) publish(cs ...Change) {
 	if len(cs) == 0 {
 		return

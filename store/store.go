@@ -58,6 +58,9 @@ var (
 	ErrForeign     = errors.New("file is not a keyward database")
 	ErrLastAdmin   = errors.New("that would leave no active ADMIN operator")
 	ErrClosed      = errors.New("store is closed")
+	// ErrDamaged: the file is a bbolt file but cannot be complete (for
+	// example it was truncated). Open refuses it without writing.
+	ErrDamaged = errors.New("database file is damaged")
 )
 
 // LockInfo is written beside the database while a process holds it, so a
@@ -220,8 +223,23 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, fmt.Errorf("creating database directory: %w", err)
 	}
-	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+	fi, statErr := os.Stat(path)
+	if statErr == nil && fi.IsDir() {
 		return nil, fmt.Errorf("%s is a directory, not a keyward database", path)
+	}
+	if statErr == nil && !fi.Mode().IsRegular() {
+		// A device, FIFO or socket (--db /dev/null): never write to it.
+		return nil, fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
+	}
+	if statErr == nil && fi.Size() > 0 {
+		if err := checkLength(path, fi.Size()); err != nil {
+			return nil, err
+		}
+	}
+	if statErr == nil && fi.Size() == 0 && fi.Mode().Perm()&0o077 != 0 {
+		// An empty file (touch, mktemp) has nothing to lose and becomes a
+		// new database; it gets a new database's mode too.
+		_ = os.Chmod(path, 0o600)
 	}
 	// No InitialMmapSize: it would save a bulk import's remaps, but bbolt
 	// then grows the file in 16 MiB steps, so every tiny DB is 16 MiB.

@@ -58,6 +58,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	if cfg.SSHAddr == "" && cfg.HTTPAddr == "" {
 		return errors.New("server: nothing to serve (give an SSH or an HTTP address)")
 	}
+	if cfg.Store.ReadOnly() {
+		// Serving writes: logins, last-used times, every change made over
+		// SSH. Refuse at start rather than fail on the first of them.
+		return fmt.Errorf("server: database %s is read-only; serve records logins and last-used times, so it needs a writable database", cfg.Store.Path())
+	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}

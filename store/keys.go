@@ -43,13 +43,23 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 	if err := s.authorize(actor); err != nil {
 		return err
 	}
+	if s.readOnly {
+		return s.readOnlyError()
+	}
 	t := &txn{now: s.now().UTC(), actor: actor}
+	var fnErr error
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.tx = tx
-		return fn(t)
+		fnErr = fn(t)
+		return fnErr
 	})
 	if errors.Is(err, errNoChange) {
 		return nil // rolled back: nothing to commit, no fsync, no events
+	}
+	if err != nil && fnErr == nil {
+		// The commit itself failed (disk full, I/O error): bbolt rolled
+		// back, so nothing of this change is on disk or in memory.
+		return fmt.Errorf("saving to database %s failed, nothing was changed: %w", s.path, err)
 	}
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -19,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -58,6 +60,9 @@ var (
 	ErrForeign     = errors.New("file is not a keyward database")
 	ErrLastAdmin   = errors.New("that would leave no active ADMIN operator")
 	ErrClosed      = errors.New("store is closed")
+	// ErrReadOnly: the file (or its file system) is read-only. Open still
+	// succeeds, so reads work; every change is refused with this error.
+	ErrReadOnly = errors.New("database is read-only: changes are refused")
 	// ErrDamaged: the file is a bbolt file but cannot be complete (for
 	// example it was truncated). Open refuses it without writing.
 	ErrDamaged = errors.New("database file is damaged")
@@ -156,11 +161,12 @@ type hashSlot struct {
 
 // Store is an open keyward database.
 type Store struct {
-	db     *bolt.DB
-	path   string
-	opts   Options
-	now    func() time.Time
-	prefix string
+	db       *bolt.DB
+	path     string
+	readOnly bool // opened with bbolt's ReadOnly: the file is not writable
+	opts     Options
+	now      func() time.Time
+	prefix   string
 
 	wmu sync.Mutex // serialises writers together with their memory updates
 
@@ -243,8 +249,21 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	// No InitialMmapSize: it would save a bulk import's remaps, but bbolt
 	// then grows the file in 16 MiB steps, so every tiny DB is 16 MiB.
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, NoFreelistSync: true,
-		FreelistType: bolt.FreelistMapType})
+	bopts := &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, NoFreelistSync: true,
+		FreelistType: bolt.FreelistMapType}
+	db, err := bolt.Open(path, 0o600, bopts)
+	readOnly := false
+	if err != nil && statErr == nil && fi.Size() > 0 && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
+		// A file we may read but not write (chmod 0400, chattr +i, a
+		// read-only mount): open it read-only so listing still works, and
+		// refuse changes with ErrReadOnly.
+		ro := *bopts
+		ro.ReadOnly = true
+		if rdb, rerr := bolt.Open(path, 0o600, &ro); rerr == nil {
+			db, err, readOnly = rdb, nil, true
+			opts.NoLastUsed = true // nothing could be flushed
+		}
+	}
 	if err != nil {
 		if errors.Is(err, bolt.ErrTimeout) {
 			return nil, &LockedError{Path: path, Holder: readLockInfo(path)}
@@ -255,7 +274,7 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("opening database %s: %w", path, err)
 	}
 	s := &Store{
-		db: db, path: path, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
+		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
 		keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{}, names: map[string]string{},
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
@@ -268,7 +287,9 @@ func Open(path string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	writeLockInfo(path, opts.Lock)
+	if !readOnly { // a reader shares the file: the lock file is the writer's
+		writeLockInfo(path, opts.Lock)
+	}
 	go s.flushLoop()
 	return s, nil
 }
@@ -297,6 +318,14 @@ func readLockInfo(path string) *LockInfo {
 	li.Command = model.Sanitize(li.Command)
 	li.SSHAddr = model.Sanitize(li.SSHAddr)
 	return &li
+}
+
+// ReadOnly reports whether the file was opened read-only because it is not
+// writable: every change returns ErrReadOnly.
+func (s *Store) ReadOnly() bool { return s.readOnly }
+
+func (s *Store) readOnlyError() error {
+	return fmt.Errorf("database %s: %w (the file or its file system is not writable)", s.path, ErrReadOnly)
 }
 
 // Path returns the database file path.
@@ -334,6 +363,9 @@ func (s *Store) init() error {
 	})
 	if err != nil || !fresh {
 		return err
+	}
+	if s.readOnly {
+		return s.readOnlyError()
 	}
 	var cat model.Catalog
 	if len(s.opts.DefaultCatalog) > 0 {
@@ -485,7 +517,9 @@ func (s *Store) Close() error {
 		}
 		s.subs = nil
 		s.subsMu.Unlock()
-		_ = os.Remove(lockPath(s.path))
+		if !s.readOnly {
+			_ = os.Remove(lockPath(s.path))
+		}
 		if cerr := s.db.Close(); err == nil {
 			err = cerr
 		}

@@ -1404,8 +1404,12 @@ func (a *app) devCmd() *cobra.Command {
 		Short: "Fill the database with N realistic keys",
 		Long: `Fill the database with N realistic keys for demos and benchmarks: varied
 names and descriptions, all three roles, scopes and resources from the
-catalog, expiries from 20 days to 2 years away, and some keys disabled.
-Their tokens are not printed or kept. --seed makes the run repeatable.`,
+catalog, creation dates up to three years back, expiries (some never, some
+already past, some within the 14-day expiring window, most months to two
+years away), last use (some never, some more than 90 days ago, most
+recent) and some keys disabled. Their tokens are not printed or kept, so
+seeded keys never verify. The batch is audited as one event, not one per
+key. --seed makes the run repeatable.`,
 		Example: `  KEYWARD_DB=/tmp/demo.db keyward dev seed --keys 100000
   keyward --db /tmp/demo.db dev seed --keys 500 --seed 7`,
 		Args: a.noArgs,
@@ -1433,9 +1437,15 @@ var (
 		"",
 		"Owned by the %s team; rotate quarterly",
 	}
+	seedSources = []string{"10.0.4.17", "10.0.9.3", "10.2.0.44", "172.16.3.8", "192.168.10.21", "cli", "203.0.113.7"}
 )
 
-const seedBatch = 10_000
+// seedBatch keys go into one transaction. Ids are random, so every batch
+// touches most leaf pages of the keys bucket, splits pages the previous
+// batch filled and rewrites them at commit: four batches of 250k made a
+// 1M-key file 810 MiB, one transaction makes it about half that. Memory
+// is the limit (about 1 GiB per million keys while seeding).
+const seedBatch = 2_000_000
 
 func (a *app) seed(st *store.Store, n int, seed uint64) error {
 	cat := st.Catalog()
@@ -1446,18 +1456,36 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 	offset := st.KeyCount()
 	now := st.Now().UTC()
 	started := time.Now()
-	batch := make([]model.KeySpec, 0, min(n, seedBatch))
+	const day = 24 * time.Hour
+	between := func(from, to time.Time) time.Time { // uniform in [from, to)
+		if !to.After(from) {
+			return from
+		}
+		return from.Add(time.Duration(rng.Int64N(int64(to.Sub(from)))))
+	}
+	batch := make([]store.SeedKey, 0, min(n, seedBatch))
 	for i := range n {
 		team := seedTeams[rng.IntN(len(seedTeams))]
 		spec := model.KeySpec{
 			Name:   fmt.Sprintf("%s-%s-%04d", team, seedPurposes[rng.IntN(len(seedPurposes))], offset+i),
-			Active: rng.IntN(10) != 0,
+			Active: rng.IntN(100) >= 8,
 		}
 		if d := seedDescs[rng.IntN(len(seedDescs))]; d != "" {
 			spec.Description = fmt.Sprintf(d, team)
 		}
-		exp := now.Add(20*24*time.Hour + time.Duration(rng.Int64N(int64(710*24*time.Hour))))
-		spec.ExpiresAt = &exp
+		created := between(now.Add(-3*365*day), now.Add(-time.Hour))
+		switch r := rng.IntN(100); {
+		case r < 10: // never expires
+		case r < 18: // expired already
+			exp := between(created.Add(time.Hour), now)
+			spec.ExpiresAt = &exp
+		case r < 23: // within the 14-day expiring window
+			exp := between(now.Add(time.Hour), now.Add(model.ExpiringWindow))
+			spec.ExpiresAt = &exp
+		default:
+			exp := between(now.Add(15*day), now.Add(730*day))
+			spec.ExpiresAt = &exp
+		}
 		switch r := rng.IntN(10); {
 		case r == 0:
 			spec.Role = model.RoleAdmin
@@ -1486,17 +1514,42 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 				}
 			}
 		}
-		batch = append(batch, spec)
+		sk := store.SeedKey{Spec: spec, CreatedAt: created}
+		switch r := rng.IntN(100); {
+		case r < 25: // never used
+		case r < 45: // unused for more than 90 days
+			if at := between(created, now.Add(-91*day)); at.After(created) {
+				sk.LastUsedAt = &at
+			}
+		default: // recently, mostly within the last day
+			from := now.Add(-90 * day)
+			if rng.IntN(3) > 0 {
+				from = now.Add(-day)
+			}
+			if from.Before(created) {
+				from = created
+			}
+			at := between(from, now)
+			sk.LastUsedAt = &at
+		}
+		if sk.LastUsedAt != nil {
+			sk.LastUsedFrom = seedSources[rng.IntN(len(seedSources))]
+		}
+		batch = append(batch, sk)
 		if len(batch) == cap(batch) || i == n-1 {
-			if _, _, err := st.ImportKeys(a.actor, batch); err != nil {
+			if _, err := st.SeedKeys(a.actor, batch); err != nil {
 				return err
 			}
 			batch = batch[:0]
 		}
 	}
 	took := time.Since(started)
-	fmt.Fprintf(a.stdout, "Seeded %d keys in %s (%.0f keys/s); the database now holds %d keys.\n",
-		n, took.Round(time.Millisecond), float64(n)/took.Seconds(), st.KeyCount())
+	size := "unknown"
+	if fi, err := os.Stat(st.Path()); err == nil {
+		size = fmt.Sprintf("%.1f MiB", float64(fi.Size())/(1<<20))
+	}
+	fmt.Fprintf(a.stdout, "Seeded %d keys in %s (%.0f keys/s); the database now holds %d keys in %s.\n",
+		n, took.Round(time.Millisecond), float64(n)/took.Seconds(), st.KeyCount(), size)
 	return nil
 }
 

@@ -854,23 +854,45 @@ func TestDevSeed(t *testing.T) {
 		t.Errorf("seed output: %s", r)
 	}
 	e.ok("dev", "seed", "--keys", "50") // a second run adds, without name clashes
-	keys := e.keys()
+	type seededKey struct {
+		cliKey
+		CreatedAt     time.Time           `json:"created_at"`
+		DisplayStatus model.DisplayStatus `json:"display_status"`
+	}
+	keys := decode[[]seededKey](t, e.ok("keys", "list", "--json"))
 	if len(keys) != 300 {
 		t.Fatalf("want 300 keys, got %d", len(keys))
 	}
 	roles := map[string]int{}
 	disabled := 0
+	shown := map[model.DisplayStatus]int{}
+	var never, neverUsed, stale int
+	now := time.Now()
 	for _, k := range keys {
 		roles[k.Role]++
 		if k.Status == "disabled" {
 			disabled++
 		}
-		if k.ExpiresAt == nil || time.Until(*k.ExpiresAt) < 19*24*time.Hour || time.Until(*k.ExpiresAt) > 731*24*time.Hour {
+		shown[k.DisplayStatus]++
+		if k.ExpiresAt == nil {
+			never++
+		} else if time.Until(*k.ExpiresAt) > 731*24*time.Hour || !k.ExpiresAt.After(k.CreatedAt) {
 			t.Fatalf("expiry out of range: %+v", k)
+		}
+		switch {
+		case k.LastUsedAt == nil:
+			neverUsed++
+		case k.LastUsedAt.Before(k.CreatedAt) || k.LastUsedAt.After(now):
+			t.Fatalf("last used out of range: %+v", k)
+		case now.Sub(*k.LastUsedAt) > 90*24*time.Hour:
+			stale++
 		}
 	}
 	if len(roles) != 3 || disabled == 0 || disabled == len(keys) {
 		t.Errorf("seed is not varied: roles %v, %d disabled", roles, disabled)
+	}
+	if len(shown) != 4 || never == 0 || neverUsed == 0 || stale == 0 || neverUsed+stale == len(keys) {
+		t.Errorf("seed is not varied: statuses %v, %d never expire, %d never used, %d unused 90 days", shown, never, neverUsed, stale)
 	}
 	if r := e.run("", "dev", "seed"); r.code != 2 {
 		t.Errorf("seed without --keys: %s", r)

@@ -24,12 +24,35 @@ type keysTable struct {
 	filter    textinput.Model
 	filtering bool
 	loaded    bool
-	// Background reloads after store changes are coalesced: at most one
-	// runs; changes arriving meanwhile schedule exactly one more.
-	reloading   bool
-	reloadAgain bool
-	focusID     string // after our own write, the key to select
+	// Store changes are applied by one background job at a time: a full
+	// reload (start-up, Resync) or a patch of the changed keys. Changes
+	// arriving meanwhile wait in pending and go into the next job.
+	busy          bool
+	pending       []string // changed key ids not applied yet
+	pendingReload bool
+	focusID       string // after our own write, the key to select
+	jobFocus      string // the focusID the running job was started with
+	loads         int    // full loads so far (tests check that changes patch)
 }
+
+// keysPatchedMsg is the table's data with some keys re-read from the
+// store, built off the UI goroutine from base (the data it replaces).
+type keysPatchedMsg struct {
+	base  *tableData
+	d     *tableData
+	focus int32 // index of the key to select, or -1
+}
+
+func (keysPatchedMsg) broadcast() {}
+
+// patchLimit: past this many changed keys (or a quarter of the table) a
+// full reload is cheaper than patching.
+const patchLimit = 200_000
+
+// reloadAfter: statuses (EXPIRING, EXPIRED) and the counts are computed
+// at the snapshot's time; patches keep that time, so after this long the
+// next change reloads everything instead.
+const reloadAfter = 10 * time.Minute
 
 // keysLoadedMsg is a snapshot sorted and filtered off the UI goroutine.
 type keysLoadedMsg struct {
@@ -62,11 +85,11 @@ func (t *keysTable) Init() tea.Cmd {
 
 // reload snapshots the store and sorts/filters it in a tea.Cmd.
 func (t *keysTable) reload() tea.Cmd {
-	if t.reloading {
-		t.reloadAgain = true
+	if t.busy {
+		t.pendingReload = true
 		return nil
 	}
-	t.reloading = true
+	t.busy, t.pendingReload, t.pending, t.jobFocus = true, false, nil, t.focusID
 	st, col, desc, q, now := t.c.st, t.d.col, t.d.desc, t.d.query(), t.c.now()
 	want := t.focusID
 	if k := t.selected(); k != nil && want == "" {
@@ -75,6 +98,36 @@ func (t *keysTable) reload() tea.Cmd {
 	return func() tea.Msg {
 		d := newTableData(st.Keys(), col, desc, q, now)
 		return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
+	}
+}
+
+// refresh applies changed keys: queued while a job runs, patched in the
+// background otherwise, or a full reload when that is cheaper.
+func (t *keysTable) refresh(ids ...string) tea.Cmd {
+	t.pending = append(t.pending, ids...)
+	if t.busy {
+		return nil
+	}
+	if t.pendingReload || !t.loaded || len(t.pending) > min(patchLimit, max(len(t.d.all)/4, 64)) ||
+		t.c.now().Sub(t.d.now) > reloadAfter {
+		return t.reload()
+	}
+	if len(t.pending) == 0 && t.focusID == "" {
+		return nil
+	}
+	t.busy, t.jobFocus = true, t.focusID
+	st, cur, base, ids, focus := t.c.st, t.d, t.d.frozen(), t.pending, t.focusID
+	t.pending = nil
+	get := func(id string) *model.Key {
+		k, err := st.Key(id)
+		if err != nil {
+			return nil
+		}
+		return k
+	}
+	return func() tea.Msg {
+		d, j := base.patch(get, ids, focus)
+		return keysPatchedMsg{base: cur, d: d, focus: j}
 	}
 }
 
@@ -89,6 +142,8 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 	switch msg := msg.(type) {
 	case keysLoadedMsg:
 		return t, t.loadedSnapshot(msg)
+	case keysPatchedMsg:
+		return t, t.patched(msg)
 	case ordersMsg:
 		if msg.d == t.d {
 			for c, o := range msg.orders {
@@ -98,15 +153,24 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 			}
 		}
 	case feedMsg:
+		var ids []string
 		for _, ch := range msg.changes {
-			if isKeyChange(ch.Kind) {
-				return t, t.reload()
+			switch ch.Kind {
+			case store.Resync:
+				t.pendingReload = true
+			case store.KeyCreated, store.KeyUpdated, store.KeyDeleted:
+				ids = append(ids, ch.ID)
+			case store.LastUsed:
+				ids = append(ids, ch.IDs...)
 			}
 		}
+		if t.pendingReload || len(ids) > 0 {
+			return t, t.refresh(ids...)
+		}
 	case keyChangedMsg:
-		// Our own write: reload now and move the cursor to that key.
+		// Our own write: apply it now and move the cursor to that key.
 		t.focusID = msg.id
-		return t, t.reload()
+		return t, t.refresh(msg.id)
 	case tea.KeyMsg:
 		if t.filtering {
 			return t, t.updateFilter(msg)
@@ -125,21 +189,15 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 }
 
 func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
-	t.reloading = false
+	t.busy = false
+	t.loads++
 	prev := t.focusID
 	if k := t.selected(); k != nil && prev == "" {
 		prev = k.ID
 	}
-	t.focusID = ""
+	t.jobDone()
 	d := msg.d
-	// The admin may have sorted or typed while we loaded: re-apply.
-	if d.col != t.d.col {
-		d.setSort(t.d.col)
-	}
-	d.desc = t.d.desc
-	d.setQuery(t.d.query())
-	t.d = d
-	t.loaded = true
+	t.adopt(d)
 	idx := msg.selected
 	if k := d.at(idx); k == nil || k.ID != prev {
 		idx = d.indexOfID(prev)
@@ -148,9 +206,56 @@ func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 		t.cursor = idx
 	}
 	t.clampCursor()
-	if t.reloadAgain {
-		t.reloadAgain = false
+	return t.next()
+}
+
+// adopt makes d the table's data, re-applying the sort and filter the
+// admin chose while d was being built.
+func (t *keysTable) adopt(d *tableData) {
+	if d.col != t.d.col {
+		d.setSort(t.d.col)
+	}
+	d.desc = t.d.desc
+	d.setQuery(t.d.query())
+	t.d = d
+	t.loaded = true
+}
+
+func (t *keysTable) patched(msg keysPatchedMsg) tea.Cmd {
+	t.busy = false
+	if msg.base != t.d { // cannot happen: one job at a time
 		return t.reload()
+	}
+	sel := t.d.idxAt(t.cursor)
+	focused := t.jobFocus != ""
+	t.jobDone()
+	t.adopt(msg.d)
+	want := sel
+	if focused && msg.focus >= 0 {
+		want = msg.focus
+	}
+	if i := t.d.rowOf(want); i >= 0 {
+		t.cursor = i
+	}
+	t.clampCursor()
+	return t.next()
+}
+
+// jobDone forgets the focus the finished job applied (a newer one waits).
+func (t *keysTable) jobDone() {
+	if t.focusID == t.jobFocus {
+		t.focusID = ""
+	}
+	t.jobFocus = ""
+}
+
+// next starts the job that waits, or sorts the columns not sorted yet.
+func (t *keysTable) next() tea.Cmd {
+	if t.pendingReload {
+		return t.reload()
+	}
+	if len(t.pending) > 0 {
+		return t.refresh()
 	}
 	return t.precompute()
 }
@@ -164,20 +269,18 @@ type ordersMsg struct {
 func (ordersMsg) broadcast() {}
 
 // precompute sorts the other columns off the UI goroutine, so that with
-// a million keys a sort key is a slice swap instead of a full sort.
+// a million keys a sort key is a slice swap instead of a sort.
 func (t *keysTable) precompute() tea.Cmd {
 	d := t.d
-	all, now, have := d.all, d.now, d.orders
-	return func() tea.Msg { return ordersMsg{d: d, orders: precomputeOrders(all, now, have)} }
-}
-
-// isKeyChange reports whether a change affects the keys table.
-func isKeyChange(k store.ChangeKind) bool {
-	switch k {
-	case store.KeyCreated, store.KeyUpdated, store.KeyDeleted, store.LastUsed, store.Resync:
-		return true
+	have := d.orders
+	missing := false
+	for _, o := range have {
+		missing = missing || o == nil
 	}
-	return false
+	if !missing {
+		return nil
+	}
+	return func() tea.Msg { return ordersMsg{d: d, orders: d.missingOrders(have)} }
 }
 
 func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
@@ -206,16 +309,16 @@ func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
 // applyQuery filters and keeps the cursor on the same key if it is still
 // shown, else goes to the top.
 func (t *keysTable) applyQuery(q string) {
-	sel := t.selected()
+	sel := t.d.idxAt(t.cursor)
 	t.d.setQuery(q)
-	t.cursor = max(t.d.indexOf(sel), 0)
+	t.cursor = max(t.d.rowOf(sel), 0)
 	t.clampCursor()
 }
 
 func (t *keysTable) sortBy(col column) {
-	sel := t.selected()
+	sel := t.d.idxAt(t.cursor)
 	t.d.setSort(col)
-	t.cursor = max(t.d.indexOf(sel), 0)
+	t.cursor = max(t.d.rowOf(sel), 0)
 	t.clampCursor()
 }
 

@@ -1,0 +1,118 @@
+package tui
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestFirstFrameTmux measures the real binary: from starting keyward in a
+// 120×40 tmux pane to the first paint of a full keys table, polling
+// capture-pane every 10 ms, and the process's peak RSS (VmHWM) at that
+// moment and 3 s later, once the background sorts are done.
+//
+// It runs only when KEYWARD_FIRSTFRAME lists key counts, e.g.
+//
+//	KEYWARD_FIRSTFRAME=100000,1000000 go test -run TestFirstFrameTmux -v ./tui
+//
+// Databases are seeded with `keyward dev seed` into KEYWARD_FIRSTFRAME_DIR
+// (default a temporary directory) and reused from there when present:
+// seeding 1M keys takes about a minute, the measurement a few seconds.
+func TestFirstFrameTmux(t *testing.T) {
+	spec := os.Getenv("KEYWARD_FIRSTFRAME")
+	if spec == "" {
+		t.Skip("set KEYWARD_FIRSTFRAME=100000,1000000 to measure start-up in tmux")
+	}
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Skip("tmux is not installed")
+	}
+	dir := os.Getenv("KEYWARD_FIRSTFRAME_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	bin := filepath.Join(t.TempDir(), "keyward")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building keyward: %v\n%s", err, out)
+	}
+	for _, f := range strings.Split(spec, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			t.Fatalf("KEYWARD_FIRSTFRAME: bad count %q", f)
+		}
+		db := filepath.Join(dir, fmt.Sprintf("firstframe-%d.db", n))
+		if _, err := os.Stat(db); err != nil {
+			seed := exec.Command(bin, "--db", db, "--as", "bench", "dev", "seed", "--keys", strconv.Itoa(n))
+			seed.Env = append(os.Environ(), "USER=bench")
+			out, err := seed.CombinedOutput()
+			if err != nil {
+				t.Fatalf("seeding %d keys: %v\n%s", n, err, out)
+			}
+			t.Logf("%s", strings.TrimSpace(string(out)))
+		}
+		for run := range 3 {
+			ms, hwm, hwmLater := firstFrame(t, bin, db, n)
+			t.Logf("%d keys, run %d: first table paint %.0f ms; VmHWM %d MiB at first paint, %d MiB 3 s later", n, run+1, ms, hwm>>10, hwmLater>>10)
+		}
+	}
+}
+
+// firstFrame starts bin on db in a fresh tmux server and waits for the
+// status line that counts n keys. It returns milliseconds and VmHWM (KiB).
+func firstFrame(t *testing.T, bin, db string, n int) (float64, int, int) {
+	t.Helper()
+	sock := fmt.Sprintf("kw-ff-%d", time.Now().UnixNano())
+	tmux := func(args ...string) string {
+		out, err := exec.Command("tmux", append([]string{"-L", sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("tmux %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	// The session starts with a shell that waits; the clock starts when
+	// keyward is exec'd in its place.
+	tmux("new-session", "-d", "-x", "120", "-y", "40", "-e", "USER=bench", "sh")
+	defer exec.Command("tmux", "-L", sock, "kill-server").Run()
+	time.Sleep(200 * time.Millisecond)
+	want := fmt.Sprintf(" %d keys ", n)
+	start := time.Now()
+	tmux("send-keys", fmt.Sprintf("exec %s --db %s --as bench", bin, db), "Enter")
+	pid := 0
+	for time.Since(start) < 60*time.Second {
+		if pid == 0 {
+			pid, _ = strconv.Atoi(strings.TrimSpace(tmux("display", "-p", "#{pane_pid}")))
+		}
+		if strings.Contains(tmux("capture-pane", "-p"), want) {
+			ms := float64(time.Since(start).Microseconds()) / 1000
+			hwm := vmHWM(pid)
+			time.Sleep(3 * time.Second)
+			later := vmHWM(pid)
+			tmux("send-keys", "q")
+			time.Sleep(300 * time.Millisecond)
+			return ms, hwm, later
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("no table with %q after 60 s:\n%s", want, tmux("capture-pane", "-p"))
+	return 0, 0, 0
+}
+
+func vmHWM(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmHWM:" {
+			v, _ := strconv.Atoi(f[1])
+			return v
+		}
+	}
+	return -1
+}

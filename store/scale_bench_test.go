@@ -1,0 +1,450 @@
+package store_test
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// Scale figures for docs/verify-scale.md. They only run when asked:
+//
+//	KEYWARD_BENCH_1M=1 go test -run '^$' -bench BenchmarkVerifyScale -benchtime 2s -timeout 30m ./store
+//
+// Building a 1M-key database takes tens of seconds and over a GiB of
+// memory, and CI runs every benchmark once with -benchtime 1x, so without
+// KEYWARD_BENCH_1M the benchmark skips at once.
+
+const scaleKeys = 1_000_000
+
+// scaleDB is a 1M-key database built with ImportKeys and NoSync.
+type scaleDB struct {
+	dir    string
+	path   string
+	s      *store.Store
+	tokens []string
+	build  time.Duration
+}
+
+// buildScaleDB imports n keys (the same specs as the 100k benchmark) in
+// batches of 100k, then prepares the tokens like benchDB does.
+func buildScaleDB(b *testing.B, n int) *scaleDB {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "keyward-scale-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	db := &scaleDB{dir: dir, path: filepath.Join(dir, "scale.db")}
+	b.Cleanup(func() {
+		if db.s != nil {
+			db.s.Close()
+		}
+		os.RemoveAll(dir)
+	})
+	opts := benchOptions(b)
+	opts.NoSync = true
+	t0 := time.Now()
+	if db.s, err = store.Open(db.path, opts); err != nil {
+		b.Fatal(err)
+	}
+	specs := benchSpecs(n, time.Now())
+	toks := make([]string, 0, n)
+	for lo := 0; lo < n; lo += 100_000 {
+		_, tk, err := db.s.ImportKeys("admin", specs[lo:min(n, lo+100_000)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		toks = append(toks, tk...)
+	}
+	db.build = time.Since(t0)
+	db.tokens = shuffledArena(toks)
+	return db
+}
+
+// shuffledArena shuffles toks and lays their text out contiguously in that
+// order (see benchDB for why).
+func shuffledArena(toks []string) []string {
+	mrand.Shuffle(len(toks), func(i, j int) { toks[i], toks[j] = toks[j], toks[i] })
+	arena := strings.Join(toks, "")
+	for i := range toks {
+		n := len(toks[i])
+		toks[i], arena = arena[:n], arena[n:]
+	}
+	return toks
+}
+
+func fileSize(tb testing.TB, path string) int64 {
+	fi, err := os.Stat(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return fi.Size()
+}
+
+// procStatus returns VmRSS and VmHWM of this process in MiB.
+func procStatus() (rss, hwm float64) {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0, 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var kb float64
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "VmRSS:"):
+			if _, err := fmt.Sscan(line[6:], &kb); err == nil {
+				rss = kb / 1024
+			}
+		case strings.HasPrefix(line, "VmHWM:"):
+			if _, err := fmt.Sscan(line[6:], &kb); err == nil {
+				hwm = kb / 1024
+			}
+		}
+	}
+	return rss, hwm
+}
+
+func heapInuse() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+// BenchmarkVerifyScale compares in-process Verify on a 1M-key database
+// with the 100k-key database of BenchmarkVerify, in one process, in
+// interleaved rounds (100k, 1M, 100k, 1M, …), and logs the 1M/100k ratio
+// of the medians. It also opens a closed copy of the 1M database
+// (open-1M: time and Go heap after load) and logs the file size.
+//
+// Gated by KEYWARD_BENCH_1M=1 (the build is slow and large; CI's
+// -benchtime 1x run skips it). KEYWARD_BENCH_ROUNDS sets the rounds
+// (default 3). The probe and import*-stall sub-benchmarks verify on one
+// goroutine, idle and while ImportKeys adds batches, and report the
+// longest verification: a writer holding the store's lock shows there.
+// KEYWARD_BENCH_1M_KEEP=path keeps a closed copy of the 1M
+// database there, for TestOpenScaleRSS in a fresh process.
+func BenchmarkVerifyScale(b *testing.B) {
+	if os.Getenv("KEYWARD_BENCH_1M") == "" {
+		b.Skip("1M-key scale benchmark; set KEYWARD_BENCH_1M=1 (see docs/verify-scale.md)")
+	}
+	rounds := 3
+	if v := os.Getenv("KEYWARD_BENCH_ROUNDS"); v != "" {
+		if _, err := fmt.Sscan(v, &rounds); err != nil || rounds < 1 || rounds > 20 {
+			rounds = 3
+		}
+	}
+	benchDB(b)
+	big := buildScaleDB(b, scaleKeys)
+	b.Logf("built %d keys in %s (ImportKeys, 10 batches of 100k, NoSync); file %.1f MiB",
+		scaleKeys, big.build.Round(time.Millisecond), float64(fileSize(b, big.path))/(1<<20))
+
+	type db struct {
+		name   string
+		s      *store.Store
+		tokens []string
+	}
+	dbs := []db{{"100k", bench.s, bench.tokens}, {"1M", big.s, big.tokens}}
+	// One untimed pass over every token first: a key's first verification
+	// in a flush interval also queues it for the last-used flush, later
+	// ones only store the time. With the hour-long flush interval here,
+	// every timed call then takes the steady path at both sizes.
+	t0 := time.Now()
+	for _, d := range dbs {
+		for _, tok := range d.tokens {
+			if r := d.s.Verify(tok, "coupons:read", "web-shop", "10.0.0.1"); r.Code != model.CodeValid {
+				b.Fatalf("%s", r.Code)
+			}
+		}
+	}
+	b.Logf("first pass (queues every key for the flush): %s for %d verifications",
+		time.Since(t0).Round(time.Millisecond), len(dbs[0].tokens)+len(dbs[1].tokens))
+	nsop := map[string][]float64{}
+	for range rounds {
+		for _, d := range dbs {
+			b.Run("serial-"+d.name, func(b *testing.B) {
+				b.ReportAllocs()
+				for i := 0; i < b.N; i++ {
+					if r := d.s.Verify(d.tokens[i%len(d.tokens)], "coupons:read", "web-shop", "10.0.0.1"); r.Code != model.CodeValid {
+						b.Fatalf("%s", r.Code)
+					}
+				}
+				ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+				b.ReportMetric(1e9/ns, "verifies/s")
+				if b.N > 1 {
+					nsop["serial-"+d.name] = append(nsop["serial-"+d.name], ns)
+				}
+			})
+		}
+		for _, d := range dbs {
+			b.Run("parallel-"+d.name, func(b *testing.B) {
+				b.ReportAllocs()
+				var seed atomic.Int64
+				b.RunParallel(func(pb *testing.PB) {
+					i := int(seed.Add(1)) * (len(d.tokens) / 8)
+					for pb.Next() {
+						i++
+						if r := d.s.Verify(d.tokens[i%len(d.tokens)], "coupons:read", "web-shop", "10.0.0.1"); r.Code != model.CodeValid {
+							b.Errorf("%s", r.Code)
+							return
+						}
+					}
+				})
+				ns := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
+				b.ReportMetric(1e9/ns, "verifies/s")
+				if b.N > 1 {
+					nsop["parallel-"+d.name] = append(nsop["parallel-"+d.name], ns)
+				}
+			})
+		}
+	}
+	// The last run of each sub-benchmark is the measured one; earlier ones
+	// (b.N = 1, …) were probes. Keep the last value per round.
+	med := func(name string) float64 {
+		v := slices.Clone(nsop[name])
+		if len(v) == 0 {
+			return 0
+		}
+		slices.Sort(v)
+		return v[len(v)/2]
+	}
+	for _, mode := range []string{"serial", "parallel"} {
+		small, large := med(mode+"-100k"), med(mode+"-1M")
+		if small > 0 && large > 0 {
+			b.Logf("%s: median of all timed runs 100k %.0f ns/op (%.0f/s), 1M %.0f ns/op (%.0f/s); 1M/100k throughput %.1f%%",
+				mode, small, 1e9/small, large, 1e9/large, 100*small/large)
+		}
+	}
+
+	// A closed copy of the 1M database, for the open benchmark.
+	cp := filepath.Join(big.dir, "open.db")
+	f, err := os.Create(cp)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := big.s.Backup(f); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		b.Fatal(err)
+	}
+	if keep := os.Getenv("KEYWARD_BENCH_1M_KEEP"); keep != "" {
+		if err := copyFile(cp, keep); err != nil {
+			b.Fatal(err)
+		}
+		b.Logf("kept a copy of the 1M database at %s", keep)
+	}
+	b.Run("open-1M", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			b.StopTimer()
+			before := heapInuse()
+			b.StartTimer()
+			s, err := store.Open(cp, benchOptions(b))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.StopTimer()
+			if s.KeyCount() != scaleKeys {
+				b.Fatalf("%d keys", s.KeyCount())
+			}
+			b.ReportMetric(float64(heapInuse()-before)/(1<<20), "heap-MiB")
+			s.Close()
+			b.StartTimer()
+		}
+		b.ReportMetric(b.Elapsed().Seconds()/float64(b.N), "s/open")
+		b.ReportMetric(float64(fileSize(b, cp))/(1<<20), "file-MiB")
+	})
+	// Read stalls: a verifying goroutine while ImportKeys adds batches to
+	// the 1M database (idle first, for comparison).
+	b.Run("probe-idle-1M", func(b *testing.B) {
+		stop := make(chan struct{})
+		res := make(chan []time.Duration, 1)
+		go func() { res <- stallProbe(big.s, big.tokens, stop) }()
+		time.Sleep(time.Duration(b.N) * 100 * time.Millisecond)
+		close(stop)
+		lat := <-res
+		b.ReportMetric(float64(lat[len(lat)*999/1000].Microseconds()), "verify-p99.9-µs")
+		b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "verify-max-µs")
+	})
+	for _, n := range []int{1000, 10_000} {
+		b.Run(fmt.Sprintf("import%d-stall-1M", n), func(b *testing.B) { benchImportStall(b, big.s, big.tokens, n) })
+	}
+}
+
+// stallProbe verifies tokens in a loop on one goroutine until stop closes
+// and returns every call's latency, sorted. While a writer holds the
+// store's lock, a call waits, so the longest calls show the lock's hold.
+func stallProbe(s *store.Store, toks []string, stop <-chan struct{}) []time.Duration {
+	lat := make([]time.Duration, 0, 1<<20)
+	for i := 0; ; i++ {
+		select {
+		case <-stop:
+			slices.Sort(lat)
+			return lat
+		default:
+		}
+		t0 := time.Now()
+		s.Verify(toks[i%len(toks)], "coupons:read", "web-shop", "10.0.0.1")
+		lat = append(lat, time.Since(t0))
+	}
+}
+
+var bulkSeq atomic.Int64 // names of keys added by benchImportStall
+
+// benchImportStall imports batches of batch keys into s (b.N batches)
+// while stallProbe verifies, and reports the probe's p99.9 and max.
+func benchImportStall(b *testing.B, s *store.Store, toks []string, batch int) {
+	stop := make(chan struct{})
+	res := make(chan []time.Duration, 1)
+	go func() { res <- stallProbe(s, toks, stop) }()
+	var longest time.Duration
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		specs := benchSpecs(batch, time.Now())
+		for j := range specs {
+			specs[j].Name = fmt.Sprintf("bulk-%09d", bulkSeq.Add(1))
+		}
+		b.StartTimer()
+		t0 := time.Now()
+		if _, _, err := s.ImportKeys("admin", specs); err != nil {
+			b.Fatal(err)
+		}
+		longest = max(longest, time.Since(t0))
+	}
+	b.StopTimer()
+	close(stop)
+	lat := <-res
+	if len(lat) > 0 {
+		b.ReportMetric(float64(lat[len(lat)*999/1000].Microseconds()), "verify-p99.9-µs")
+		b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "verify-max-µs")
+	}
+	b.ReportMetric(float64(longest.Milliseconds()), "longest-import-ms")
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}
+
+// TestOpenScaleRSS opens the database named by KEYWARD_SCALE_DB (a copy
+// kept by BenchmarkVerifyScale) in a fresh process and logs the open time,
+// the Go heap and the process RSS (VmRSS, VmHWM) after the load:
+//
+//	KEYWARD_SCALE_DB=/tmp/scale-1m.db go test -run TestOpenScaleRSS -v -count=1 ./store
+func TestOpenScaleRSS(t *testing.T) {
+	path := os.Getenv("KEYWARD_SCALE_DB")
+	if path == "" {
+		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see docs/verify-scale.md)")
+	}
+	rss0, _ := procStatus()
+	heap0 := heapInuse()
+	t0 := time.Now()
+	s, err := store.Open(path, benchOptions(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := time.Since(t0)
+	defer s.Close()
+	heap := heapInuse()
+	rss, hwm := procStatus()
+	t.Logf("%d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open), VmHWM %.0f MiB",
+		s.KeyCount(), float64(fileSize(t, path))/(1<<20), open.Round(time.Millisecond),
+		float64(heap-heap0)/(1<<20), rss, rss0, hwm)
+}
+
+// TestBulkApplyChunks covers the chunked memory updates of bulk writes
+// (more than one chunk of s.mu): after ImportKeys returns every imported
+// key verifies, an existing key keeps verifying during the import, and
+// FlushLastUsed of more keys than
+// a chunk (in random order, some deleted meanwhile) folds every record
+// into memory and onto disk.
+func TestBulkApplyChunks(t *testing.T) {
+	e := newEnv(t)
+	const n = 3000
+	specs := benchSpecs(n, e.clock.Now())
+	stop := make(chan struct{})
+	probeErr := make(chan error, 1)
+	_, first := e.create(spec("first"))
+	go func() {
+		defer close(probeErr)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if r := e.s.Verify(first, "coupons:read", "", "probe"); r.Code != model.CodeValid {
+				probeErr <- fmt.Errorf("an existing key verified %s during an import", r.Code)
+				return
+			}
+		}
+	}()
+	keys, toks, err := e.s.ImportKeys("admin", specs)
+	close(stop)
+	if err := <-probeErr; err != nil {
+		t.Fatal(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tok := range toks {
+		if r := e.s.Verify(tok, "", "", fmt.Sprintf("10.0.%d.%d", i/256%256, i%256)); r.Code != model.CodeValid {
+			t.Fatalf("imported key %d: %s after ImportKeys returned", i, r.Code)
+		}
+	}
+	for _, k := range keys[:10] {
+		if err := e.s.DeleteKey("admin", k.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.s.FlushLastUsed(); err != nil {
+		t.Fatal(err)
+	}
+	check := func(when string) {
+		t.Helper()
+		if got := e.s.KeyCount(); got != n+1-10 {
+			t.Fatalf("%s: %d keys", when, got)
+		}
+		for i, k := range keys[10:] {
+			got, err := e.s.Key(k.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := fmt.Sprintf("10.0.%d.%d", (i+10)/256%256, (i+10)%256)
+			if got.LastUsedAt == nil || got.LastUsedFrom != want {
+				t.Fatalf("%s: key %d last used %v from %q, want %q", when, i+10, got.LastUsedAt, got.LastUsedFrom, want)
+			}
+		}
+	}
+	check("after flush")
+	e.reopen()
+	check("after reopen")
+	if err := e.s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}

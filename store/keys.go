@@ -64,11 +64,17 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	for _, f := range t.after {
-		f()
+	// Apply the memory updates in chunks: a bulk import's thousands of map
+	// inserts under one Lock would stall every verification meanwhile. A
+	// key of the batch may verify a moment before the call returns; after
+	// it returns, every one does.
+	for lo := 0; lo < len(t.after); lo += applyChunk {
+		s.mu.Lock()
+		for _, f := range t.after[lo:min(lo+applyChunk, len(t.after))] {
+			f()
+		}
+		s.mu.Unlock()
 	}
-	s.mu.Unlock()
 	s.publish(t.changes...)
 	return nil
 }
@@ -279,9 +285,9 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 // scheduleInsert adds a written key to memory once t commits.
 func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	k, h := nk.key, nk.hash
+	e := &entry{cur: h} // allocated here, not under s.mu
+	e.key.Store(k)
 	t.after = append(t.after, func() {
-		e := &entry{cur: h}
-		e.key.Store(k)
 		s.keys[k.ID] = e
 		s.hashes[h] = hashSlot{e: e}
 		s.names[foldName(k.Name)] = k.ID

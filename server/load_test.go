@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -49,12 +51,23 @@ func bareHandler() http.Handler {
 
 // loadTarget is one server under test.
 type loadTarget struct {
-	name  string
-	addr  string
-	reqs  [][]byte // raw HTTP/1.1 requests, one per connection slot
-	body  string   // for wrk
-	auth  string   // for wrk
-	close func()
+	name   string
+	addr   string
+	reqs   [][]byte // raw HTTP/1.1 requests; each connection cycles through them from its own offset
+	body   string   // for wrk
+	bodies []string // for wrk, when the requests rotate through several tokens
+	auth   string   // for wrk
+	st     *store.Store
+	close  func()
+}
+
+// setBodies makes the target's requests (and wrk's) rotate through bodies.
+func (t *loadTarget) setBodies(bodies []string) {
+	t.reqs = t.reqs[:0]
+	for _, b := range bodies {
+		t.reqs = append(t.reqs, rawPost("/v1/keys/verify", t.auth, b))
+	}
+	t.body, t.bodies = bodies[0], bodies
 }
 
 type loadResult struct {
@@ -63,6 +76,8 @@ type loadResult struct {
 	errors   int
 	dur      time.Duration
 	p50, p99 time.Duration
+	p999     time.Duration
+	max      time.Duration
 }
 
 func (r loadResult) rps() float64 { return float64(r.requests) / r.dur.Seconds() }
@@ -86,7 +101,7 @@ func runLoad(target *loadTarget, conns int, d time.Duration) (loadResult, error)
 			return loadResult{}, err
 		}
 		wg.Add(1)
-		go func(w *worker, c net.Conn, req []byte) {
+		go func(w *worker, c net.Conn, next int) {
 			defer wg.Done()
 			defer c.Close()
 			w.lat = make([]time.Duration, 0, 1<<16)
@@ -96,6 +111,8 @@ func runLoad(target *loadTarget, conns int, d time.Duration) (loadResult, error)
 				if !t0.Before(deadline) {
 					return
 				}
+				req := target.reqs[next%len(target.reqs)]
+				next++
 				_ = c.SetDeadline(t0.Add(5 * time.Second))
 				if _, err := c.Write(req); err != nil {
 					w.errs++
@@ -117,7 +134,7 @@ func runLoad(target *loadTarget, conns int, d time.Duration) (loadResult, error)
 				}
 				w.lat = append(w.lat, time.Since(t0))
 			}
-		}(&ws[i], c, target.reqs[i%len(target.reqs)])
+		}(&ws[i], c, i*max(1, len(target.reqs)/conns))
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -134,6 +151,8 @@ func runLoad(target *loadTarget, conns int, d time.Duration) (loadResult, error)
 	slices.Sort(all)
 	res.p50 = all[len(all)*50/100]
 	res.p99 = all[min(len(all)-1, len(all)*99/100)]
+	res.p999 = all[min(len(all)-1, len(all)*999/1000)]
+	res.max = all[len(all)-1]
 	if res.errors > 0 {
 		return res, fmt.Errorf("%d errors, first: %v", res.errors, firstErr)
 	}
@@ -191,9 +210,13 @@ func loadStore(tb testing.TB, dir string, nKeys int, noLastUsed bool) (*store.St
 	for i := range specs {
 		specs[i] = model.KeySpec{Name: fmt.Sprintf("svc-%05d", i), Role: model.RoleEditor, Scopes: []string{"coupons:read", "campaigns:read"}, Resources: []string{"web-shop"}, Active: true}
 	}
-	_, toks, err := st.ImportKeys(rootOp, specs)
-	if err != nil {
-		tb.Fatal(err)
+	var toks []string
+	for lo := 0; lo < len(specs); lo += 100_000 {
+		_, tk, err := st.ImportKeys(rootOp, specs[lo:min(len(specs), lo+100_000)])
+		if err != nil {
+			tb.Fatal(err)
+		}
+		toks = append(toks, tk...)
 	}
 	secret, _, err := st.RotateSecret(rootOp, 0)
 	if err != nil {
@@ -210,13 +233,65 @@ func rawPost(path, auth, body string) []byte {
 	return []byte("POST " + path + " HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: " + auth + "\r\nContent-Type: application/json\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body)
 }
 
-// startVerifyTarget runs Serve (HTTP only) over a seeded store. Its log
-// goes to /dev/null through a real file, so formatting and writing the
-// per-request line is part of the measured cost.
+// startVerifyTarget serves a freshly seeded store of nKeys keys; its
+// requests use 50 of the tokens (the HTTP benchmarks use it).
 func startVerifyTarget(tb testing.TB, name string, noLastUsed bool, nKeys int) *loadTarget {
 	tb.Helper()
-	dir := tb.TempDir()
-	st, toks, secret := loadStore(tb, dir, nKeys, noLastUsed)
+	st, toks, secret := loadStore(tb, tb.TempDir(), nKeys, noLastUsed)
+	t := serveStore(tb, name, st, secret)
+	for i := range loadConns {
+		tok := toks[(i*7919)%len(toks)]
+		t.reqs = append(t.reqs, rawPost("/v1/keys/verify", t.auth, verifyBody(tok)))
+		if i == 0 {
+			t.body = verifyBody(tok)
+		}
+	}
+	return t
+}
+
+// seedLoadDB builds a closed database with nKeys keys in dir and returns
+// its path, the tokens (in creation order) and the shared secret.
+func seedLoadDB(tb testing.TB, dir string, nKeys int) (string, []string, string) {
+	tb.Helper()
+	st, toks, secret := loadStore(tb, dir, nKeys, false)
+	path := st.Path()
+	if err := st.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return path, toks, secret
+}
+
+// openLoadStore opens a seeded database the way serve does: fsync'd
+// commits, last-used flushed every second.
+func openLoadStore(tb testing.TB, path string, noLastUsed bool) *store.Store {
+	tb.Helper()
+	opts := storeOptions(tb, &testClock{})
+	opts.NoSync = false
+	opts.NoLastUsed = noLastUsed
+	opts.FlushInterval = time.Second
+	st, err := store.Open(path, opts)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return st
+}
+
+// spreadBodies returns n verify bodies for tokens drawn at random from
+// toks, so requests land all over the store's maps.
+func spreadBodies(toks []string, n int) []string {
+	idx := mrand.Perm(len(toks))[:min(n, len(toks))]
+	out := make([]string, len(idx))
+	for i, j := range idx {
+		out[i] = verifyBody(toks[j])
+	}
+	return out
+}
+
+// serveStore runs Serve (HTTP only) over st. Its log goes to /dev/null
+// through a real file, so formatting and writing the per-request line is
+// part of the measured cost. close stops the server and closes st.
+func serveStore(tb testing.TB, name string, st *store.Store, secret string) *loadTarget {
+	tb.Helper()
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		tb.Fatal(err)
@@ -227,14 +302,13 @@ func startVerifyTarget(tb testing.TB, name string, noLastUsed bool, nKeys int) *
 	go func() {
 		done <- Serve(ctx, Config{Store: st, HTTPAddr: "127.0.0.1:0", Log: devnull, Ready: func(_, h string) { ready <- h }})
 	}()
-	t := &loadTarget{name: name, addr: <-ready, auth: "Bearer " + secret}
-	for i := range loadConns {
-		tok := toks[(i*7919)%len(toks)]
-		t.reqs = append(t.reqs, rawPost("/v1/keys/verify", t.auth, verifyBody(tok)))
-		if i == 0 {
-			t.body = verifyBody(tok)
-		}
+	var addr string
+	select {
+	case addr = <-ready:
+	case err := <-done:
+		tb.Fatalf("serve: %v", err)
 	}
+	t := &loadTarget{name: name, addr: addr, auth: "Bearer " + secret, st: st}
 	t.close = func() {
 		cancel()
 		<-done
@@ -280,35 +354,72 @@ func TestLoadVerify(t *testing.T) {
 		t.Skip("load comparison; run with KEYWARD_LOAD=1 (see docs/server-bench.md)")
 	}
 	dur := envDuration("KEYWARD_LOAD_DURATION", 5*time.Second)
-	rounds := envInt("KEYWARD_LOAD_ROUNDS", 3, 20)
-	nKeys := envInt("KEYWARD_LOAD_KEYS", 10000, 200000)
+	rounds := envInt("KEYWARD_LOAD_ROUNDS", 3, 40)
+	nKeys := envInt("KEYWARD_LOAD_KEYS", 10000, 1_000_000)
+	nToks := envInt("KEYWARD_LOAD_TOKENS", min(nKeys, 100_000), 1_000_000)
 
+	// One seeded database, copied for the last-used-off server, so both
+	// verify servers hold the same keys.
+	dir := t.TempDir()
+	t0 := time.Now()
+	path, toks, secret := seedLoadDB(t, dir, nKeys)
+	path2 := filepath.Join(dir, "load-nolastused.db")
+	if err := copyFile(path, path2); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("seeded %d keys in %s", nKeys, time.Since(t0).Round(time.Millisecond))
+	bodies := spreadBodies(toks, nToks)
 	targets := []*loadTarget{
 		startBareTarget(t),
-		startVerifyTarget(t, "verify", false, nKeys),
-		startVerifyTarget(t, "verify-no-lastused", true, nKeys),
+		serveStore(t, "verify", openLoadStore(t, path, false), secret),
+		serveStore(t, "verify-no-lastused", openLoadStore(t, path2, true), secret),
 	}
 	defer func() {
 		for _, tg := range targets {
 			tg.close()
 		}
 	}()
+	// Every target, bare included, cycles through the same request bodies
+	// (nToks distinct tokens), so the generator does the same work for each.
+	for _, tg := range targets {
+		tg.setBodies(bodies)
+	}
 	// Warm up each target briefly.
 	for _, tg := range targets {
 		if _, err := runLoad(tg, loadConns, 500*time.Millisecond); err != nil {
 			t.Fatalf("%s warm-up: %v", tg.name, err)
 		}
 	}
+	loadAvg := func() string {
+		b, _ := os.ReadFile("/proc/loadavg")
+		return string(bytes.TrimSpace(b))
+	}
+	t.Logf("load average before: %s", loadAvg())
 	results := map[string][]loadResult{}
+	var pairCost, pairOn, pairOff []float64 // per-round ratios: rounds share the machine's load of the moment
 	for round := range rounds {
-		for _, tg := range targets {
+		// Rotate the order each round so no target always runs first.
+		this := map[string]loadResult{}
+		for k := range targets {
+			tg := targets[(k+round)%len(targets)]
 			r, err := runLoad(tg, loadConns, dur)
 			if err != nil {
 				t.Fatalf("%s: %v", tg.name, err)
 			}
-			t.Logf("round %d %-20s %9.0f req/s  p50 %-10s p99 %s", round+1, r.name, r.rps(), r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond))
+			t.Logf("round %d %-20s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s", round+1, r.name, r.rps(),
+				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond))
 			results[tg.name] = append(results[tg.name], r)
+			this[tg.name] = r
 		}
+		on, off, bare := this["verify"].rps(), this["verify-no-lastused"].rps(), this["bare"].rps()
+		pairCost = append(pairCost, 100*(off-on)/off)
+		pairOn = append(pairOn, 100*on/bare)
+		pairOff = append(pairOff, 100*off/bare)
+	}
+	median := func(v []float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[len(v)/2]
 	}
 	med := func(name string) (float64, time.Duration) {
 		rs := results[name]
@@ -324,21 +435,25 @@ func TestLoadVerify(t *testing.T) {
 	bareRPS, bareP99 := med("bare")
 	vRPS, vP99 := med("verify")
 	nRPS, nP99 := med("verify-no-lastused")
-	t.Logf("Go generator, %d connections, %d rounds x %s, %d keys (medians):", loadConns, rounds, dur, nKeys)
+	t.Logf("load average after: %s", loadAvg())
+	t.Logf("Go generator, %d connections, %d rounds x %s, %d keys, %d distinct tokens (medians):", loadConns, rounds, dur, nKeys, len(bodies))
 	t.Logf("| target | req/s | p99 | vs bare |")
 	t.Logf("| bare net/http, fixed JSON | %.0f | %s | 100%% |", bareRPS, bareP99.Round(time.Microsecond))
 	t.Logf("| verify, last-used on | %.0f | %s | %.1f%% req/s, p99 x%.2f |", vRPS, vP99.Round(time.Microsecond), 100*vRPS/bareRPS, float64(vP99)/float64(bareP99))
 	t.Logf("| verify, last-used off | %.0f | %s | %.1f%% req/s, p99 x%.2f |", nRPS, nP99.Round(time.Microsecond), 100*nRPS/bareRPS, float64(nP99)/float64(bareP99))
-	t.Logf("last-used cost: %.1f%% of req/s", 100*(nRPS-vRPS)/nRPS)
+	t.Logf("last-used cost: %.1f%% of req/s (from the medians)", 100*(nRPS-vRPS)/nRPS)
+	t.Logf("per-round pairs (median): verify on %.1f%% of bare, off %.1f%% of bare, last-used cost %.1f%% (rounds: %s)",
+		median(pairOn), median(pairOff), median(pairCost), fmtPcts(pairCost))
 
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Logf("wrk not installed; skipping the wrk runs")
 		return
 	}
-	dir := t.TempDir()
-	for round := range rounds {
-		for _, tg := range targets {
-			out, err := runWrk(dir, tg, dur)
+	wdir := t.TempDir()
+	for round := range envInt("KEYWARD_LOAD_WRK_ROUNDS", min(rounds, 3), 40) {
+		for k := range targets {
+			tg := targets[(k+round)%len(targets)]
+			out, err := runWrk(wdir, tg, dur)
 			if err != nil {
 				t.Fatalf("wrk %s: %v\n%s", tg.name, err, out)
 			}
@@ -357,6 +472,16 @@ var (
 func runWrk(dir string, tg *loadTarget, d time.Duration) (string, error) {
 	script := filepath.Join(dir, tg.name+".lua")
 	lua := fmt.Sprintf("wrk.method = \"POST\"\nwrk.body = %q\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.headers[\"Authorization\"] = %q\n", tg.body, tg.auth)
+	if len(tg.bodies) > 1 {
+		// Rotate through up to 1000 bodies (each wrk thread from the start).
+		var sb strings.Builder
+		sb.WriteString(lua + "local bodies = {\n")
+		for _, b := range tg.bodies[:min(1000, len(tg.bodies))] {
+			fmt.Fprintf(&sb, "%q,\n", b)
+		}
+		sb.WriteString("}\nlocal i = 0\nrequest = function()\n  i = i % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[i])\nend\n")
+		lua = sb.String()
+	}
 	if err := os.WriteFile(script, []byte(lua), 0o600); err != nil {
 		return "", err
 	}
@@ -458,3 +583,28 @@ type discardWriter struct {
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(c int)           { d.code = c }
+
+func fmtPcts(v []float64) string {
+	parts := make([]string, len(v))
+	for i, x := range v {
+		parts[i] = fmt.Sprintf("%.1f%%", x)
+	}
+	return strings.Join(parts, " ")
+}
+
+func copyFile(from, to string) error {
+	src, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(dst, src); err != nil {
+		dst.Close()
+		return err
+	}
+	return dst.Close()
+}

@@ -61,8 +61,19 @@ func TestSeedKeys(t *testing.T) {
 		}
 	}
 	check()
-	e.reopen() // disk agrees with memory
+	before := map[string]*model.Key{}
+	for _, k := range e.s.Keys() {
+		before[k.ID] = k
+	}
+	e.reopen() // disk agrees with memory, last use included
 	check()
+	for _, k := range e.s.Keys() {
+		b := before[k.ID]
+		if b == nil || (b.LastUsedAt == nil) != (k.LastUsedAt == nil) || b.LastUsedFrom != k.LastUsedFrom ||
+			(k.LastUsedAt != nil && !k.LastUsedAt.Equal(*b.LastUsedAt)) {
+			t.Fatalf("after reopen %s: %v from %q, before %+v", k.Name, k.LastUsedAt, k.LastUsedFrom, b)
+		}
+	}
 	if err := e.s.Check(); err != nil {
 		t.Fatal(err)
 	}

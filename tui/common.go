@@ -207,3 +207,24 @@ func fmtGrace(d time.Duration) string {
 	}
 	return d.String()
 }
+
+// sanitizeInput drops control, escape and bidi characters from typed or
+// pasted text before any screen sees it, so a text field never echoes them
+// to the operator's terminal (validation would refuse them on save anyway).
+// It returns nil when nothing printable is left.
+func sanitizeInput(msg tea.Msg) tea.Msg {
+	k, ok := msg.(tea.KeyMsg)
+	if !ok || k.Type != tea.KeyRunes {
+		return msg
+	}
+	typed := string(k.Runes)
+	clean := model.Sanitize(typed)
+	if clean == typed {
+		return msg
+	}
+	if clean == "" {
+		return nil
+	}
+	k.Runes = []rune(clean)
+	return k
+}

@@ -340,3 +340,24 @@ func TestLiveRefreshKeepsCursor(t *testing.T) {
 		t.Fatalf("cursor moved to %v after a live refresh", sel)
 	}
 }
+
+// TestTypedEscapesNeverEcho: control, escape and bidi characters typed or
+// pasted into a text field are dropped before the field sees them, so the
+// operator's own terminal never gets them back; printable text survives.
+func TestTypedEscapesNeverEcho(t *testing.T) {
+	st, _ := newTestStore(t)
+	d := newDriver(t, newTestOptions(st, "alice"), 100, 30)
+	d.keys("n")
+	d.send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("pay\u202eroll"), Paste: true})
+	d.send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("\u202e")})
+	d.send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune("-\x1b]52;c;aGk=\x07x\u009b2J")})
+	v := d.view()
+	for _, bad := range []string{"\u202e", "\x1b]52", "52;c;aGk=", "\x07", "\u009b"} {
+		if strings.Contains(v, bad) {
+			t.Fatalf("typed %q reached the view:\n%q", bad, v)
+		}
+	}
+	if !strings.Contains(v, "payroll-x") {
+		t.Fatalf("printable text was lost:\n%s", v)
+	}
+}

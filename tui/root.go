@@ -37,6 +37,9 @@ func (m *root) Init() tea.Cmd { return tea.Batch(m.stack[0].Init(), m.waitFeed()
 func (m *root) top() screen { return m.stack[len(m.stack)-1] }
 
 func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
+	if msg = sanitizeInput(msg); msg == nil {
+		return m, nil
+	}
 	switch msg := msg.(type) {
 	case tea.WindowSizeMsg:
 		m.c.width, m.c.height = msg.Width, max(msg.Height-2, 3)

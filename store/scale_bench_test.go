@@ -92,29 +92,30 @@ func fileSize(tb testing.TB, path string) int64 {
 	return fi.Size()
 }
 
-// procStatus returns VmRSS and VmHWM of this process in MiB.
-func procStatus() (rss, hwm float64) {
+// procStatus returns this process's memory lines from /proc/self/status
+// (VmRSS, VmHWM, RssAnon, RssFile), in MiB.
+func procStatus() map[string]float64 {
+	out := map[string]float64{}
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		var kb float64
-		line := sc.Text()
-		switch {
-		case strings.HasPrefix(line, "VmRSS:"):
-			if _, err := fmt.Sscan(line[6:], &kb); err == nil {
-				rss = kb / 1024
-			}
-		case strings.HasPrefix(line, "VmHWM:"):
-			if _, err := fmt.Sscan(line[6:], &kb); err == nil {
-				hwm = kb / 1024
+		name, rest, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		switch name {
+		case "VmRSS", "VmHWM", "RssAnon", "RssFile":
+			var kb float64
+			if _, err := fmt.Sscan(rest, &kb); err == nil {
+				out[name] = kb / 1024
 			}
 		}
 	}
-	return rss, hwm
+	return out
 }
 
 func heapInuse() uint64 {
@@ -361,7 +362,7 @@ func TestOpenScaleRSS(t *testing.T) {
 	if path == "" {
 		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see docs/verify-scale.md)")
 	}
-	rss0, _ := procStatus()
+	before := procStatus()
 	heap0 := heapInuse()
 	t0 := time.Now()
 	s, err := store.Open(path, benchOptions(t))
@@ -371,10 +372,10 @@ func TestOpenScaleRSS(t *testing.T) {
 	open := time.Since(t0)
 	defer s.Close()
 	heap := heapInuse()
-	rss, hwm := procStatus()
-	t.Logf("%d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open), VmHWM %.0f MiB",
+	m := procStatus()
+	t.Logf("%d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open) = RssAnon %.0f + RssFile %.0f (the mmapped file); VmHWM %.0f MiB",
 		s.KeyCount(), float64(fileSize(t, path))/(1<<20), open.Round(time.Millisecond),
-		float64(heap-heap0)/(1<<20), rss, rss0, hwm)
+		float64(heap-heap0)/(1<<20), m["VmRSS"], before["VmRSS"], m["RssAnon"], m["RssFile"], m["VmHWM"])
 }
 
 // TestBulkApplyChunks covers the chunked memory updates of bulk writes

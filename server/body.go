@@ -17,7 +17,7 @@ import (
 // It is a small hand-written parser rather than encoding/json because the
 // body has a fixed flat shape, and decoding it with encoding/json took
 // half of the handler's CPU time and most of its allocations (see
-// docs/server-bench.md). FuzzVerifyBody checks that it never accepts what
+// BENCHMARKS.md, section keyward serve HTTP verify). FuzzVerifyBody checks that it never accepts what
 // encoding/json in strict mode refuses, and that both read the same values.
 func decodeVerify(body []byte) (verifyRequest, string) {
 	var req verifyRequest

@@ -25,7 +25,7 @@ import (
 	"github.com/keyward/keyward/store"
 )
 
-// The load comparison (docs/server-bench.md) runs only when asked:
+// The load comparison (BENCHMARKS.md, section keyward serve HTTP verify) runs only when asked:
 //
 //	KEYWARD_LOAD=1 go test -run TestLoadVerify -v -count=1 ./server
 //
@@ -368,7 +368,7 @@ func envInt(name string, def, max int) int {
 
 func TestLoadVerify(t *testing.T) {
 	if os.Getenv("KEYWARD_LOAD") == "" {
-		t.Skip("load comparison; run with KEYWARD_LOAD=1 (see docs/server-bench.md)")
+		t.Skip("load comparison; run with KEYWARD_LOAD=1 (see BENCHMARKS.md, section keyward serve HTTP verify)")
 	}
 	dur := envDuration("KEYWARD_LOAD_DURATION", 5*time.Second)
 	rounds := envInt("KEYWARD_LOAD_ROUNDS", 3, 40)

@@ -14,7 +14,7 @@ import (
 	"github.com/keyward/keyward/store"
 )
 
-// Reads during writes (docs/verify-scale.md). Runs only when asked:
+// Reads during writes (BENCHMARKS.md, section Verify at scale). Runs only when asked:
 //
 //	KEYWARD_LOAD=1 KEYWARD_LOAD_KEYS=1000000 go test -run TestLoadVerifyDuringWrites -v -count=1 -timeout 30m ./server
 //
@@ -102,7 +102,7 @@ func gcStats() (uint32, time.Duration) {
 
 func TestLoadVerifyDuringWrites(t *testing.T) {
 	if os.Getenv("KEYWARD_LOAD") == "" {
-		t.Skip("load test; run with KEYWARD_LOAD=1 (see docs/verify-scale.md)")
+		t.Skip("load test; run with KEYWARD_LOAD=1 (see BENCHMARKS.md, section Verify at scale)")
 	}
 	dur := envDuration("KEYWARD_LOAD_DURATION", 3*time.Second)
 	rounds := envInt("KEYWARD_LOAD_ROUNDS", 3, 40)

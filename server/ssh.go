@@ -28,7 +28,7 @@ const DefaultIdleTimeout = 30 * time.Minute
 // sshSide is the SSH listener: one TUI program per session, for operators
 // whose registered public key signed the handshake.
 //
-// Security model (see docs/server.md):
+// Security model (see README.md, section SSH security model):
 //   - Public-key auth only. Password and keyboard-interactive handlers are
 //     never set, and because a public-key handler is set the library's
 //     "no handler: accept everyone" fallback (NoClientAuth) is off.

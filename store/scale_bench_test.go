@@ -18,7 +18,7 @@ import (
 	"github.com/keyward/keyward/store"
 )
 
-// Scale figures for docs/verify-scale.md. They only run when asked:
+// Scale figures for BENCHMARKS.md, section Verify at scale. They only run when asked:
 //
 //	KEYWARD_BENCH_1M=1 go test -run '^$' -bench BenchmarkVerifyScale -benchtime 2s -timeout 30m ./store
 //
@@ -140,7 +140,7 @@ func heapInuse() uint64 {
 // database there, for TestOpenScaleRSS in a fresh process.
 func BenchmarkVerifyScale(b *testing.B) {
 	if os.Getenv("KEYWARD_BENCH_1M") == "" {
-		b.Skip("1M-key scale benchmark; set KEYWARD_BENCH_1M=1 (see docs/verify-scale.md)")
+		b.Skip("1M-key scale benchmark; set KEYWARD_BENCH_1M=1 (see BENCHMARKS.md, section Verify at scale)")
 	}
 	rounds := 3
 	if v := os.Getenv("KEYWARD_BENCH_ROUNDS"); v != "" {
@@ -360,7 +360,7 @@ func copyFile(from, to string) error {
 func TestOpenScaleRSS(t *testing.T) {
 	path := os.Getenv("KEYWARD_SCALE_DB")
 	if path == "" {
-		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see docs/verify-scale.md)")
+		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see BENCHMARKS.md, section Verify at scale)")
 	}
 	before := procStatus()
 	heap0 := heapInuse()

@@ -1,0 +1,251 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"reflect"
+	"runtime/debug"
+	"sync"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/model"
+)
+
+// loadKeysReference is the sequential load that loadKeys replaced: one
+// walk of the keys bucket (with the last-used bucket beside it) and one of
+// the hash bucket. loadKeys must give the same maps.
+func loadKeysReference(s *Store, tx *bolt.Tx) error {
+	intern := map[string]string{}
+	lc := tx.Bucket(bLastUsed).Cursor()
+	lk, lv := lc.First()
+	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
+		key, err := decodeKey(v, intern)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", model.Sanitize(string(k)), err)
+		}
+		e := &entry{}
+		for lk != nil && bytes.Compare(lk, k) < 0 {
+			lk, lv = lc.Next()
+		}
+		if lk != nil && bytes.Equal(lk, k) {
+			at, from, err := decodeLastUsed(lv)
+			if err == nil {
+				t := time.Unix(0, at).UTC()
+				key.LastUsedAt, key.LastUsedFrom = &t, from
+				e.lastAt.Store(at)
+			}
+		}
+		e.key.Store(key)
+		s.keys[key.ID] = e
+		s.names[foldName(key.Name)] = key.ID
+		if key.GraceUntil != nil {
+			s.graces[key.ID] = *key.GraceUntil
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return tx.Bucket(bHashes).ForEach(func(k, v []byte) error {
+		ref, err := decodeHashRef(v)
+		if err != nil || len(k) != 32 {
+			return fmt.Errorf("hash index: %w", errCorruptRecord)
+		}
+		h := [32]byte(k)
+		if e := s.keys[ref.id]; e != nil {
+			s.hashes[h] = hashSlot{e: e, previous: ref.previous}
+			if ref.previous {
+				e.prev, e.hasPrev = h, true
+			} else {
+				e.cur = h
+			}
+		}
+		return nil
+	})
+}
+
+func testKey(i int, base time.Time) *model.Key {
+	k := &model.Key{
+		ID: fmt.Sprintf("k%07d", i), Name: fmt.Sprintf("Svc-%d ", i), Description: "d",
+		Role: model.RoleEditor, Status: model.StatusActive, CreatedAt: base.Add(time.Duration(i) * time.Second),
+		CreatedBy: "admin", UpdatedAt: base.Add(time.Duration(i) * time.Minute), Hint: "abcd", Version: uint64(i),
+	}
+	switch i % 5 {
+	case 0:
+		k.Description, k.Hint = "", "" // empty unshared strings
+	case 1:
+		k.Scopes, k.Resources = []string{"coupons:read", "coupons:write"}, []string{"web-shop"}
+		exp := base.Add(time.Hour)
+		k.ExpiresAt = &exp
+	case 2:
+		g := base.Add(time.Duration(i) * time.Millisecond)
+		k.GraceUntil, k.Status = &g, model.StatusDisabled
+	case 3:
+		k.Name = fmt.Sprintf("svc-%d", i-1) // folds like key i-1's name: the later key wins
+		k.Scopes = []string{"x"}
+	}
+	return k
+}
+
+// TestLoadKeysMatchesSequential compares loadKeys with the sequential
+// load on a database of several batches with last-used records (some
+// corrupt), grace periods, previous hashes, orphan hashes and names that
+// fold alike.
+func TestLoadKeysMatchesSequential(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.db")
+	s, err := Open(path, Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
+	const n = 3*loadBatchSize + 17
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		kb, hb, lb := tx.Bucket(bKeys), tx.Bucket(bHashes), tx.Bucket(bLastUsed)
+		for i := range n {
+			k := testKey(i, base)
+			if err := kb.Put([]byte(k.ID), encodeKey(k)); err != nil {
+				return err
+			}
+			var h [32]byte
+			copy(h[:], fmt.Sprintf("hash-%d", i))
+			_ = hb.Put(h[:], encodeHashRef(hashRef{id: k.ID}))
+			if i%7 == 0 {
+				copy(h[:], fmt.Sprintf("prev-%d", i))
+				_ = hb.Put(h[:], encodeHashRef(hashRef{id: k.ID, previous: true}))
+			}
+			switch i % 3 {
+			case 0:
+				_ = lb.Put([]byte(k.ID), encodeLastUsed(base.Add(time.Duration(i)).UnixNano(), fmt.Sprintf("10.0.0.%d", i%50)))
+			case 1:
+				if i%11 == 0 {
+					_ = lb.Put([]byte(k.ID), []byte("short")) // corrupt: ignored
+				}
+			}
+		}
+		var h [32]byte
+		copy(h[:], "orphan")
+		_ = hb.Put(h[:], encodeHashRef(hashRef{id: "gone"}))
+		_ = lb.Put([]byte("a-orphan"), encodeLastUsed(1, "x"))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Open(path, Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer got.Close()
+	want := &Store{keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{}, names: map[string]string{}, graces: map[string]time.Time{}}
+	if err := got.db.View(func(tx *bolt.Tx) error { return loadKeysReference(want, tx) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got.keys) != n || len(want.keys) != n {
+		t.Fatalf("%d keys loaded, reference %d, want %d", len(got.keys), len(want.keys), n)
+	}
+	for id, we := range want.keys {
+		ge := got.keys[id]
+		if ge == nil {
+			t.Fatalf("%s missing", id)
+		}
+		if !reflect.DeepEqual(ge.key.Load(), we.key.Load()) {
+			t.Fatalf("%s: got %+v, want %+v", id, ge.key.Load(), we.key.Load())
+		}
+		if ge.lastAt.Load() != we.lastAt.Load() || ge.cur != we.cur || ge.prev != we.prev || ge.hasPrev != we.hasPrev || ge.dirty.Load() || ge.lastFrom.Load() != nil {
+			t.Fatalf("%s: entry differs", id)
+		}
+	}
+	if !reflect.DeepEqual(got.names, want.names) || !reflect.DeepEqual(got.graces, want.graces) || len(got.hashes) != len(want.hashes) {
+		t.Fatalf("names %d/%d, graces %d/%d, hashes %d/%d", len(got.names), len(want.names), len(got.graces), len(want.graces), len(got.hashes), len(want.hashes))
+	}
+	for h, ws := range want.hashes {
+		gs := got.hashes[h]
+		if gs.previous != ws.previous || gs.e == nil || gs.e.key.Load().ID != ws.e.key.Load().ID {
+			t.Fatalf("hash %x differs", h)
+		}
+	}
+}
+
+// TestDecodeKeyIntoMatchesDecodeKey: same key, or the same error, for
+// every record and every truncation of it.
+func TestDecodeKeyIntoMatchesDecodeKey(t *testing.T) {
+	base := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
+	var scratch []byte
+	var a loadAlloc
+	for i := range 10 {
+		rec := encodeKey(testKey(i, base))
+		for cut := 0; cut <= len(rec); cut++ {
+			b := rec[:cut]
+			want, werr := decodeKey(b, map[string]string{})
+			var got model.Key
+			gerr := decodeKeyInto(&got, b, map[string]string{}, &scratch, &a)
+			if !errors.Is(gerr, werr) || (werr == nil) != (gerr == nil) {
+				t.Fatalf("key %d cut %d: error %v, want %v", i, cut, gerr, werr)
+			}
+			if werr == nil && !reflect.DeepEqual(&got, want) {
+				t.Fatalf("key %d cut %d: got %+v, want %+v", i, cut, got, *want)
+			}
+		}
+	}
+	// A failing record in a later batch is reported as a sequential load does.
+	path := filepath.Join(t.TempDir(), "bad.db")
+	s, err := Open(path, Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.db.Update(func(tx *bolt.Tx) error {
+		kb := tx.Bucket(bKeys)
+		for i := range loadBatchSize + 10 {
+			k := testKey(i, base)
+			_ = kb.Put([]byte(k.ID), encodeKey(k))
+		}
+		_ = kb.Put([]byte("k0004200"), []byte{keyCodecV1, 200})
+		return kb.Put([]byte("k0004201"), []byte{9})
+	})
+	_ = s.Close()
+	_, err = Open(path, Options{FlushInterval: time.Hour})
+	if err == nil || !errors.Is(err, errCorruptRecord) || !bytes.Contains([]byte(err.Error()), []byte(`key "k0004200"`)) {
+		t.Fatalf("open: %v", err)
+	}
+}
+
+// TestPauseGCRestores: overlapping pauses restore the percentage found by
+// the first, and opening stores concurrently leaves it as it was.
+func TestPauseGCRestores(t *testing.T) {
+	orig := debug.SetGCPercent(137)
+	defer debug.SetGCPercent(orig)
+	r1 := pauseGC()
+	r2 := pauseGC()
+	r1()
+	if got := debug.SetGCPercent(-1); got != -1 {
+		t.Fatalf("after the first of two resumes: GC percent %d, want -1 (still paused)", got)
+	}
+	r2()
+	if got := debug.SetGCPercent(137); got != 137 {
+		t.Fatalf("after both resumes: GC percent %d, want 137", got)
+	}
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Go(func() {
+			s, err := Open(filepath.Join(dir, fmt.Sprintf("%d.db", i)), Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_ = s.Close()
+		})
+	}
+	wg.Wait()
+	if got := debug.SetGCPercent(137); got != 137 {
+		t.Fatalf("after concurrent opens: GC percent %d, want 137", got)
+	}
+}

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -413,25 +414,34 @@ func TestLoadVerify(t *testing.T) {
 	}
 	t.Logf("load average before: %s", loadAvg())
 	results := map[string][]loadResult{}
-	var pairCost, pairOn, pairOff []float64 // per-round ratios: rounds share the machine's load of the moment
+	procs := loadProcs(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	pairCost, pairOn, pairOff := map[int][]float64{}, map[int][]float64{}, map[int][]float64{} // per-round ratios: rounds share the machine's load of the moment
 	for round := range rounds {
-		// Rotate the order each round so no target always runs first.
-		this := map[string]loadResult{}
-		for k := range targets {
-			tg := targets[(k+round)%len(targets)]
-			r, err := runLoad(tg, loadConns, dur)
-			if err != nil {
-				t.Fatalf("%s: %v", tg.name, err)
+		for pi := range procs {
+			np := procs[(pi+round)%len(procs)]
+			if np > 0 {
+				runtime.GOMAXPROCS(np)
 			}
-			t.Logf("round %d %-20s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s", round+1, r.name, r.rps(),
-				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond))
-			results[tg.name] = append(results[tg.name], r)
-			this[tg.name] = r
+			// Rotate the order each round so no target always runs first.
+			this := map[string]loadResult{}
+			for k := range targets {
+				tg := targets[(k+round)%len(targets)]
+				r, err := runLoad(tg, loadConns, dur)
+				if err != nil {
+					t.Fatalf("%s: %v", tg.name, err)
+				}
+				key := procsKey(tg.name, np)
+				t.Logf("round %d %-24s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s", round+1, key, r.rps(),
+					r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond))
+				results[key] = append(results[key], r)
+				this[tg.name] = r
+			}
+			on, off, bare := this["verify"].rps(), this["verify-no-lastused"].rps(), this["bare"].rps()
+			pairCost[np] = append(pairCost[np], 100*(off-on)/off)
+			pairOn[np] = append(pairOn[np], 100*on/bare)
+			pairOff[np] = append(pairOff[np], 100*off/bare)
 		}
-		on, off, bare := this["verify"].rps(), this["verify-no-lastused"].rps(), this["bare"].rps()
-		pairCost = append(pairCost, 100*(off-on)/off)
-		pairOn = append(pairOn, 100*on/bare)
-		pairOff = append(pairOff, 100*off/bare)
 	}
 	median := func(v []float64) float64 {
 		v = slices.Clone(v)
@@ -449,18 +459,20 @@ func TestLoadVerify(t *testing.T) {
 		slices.Sort(p99)
 		return rps[len(rps)/2], p99[len(p99)/2]
 	}
-	bareRPS, bareP99 := med("bare")
-	vRPS, vP99 := med("verify")
-	nRPS, nP99 := med("verify-no-lastused")
 	t.Logf("load average after: %s", loadAvg())
-	t.Logf("Go generator, %d connections, %d rounds x %s, %d keys, %d distinct tokens (medians):", loadConns, rounds, dur, nKeys, len(bodies))
-	t.Logf("| target | req/s | p99 | vs bare |")
-	t.Logf("| bare net/http, fixed JSON | %.0f | %s | 100%% |", bareRPS, bareP99.Round(time.Microsecond))
-	t.Logf("| verify, last-used on | %.0f | %s | %.1f%% req/s, p99 x%.2f |", vRPS, vP99.Round(time.Microsecond), 100*vRPS/bareRPS, float64(vP99)/float64(bareP99))
-	t.Logf("| verify, last-used off | %.0f | %s | %.1f%% req/s, p99 x%.2f |", nRPS, nP99.Round(time.Microsecond), 100*nRPS/bareRPS, float64(nP99)/float64(bareP99))
-	t.Logf("last-used cost: %.1f%% of req/s (from the medians)", 100*(nRPS-vRPS)/nRPS)
-	t.Logf("per-round pairs (median): verify on %.1f%% of bare, off %.1f%% of bare, last-used cost %.1f%% (rounds: %s)",
-		median(pairOn), median(pairOff), median(pairCost), fmtPcts(pairCost))
+	for _, np := range procs {
+		bareRPS, bareP99 := med(procsKey("bare", np))
+		vRPS, vP99 := med(procsKey("verify", np))
+		nRPS, nP99 := med(procsKey("verify-no-lastused", np))
+		t.Logf("Go generator, %d connections, %d rounds x %s, %d keys, %d distinct tokens, GOMAXPROCS %s (medians):", loadConns, rounds, dur, nKeys, len(bodies), procsName(np))
+		t.Logf("| target | req/s | p99 | vs bare |")
+		t.Logf("| bare net/http, fixed JSON | %.0f | %s | 100%% |", bareRPS, bareP99.Round(time.Microsecond))
+		t.Logf("| verify, last-used on | %.0f | %s | %.1f%% req/s, p99 x%.2f |", vRPS, vP99.Round(time.Microsecond), 100*vRPS/bareRPS, float64(vP99)/float64(bareP99))
+		t.Logf("| verify, last-used off | %.0f | %s | %.1f%% req/s, p99 x%.2f |", nRPS, nP99.Round(time.Microsecond), 100*nRPS/bareRPS, float64(nP99)/float64(bareP99))
+		t.Logf("last-used cost: %.1f%% of req/s (from the medians)", 100*(nRPS-vRPS)/nRPS)
+		t.Logf("per-round pairs (median): verify on %.1f%% of bare, off %.1f%% of bare, last-used cost %.1f%% (rounds: %s)",
+			median(pairOn[np]), median(pairOff[np]), median(pairCost[np]), fmtPcts(pairCost[np]))
+	}
 
 	if _, err := exec.LookPath("wrk"); err != nil {
 		t.Logf("wrk not installed; skipping the wrk runs")
@@ -468,13 +480,19 @@ func TestLoadVerify(t *testing.T) {
 	}
 	wdir := t.TempDir()
 	for round := range envInt("KEYWARD_LOAD_WRK_ROUNDS", min(rounds, 3), 40) {
-		for k := range targets {
-			tg := targets[(k+round)%len(targets)]
-			out, err := runWrk(wdir, tg, dur)
-			if err != nil {
-				t.Fatalf("wrk %s: %v\n%s", tg.name, err, out)
+		for pi := range procs {
+			np := procs[(pi+round)%len(procs)]
+			if np > 0 {
+				runtime.GOMAXPROCS(np)
 			}
-			t.Logf("wrk round %d %-20s %s", round+1, tg.name, out)
+			for k := range targets {
+				tg := targets[(k+round)%len(targets)]
+				out, err := runWrk(wdir, tg, dur)
+				if err != nil {
+					t.Fatalf("wrk %s: %v\n%s", tg.name, err, out)
+				}
+				t.Logf("wrk round %d %-24s %s", round+1, procsKey(tg.name, np), out)
+			}
 		}
 	}
 }

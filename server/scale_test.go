@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -128,38 +129,47 @@ func TestLoadVerifyDuringWrites(t *testing.T) {
 	var seq atomic.Int64
 	results := map[string][]loadResult{}
 	windows := append([]string{"idle"}, modes...)
+	procs := loadProcs(t)
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
 	for round := range rounds {
-		for k := range windows {
-			mode := windows[(k+round)%len(windows)]
-			stop := make(chan struct{})
-			wdone := make(chan writeStats, 1)
-			g0, p0 := gcStats()
-			if mode == "idle" {
-				wdone <- writeStats{}
-			} else {
-				go func() { wdone <- runWriter(t, tg.st, mode, &seq, stop) }()
+		for pi := range procs {
+			np := procs[(pi+round)%len(procs)]
+			if np > 0 {
+				runtime.GOMAXPROCS(np)
 			}
-			r, err := runLoad(tg, loadConns, dur)
-			close(stop)
-			ws := <-wdone
-			g1, p1 := gcStats()
-			ws.gcs, ws.gcPause = g1-g0, p1-p0
-			if err != nil {
-				t.Fatalf("%s: %v", mode, err)
+			for k := range windows {
+				mode := windows[(k+round)%len(windows)]
+				key := procsKey(mode, np)
+				stop := make(chan struct{})
+				wdone := make(chan writeStats, 1)
+				g0, p0 := gcStats()
+				if mode == "idle" {
+					wdone <- writeStats{}
+				} else {
+					go func() { wdone <- runWriter(t, tg.st, mode, &seq, stop) }()
+				}
+				r, err := runLoad(tg, loadConns, dur)
+				close(stop)
+				ws := <-wdone
+				g1, p1 := gcStats()
+				ws.gcs, ws.gcPause = g1-g0, p1-p0
+				if err != nil {
+					t.Fatalf("%s: %v", key, err)
+				}
+				if t.Failed() {
+					t.FailNow()
+				}
+				r.name = key
+				results[key] = append(results[key], r)
+				line := fmt.Sprintf("round %d %-16s %8.0f req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s  GC %d (pauses %s)", round+1, key, r.rps(),
+					r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond),
+					ws.gcs, ws.gcPause.Round(time.Microsecond))
+				if mode != "idle" {
+					line += fmt.Sprintf("  writes: %d calls, %d keys (%.0f keys/s while writing), longest call %s",
+						ws.calls, ws.keys, float64(ws.keys)/ws.busy.Seconds(), ws.maxCall.Round(time.Millisecond))
+				}
+				t.Logf("%s", line)
 			}
-			if t.Failed() {
-				t.FailNow()
-			}
-			r.name = mode
-			results[mode] = append(results[mode], r)
-			line := fmt.Sprintf("round %d %-12s %8.0f req/s  p50 %-9s p99 %-9s p99.9 %-9s max %-9s  GC %d (pauses %s)", round+1, mode, r.rps(),
-				r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond),
-				ws.gcs, ws.gcPause.Round(time.Microsecond))
-			if mode != "idle" {
-				line += fmt.Sprintf("  writes: %d calls, %d keys (%.0f keys/s while writing), longest call %s",
-					ws.calls, ws.keys, float64(ws.keys)/ws.busy.Seconds(), ws.maxCall.Round(time.Millisecond))
-			}
-			t.Logf("%s", line)
 		}
 	}
 	la, _ = os.ReadFile("/proc/loadavg")
@@ -175,18 +185,56 @@ func TestLoadVerifyDuringWrites(t *testing.T) {
 	}
 	p99 := func(r loadResult) float64 { return float64(r.p99) }
 	rps := func(r loadResult) float64 { return r.rps() }
-	idle := med("idle", p99)
-	t.Logf("%d keys, %d connections, %d rounds x %s (medians):", nKeys, loadConns, rounds, dur)
-	t.Logf("| window | req/s | p99 | p99 / idle p99 | goal ≤ 3x |")
-	for _, m := range windows {
-		p := med(m, p99)
-		verdict := "met"
-		if p > 3*idle {
-			verdict = "MISSED"
+	for _, np := range procs {
+		idle := med(procsKey("idle", np), p99)
+		t.Logf("%d keys, %d connections, %d rounds x %s, GOMAXPROCS %s (medians):", nKeys, loadConns, rounds, dur, procsName(np))
+		t.Logf("| window | req/s | p99 | p99 / idle p99 | goal ≤ 3x |")
+		for _, m := range windows {
+			p := med(procsKey(m, np), p99)
+			verdict := "met"
+			if p > 3*idle {
+				verdict = "MISSED"
+			}
+			if m == "idle" {
+				verdict = "-"
+			}
+			t.Logf("| %s | %.0f | %s | %.2f | %s |", m, med(procsKey(m, np), rps), time.Duration(p).Round(time.Microsecond), p/idle, verdict)
 		}
-		if m == "idle" {
-			verdict = "-"
-		}
-		t.Logf("| %s | %.0f | %s | %.2f | %s |", m, med(m, rps), time.Duration(p).Round(time.Microsecond), p/idle, verdict)
 	}
+}
+
+// loadProcs reads KEYWARD_LOAD_PROCS, a comma-separated list of GOMAXPROCS
+// values (e.g. "2,4"): each round runs its windows once under each value,
+// in rotated order, so the settings share the machine's load of the
+// moment. Unset, the load tests keep the process's GOMAXPROCS (0 below).
+func loadProcs(t *testing.T) []int {
+	v := os.Getenv("KEYWARD_LOAD_PROCS")
+	if v == "" {
+		return []int{0}
+	}
+	var out []int
+	for _, f := range strings.Split(v, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 || n > 256 {
+			t.Fatalf("KEYWARD_LOAD_PROCS: bad value %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+func procsName(np int) string {
+	if np == 0 {
+		return strconv.Itoa(runtime.GOMAXPROCS(0))
+	}
+	return strconv.Itoa(np)
+}
+
+// procsKey names a result: the window or target alone when the run keeps
+// the process's GOMAXPROCS, else with "@P" appended.
+func procsKey(name string, np int) string {
+	if np == 0 {
+		return name
+	}
+	return name + "@" + strconv.Itoa(np)
 }

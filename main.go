@@ -187,6 +187,9 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 			return a.resolveGlobals()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := a.needTerminal(); err != nil {
+				return err
+			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
 				return tui.Run(tui.Options{Store: st, Actor: a.actor})
 			})
@@ -788,6 +791,24 @@ recorded as the key's last use (from "cli").`,
 	c.Flags().StringVar(&resource, "resource", "", "resource the request is for, e.g. web-shop")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
 	return c
+}
+
+// needTerminal refuses to start the TUI where there is no terminal to draw
+// on (a pipe, cron, CI), which would otherwise end in bubbletea's raw
+// "could not open a new TTY" error, and before the database is locked.
+func (a *app) needTerminal() error {
+	const hint = "; in scripts use the subcommands, e.g. \"keyward keys list --json\" (see keyward --help)"
+	if out, ok := a.stdout.(*os.File); !ok || !term.IsTerminal(out.Fd()) {
+		return usageErrorf("the TUI needs a terminal, and standard output is not one" + hint)
+	}
+	if in, ok := a.stdin.(*os.File); ok && term.IsTerminal(in.Fd()) {
+		return nil
+	}
+	tty, err := os.Open("/dev/tty") // where bubbletea reads keys when stdin is redirected
+	if err != nil {
+		return usageErrorf("the TUI needs a terminal for keyboard input, and there is none" + hint)
+	}
+	return tty.Close()
 }
 
 // readToken reads the token from stdin: hidden input from a terminal,

@@ -925,3 +925,21 @@ func TestHelp(t *testing.T) {
 		t.Errorf("--help created the database")
 	}
 }
+
+// TestTUINeedsATerminal: `keyward` with no terminal (a pipe, cron, CI)
+// says how to script it instead of bubbletea's raw TTY error, exits 2,
+// and does not create or lock the database.
+func TestTUINeedsATerminal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.run("")
+	if r.code != 2 || !strings.Contains(r.stderr, "the TUI needs a terminal") || !strings.Contains(r.stderr, "keyward keys list --json") {
+		t.Fatalf("keyward without a terminal: %s", r)
+	}
+	if strings.Contains(r.stderr, "/dev/tty") {
+		t.Errorf("raw TTY error leaked: %s", r)
+	}
+	if _, err := os.Stat(e.db); err == nil {
+		t.Errorf("refusing to start the TUI still created the database")
+	}
+}

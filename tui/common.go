@@ -20,6 +20,7 @@ type common struct {
 	st       *store.Store
 	actor    string
 	readonly bool
+	forceRO  bool // Options.ReadOnly
 	styles   *styles
 	keys     *keyMap
 	clip     Clipboard

@@ -33,6 +33,10 @@ type keysTable struct {
 	focusID       string // after our own write, the key to select
 	jobFocus      string // the focusID the running job was started with
 	loads         int    // full loads so far (tests check that changes patch)
+	// peekTotal > 0: d holds only the first page, peeked before the store
+	// was open, and the database holds peekTotal keys. The first full load
+	// clears it.
+	peekTotal int
 }
 
 // keysPatchedMsg is the table's data with some keys re-read from the
@@ -75,6 +79,17 @@ func newKeysTable(c *common, keys []*model.Key) *keysTable {
 	}
 	return t
 }
+
+// newPeekTable shows first, the first keys in name order, before the store
+// is open (Options.Open); total is the database's key count.
+func newPeekTable(c *common, first []*model.Key, total int) *keysTable {
+	t := newKeysTable(c, first)
+	t.peekTotal = max(total, len(first), 1)
+	return t
+}
+
+// peeking reports whether the table shows only the peeked first page.
+func (t *keysTable) peeking() bool { return t.peekTotal > 0 }
 
 func (t *keysTable) Init() tea.Cmd {
 	if t.loaded || t.c.st == nil {
@@ -140,6 +155,8 @@ func (t *keysTable) SetSize(w, h int) { t.clampOffset() }
 
 func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 	switch msg := msg.(type) {
+	case storeOpenedMsg:
+		return t, t.reload()
 	case keysLoadedMsg:
 		return t, t.loadedSnapshot(msg)
 	case keysPatchedMsg:
@@ -190,6 +207,7 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 
 func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 	t.busy = false
+	t.peekTotal = 0
 	t.loads++
 	prev := t.focusID
 	if k := t.selected(); k != nil && prev == "" {
@@ -325,6 +343,9 @@ func (t *keysTable) sortBy(col column) {
 func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
 	km := t.c.keys
 	page := max(t.rows()-1, 1)
+	if t.peeking() && !key.Matches(msg, km.Up, km.Down, km.PageUp, km.PageDown, km.Top, km.Bottom) {
+		return flash("Still loading %d keys: moving works now, everything else in a moment.", t.peekTotal)
+	}
 	switch {
 	case key.Matches(msg, km.Up):
 		t.move(-1)
@@ -432,6 +453,9 @@ func (t *keysTable) Help() []key.Binding {
 	km := t.c.keys
 	if t.filtering {
 		return []key.Binding{km.ApplyFilter, km.ClearFilter}
+	}
+	if t.peeking() {
+		return []key.Binding{km.Up, km.Down, km.PageDown, km.Help, km.Quit}
 	}
 	has := t.selected() != nil
 	for _, b := range []*key.Binding{&km.Detail, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
@@ -566,6 +590,10 @@ func (t *keysTable) statusLine() string {
 	tail := fmt.Sprintf(" │ sort %s %s", t.d.col, dir)
 	if q := t.d.query(); q != "" {
 		tail += fmt.Sprintf(" │ filter %q", clean(q))
+	}
+	if t.peeking() {
+		text := fmt.Sprintf(" %d keys · loading… (showing the first %d)", t.peekTotal, t.d.len()) + tail
+		return t.c.styles.Status.Render(fit(text, t.c.width))
 	}
 	build := func(skipZero bool) string {
 		text := fmt.Sprintf(" %d keys", c.total)

@@ -20,7 +20,20 @@ type root struct {
 	sub   *store.Subscription
 	flash flashState
 	help  help.Model
+	// open is Options.Open until the store is open; openErr is its error,
+	// which ends the program.
+	open    func() (*store.Store, error)
+	openErr error
 }
+
+// storeOpenedMsg: Options.Open returned. Every screen gets it once the
+// root has attached the store.
+type storeOpenedMsg struct {
+	st  *store.Store
+	err error
+}
+
+func (storeOpenedMsg) broadcast() {}
 
 // broadcast marks messages every screen on the stack receives.
 type broadcast interface{ broadcast() }
@@ -32,7 +45,15 @@ func (keysLoadedMsg) broadcast() {}
 // feedCoalesce groups a burst of store changes into one refresh.
 const feedCoalesce = 150 * time.Millisecond
 
-func (m *root) Init() tea.Cmd { return tea.Batch(m.stack[0].Init(), m.waitFeed(), m.flash.tick()) }
+func (m *root) Init() tea.Cmd {
+	if open := m.open; open != nil {
+		return tea.Batch(func() tea.Msg {
+			st, err := open()
+			return storeOpenedMsg{st: st, err: err}
+		}, m.flash.tick())
+	}
+	return tea.Batch(m.stack[0].Init(), m.waitFeed(), m.flash.tick())
+}
 
 func (m *root) top() screen { return m.stack[len(m.stack)-1] }
 
@@ -72,6 +93,14 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case flashTickMsg:
 		return m, m.flash.update(msg)
 	case feedMsg:
+		return m, tea.Batch(m.all(msg), m.waitFeed())
+	case storeOpenedMsg:
+		m.open = nil
+		if msg.err != nil {
+			m.openErr = msg.err
+			return m, tea.Quit
+		}
+		m.attach(msg.st)
 		return m, tea.Batch(m.all(msg), m.waitFeed())
 	}
 	if _, ok := msg.(broadcast); ok {
@@ -122,7 +151,9 @@ func (m *root) View() string {
 		crumbs = append(crumbs, sc.Title())
 	}
 	who := clean(c.actor)
-	if c.readonly {
+	if m.open != nil {
+		who += " (opening…)" // rights are known once the store is open
+	} else if c.readonly {
 		who += " (read-only)"
 	}
 	right := who + " "

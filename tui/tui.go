@@ -50,6 +50,16 @@ type Options struct {
 	// READONLY, disabled or unknown operator is always read-only; the
 	// store refuses their writes as well.
 	ReadOnly bool
+
+	// Open, with Store nil, starts the TUI before the store is open: the
+	// keys table paints First (the first keys in name order, from
+	// store.Peek) and FirstTotal at once, while Open loads the whole
+	// database in the background. Until it returns, only moving, help and
+	// quitting work. If Open fails the program ends and Run returns the
+	// error. The caller owns (closes) the store Open returns.
+	Open       func() (*store.Store, error)
+	First      []*model.Key
+	FirstTotal int
 }
 
 // Model is the root model New returns. Call Close after the program ends
@@ -73,9 +83,30 @@ func newRoot(opts Options) *root {
 	if opts.Clipboard == nil {
 		opts.Clipboard = pickClipboard(opts.Output)
 	}
-	readonly, why := opts.ReadOnly, ""
-	if opts.Store != nil {
-		op, err := opts.Store.Operator(opts.Actor)
+	c := &common{
+		actor: opts.Actor, readonly: true, forceRO: opts.ReadOnly,
+		styles: newStyles(opts.Renderer), keys: newKeyMap(true),
+		clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
+	}
+	m := &root{c: c, help: help.New()}
+	if opts.Store == nil && opts.Open != nil {
+		m.open = opts.Open
+		m.stack = []screen{newPeekTable(c, opts.First, opts.FirstTotal)}
+		return m
+	}
+	m.stack = []screen{newKeysTable(c, nil)}
+	m.attach(opts.Store)
+	return m
+}
+
+// attach makes st the program's store: it settles the operator's rights
+// and subscribes to the change feed. A nil st (screen tests) is read-write
+// unless ReadOnly was asked for.
+func (m *root) attach(st *store.Store) {
+	c := m.c
+	readonly, why := c.forceRO, ""
+	if st != nil {
+		op, err := st.Operator(c.actor)
 		switch {
 		case err != nil:
 			readonly, why = true, "You are not an operator of this database: read-only."
@@ -84,20 +115,12 @@ func newRoot(opts Options) *root {
 		case op.Role != model.OperatorAdmin:
 			readonly = true
 		}
+		m.sub = st.Subscribe()
 	}
-	c := &common{
-		st: opts.Store, actor: opts.Actor, readonly: readonly,
-		styles: newStyles(opts.Renderer), keys: newKeyMap(readonly),
-		clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
-	}
-	m := &root{c: c, stack: []screen{newKeysTable(c, nil)}, help: help.New()}
-	if opts.Store != nil {
-		m.sub = opts.Store.Subscribe()
-	}
+	c.st, c.readonly, c.keys = st, readonly, newKeyMap(readonly)
 	if why != "" {
 		m.flash.set(flashMsg{text: why, bad: true})
 	}
-	return m
 }
 
 // Run starts the TUI full-screen on the local terminal.
@@ -114,5 +137,8 @@ func Run(opts Options) error {
 	m := newRoot(opts)
 	defer m.Close()
 	_, err := tea.NewProgram(m, tea.WithAltScreen(), tea.WithOutput(opts.Output)).Run()
+	if err == nil {
+		err = m.openErr
+	}
 	return err
 }

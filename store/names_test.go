@@ -1,0 +1,338 @@
+package store_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// rawIndex is what the file holds besides the keys: the names bucket (nil
+// when missing), the key count (-1 when missing) and the schema.
+type rawIndex struct {
+	names  map[string]string
+	count  int
+	schema string
+}
+
+// readRaw reads path's index with bbolt itself. The store must be closed.
+func readRaw(t *testing.T, path string) rawIndex {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	r := rawIndex{count: -1}
+	err = db.View(func(tx *bolt.Tx) error {
+		meta := tx.Bucket([]byte("meta"))
+		r.schema = string(meta.Get([]byte("schema")))
+		if v := meta.Get([]byte("key_count")); v != nil {
+			if len(v) != 8 {
+				return fmt.Errorf("key_count is %d bytes", len(v))
+			}
+			r.count = int(binary.BigEndian.Uint64(v))
+		}
+		if nb := tx.Bucket([]byte("names")); nb != nil {
+			r.names = map[string]string{}
+			return nb.ForEach(func(k, v []byte) error { r.names[string(k)] = string(v); return nil })
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// wantNames is the names bucket the keys call for.
+func wantNames(keys []*model.Key) map[string]string {
+	m := map[string]string{}
+	for _, k := range keys {
+		m[strings.ToLower(strings.TrimSpace(k.Name))] = k.ID
+	}
+	return m
+}
+
+// checkIndex closes e's store, checks that the file's names bucket and key
+// count match the keys the store had, and opens it again.
+func (e *env) checkIndex(t *testing.T) {
+	t.Helper()
+	keys := e.s.Keys()
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	r := readRaw(t, e.path)
+	if r.schema != fmt.Sprint(store.SchemaVersion) || r.count != len(keys) || !reflect.DeepEqual(r.names, wantNames(keys)) {
+		t.Fatalf("file: schema %q, key_count %d, names %v; want schema %d, %d keys, names %v",
+			r.schema, r.count, r.names, store.SchemaVersion, len(keys), wantNames(keys))
+	}
+	e.open()
+}
+
+// downgrade turns a closed schema 2 file into the schema 1 file an older
+// keyward wrote: no names bucket, no key count.
+func downgrade(t *testing.T, path string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		if err := tx.DeleteBucket([]byte("names")); err != nil {
+			return err
+		}
+		meta := tx.Bucket([]byte("meta"))
+		if err := meta.Delete([]byte("key_count")); err != nil {
+			return err
+		}
+		return meta.Put([]byte("schema"), []byte("1"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMigrateV1(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	alpha, _ := e.create(spec("Alpha"))
+	e.create(spec("beta"))
+	gone, _ := e.create(spec("gone"))
+	var specs []model.KeySpec
+	for i := range 300 {
+		specs = append(specs, spec(fmt.Sprintf("Imported-%03d", i)))
+	}
+	if _, _, err := e.s.ImportKeys("admin", specs); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.EditKey("admin", alpha.ID, alpha.Version, spec("Alpha Renamed")); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.DeleteKey("admin", gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	keys := e.s.Keys()
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	downgrade(t, e.path)
+	if r := readRaw(t, e.path); r.names != nil || r.count != -1 || r.schema != "1" {
+		t.Fatalf("downgrade left %+v", r)
+	}
+	e.open() // migrates
+	if err := e.s.Check(); err != nil {
+		t.Fatalf("tx.Check after the migration: %v", err)
+	}
+	if len(e.s.Keys()) != len(keys) {
+		t.Fatalf("%d keys after the migration, want %d", len(e.s.Keys()), len(keys))
+	}
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	r := readRaw(t, e.path)
+	if r.schema != "2" || r.count != len(keys) || !reflect.DeepEqual(r.names, wantNames(keys)) {
+		t.Fatalf("after the migration: schema %q, key_count %d (want %d), names match %v",
+			r.schema, r.count, len(keys), reflect.DeepEqual(r.names, wantNames(keys)))
+	}
+	e.open()
+	// Uniqueness holds for names from before the migration, and the freed
+	// ones are free.
+	for _, name := range []string{"alpha renamed", "BETA", " imported-007 "} {
+		_, _, err := e.s.CreateKey("admin", spec(name))
+		isErr(t, err, store.ErrNameTaken)
+	}
+	if id, ok := e.s.KeyIDByName("ALPHA RENAMED"); !ok || id != alpha.ID {
+		t.Fatalf("KeyIDByName after the migration: %q %v", id, ok)
+	}
+	e.create(spec("alpha"))
+	e.create(spec("gone"))
+	e.checkIndex(t)
+	if err := e.s.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMigrateRefusesHalfFile: a schema 1 file without the keys bucket is
+// foreign, and the migration must not touch it.
+func TestMigrateRefusesHalfFile(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "half.db")
+	db, err := bolt.Open(path, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucket([]byte("meta"))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte("schema"), []byte("1"))
+	})
+	db.Close()
+	before := readFile(t, path)
+	_, err = store.Open(path, store.Options{Bootstrap: "admin"})
+	isErr(t, err, store.ErrForeign)
+	if !bytes.Equal(before, readFile(t, path)) {
+		t.Fatal("the file was modified")
+	}
+}
+
+// TestReadOnlyV1 opens a schema 1 file that cannot be written: it is not
+// migrated, lists its keys, and KeyIDByName still answers.
+func TestReadOnlyV1(t *testing.T) {
+	if _, err := exec.LookPath("chattr"); err != nil {
+		t.Skipf("chattr is not installed: %v", err)
+	}
+	e := newEnv(t)
+	k, _ := e.create(spec("Only-One"))
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	downgrade(t, e.path)
+	if out, err := exec.Command("chattr", "+i", e.path).CombinedOutput(); err != nil {
+		t.Skipf("chattr +i is not permitted here: %v: %s", err, bytes.TrimSpace(out))
+	}
+	t.Cleanup(func() { _ = exec.Command("chattr", "-i", e.path).Run() })
+	before := readFile(t, e.path)
+	e.open()
+	if !e.s.ReadOnly() || e.s.KeyCount() != 1 {
+		t.Fatalf("read-only %v, %d keys", e.s.ReadOnly(), e.s.KeyCount())
+	}
+	if id, ok := e.s.KeyIDByName("only-one"); !ok || id != k.ID {
+		t.Fatalf("KeyIDByName on a read-only schema 1 file: %q %v", id, ok)
+	}
+	if _, ok := e.s.KeyIDByName("other"); ok {
+		t.Fatal("KeyIDByName found a name no key has")
+	}
+	_, _, err := e.s.CreateKey("admin", spec("new"))
+	isErr(t, err, store.ErrReadOnly)
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	if !bytes.Equal(before, readFile(t, e.path)) {
+		t.Fatal("the read-only file changed")
+	}
+}
+
+func TestNameIndexUniqueness(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	one, _ := e.create(spec("one"))
+	// A rename frees the old name and takes the new one.
+	if _, err := e.s.EditKey("admin", one.ID, one.Version, spec("Two")); err != nil {
+		t.Fatal(err)
+	}
+	e.create(spec("ONE"))
+	_, _, err := e.s.CreateKey("admin", spec(" two "))
+	isErr(t, err, store.ErrNameTaken)
+	// A rename onto a taken name is refused; a change of case is not.
+	cur, _ := e.s.Key(one.ID)
+	_, err = e.s.EditKey("admin", one.ID, cur.Version, spec("one"))
+	isErr(t, err, store.ErrNameTaken)
+	if cur, err = e.s.EditKey("admin", one.ID, cur.Version, spec("TWO")); err != nil {
+		t.Fatalf("changing the case of a key's own name: %v", err)
+	}
+	if id, ok := e.s.KeyIDByName("two"); !ok || id != one.ID {
+		t.Fatalf("KeyIDByName(two) = %q %v, want %s", id, ok, one.ID)
+	}
+	e.checkIndex(t)
+	// Delete, then reuse.
+	if err := e.s.DeleteKey("admin", one.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := e.s.KeyIDByName("two"); ok {
+		t.Fatal("a deleted key's name is still taken")
+	}
+	e.create(spec("two"))
+	// An import with a taken name writes nothing.
+	n := e.s.KeyCount()
+	_, _, err = e.s.ImportKeys("admin", []model.KeySpec{spec("fresh-1"), spec("Two"), spec("fresh-2")})
+	isErr(t, err, store.ErrNameTaken)
+	if !strings.Contains(err.Error(), "key 2") {
+		t.Fatalf("import error %q does not say which key", err)
+	}
+	// So does one naming a key twice.
+	if _, _, err = e.s.ImportKeys("admin", []model.KeySpec{spec("fresh-1"), spec("FRESH-1")}); err == nil {
+		t.Fatal("an import repeating a name succeeded")
+	}
+	_, err = e.s.SeedKeys("admin", []store.SeedKey{{Spec: spec("fresh-3")}, {Spec: spec("one")}})
+	isErr(t, err, store.ErrNameTaken)
+	if e.s.KeyCount() != n {
+		t.Fatalf("%d keys after refused imports, want %d", e.s.KeyCount(), n)
+	}
+	if _, ok := e.s.KeyIDByName("fresh-1"); ok {
+		t.Fatal("a refused import left a name behind")
+	}
+	e.checkIndex(t)
+}
+
+func TestKeyCountFollowsWrites(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	total := func() int {
+		t.Helper()
+		keys := e.s.Keys()
+		if err := e.s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		e.s = nil
+		n := readRaw(t, e.path).count
+		if n != len(keys) {
+			t.Fatalf("key_count %d; the store had %d keys", n, len(keys))
+		}
+		e.open()
+		return n
+	}
+	if n := total(); n != 0 {
+		t.Fatalf("new database: %d keys", n)
+	}
+	k, _ := e.create(spec("a"))
+	if n := total(); n != 1 {
+		t.Fatalf("after a create: %d", n)
+	}
+	if _, _, err := e.s.ImportKeys("admin", []model.KeySpec{spec("b"), spec("c"), spec("d")}); err != nil {
+		t.Fatal(err)
+	}
+	if n := total(); n != 4 {
+		t.Fatalf("after an import of 3: %d", n)
+	}
+	if _, err := e.s.SeedKeys("admin", []store.SeedKey{{Spec: spec("e")}, {Spec: spec("f")}}); err != nil {
+		t.Fatal(err)
+	}
+	if n := total(); n != 6 {
+		t.Fatalf("after a seed of 2: %d", n)
+	}
+	if err := e.s.DeleteKey("admin", k.ID); err != nil {
+		t.Fatal(err)
+	}
+	// Writes that neither add nor remove keys leave it alone.
+	if _, err := e.s.SetKeyActive("admin", e.seededID("e"), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.s.RegenerateKey("admin", e.seededID("f"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if n := total(); n != 5 {
+		t.Fatalf("after a delete: %d", n)
+	}
+	e.checkIndex(t)
+}

@@ -2,10 +2,14 @@ package store
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 
@@ -15,6 +19,11 @@ import (
 // schemaNamesIndex is the first schema with the names bucket and the key
 // count.
 const schemaNamesIndex = 2
+
+// ErrNoIndex: the file predates the name index (schema 1), or holds no
+// database yet (an empty file). Open it normally once: Open migrates (or
+// creates) it, and Peek works from then on.
+var ErrNoIndex = errors.New("database has no name index yet (schema 1): open it normally once to add it")
 
 // readSchema reads the schema version of the file open in tx. fresh means
 // the file has no bucket at all: a new database. A file with other
@@ -168,4 +177,92 @@ func deleteName(tx *bolt.Tx, name, id string) error {
 		return nil
 	}
 	return nb.Delete(f)
+}
+
+// PeekResult is the first page of keys in name order and the key count.
+type PeekResult struct {
+	Keys  []*model.Key
+	Total int
+}
+
+// Peek reads the first n keys in name order (the order of foldName, which
+// is the TUI's for ASCII names) and the key count, without opening the
+// store: it costs O(n), not O(keys), so the TUI can paint its first page
+// while Open loads everything in the background.
+//
+// The file is opened read-only with a shared lock, waiting at most
+// opts.Timeout (default 1s) for a writer to let go; a writer that keeps it
+// gives the *LockedError Open gives. Peek writes nothing: no file is
+// created, no lock file written, nothing migrated. It refuses what Open
+// refuses (a directory, a device, a damaged, foreign or newer file); a
+// schema 1 or empty file gives ErrNoIndex.
+//
+// Each key is decoded as Open loads it, last-used time and source included.
+// Only opts.Timeout is used.
+func Peek(path string, n int, opts Options) (PeekResult, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return PeekResult{}, fmt.Errorf("no keyward database at %s: %w", path, fs.ErrNotExist)
+	}
+	if err != nil {
+		return PeekResult{}, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	if err := checkFile(path, fi); err != nil {
+		return PeekResult{}, err
+	}
+	if fi.Size() == 0 {
+		// bbolt would try to initialise it: leave that to Open.
+		return PeekResult{}, fmt.Errorf("%s: %w (the file is empty)", path, ErrNoIndex)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.Timeout})
+	if err != nil {
+		return PeekResult{}, openError(path, err)
+	}
+	defer db.Close()
+	var res PeekResult
+	err = db.View(func(tx *bolt.Tx) error {
+		version, fresh, err := readSchema(tx, path)
+		if err != nil {
+			return err
+		}
+		if fresh || version < schemaNamesIndex {
+			return fmt.Errorf("%s: %w", path, ErrNoIndex)
+		}
+		if err := checkBuckets(tx, path, allBuckets); err != nil {
+			return err
+		}
+		if res.Total, err = readKeyCount(tx.Bucket(bMeta)); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		kb, lb := tx.Bucket(bKeys), tx.Bucket(bLastUsed)
+		intern := map[string]string{}
+		res.Keys = make([]*model.Key, 0, max(0, min(n, res.Total)))
+		c := tx.Bucket(bNames).Cursor()
+		for k, id := c.First(); k != nil && len(res.Keys) < n; k, id = c.Next() {
+			rec := kb.Get(id)
+			if rec == nil {
+				return fmt.Errorf("%s: %w (the name index names key %q, which does not exist)", path, ErrDamaged, model.Sanitize(string(id)))
+			}
+			key, err := decodeKey(rec, intern)
+			if err != nil {
+				return fmt.Errorf("%s: key %q: %w", path, model.Sanitize(string(id)), err)
+			}
+			// As the loader: a record too short to decode is ignored.
+			if lv := lb.Get(id); lv != nil {
+				if at, from, err := decodeLastUsed(lv); err == nil {
+					t := time.Unix(0, at).UTC()
+					key.LastUsedAt, key.LastUsedFrom = &t, from
+				}
+			}
+			res.Keys = append(res.Keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return PeekResult{}, err
+	}
+	return res, nil
 }

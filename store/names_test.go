@@ -3,10 +3,14 @@ package store_test
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +139,9 @@ func TestMigrateV1(t *testing.T) {
 	if r := readRaw(t, e.path); r.names != nil || r.count != -1 || r.schema != "1" {
 		t.Fatalf("downgrade left %+v", r)
 	}
+	_, err := store.Peek(e.path, 10, store.Options{})
+	isErr(t, err, store.ErrNoIndex)
+
 	e.open() // migrates
 	if err := e.s.Check(); err != nil {
 		t.Fatalf("tx.Check after the migration: %v", err)
@@ -296,8 +303,12 @@ func TestKeyCountFollowsWrites(t *testing.T) {
 		}
 		e.s = nil
 		n := readRaw(t, e.path).count
-		if n != len(keys) {
-			t.Fatalf("key_count %d; the store had %d keys", n, len(keys))
+		res, err := store.Peek(e.path, 0, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != len(keys) || res.Total != n || len(res.Keys) != 0 {
+			t.Fatalf("key_count %d, Peek: total %d, %d keys; the store had %d keys", n, res.Total, len(res.Keys), len(keys))
 		}
 		e.open()
 		return n
@@ -335,4 +346,201 @@ func TestKeyCountFollowsWrites(t *testing.T) {
 		t.Fatalf("after a delete: %d", n)
 	}
 	e.checkIndex(t)
+}
+
+// peekEnv is a database of keys whose names sort in a known order, some
+// used (with last-used records on disk), loaded by a fresh Open; it
+// returns the keys as that Open's Key(id) gives them, in name order, and
+// leaves the store closed.
+func peekEnv(t *testing.T) (*env, []*model.Key) {
+	t.Helper()
+	e := newEnv(t)
+	var toks []string
+	for _, name := range []string{"delta", "Bravo", "alpha", "Charlie-2", "charlie", "echo", "ÄRGER", "zulu"} {
+		_, tok := e.create(spec(name))
+		toks = append(toks, tok)
+	}
+	e.s.Verify(toks[1], "coupons:read", "", "10.1.2.3")
+	e.clock.Add(time.Minute)
+	e.s.Verify(toks[5], "coupons:read", "", "")
+	if err := e.s.FlushLastUsed(); err != nil {
+		t.Fatal(err)
+	}
+	e.reopen()
+	var keys []*model.Key
+	for _, k := range e.s.Keys() {
+		got, err := e.s.Key(k.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, got)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		return strings.ToLower(keys[i].Name) < strings.ToLower(keys[j].Name)
+	})
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	return e, keys
+}
+
+func TestPeek(t *testing.T) {
+	t.Parallel()
+	e, want := peekEnv(t)
+	used := 0
+	for _, k := range want {
+		if k.LastUsedAt != nil {
+			used++
+		}
+	}
+	if used != 2 {
+		t.Fatalf("%d keys used, want 2", used)
+	}
+	for _, n := range []int{0, 1, 3, len(want), len(want) + 5, 1000} {
+		res, err := store.Peek(e.path, n, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Total != len(want) {
+			t.Fatalf("n=%d: total %d, want %d", n, res.Total, len(want))
+		}
+		w := want[:min(n, len(want))]
+		if len(res.Keys) != len(w) {
+			t.Fatalf("n=%d: %d keys, want %d", n, len(res.Keys), len(w))
+		}
+		for i := range w {
+			if !reflect.DeepEqual(res.Keys[i], w[i]) {
+				t.Fatalf("n=%d, key %d:\n got %+v\nwant %+v", n, i, res.Keys[i], w[i])
+			}
+		}
+	}
+}
+
+func TestPeekEmptyDatabase(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	if err := e.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e.s = nil
+	res, err := store.Peek(e.path, 200, store.Options{})
+	if err != nil || res.Total != 0 || len(res.Keys) != 0 {
+		t.Fatalf("Peek of an empty database: %+v, %v", res, err)
+	}
+}
+
+// TestPeekWritesNothing: the file's bytes and mtime stay, no lock file is
+// left, and a missing path is refused without being created.
+func TestPeekWritesNothing(t *testing.T) {
+	t.Parallel()
+	e, _ := peekEnv(t)
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(e.path, old, old); err != nil {
+		t.Fatal(err)
+	}
+	before := readFile(t, e.path)
+	if _, err := store.Peek(e.path, 3, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(e.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(before, readFile(t, e.path)) || !fi.ModTime().Equal(old) {
+		t.Fatalf("Peek changed the file (mtime %v, was %v)", fi.ModTime(), old)
+	}
+	if _, err := os.Stat(e.path + ".lock"); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("Peek left a lock file: %v", err)
+	}
+
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "sub", "keyward.db")
+	_, err = store.Peek(missing, 10, store.Options{})
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), missing) {
+		t.Fatalf("Peek of a missing file: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("Peek of a missing file created %v", entries)
+	}
+	empty := filepath.Join(dir, "empty.db")
+	writeFile(t, empty, nil)
+	_, err = store.Peek(empty, 10, store.Options{})
+	isErr(t, err, store.ErrNoIndex)
+	if fi, _ := os.Stat(empty); fi.Size() != 0 {
+		t.Fatal("Peek wrote into an empty file")
+	}
+}
+
+// TestPeekRefuses: what Open refuses, Peek refuses too.
+func TestPeekRefuses(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	newer := filepath.Join(dir, "newer.db")
+	s, err := store.Open(newer, store.Options{Bootstrap: "admin"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	db, err := bolt.Open(newer, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte(fmt.Sprint(store.SchemaVersion+1)))
+	})
+	db.Close()
+	foreign := filepath.Join(dir, "foreign.db")
+	db, err = bolt.Open(foreign, 0o600, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.Update(func(tx *bolt.Tx) error {
+		_, err := tx.CreateBucket([]byte("widgets"))
+		return err
+	})
+	db.Close()
+	text := filepath.Join(dir, "notes.db")
+	writeFile(t, text, bytes.Repeat([]byte("not a database\n"), 1000))
+	truncated := filepath.Join(dir, "truncated.db")
+	e, _ := peekEnv(t)
+	b := readFile(t, e.path)
+	writeFile(t, truncated, b[:2*os.Getpagesize()]) // both meta pages, no data
+	for _, c := range []struct {
+		path string
+		want error
+	}{
+		{newer, store.ErrNewerSchema},
+		{foreign, store.ErrForeign},
+		{text, store.ErrForeign},
+		{truncated, store.ErrDamaged},
+	} {
+		_, err := store.Peek(c.path, 10, store.Options{})
+		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.path) {
+			t.Errorf("%s: %v, want %v naming the file", filepath.Base(c.path), err, c.want)
+		}
+	}
+	if _, err := store.Peek(dir, 10, store.Options{}); err == nil {
+		t.Error("Peek of a directory succeeded")
+	}
+}
+
+// TestPeekLocked: while a store holds the file, Peek gives up after its
+// timeout with the *LockedError Open gives, naming the holder.
+func TestPeekLocked(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.create(spec("a"))
+	start := time.Now()
+	_, err := store.Peek(e.path, 10, store.Options{Timeout: 200 * time.Millisecond})
+	var le *store.LockedError
+	if !errors.As(err, &le) || !errors.Is(err, store.ErrLocked) {
+		t.Fatalf("Peek of a held file: %T %v", err, err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Peek took %v", d)
+	}
+	if le.Holder == nil || le.Holder.PID != os.Getpid() {
+		t.Fatalf("holder %+v, want this process", le.Holder)
+	}
 }

@@ -251,15 +251,8 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("creating database directory: %w", err)
 	}
 	fi, statErr := os.Stat(path)
-	if statErr == nil && fi.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, not a keyward database", path)
-	}
-	if statErr == nil && !fi.Mode().IsRegular() {
-		// A device, FIFO or socket (--db /dev/null): never write to it.
-		return nil, fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
-	}
-	if statErr == nil && fi.Size() > 0 {
-		if err := checkLength(path, fi.Size()); err != nil {
+	if statErr == nil {
+		if err := checkFile(path, fi); err != nil {
 			return nil, err
 		}
 	}
@@ -286,13 +279,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, &LockedError{Path: path, Holder: readLockInfo(path)}
-		}
-		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
-			return nil, fmt.Errorf("%s: %w (bbolt says: %v); refusing to touch it", path, ErrForeign, err)
-		}
-		return nil, fmt.Errorf("opening database %s: %w", path, err)
+		return nil, openError(path, err)
 	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
@@ -313,6 +300,35 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	go s.flushLoop()
 	return s, nil
+}
+
+// checkFile refuses, before bbolt touches it, an existing path that cannot
+// be a keyward database: a directory, a device, or a truncated bbolt file.
+func checkFile(path string, fi fs.FileInfo) error {
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a keyward database", path)
+	}
+	if !fi.Mode().IsRegular() {
+		// A device, FIFO or socket (--db /dev/null): never write to it.
+		return fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
+	}
+	if fi.Size() > 0 {
+		return checkLength(path, fi.Size())
+	}
+	return nil
+}
+
+// openError turns a bolt.Open error into the store's: a lock held by a
+// writer becomes a *LockedError naming the holder, a file that is not
+// bbolt's ErrForeign.
+func openError(path string, err error) error {
+	if errors.Is(err, bolt.ErrTimeout) {
+		return &LockedError{Path: path, Holder: readLockInfo(path)}
+	}
+	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
+		return fmt.Errorf("%s: %w (bbolt says: %v); refusing to touch it", path, ErrForeign, err)
+	}
+	return fmt.Errorf("opening database %s: %w", path, err)
 }
 
 func lockPath(dbPath string) string { return dbPath + ".lock" }

@@ -68,7 +68,12 @@ func checkBuckets(tx *bolt.Tx, path string, required [][]byte) error {
 // node and memmove it on every Put. Should two keys' names fold alike
 // (schema 1 only kept them unique in memory), the index names the one
 // with the greater id, the one the old loader's name map kept.
+//
+// The garbage collector is paused meanwhile, as for load (see pauseGC):
+// everything allocated here lives until the commit, so collecting would
+// only trace it again and again (a third of a 1M-key migration).
 func migrateV1(tx *bolt.Tx) error {
+	defer pauseGC()()
 	type named struct{ folded, id string }
 	var all []named
 	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {

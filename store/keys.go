@@ -132,19 +132,13 @@ func (s *Store) Key(id string) (*model.Key, error) {
 	return e.key.Load(), nil
 }
 
-// checkSpec validates spec and that its name is free (ignoring selfID).
-func (s *Store) checkSpec(spec model.KeySpec, selfID string, now time.Time) error {
+// checkSpec validates spec against the catalog. Whether its name is free
+// is checked in the write transaction (checkNameFree).
+func (s *Store) checkSpec(spec model.KeySpec, now time.Time) error {
 	s.mu.RLock()
 	cat := s.catalog
-	other, taken := s.names[foldName(spec.Name)]
 	s.mu.RUnlock()
-	if err := model.ValidateSpec(spec, &cat, now); err != nil {
-		return err
-	}
-	if taken && other != selfID {
-		return nameTaken(spec.Name, other)
-	}
-	return nil
+	return model.ValidateSpec(spec, &cat, now)
 }
 
 func nameTaken(name, other string) error {
@@ -175,7 +169,7 @@ func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string,
 	}
 	now := s.now().UTC()
 	spec = normalizeSpec(spec)
-	if err := s.checkSpec(spec, "", now); err != nil {
+	if err := s.checkSpec(spec, now); err != nil {
 		return nil, "", err
 	}
 	var key *model.Key
@@ -206,6 +200,12 @@ func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error
 	if err := t.tx.Bucket(bHashes).Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
 		return nil, "", err
 	}
+	if err := putName(t.tx, nk.key.Name, nk.key.ID); err != nil {
+		return nil, "", err
+	}
+	if err := addKeyCount(t.tx, 1); err != nil {
+		return nil, "", err
+	}
 	s.scheduleInsert(t, nk)
 	return nk.key, nk.token, nil
 }
@@ -224,14 +224,13 @@ type pendingBatch struct {
 	hashes map[[32]byte]struct{}
 }
 
-// newKey draws an id and a token for spec, checking the name is free (under
-// the writer lock: two creates may race) and that id and hash are unused.
+// newKey draws an id and a token for spec, checking the name is free (in
+// the write transaction: two creates may race) and that id and hash are
+// unused. The caller writes the key, its hash and its name. Names within a
+// batch are checked by the caller before the transaction.
 func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyRec, error) {
-	s.mu.RLock()
-	other, taken := s.names[foldName(spec.Name)]
-	s.mu.RUnlock()
-	if taken {
-		return newKeyRec{}, nameTaken(spec.Name, other)
+	if err := checkNameFree(t.tx, spec.Name, ""); err != nil {
+		return newKeyRec{}, err
 	}
 	hb, kb := t.tx.Bucket(bHashes), t.tx.Bucket(bKeys)
 	var tok model.Token
@@ -290,7 +289,6 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	t.after = append(t.after, func() {
 		s.keys[k.ID] = e
 		s.hashes[h] = hashSlot{e: e}
-		s.names[foldName(k.Name)] = k.ID
 	})
 	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
@@ -311,7 +309,7 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 	seen := make(map[string]int, len(specs))
 	for i := range specs {
 		specs[i] = normalizeSpec(specs[i])
-		if err := s.checkSpec(specs[i], "", now); err != nil {
+		if err := s.checkSpec(specs[i], now); err != nil {
 			return nil, nil, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(specs[i].Name), err)
 		}
 		if j, dup := seen[foldName(specs[i].Name)]; dup {
@@ -327,10 +325,10 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 		idx := make([][]byte, 0, len(specs))
 		ab := t.tx.Bucket(bAudit)
 		ab.FillPercent = 1 // sequence keys only ever append
-		for _, spec := range specs {
+		for i, spec := range specs {
 			nk, err := s.newKey(t, spec, batch)
 			if err != nil {
-				return err
+				return fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
 			}
 			ik, err := appendAuditEvent(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: model.ActKeyCreate,
 				Target: nk.key.ID, Detail: "imported: " + describeNew(nk.key)})
@@ -365,6 +363,12 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 				return err
 			}
 		}
+		if err := putNamesSorted(t.tx, recs); err != nil {
+			return err
+		}
+		if err := addKeyCount(t.tx, len(recs)); err != nil {
+			return err
+		}
 		for _, nk := range recs {
 			s.scheduleInsert(t, nk)
 			keys = append(keys, nk.key)
@@ -380,6 +384,25 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 		return nil, nil, err
 	}
 	return keys, tokens, nil
+}
+
+// putNamesSorted adds the names of a batch of new keys to the index in
+// name order, for the reason ImportKeys writes its other buckets sorted.
+func putNamesSorted(tx *bolt.Tx, recs []newKeyRec) error {
+	type named struct{ folded, id string }
+	all := make([]named, len(recs))
+	for i, nk := range recs {
+		all[i] = named{foldName(nk.key.Name), nk.key.ID}
+	}
+	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.folded, b.folded) })
+	nb := tx.Bucket(bNames)
+	nb.FillPercent = 0.9
+	for _, x := range all {
+		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // load-modify-store helper: fn returns the new key (or nil to delete).
@@ -406,14 +429,16 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		if err := t.tx.Bucket(bKeys).Put([]byte(id), encodeKey(next)); err != nil {
 			return err
 		}
-		out = next
-		t.after = append(t.after, func() {
-			s.keys[id].key.Store(next)
-			if cur.Name != next.Name {
-				delete(s.names, foldName(cur.Name))
-				s.names[foldName(next.Name)] = id
+		if foldName(cur.Name) != foldName(next.Name) {
+			if err := deleteName(t.tx, cur.Name, id); err != nil {
+				return err
 			}
-		})
+			if err := putName(t.tx, next.Name, id); err != nil {
+				return err
+			}
+		}
+		out = next
+		t.after = append(t.after, func() { s.keys[id].key.Store(next) })
 		t.changes = append(t.changes, Change{Kind: KeyUpdated, ID: id})
 		return nil
 	})
@@ -435,7 +460,10 @@ func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*
 		if sameTime(spec.ExpiresAt, cur.ExpiresAt) {
 			check.ExpiresAt = nil
 		}
-		if err := s.checkSpec(check, id, t.now); err != nil {
+		if err := s.checkSpec(check, t.now); err != nil {
+			return nil, err
+		}
+		if err := checkNameFree(t.tx, spec.Name, id); err != nil {
 			return nil, err
 		}
 		next := cur.Clone()
@@ -583,12 +611,17 @@ func (s *Store) DeleteKey(actor, id string) error {
 		if err := t.tx.Bucket(bLastUsed).Delete([]byte(id)); err != nil {
 			return err
 		}
+		if err := deleteName(t.tx, cur.Name, id); err != nil {
+			return err
+		}
+		if err := addKeyCount(t.tx, -1); err != nil {
+			return err
+		}
 		t.after = append(t.after, func() {
 			for h := range hashes {
 				delete(s.hashes, h)
 			}
 			delete(s.keys, id)
-			delete(s.names, foldName(cur.Name))
 			delete(s.graces, id)
 		})
 		t.changes = append(t.changes, Change{Kind: KeyDeleted, ID: id})

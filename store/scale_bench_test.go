@@ -378,6 +378,41 @@ func TestOpenScaleRSS(t *testing.T) {
 		float64(heap-heap0)/(1<<20), m["VmRSS"], before["VmRSS"], m["RssAnon"], m["RssFile"], m["VmHWM"])
 }
 
+// TestPeekScale times Peek of the TUI's first page (200 keys) of the
+// database named by KEYWARD_SCALE_DB, which must have the name index (open
+// a schema 1 copy once to migrate it), in a fresh process: the first call,
+// then the spread of the next ones.
+//
+//	KEYWARD_SCALE_DB=/tmp/scale-1m.db go test -run TestPeekScale -v -count=1 ./store
+func TestPeekScale(t *testing.T) {
+	path := os.Getenv("KEYWARD_SCALE_DB")
+	if path == "" {
+		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see BENCHMARKS.md, section Verify at scale)")
+	}
+	const page, runs = 200, 20
+	var times []time.Duration
+	var res store.PeekResult
+	for range runs {
+		t0 := time.Now()
+		r, err := store.Peek(path, page, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		times = append(times, time.Since(t0))
+		res = r
+	}
+	if len(res.Keys) != min(page, res.Total) {
+		t.Fatalf("Peek gave %d keys of %d", len(res.Keys), res.Total)
+	}
+	first := times[0]
+	rest := slices.Clone(times[1:])
+	slices.Sort(rest)
+	m := procStatus()
+	t.Logf("%d keys, file %.1f MiB: Peek of %d keys: first %s; next %d: min %s, median %s, max %s; VmHWM %.0f MiB",
+		res.Total, float64(fileSize(t, path))/(1<<20), len(res.Keys), first.Round(time.Microsecond), len(rest),
+		rest[0].Round(time.Microsecond), rest[len(rest)/2].Round(time.Microsecond), rest[len(rest)-1].Round(time.Microsecond), m["VmHWM"])
+}
+
 // TestBulkApplyChunks covers the chunked memory updates of bulk writes
 // (more than one chunk of s.mu): after ImportKeys returns every imported
 // key verifies, an existing key keeps verifying during the import, and

@@ -49,7 +49,7 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		spec := normalizeSpec(sk.Spec)
 		check := spec
 		check.ExpiresAt = nil // dev data may be expired already
-		if err := s.checkSpec(check, "", now); err != nil {
+		if err := s.checkSpec(check, now); err != nil {
 			return 0, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
 		}
 		if j, dup := seen[foldName(spec.Name)]; dup {
@@ -67,7 +67,7 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		for i, spec := range specs {
 			nk, err := s.newKey(t, spec, batch)
 			if err != nil {
-				return err
+				return fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
 			}
 			sk := keys[i]
 			if !sk.CreatedAt.IsZero() {
@@ -103,6 +103,12 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 				return err
 			}
 		}
+		if err := putNamesSorted(t.tx, recs); err != nil {
+			return err
+		}
+		if err := addKeyCount(t.tx, len(recs)); err != nil {
+			return err
+		}
 		for _, nk := range recs {
 			s.scheduleSeeded(t, nk)
 		}
@@ -127,6 +133,5 @@ func (s *Store) scheduleSeeded(t *txn, nk newKeyRec) {
 		e.key.Store(k)
 		s.keys[k.ID] = e
 		s.hashes[h] = hashSlot{e: e}
-		s.names[foldName(k.Name)] = k.ID
 	})
 }

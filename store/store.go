@@ -20,6 +20,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,7 +35,10 @@ import (
 
 // SchemaVersion is written to the meta bucket of every database. A newer
 // database is refused rather than misread.
-const SchemaVersion = 1
+//
+// Version 2 added the names bucket and the key count (see migrateV1): a
+// writable version 1 file is migrated when it is opened.
+const SchemaVersion = 2
 
 var (
 	bMeta      = []byte("meta")
@@ -44,13 +48,24 @@ var (
 	bOperators = []byte("operators")
 	bAudit     = []byte("audit")
 	bAuditKey  = []byte("audit_by_target")
+	// bNames maps foldName(name) to the key id: it keeps names unique
+	// without an in-memory map, and lets Peek list keys in name order
+	// without reading them all.
+	bNames = []byte("names")
 
-	allBuckets = [][]byte{bMeta, bKeys, bHashes, bLastUsed, bOperators, bAudit, bAuditKey}
+	// v1Buckets are the buckets of a schema 1 file; allBuckets those of the
+	// current schema.
+	v1Buckets  = [][]byte{bMeta, bKeys, bHashes, bLastUsed, bOperators, bAudit, bAuditKey}
+	allBuckets = append(slices.Clip(v1Buckets), bNames)
 
 	kSchema  = []byte("schema")
 	kCatalog = []byte("catalog")
 	kSecret  = []byte("shared_secret")
 	kCreated = []byte("created_at")
+	// kKeyCount is how many records the keys bucket holds (8 bytes, big
+	// endian), kept by every transaction that adds or removes keys, so Peek
+	// can report the total without counting them.
+	kKeyCount = []byte("key_count")
 )
 
 // Errors callers can test with errors.Is.
@@ -171,13 +186,15 @@ type Store struct {
 	opts     Options
 	now      func() time.Time
 	prefix   string
+	// indexed is false only for a read-only schema 1 file, which has no
+	// names bucket (it cannot be migrated): KeyIDByName then scans s.keys.
+	indexed bool
 
 	wmu sync.Mutex // serialises writers together with their memory updates
 
 	mu        sync.RWMutex // guards the maps below
 	keys      map[string]*entry
 	hashes    map[[32]byte]hashSlot
-	names     map[string]string // folded name -> id
 	ops       map[string]*model.Operator
 	catalog   model.Catalog
 	secretSum [32]byte // SHA-256 of the current shared secret, zero if none
@@ -234,15 +251,8 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, fmt.Errorf("creating database directory: %w", err)
 	}
 	fi, statErr := os.Stat(path)
-	if statErr == nil && fi.IsDir() {
-		return nil, fmt.Errorf("%s is a directory, not a keyward database", path)
-	}
-	if statErr == nil && !fi.Mode().IsRegular() {
-		// A device, FIFO or socket (--db /dev/null): never write to it.
-		return nil, fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
-	}
-	if statErr == nil && fi.Size() > 0 {
-		if err := checkLength(path, fi.Size()); err != nil {
+	if statErr == nil {
+		if err := checkFile(path, fi); err != nil {
 			return nil, err
 		}
 	}
@@ -269,17 +279,11 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
-			return nil, &LockedError{Path: path, Holder: readLockInfo(path)}
-		}
-		if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
-			return nil, fmt.Errorf("%s: %w (bbolt says: %v); refusing to touch it", path, ErrForeign, err)
-		}
-		return nil, fmt.Errorf("opening database %s: %w", path, err)
+		return nil, openError(path, err)
 	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{}, names: map[string]string{},
+		keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{},
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -296,6 +300,35 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	go s.flushLoop()
 	return s, nil
+}
+
+// checkFile refuses, before bbolt touches it, an existing path that cannot
+// be a keyward database: a directory, a device, or a truncated bbolt file.
+func checkFile(path string, fi fs.FileInfo) error {
+	if fi.IsDir() {
+		return fmt.Errorf("%s is a directory, not a keyward database", path)
+	}
+	if !fi.Mode().IsRegular() {
+		// A device, FIFO or socket (--db /dev/null): never write to it.
+		return fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
+	}
+	if fi.Size() > 0 {
+		return checkLength(path, fi.Size())
+	}
+	return nil
+}
+
+// openError turns a bolt.Open error into the store's: a lock held by a
+// writer becomes a *LockedError naming the holder, a file that is not
+// bbolt's ErrForeign.
+func openError(path string, err error) error {
+	if errors.Is(err, bolt.ErrTimeout) {
+		return &LockedError{Path: path, Holder: readLockInfo(path)}
+	}
+	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
+		return fmt.Errorf("%s: %w (bbolt says: %v); refusing to touch it", path, ErrForeign, err)
+	}
+	return fmt.Errorf("opening database %s: %w", path, err)
 }
 
 func lockPath(dbPath string) string { return dbPath + ".lock" }
@@ -342,31 +375,33 @@ func (s *Store) Now() time.Time { return s.now() }
 func (s *Store) Prefix() string { return s.prefix }
 
 // init creates the buckets of a new database, or checks an existing one's
-// schema version and refuses foreign files.
+// schema version and refuses foreign files. A writable schema 1 file is
+// migrated to the current schema.
 func (s *Store) init() error {
+	var version int
 	var fresh bool
 	err := s.db.View(func(tx *bolt.Tx) error {
-		meta := tx.Bucket(bMeta)
-		if meta == nil {
-			n := 0
-			_ = tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil })
-			if n > 0 {
-				return fmt.Errorf("%s: %w (it is a bbolt file with other data); refusing to touch it", s.path, ErrForeign)
-			}
-			fresh = true
-			return nil
+		var err error
+		if version, fresh, err = readSchema(tx, s.path); err != nil || fresh || version >= 2 {
+			return err
 		}
-		v, err := strconv.Atoi(string(meta.Get(kSchema)))
-		if err != nil {
-			return fmt.Errorf("%s: %w (no schema version)", s.path, ErrForeign)
-		}
-		if v > SchemaVersion {
-			return fmt.Errorf("%s: %w (schema %d; this build reads up to %d); upgrade keyward", s.path, ErrNewerSchema, v, SchemaVersion)
-		}
-		return nil
+		// Before migrating: a file with a schema but not the buckets of
+		// one is foreign, and must be left untouched.
+		return checkBuckets(tx, s.path, v1Buckets)
 	})
-	if err != nil || !fresh {
+	if err != nil {
 		return err
+	}
+	if !fresh {
+		s.indexed = version >= 2
+		if s.indexed || s.readOnly {
+			return nil // a read-only file stays as it is: writes are refused anyway
+		}
+		if err := s.db.Update(migrateV1); err != nil {
+			return fmt.Errorf("%s: adding the name index (schema 1 -> 2): %w", s.path, err)
+		}
+		s.indexed = true
+		return nil
 	}
 	if s.readOnly {
 		return s.readOnlyError()
@@ -385,6 +420,7 @@ func (s *Store) init() error {
 		return fmt.Errorf("bootstrap operator: %w", err)
 	}
 	now := s.now().UTC()
+	s.indexed = true
 	return s.db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
@@ -393,6 +429,7 @@ func (s *Store) init() error {
 		}
 		meta := tx.Bucket(bMeta)
 		_ = meta.Put(kSchema, []byte(strconv.Itoa(SchemaVersion)))
+		_ = meta.Put(kKeyCount, u64(0))
 		_ = meta.Put(kCreated, []byte(now.Format(time.RFC3339Nano)))
 		cb, _ := json.Marshal(cat)
 		_ = meta.Put(kCatalog, cb)
@@ -446,10 +483,12 @@ func LocalOperatorName() string {
 func (s *Store) load() error {
 	defer pauseGC()()
 	return s.db.View(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if tx.Bucket(b) == nil {
-				return fmt.Errorf("%s: %w (bucket %q is missing)", s.path, ErrForeign, b)
-			}
+		required := allBuckets
+		if !s.indexed {
+			required = v1Buckets
+		}
+		if err := checkBuckets(tx, s.path, required); err != nil {
+			return err
 		}
 		if err := json.Unmarshal(tx.Bucket(bMeta).Get(kCatalog), &s.catalog); err != nil {
 			return fmt.Errorf("reading catalog: %w", err)
@@ -567,12 +606,11 @@ type loadBatch struct {
 
 	keys    []model.Key // slab: &keys[i] is the initial snapshot of key i
 	entries []entry     // slab: &entries[i] is key i's entry
-	folded  []string    // foldName of each key's name
 	err     error
 	done    chan struct{}
 }
 
-// loadKeys reads the keys, last-used and hash buckets into s.keys, s.names,
+// loadKeys reads the keys, last-used and hash buckets into s.keys,
 // s.graces and s.hashes. It does what a plain walk of the three buckets
 // would, faster on a large database:
 //
@@ -588,9 +626,11 @@ type loadBatch struct {
 //     stay valid. A slab is freed once none of its keys is referenced; a
 //     key replaced or deleted since the load keeps its slot in memory until
 //     then, so at worst a batch's slab (about 1 MiB) outlives most of it.
-//   - Batches are then inserted in id order, so duplicates resolve as in a
-//     sequential walk: s.keys and s.graces by the calling goroutine, s.names
-//     by a second one. loadHashes then does the same for the hash bucket.
+//   - Batches are then inserted in id order by the calling goroutine, so
+//     duplicates resolve as in a sequential walk. loadHashes then does the
+//     same for the hash bucket.
+//
+// Names are not loaded: the names bucket keeps them unique on disk.
 //
 // TestLoadKeysMatchesSequential compares the result with the plain walk.
 func (s *Store) loadKeys(tx *bolt.Tx) error {
@@ -655,23 +695,8 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 	// entry at each doubling.
 	if n > len(s.keys) {
 		s.keys = make(map[string]*entry, n)
-		s.names = make(map[string]string, n)
 		s.hashes = make(map[[32]byte]hashSlot, n)
 	}
-	namesDone := make(chan struct{})
-	go func() {
-		defer close(namesDone)
-		for _, b := range batches {
-			<-b.done
-			if b.err != nil {
-				return
-			}
-			for i := range b.keys {
-				s.names[b.folded[i]] = b.keys[i].ID
-			}
-		}
-	}()
-	defer func() { <-namesDone }()
 	for _, b := range batches {
 		<-b.done
 		if b.err != nil {
@@ -695,7 +720,6 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 	n := len(b.vals)
 	b.keys = make([]model.Key, n)
 	b.entries = make([]entry, n)
-	b.folded = make([]string, n)
 	var times []time.Time
 	if b.nUsed > 0 {
 		times = make([]time.Time, b.nUsed)
@@ -722,7 +746,6 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 			e.lastAt.Store(at)
 		}
 		e.key.Store(key)
-		b.folded[i] = foldName(key.Name)
 	}
 	b.ids, b.vals, b.lus = nil, nil, nil
 }

@@ -1,0 +1,273 @@
+package store
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/keyward/keyward/model"
+)
+
+// schemaNamesIndex is the first schema with the names bucket and the key
+// count.
+const schemaNamesIndex = 2
+
+// ErrNoIndex: the file predates the name index (schema 1), or holds no
+// database yet (an empty file). Open it normally once: Open migrates (or
+// creates) it, and Peek works from then on.
+var ErrNoIndex = errors.New("database has no name index yet (schema 1): open it normally once to add it")
+
+// readSchema reads the schema version of the file open in tx. fresh means
+// the file has no bucket at all: a new database. A file with other
+// buckets but no keyward meta bucket, or a schema newer than this build's,
+// is refused.
+func readSchema(tx *bolt.Tx, path string) (version int, fresh bool, err error) {
+	meta := tx.Bucket(bMeta)
+	if meta == nil {
+		n := 0
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { n++; return nil })
+		if n > 0 {
+			return 0, false, fmt.Errorf("%s: %w (it is a bbolt file with other data); refusing to touch it", path, ErrForeign)
+		}
+		return 0, true, nil
+	}
+	v, err := strconv.Atoi(string(meta.Get(kSchema)))
+	if err != nil || v < 1 {
+		return 0, false, fmt.Errorf("%s: %w (no schema version)", path, ErrForeign)
+	}
+	if v > SchemaVersion {
+		return 0, false, fmt.Errorf("%s: %w (schema %d; this build reads up to %d); upgrade keyward", path, ErrNewerSchema, v, SchemaVersion)
+	}
+	return v, false, nil
+}
+
+// checkBuckets refuses a file that lacks one of the buckets its schema
+// must have.
+func checkBuckets(tx *bolt.Tx, path string, required [][]byte) error {
+	for _, b := range required {
+		if tx.Bucket(b) == nil {
+			return fmt.Errorf("%s: %w (bucket %q is missing)", path, ErrForeign, b)
+		}
+	}
+	return nil
+}
+
+// migrateV1 brings a schema 1 file to schema 2 in tx: it builds the names
+// bucket from the keys bucket and writes the key count.
+//
+// The index is written in sorted order with full pages, as ImportKeys does
+// for its buckets: random inserts into one fresh bucket would grow a huge
+// node and memmove it on every Put. Should two keys' names fold alike
+// (schema 1 only kept them unique in memory), the index names the one
+// with the greater id, the one the old loader's name map kept.
+//
+// The garbage collector is paused meanwhile, as for load (see pauseGC):
+// everything allocated here lives until the commit, so collecting would
+// only trace it again and again (a third of a 1M-key migration).
+func migrateV1(tx *bolt.Tx) error {
+	defer pauseGC()()
+	type named struct{ folded, id string }
+	var all []named
+	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
+		id, name, err := decodeIDName(v)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", model.Sanitize(string(k)), err)
+		}
+		all = append(all, named{foldName(string(name)), string(id)})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(all, func(a, b named) int {
+		if c := strings.Compare(a.folded, b.folded); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	if tx.Bucket(bNames) != nil { // left over from a newer build: rebuild it
+		if err := tx.DeleteBucket(bNames); err != nil {
+			return err
+		}
+	}
+	nb, err := tx.CreateBucket(bNames)
+	if err != nil {
+		return err
+	}
+	nb.FillPercent = 1
+	for _, x := range all {
+		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
+			return err
+		}
+	}
+	meta := tx.Bucket(bMeta)
+	if err := meta.Put(kKeyCount, u64(uint64(len(all)))); err != nil {
+		return err
+	}
+	return meta.Put(kSchema, []byte(strconv.Itoa(schemaNamesIndex)))
+}
+
+// decodeIDName reads only the id and the name of a key record (their
+// bytes point into b).
+func decodeIDName(b []byte) (id, name []byte, err error) {
+	if len(b) == 0 || b[0] != keyCodecV1 {
+		return nil, nil, errCorruptRecord
+	}
+	d := decoder{b: b[1:]}
+	id = d.raw()
+	name = d.raw()
+	return id, name, d.err
+}
+
+// readKeyCount returns the key count kept in the meta bucket.
+func readKeyCount(meta *bolt.Bucket) (int, error) {
+	v := meta.Get(kKeyCount)
+	if len(v) != 8 {
+		return 0, fmt.Errorf("key count: %w", errCorruptRecord)
+	}
+	return int(binary.BigEndian.Uint64(v)), nil
+}
+
+// addKeyCount adds delta to the key count in tx, which adds or removes
+// that many keys.
+func addKeyCount(tx *bolt.Tx, delta int) error {
+	meta := tx.Bucket(bMeta)
+	n, err := readKeyCount(meta)
+	if err != nil {
+		return err
+	}
+	if n+delta < 0 {
+		return fmt.Errorf("key count %d%+d: %w", n, delta, errCorruptRecord)
+	}
+	return meta.Put(kKeyCount, u64(uint64(n+delta)))
+}
+
+// nameOwner returns the id of the key whose name folds like name.
+func nameOwner(tx *bolt.Tx, name string) (string, bool) {
+	v := tx.Bucket(bNames).Get([]byte(foldName(name)))
+	if v == nil {
+		return "", false
+	}
+	return string(v), true
+}
+
+// checkNameFree refuses name if a key other than selfID uses it. It reads
+// the index in the write transaction, so two writes cannot both take it.
+func checkNameFree(tx *bolt.Tx, name, selfID string) error {
+	if other, taken := nameOwner(tx, name); taken && other != selfID {
+		return nameTaken(name, other)
+	}
+	return nil
+}
+
+// putName records that key id uses name.
+func putName(tx *bolt.Tx, name, id string) error {
+	return tx.Bucket(bNames).Put([]byte(foldName(name)), []byte(id))
+}
+
+// deleteName frees name if key id holds it. The check keeps a migrated
+// file's other key whose name folds alike (see migrateV1) indexed.
+func deleteName(tx *bolt.Tx, name, id string) error {
+	nb := tx.Bucket(bNames)
+	f := []byte(foldName(name))
+	if string(nb.Get(f)) != id {
+		return nil
+	}
+	return nb.Delete(f)
+}
+
+// PeekResult is the first page of keys in name order and the key count.
+type PeekResult struct {
+	Keys  []*model.Key
+	Total int
+}
+
+// Peek reads the first n keys in name order (the order of foldName, which
+// is the TUI's for ASCII names) and the key count, without opening the
+// store: it costs O(n), not O(keys), so the TUI can paint its first page
+// while Open loads everything in the background.
+//
+// The file is opened read-only with a shared lock, waiting at most
+// opts.Timeout (default 1s) for a writer to let go; a writer that keeps it
+// gives the *LockedError Open gives. Peek writes nothing: no file is
+// created, no lock file written, nothing migrated. It refuses what Open
+// refuses (a directory, a device, a damaged, foreign or newer file); a
+// schema 1 or empty file gives ErrNoIndex.
+//
+// Each key is decoded as Open loads it, last-used time and source included.
+// Only opts.Timeout is used.
+func Peek(path string, n int, opts Options) (PeekResult, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = time.Second
+	}
+	fi, err := os.Stat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return PeekResult{}, fmt.Errorf("no keyward database at %s: %w", path, fs.ErrNotExist)
+	}
+	if err != nil {
+		return PeekResult{}, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	if err := checkFile(path, fi); err != nil {
+		return PeekResult{}, err
+	}
+	if fi.Size() == 0 {
+		// bbolt would try to initialise it: leave that to Open.
+		return PeekResult{}, fmt.Errorf("%s: %w (the file is empty)", path, ErrNoIndex)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.Timeout})
+	if err != nil {
+		return PeekResult{}, openError(path, err)
+	}
+	defer db.Close()
+	var res PeekResult
+	err = db.View(func(tx *bolt.Tx) error {
+		version, fresh, err := readSchema(tx, path)
+		if err != nil {
+			return err
+		}
+		if fresh || version < schemaNamesIndex {
+			return fmt.Errorf("%s: %w", path, ErrNoIndex)
+		}
+		if err := checkBuckets(tx, path, allBuckets); err != nil {
+			return err
+		}
+		if res.Total, err = readKeyCount(tx.Bucket(bMeta)); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		kb, lb := tx.Bucket(bKeys), tx.Bucket(bLastUsed)
+		intern := map[string]string{}
+		res.Keys = make([]*model.Key, 0, max(0, min(n, res.Total)))
+		c := tx.Bucket(bNames).Cursor()
+		for k, id := c.First(); k != nil && len(res.Keys) < n; k, id = c.Next() {
+			rec := kb.Get(id)
+			if rec == nil {
+				return fmt.Errorf("%s: %w (the name index names key %q, which does not exist)", path, ErrDamaged, model.Sanitize(string(id)))
+			}
+			key, err := decodeKey(rec, intern)
+			if err != nil {
+				return fmt.Errorf("%s: key %q: %w", path, model.Sanitize(string(id)), err)
+			}
+			// As the loader: a record too short to decode is ignored.
+			if lv := lb.Get(id); lv != nil {
+				if at, from, err := decodeLastUsed(lv); err == nil {
+					t := time.Unix(0, at).UTC()
+					key.LastUsedAt, key.LastUsedFrom = &t, from
+				}
+			}
+			res.Keys = append(res.Keys, key)
+		}
+		return nil
+	})
+	if err != nil {
+		return PeekResult{}, err
+	}
+	return res, nil
+}

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -158,6 +159,56 @@ func (a *app) withStore(cmd *cobra.Command, tune func(*store.Options), fn func(s
 	return fn(st)
 }
 
+// peekRows is how many keys the TUI's first frame shows before the whole
+// database is loaded: a screenful on any sensible terminal.
+const peekRows = 200
+
+// runTUI runs the TUI. It first peeks at the database (the first keys in
+// name order and the key count, read in O(page) without loading it), so
+// the table paints at once, and opens the store meanwhile in the
+// background: with a million keys that takes a second or two. When the
+// peek is not possible (a new database, one from before the name index,
+// a lock held by a server) it opens the store first, as every other
+// command does, which also gives the precise error.
+func (a *app) runTUI(cmd *cobra.Command) error {
+	first, err := store.Peek(a.dbPath, peekRows, store.Options{})
+	if errors.Is(err, store.ErrLocked) {
+		return err // a server or another TUI has it; opening would wait again
+	}
+	if err != nil {
+		return a.withStore(cmd, nil, func(st *store.Store) error {
+			return tui.Run(tui.Options{Store: st, Actor: a.actor})
+		})
+	}
+	type opened struct {
+		st  *store.Store
+		err error
+	}
+	done := make(chan opened, 1)
+	var started atomic.Bool
+	err = tui.Run(tui.Options{
+		Actor: a.actor, First: first.Keys, FirstTotal: first.Total,
+		Open: func() (*store.Store, error) {
+			started.Store(true)
+			st, err := a.open(cmd, nil)
+			done <- opened{st, err}
+			return st, err
+		},
+	})
+	if !started.Load() {
+		return err
+	}
+	// Quitting while the store was still opening waits for it here, so
+	// buffered state is flushed and the lock released properly.
+	o := <-done
+	if o.st != nil {
+		if cerr := o.st.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("closing database: %w", cerr)
+		}
+	}
+	return err
+}
+
 // ---------------------------------------------------------------------------
 // Commands
 
@@ -190,9 +241,7 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 			if err := a.needTerminal(); err != nil {
 				return err
 			}
-			return a.withStore(cmd, nil, func(st *store.Store) error {
-				return tui.Run(tui.Options{Store: st, Actor: a.actor})
-			})
+			return a.runTUI(cmd)
 		},
 	}
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {

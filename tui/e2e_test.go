@@ -68,9 +68,19 @@ func TestE2ETmux(t *testing.T) {
 			time.Sleep(120 * time.Millisecond) // esc must not merge with the next key
 		}
 	}
+	// startTUI waits for the full table: on a database with keys the
+	// first frame is the peeked first page (" n keys · loading…"), where
+	// only moves work.
+	full := regexp.MustCompile(` \d+ keys  | No keys yet`)
 	startTUI := func() {
 		tmux("send-keys", "unset DISPLAY WAYLAND_DISPLAY SSH_TTY SSH_CONNECTION; "+bin, "Enter")
-		waitFor("keys")
+		deadline := time.Now().Add(10 * time.Second)
+		for !full.MatchString(screen()) {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for the keys table; screen:\n%s", screen())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 	}
 	cli := func(stdin string, args ...string) string {
 		cmd := exec.Command(bin, args...)

@@ -443,9 +443,18 @@ func LocalOperatorName() string {
 // first collection runs concurrently after Open returns. Concurrent Opens
 // share one pause (see pauseGC), so the last one restores the setting
 // found by the first.
+//
+// The file's mapped pages are released (see releasePages) before the load,
+// since bolt.Open's free-page scan has just read every one; then as the
+// load copies their records out, so they do not add to its peak; and all
+// once more when it ends. The file then costs the process no RSS until
+// something reads it again.
 func (s *Store) load() error {
 	defer pauseGC()()
 	return s.db.View(func(tx *bolt.Tx) error {
+		m := mappingOf(tx)
+		m.releaseAll()
+		defer m.releaseAll()
 		for _, b := range allBuckets {
 			if tx.Bucket(b) == nil {
 				return fmt.Errorf("%s: %w (bucket %q is missing)", s.path, ErrForeign, b)
@@ -454,7 +463,7 @@ func (s *Store) load() error {
 		if err := json.Unmarshal(tx.Bucket(bMeta).Get(kCatalog), &s.catalog); err != nil {
 			return fmt.Errorf("reading catalog: %w", err)
 		}
-		if err := s.loadKeys(tx); err != nil {
+		if err := s.loadKeys(tx, m); err != nil {
 			return err
 		}
 		err := tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
@@ -580,6 +589,21 @@ type loadRecs struct {
 	lus  [][]byte // the matching last-used records, nil when there is none
 }
 
+// release releases the mapped pages r's records are on: those of the keys
+// bucket, then those of the last-used bucket.
+func (r *loadRecs) release(m fileMapping) {
+	pages := pageRun{m: m}
+	for i, k := range r.ids {
+		pages.add(k)
+		pages.add(r.vals[i])
+	}
+	pages.release()
+	for _, lu := range r.lus {
+		pages.add(lu)
+	}
+	pages.release()
+}
+
 // loadKeys reads the keys, last-used and hash buckets into s.keys, s.names,
 // s.graces and s.hashes. It does what a plain walk of the three buckets
 // would, faster on a large database:
@@ -589,7 +613,8 @@ type loadRecs struct {
 //     GOMAXPROCS workers decode the batches meanwhile. The records are only
 //     valid inside the transaction: every worker has finished before
 //     loadKeys returns.
-//   - The record slices of a decoded batch go back to a free list, so at
+//   - A worker that has decoded a batch releases the mapped pages its
+//     records were on and returns the record slices to a free list, so at
 //     most the batches in flight hold one (see loadRecs).
 //   - Keys, entries and last-used times are allocated per batch in slabs
 //     (one allocation per batch instead of one per key), and a key's own
@@ -603,7 +628,7 @@ type loadRecs struct {
 //     by a second one. loadHashes then does the same for the hash bucket.
 //
 // TestLoadKeysMatchesSequential compares the result with the plain walk.
-func (s *Store) loadKeys(tx *bolt.Tx) error {
+func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	work := make(chan *loadBatch, 4*workers)
 	// Every record set is in the work queue, with a worker or being
@@ -621,6 +646,7 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 				b.decode(intern, &scratch)
 				r := b.recs
 				b.recs = nil
+				r.release(m)
 				r.ids, r.vals, r.lus = r.ids[:0], r.vals[:0], r.lus[:0]
 				free <- r
 				close(b.done)
@@ -708,7 +734,7 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			}
 		}
 	}
-	return s.loadHashes(tx, workers)
+	return s.loadHashes(tx, workers, m)
 }
 
 // decode decodes b's records into its slabs. intern and scratch belong to
@@ -880,8 +906,9 @@ type hashBatch struct {
 // while the calling goroutine walks the bucket. The calling goroutine
 // applies the results in bucket order, as a sequential walk would, once
 // a batch is the oldest of more than 4*workers in flight (or at the end),
-// and reuses the applied batch: the batches' slices are never garbage.
-func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
+// releases the mapped pages its records were on, and reuses it: the
+// batches' slices are never garbage.
+func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 	work := make(chan *hashBatch, 4*workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -900,6 +927,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
 	}
 	var inflight []*hashBatch // oldest first
 	var cur *hashBatch
+	pages := pageRun{m: m}
 	apply := func() *hashBatch {
 		b := inflight[0]
 		inflight = inflight[1:]
@@ -917,6 +945,11 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
 				e.cur = h
 			}
 		}
+		for i, h := range b.hs {
+			pages.add(h)
+			pages.add(b.vs[i])
+		}
+		pages.release()
 		b.hs, b.vs, b.es = b.hs[:0], b.vs[:0], b.es[:0]
 		return b
 	}

@@ -126,7 +126,7 @@ func (s *Store) scheduleSeeded(t *txn, nk newKeyRec) {
 		}
 		e.key.Store(k)
 		s.keys[k.ID] = e
-		s.hashes[h] = hashSlot{e: e}
+		s.hashes.add(h, e)
 		s.names[foldName(k.Name)] = k.ID
 	})
 }

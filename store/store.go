@@ -138,6 +138,10 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for benchmarks and seeding
 	// throwaway databases.
 	NoSync bool
+
+	// collideHashes indexes every hash under one prefix, so that tests
+	// exercise the hash index's overflow (see hashIndex).
+	collideHashes bool
 }
 
 // entry is the in-memory state of one key. key is an immutable snapshot;
@@ -149,18 +153,11 @@ type entry struct {
 	lastFrom atomic.Pointer[string]
 	dirty    atomic.Bool
 	// Guarded by Store.mu: this key's current secret hash, and the
-	// previous one while a regeneration grace period runs.
+	// previous one while a regeneration grace period runs. The hash
+	// index keeps only a prefix and compares these (see hashIndex).
 	cur     [32]byte
 	prev    [32]byte
 	hasPrev bool
-}
-
-// hashSlot is the in-memory value of the hash index. It points straight at
-// the key's entry, so a verification costs one map lookup and no second
-// lookup by id (on a large DB each lookup is a few cache misses).
-type hashSlot struct {
-	e        *entry
-	previous bool
 }
 
 // Store is an open keyward database.
@@ -176,7 +173,7 @@ type Store struct {
 
 	mu        sync.RWMutex // guards the maps below
 	keys      map[string]*entry
-	hashes    map[[32]byte]hashSlot
+	hashes    hashIndex
 	names     map[string]string // folded name -> id
 	ops       map[string]*model.Operator
 	catalog   model.Catalog
@@ -279,7 +276,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{}, names: map[string]string{},
+		keys: map[string]*entry{}, hashes: newHashIndex(0, opts.collideHashes), names: map[string]string{},
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -705,7 +702,7 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 	if n > len(s.keys) {
 		s.keys = make(map[string]*entry, n)
 		s.names = make(map[string]string, n)
-		s.hashes = make(map[[32]byte]hashSlot, n)
+		s.hashes = newHashIndex(n, s.opts.collideHashes)
 	}
 	namesDone := make(chan struct{})
 	go func() {
@@ -937,9 +934,8 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 				continue // an orphan hash verifies as NOT_FOUND either way
 			}
 			h := [32]byte(b.hs[i])
-			previous := b.vs[i][0] == 1
-			s.hashes[h] = hashSlot{e: e, previous: previous}
-			if previous {
+			s.hashes.add(h, e)
+			if b.vs[i][0] == 1 { // previous
 				e.prev, e.hasPrev = h, true
 			} else {
 				e.cur = h

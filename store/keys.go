@@ -288,7 +288,7 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	e.key.Store(k)
 	t.after = append(t.after, func() {
 		s.keys[k.ID] = e
-		s.hashes[h] = hashSlot{e: e}
+		s.hashes.add(h, e)
 	})
 	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
@@ -545,15 +545,13 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 		t.after = append(t.after, func() {
 			e := s.keys[id]
 			for oh := range oldHashes {
-				delete(s.hashes, oh)
+				s.hashes.remove(oh, e)
 			}
-			for oh := range keep {
-				s.hashes[oh] = hashSlot{e: e, previous: true}
-			}
-			s.hashes[h] = hashSlot{e: e}
 			e.cur, e.hasPrev = h, false
+			s.hashes.add(h, e)
 			for oh := range keep {
 				e.prev, e.hasPrev = oh, true
+				s.hashes.add(oh, e)
 			}
 			if next.GraceUntil != nil {
 				s.graces[id] = *next.GraceUntil
@@ -619,7 +617,7 @@ func (s *Store) DeleteKey(actor, id string) error {
 		}
 		t.after = append(t.after, func() {
 			for h := range hashes {
-				delete(s.hashes, h)
+				s.hashes.remove(h, e)
 			}
 			delete(s.keys, id)
 			delete(s.graces, id)
@@ -665,7 +663,7 @@ func (s *Store) expireGraces() {
 		if err == nil {
 			s.mu.Lock()
 			if e := s.keys[id]; e != nil && e.hasPrev {
-				delete(s.hashes, e.prev)
+				s.hashes.remove(e.prev, e)
 				e.hasPrev = false
 			}
 			delete(s.graces, id)

@@ -18,8 +18,9 @@ import (
 
 // loadKeysReference is the sequential load that loadKeys replaced: one
 // walk of the keys bucket (with the last-used bucket beside it) and one of
-// the hash bucket. loadKeys must give the same maps.
-func loadKeysReference(s *Store, tx *bolt.Tx) error {
+// the hash bucket. loadKeys must give the same maps; the hash index is
+// returned as a plain map of every hash to its key.
+func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 	intern := map[string]string{}
 	lc := tx.Bucket(bLastUsed).Cursor()
 	lk, lv := lc.First()
@@ -48,16 +49,17 @@ func loadKeysReference(s *Store, tx *bolt.Tx) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return tx.Bucket(bHashes).ForEach(func(k, v []byte) error {
+	hashes := map[[32]byte]hashRef{}
+	return hashes, tx.Bucket(bHashes).ForEach(func(k, v []byte) error {
 		ref, err := decodeHashRef(v)
 		if err != nil || len(k) != 32 {
 			return fmt.Errorf("hash index: %w", errCorruptRecord)
 		}
 		h := [32]byte(k)
 		if e := s.keys[ref.id]; e != nil {
-			s.hashes[h] = hashSlot{e: e, previous: ref.previous}
+			hashes[h] = ref
 			if ref.previous {
 				e.prev, e.hasPrev = h, true
 			} else {
@@ -93,7 +95,10 @@ func testKey(i int, base time.Time) *model.Key {
 
 // TestLoadKeysMatchesSequential compares loadKeys with the sequential
 // load on a database of several batches with last-used records (some
-// corrupt), grace periods, previous hashes and orphan hashes.
+// corrupt), grace periods, previous hashes and orphan hashes. The hashes
+// share 8-byte prefixes by the hundred ("hash-123" begins hash-1230 to
+// hash-12399 too), so most go to the hash index's overflow; hashes sharing
+// a stored prefix but not stored are refused.
 func TestLoadKeysMatchesSequential(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "k.db")
 	s, err := Open(path, Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
@@ -142,8 +147,13 @@ func TestLoadKeysMatchesSequential(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer got.Close()
-	want := &Store{keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{}, graces: map[string]time.Time{}}
-	if err := got.db.View(func(tx *bolt.Tx) error { return loadKeysReference(want, tx) }); err != nil {
+	want := &Store{keys: map[string]*entry{}, graces: map[string]time.Time{}}
+	var wantHashes map[[32]byte]hashRef
+	err = got.db.View(func(tx *bolt.Tx) (err error) {
+		wantHashes, err = loadKeysReference(want, tx)
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got.keys) != n || len(want.keys) != n {
@@ -161,13 +171,23 @@ func TestLoadKeysMatchesSequential(t *testing.T) {
 			t.Fatalf("%s: entry differs", id)
 		}
 	}
-	if !reflect.DeepEqual(got.graces, want.graces) || len(got.hashes) != len(want.hashes) {
-		t.Fatalf("graces %d/%d, hashes %d/%d", len(got.graces), len(want.graces), len(got.hashes), len(want.hashes))
+	if !reflect.DeepEqual(got.graces, want.graces) || got.hashes.len() != len(wantHashes) {
+		t.Fatalf("graces %d/%d, hashes %d/%d", len(got.graces), len(want.graces), got.hashes.len(), len(wantHashes))
 	}
-	for h, ws := range want.hashes {
-		gs := got.hashes[h]
-		if gs.previous != ws.previous || gs.e == nil || gs.e.key.Load().ID != ws.e.key.Load().ID {
-			t.Fatalf("hash %x differs", h)
+	if len(got.hashes.overflow) < n/2 {
+		t.Fatalf("%d hashes in the overflow: the test no longer collides prefixes", len(got.hashes.overflow))
+	}
+	for h, ref := range wantHashes {
+		e, previous := got.hashes.lookup(&h)
+		if e == nil || previous != ref.previous || e.key.Load().ID != ref.id {
+			t.Fatalf("hash %q differs", h)
+		}
+	}
+	for _, unknown := range []string{"hash-1230x", "hash-99999", "prev-7001", "orphan"} {
+		var h [32]byte
+		copy(h[:], unknown)
+		if e, _ := got.hashes.lookup(&h); e != nil {
+			t.Fatalf("unknown hash %q found key %s", unknown, e.key.Load().ID)
 		}
 	}
 }

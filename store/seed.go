@@ -132,6 +132,6 @@ func (s *Store) scheduleSeeded(t *txn, nk newKeyRec) {
 		}
 		e.key.Store(k)
 		s.keys[k.ID] = e
-		s.hashes[h] = hashSlot{e: e}
+		s.hashes.add(h, e)
 	})
 }

@@ -153,6 +153,10 @@ type Options struct {
 	// NoSync skips fsync on commit. Only for benchmarks and seeding
 	// throwaway databases.
 	NoSync bool
+
+	// collideHashes indexes every hash under one prefix, so that tests
+	// exercise the hash index's overflow (see hashIndex).
+	collideHashes bool
 }
 
 // entry is the in-memory state of one key. key is an immutable snapshot;
@@ -164,18 +168,11 @@ type entry struct {
 	lastFrom atomic.Pointer[string]
 	dirty    atomic.Bool
 	// Guarded by Store.mu: this key's current secret hash, and the
-	// previous one while a regeneration grace period runs.
+	// previous one while a regeneration grace period runs. The hash
+	// index keeps only a prefix and compares these (see hashIndex).
 	cur     [32]byte
 	prev    [32]byte
 	hasPrev bool
-}
-
-// hashSlot is the in-memory value of the hash index. It points straight at
-// the key's entry, so a verification costs one map lookup and no second
-// lookup by id (on a large DB each lookup is a few cache misses).
-type hashSlot struct {
-	e        *entry
-	previous bool
 }
 
 // Store is an open keyward database.
@@ -194,7 +191,7 @@ type Store struct {
 
 	mu        sync.RWMutex // guards the maps below
 	keys      map[string]*entry
-	hashes    map[[32]byte]hashSlot
+	hashes    hashIndex
 	ops       map[string]*model.Operator
 	catalog   model.Catalog
 	secretSum [32]byte // SHA-256 of the current shared secret, zero if none
@@ -283,7 +280,7 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		keys: map[string]*entry{}, hashes: map[[32]byte]hashSlot{},
+		keys: map[string]*entry{}, hashes: newHashIndex(0, opts.collideHashes),
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
@@ -480,9 +477,18 @@ func LocalOperatorName() string {
 // first collection runs concurrently after Open returns. Concurrent Opens
 // share one pause (see pauseGC), so the last one restores the setting
 // found by the first.
+//
+// The file's mapped pages are released (see releasePages) before the load,
+// since bolt.Open's free-page scan has just read every one; then as the
+// load copies their records out, so they do not add to its peak; and all
+// once more when it ends. The file then costs the process no RSS until
+// something reads it again.
 func (s *Store) load() error {
 	defer pauseGC()()
 	return s.db.View(func(tx *bolt.Tx) error {
+		m := mappingOf(tx)
+		m.releaseAll()
+		defer m.releaseAll()
 		required := allBuckets
 		if !s.indexed {
 			required = v1Buckets
@@ -493,7 +499,7 @@ func (s *Store) load() error {
 		if err := json.Unmarshal(tx.Bucket(bMeta).Get(kCatalog), &s.catalog); err != nil {
 			return fmt.Errorf("reading catalog: %w", err)
 		}
-		if err := s.loadKeys(tx); err != nil {
+		if err := s.loadKeys(tx, m); err != nil {
 			return err
 		}
 		err := tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
@@ -596,18 +602,41 @@ func (s *Store) Check() error {
 const loadBatchSize = 4096
 
 // loadBatch is a run of consecutive key records (in id order) and, once
-// done is closed, their decoded form. The records themselves point into
-// the mmapped file and are valid only inside the read transaction.
+// done is closed, their decoded form.
 type loadBatch struct {
-	ids   [][]byte // bucket keys, for error messages
-	vals  [][]byte // key records
-	lus   [][]byte // the matching last-used records, nil when there is none
-	nUsed int      // how many lus are not nil
+	recs  *loadRecs
+	nUsed int // how many recs.lus are not nil
 
 	keys    []model.Key // slab: &keys[i] is the initial snapshot of key i
 	entries []entry     // slab: &entries[i] is key i's entry
 	err     error
 	done    chan struct{}
+}
+
+// loadRecs holds a batch's records until it is decoded. They point into
+// the mmapped file and are valid only inside the read transaction. The
+// slices are recycled: allocated per batch they would be 72 bytes of
+// garbage per key (70 MiB at 1M keys), all of it resident at the end of
+// the load because the garbage collector is paused.
+type loadRecs struct {
+	ids  [][]byte // bucket keys, for error messages
+	vals [][]byte // key records
+	lus  [][]byte // the matching last-used records, nil when there is none
+}
+
+// release releases the mapped pages r's records are on: those of the keys
+// bucket, then those of the last-used bucket.
+func (r *loadRecs) release(m fileMapping) {
+	pages := pageRun{m: m}
+	for i, k := range r.ids {
+		pages.add(k)
+		pages.add(r.vals[i])
+	}
+	pages.release()
+	for _, lu := range r.lus {
+		pages.add(lu)
+	}
+	pages.release()
 }
 
 // loadKeys reads the keys, last-used and hash buckets into s.keys,
@@ -619,6 +648,9 @@ type loadBatch struct {
 //     GOMAXPROCS workers decode the batches meanwhile. The records are only
 //     valid inside the transaction: every worker has finished before
 //     loadKeys returns.
+//   - A worker that has decoded a batch releases the mapped pages its
+//     records were on and returns the record slices to a free list, so at
+//     most the batches in flight hold one (see loadRecs).
 //   - Keys, entries and last-used times are allocated per batch in slabs
 //     (one allocation per batch instead of one per key), and a key's own
 //     strings (id, name, description, hint) share one allocation. Snapshots
@@ -633,9 +665,12 @@ type loadBatch struct {
 // Names are not loaded: the names bucket keeps them unique on disk.
 //
 // TestLoadKeysMatchesSequential compares the result with the plain walk.
-func (s *Store) loadKeys(tx *bolt.Tx) error {
+func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 	workers := max(1, runtime.GOMAXPROCS(0))
 	work := make(chan *loadBatch, 4*workers)
+	// Every record set is in the work queue, with a worker or being
+	// filled, so this capacity never blocks a worker returning one.
+	free := make(chan *loadRecs, cap(work)+workers+1)
 	var wg sync.WaitGroup
 	defer wg.Wait() // the records must not be read after the tx ends
 	for range workers {
@@ -646,26 +681,36 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			var scratch []byte
 			for b := range work {
 				b.decode(intern, &scratch)
+				r := b.recs
+				b.recs = nil
+				r.release(m)
+				r.ids, r.vals, r.lus = r.ids[:0], r.vals[:0], r.lus[:0]
+				free <- r
+				close(b.done)
 			}
 		}()
 	}
 	var batches []*loadBatch
-	cur := &loadBatch{}
+	var cur *loadBatch
 	flush := func() {
 		cur.done = make(chan struct{})
 		batches = append(batches, cur)
 		work <- cur
-		cur = &loadBatch{}
+		cur = nil
 	}
 	n := 0
 	lc := tx.Bucket(bLastUsed).Cursor()
 	lk, lv := lc.First()
 	kc := tx.Bucket(bKeys).Cursor()
 	for k, v := kc.First(); k != nil; k, v = kc.Next() {
-		if cur.vals == nil {
-			cur.ids = make([][]byte, 0, loadBatchSize)
-			cur.vals = make([][]byte, 0, loadBatchSize)
-			cur.lus = make([][]byte, 0, loadBatchSize)
+		if cur == nil {
+			cur = &loadBatch{}
+			select {
+			case cur.recs = <-free:
+			default:
+				cur.recs = &loadRecs{ids: make([][]byte, 0, loadBatchSize),
+					vals: make([][]byte, 0, loadBatchSize), lus: make([][]byte, 0, loadBatchSize)}
+			}
 		}
 		for lk != nil && bytes.Compare(lk, k) < 0 {
 			lk, lv = lc.Next()
@@ -678,15 +723,16 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			}
 			cur.nUsed++
 		}
-		cur.ids = append(cur.ids, k)
-		cur.vals = append(cur.vals, v)
-		cur.lus = append(cur.lus, used)
+		r := cur.recs
+		r.ids = append(r.ids, k)
+		r.vals = append(r.vals, v)
+		r.lus = append(r.lus, used)
 		n++
-		if len(cur.vals) == loadBatchSize {
+		if len(r.vals) == loadBatchSize {
 			flush()
 		}
 	}
-	if len(cur.vals) > 0 {
+	if cur != nil {
 		flush()
 	}
 	close(work)
@@ -695,7 +741,7 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 	// entry at each doubling.
 	if n > len(s.keys) {
 		s.keys = make(map[string]*entry, n)
-		s.hashes = make(map[[32]byte]hashSlot, n)
+		s.hashes = newHashIndex(n, s.opts.collideHashes)
 	}
 	for _, b := range batches {
 		<-b.done
@@ -710,14 +756,14 @@ func (s *Store) loadKeys(tx *bolt.Tx) error {
 			}
 		}
 	}
-	return s.loadHashes(tx, workers)
+	return s.loadHashes(tx, workers, m)
 }
 
 // decode decodes b's records into its slabs. intern and scratch belong to
 // the calling worker.
 func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
-	defer close(b.done)
-	n := len(b.vals)
+	r := b.recs
+	n := len(r.vals)
 	b.keys = make([]model.Key, n)
 	b.entries = make([]entry, n)
 	var times []time.Time
@@ -725,13 +771,13 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 		times = make([]time.Time, b.nUsed)
 	}
 	var a loadAlloc
-	for i, v := range b.vals {
+	for i, v := range r.vals {
 		key, e := &b.keys[i], &b.entries[i]
 		if err := decodeKeyInto(key, v, intern, scratch, &a); err != nil {
-			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(b.ids[i])), err)
+			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(r.ids[i])), err)
 			return
 		}
-		if lv := b.lus[i]; lv != nil && len(lv) >= 8 { // decodeLastUsed's check
+		if lv := r.lus[i]; lv != nil && len(lv) >= 8 { // decodeLastUsed's check
 			at := int64(binary.BigEndian.Uint64(lv))
 			from, ok := intern[string(lv[8:])]
 			if !ok { // sources repeat: share one string
@@ -747,7 +793,6 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 		}
 		e.key.Store(key)
 	}
-	b.ids, b.vals, b.lus = nil, nil, nil
 }
 
 // loadAlloc hands out the small pieces of decoded keys from slabs: scope
@@ -878,9 +923,12 @@ type hashBatch struct {
 
 // loadHashes fills s.hashes and the entries' hashes from the hash bucket.
 // s.keys must be complete: workers look the ids up in it (reads only)
-// while the calling goroutine walks the bucket; the results are then
-// applied in bucket order, as a sequential walk would.
-func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
+// while the calling goroutine walks the bucket. The calling goroutine
+// applies the results in bucket order, as a sequential walk would, once
+// a batch is the oldest of more than 4*workers in flight (or at the end),
+// releases the mapped pages its records were on, and reuses it: the
+// batches' slices are never garbage.
+func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 	work := make(chan *hashBatch, 4*workers)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -889,7 +937,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
 		go func() {
 			defer wg.Done()
 			for b := range work {
-				b.es = make([]*entry, len(b.vs))
+				b.es = b.es[:len(b.vs)]
 				for i, v := range b.vs {
 					b.es[i] = s.keys[string(v[1:])] // decodeHashRef without allocating the id
 				}
@@ -897,8 +945,33 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
 			}
 		}()
 	}
-	var batches []*hashBatch
+	var inflight []*hashBatch // oldest first
 	var cur *hashBatch
+	pages := pageRun{m: m}
+	apply := func() *hashBatch {
+		b := inflight[0]
+		inflight = inflight[1:]
+		<-b.done
+		for i, e := range b.es {
+			if e == nil {
+				continue // an orphan hash verifies as NOT_FOUND either way
+			}
+			h := [32]byte(b.hs[i])
+			s.hashes.add(h, e)
+			if b.vs[i][0] == 1 { // previous
+				e.prev, e.hasPrev = h, true
+			} else {
+				e.cur = h
+			}
+		}
+		for i, h := range b.hs {
+			pages.add(h)
+			pages.add(b.vs[i])
+		}
+		pages.release()
+		b.hs, b.vs, b.es = b.hs[:0], b.vs[:0], b.es[:0]
+		return b
+	}
 	c := tx.Bucket(bHashes).Cursor()
 	for k, v := c.First(); k != nil; k, v = c.Next() {
 		if len(v) < 2 || len(k) != 32 { // decodeHashRef's check
@@ -906,36 +979,29 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int) error {
 			return fmt.Errorf("hash index: %w", errCorruptRecord)
 		}
 		if cur == nil {
-			cur = &hashBatch{hs: make([][]byte, 0, loadBatchSize), vs: make([][]byte, 0, loadBatchSize), done: make(chan struct{})}
+			if len(inflight) > cap(work) {
+				cur = apply()
+			} else {
+				cur = &hashBatch{hs: make([][]byte, 0, loadBatchSize), vs: make([][]byte, 0, loadBatchSize),
+					es: make([]*entry, 0, loadBatchSize)}
+			}
+			cur.done = make(chan struct{})
 		}
 		cur.hs = append(cur.hs, k)
 		cur.vs = append(cur.vs, v)
 		if len(cur.vs) == loadBatchSize {
-			batches = append(batches, cur)
+			inflight = append(inflight, cur)
 			work <- cur
 			cur = nil
 		}
 	}
 	if cur != nil {
-		batches = append(batches, cur)
+		inflight = append(inflight, cur)
 		work <- cur
 	}
 	close(work)
-	for _, b := range batches {
-		<-b.done
-		for i, e := range b.es {
-			if e == nil {
-				continue // an orphan hash verifies as NOT_FOUND either way
-			}
-			h := [32]byte(b.hs[i])
-			previous := b.vs[i][0] == 1
-			s.hashes[h] = hashSlot{e: e, previous: previous}
-			if previous {
-				e.prev, e.hasPrev = h, true
-			} else {
-				e.cur = h
-			}
-		}
+	for len(inflight) > 0 {
+		apply()
 	}
 	return nil
 }

@@ -33,8 +33,7 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	}
 	now := s.now()
 	s.mu.RLock()
-	slot := s.hashes[h]
-	e := slot.e
+	e, previous := s.hashes.lookup(&h)
 	var creatorActive bool
 	var k *model.Key
 	if e != nil {
@@ -46,7 +45,7 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	}
 	s.mu.RUnlock()
 	in := model.VerifyInput{Key: k, CreatorActive: creatorActive, Scope: scope, Resource: resource, Now: now}
-	if k != nil && slot.previous {
+	if k != nil && previous {
 		in.GraceExpired = k.GraceUntil == nil || !now.Before(*k.GraceUntil)
 	}
 	res := model.Decide(in)

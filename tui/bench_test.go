@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 	"time"
 
@@ -236,6 +237,41 @@ func BenchmarkFilterNarrow(b *testing.B) {
 				t.Update(tea.KeyMsg{Type: tea.KeyBackspace})
 				b.StartTimer()
 			}
+		})
+	}
+}
+
+// Memory: what the table's data keeps per key once built and every
+// column sorted (retained-B/key: the live heap after a GC, the key set
+// itself excluded), and what building it allocates in all
+// (alloc-B/key: TotalAlloc, an upper bound of the garbage a build leaves
+// for the GC), for the first paint (build) and with the background sorts
+// (orders). Both count bytes per key.
+func BenchmarkTableMem(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			keys := cachedBenchKeys(n)
+			var before, built, after runtime.MemStats
+			var keep *tableData
+			for i := 0; i < b.N; i++ {
+				keep = nil
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				d := newTableData(keys, colName, false, "", testNow)
+				runtime.ReadMemStats(&built)
+				d.orders = d.missingOrders(d.orders)
+				keep = d
+				runtime.ReadMemStats(&after)
+			}
+			b.StopTimer()
+			allocBuild := built.TotalAlloc - before.TotalAlloc
+			allocAll := after.TotalAlloc - before.TotalAlloc
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(keep)
+			b.ReportMetric(float64(allocBuild)/float64(n), "build-alloc-B/key")
+			b.ReportMetric(float64(allocAll)/float64(n), "alloc-B/key")
+			b.ReportMetric((float64(after.HeapInuse)-float64(before.HeapInuse))/float64(n), "retained-B/key")
 		})
 	}
 }

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"bytes"
 	"slices"
 	"sort"
 
@@ -50,9 +49,10 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		b.buildIDs()
 	}
 	n := &tableData{now: b.now, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
-		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg}
+		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg,
+		descs: b.descs, descSegs: b.descSegs, descOf: b.descOf}
 	n.all = slices.Clone(b.all)
-	n.rows = slices.Clone(b.rows)
+	n.exp, n.used, n.meta = slices.Clone(b.exp), slices.Clone(b.used), slices.Clone(b.meta)
 	ownCreators := false
 	var chs []change
 	seen := make(map[string]bool, len(ids))
@@ -76,7 +76,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		case k != nil:
 			j = int32(len(n.all))
 			n.all = append(n.all, k)
-			n.rows = append(n.rows, keyRow{})
+			n.exp, n.used, n.meta = append(n.exp, 0), append(n.used, 0), append(n.meta, 0)
 			n.ids[id] = j
 			chs = append(chs, change{j: j, new: k})
 		default:
@@ -87,7 +87,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 			if _, known := n.creatorN[k.CreatedBy]; !known && !ownCreators {
 				n.creators, n.creatorN, ownCreators = slices.Clone(n.creators), cloneMap(n.creatorN), true
 			}
-			n.rows[j] = makeRow(k, n.now, n.creatorOf(k.CreatedBy))
+			n.setSortKeys(j, k)
 		}
 	}
 	focus := int32(-1)
@@ -96,6 +96,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	}
 	if len(chs) == 0 {
 		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
+		n.exp, n.used, n.meta = b.exp, b.used, b.meta
 		return n, focus
 	}
 	n.patchText(chs)
@@ -107,24 +108,14 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	var adds [numColumns][]int32
 	for _, ch := range chs {
 		everywhere := ch.old == nil || ch.new == nil || ch.old.Name != ch.new.Name || ch.old.ID != ch.new.ID
-		var oldRow keyRow
-		if ch.old != nil {
-			oldRow = b.rows[ch.j]
-		}
-		newRow := n.rows[ch.j]
 		for c := range numColumns {
 			moved := everywhere
-			switch c {
-			case colRole:
-				moved = moved || oldRow.role != newRow.role
-			case colStatus:
-				moved = moved || oldRow.status != newRow.status
-			case colExpires:
-				moved = moved || oldRow.exp != newRow.exp
-			case colLastUsed:
-				moved = moved || oldRow.used != newRow.used
-			case colCreated:
-				moved = moved || oldRow.creator != newRow.creator
+			switch {
+			case moved || c == colName:
+			case c == colCreated: // creator indexes, not ranks: the same in b and n
+				moved = b.meta[ch.j]>>metaCreator != n.meta[ch.j]>>metaCreator
+			default:
+				moved = b.colKey(c, ch.j, nil) != n.colKey(c, ch.j, nil)
 			}
 			if !moved {
 				continue
@@ -139,7 +130,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		}
 	}
 	if marks[colName] != nil {
-		n.setNameOrder(mergeOrder(b.orders[colName], marks[colName], adds[colName], n.cmpName))
+		n.orders[colName] = mergeOrder(b.orders[colName], marks[colName], adds[colName], n.cmpName)
 	} else {
 		n.orders[colName], n.nameRank = b.orders[colName], b.nameRank
 	}
@@ -147,10 +138,13 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	for c := colName + 1; c < numColumns; c++ {
 		switch {
 		case b.orders[c] == nil:
-			// never sorted: computed on demand from the rows
+			// not sorted: computed on demand from the sort keys
 		case marks[c] == nil:
 			n.orders[c] = b.orders[c]
 		default:
+			if n.nameRank == nil {
+				n.rankNames()
+			}
 			n.orders[c] = mergeOrder(b.orders[c], marks[c], adds[c], n.colCmp(c, ranks))
 		}
 	}
@@ -177,7 +171,10 @@ func (n *tableData) patchText(chs []change) {
 			continue
 		}
 		if !copied {
-			n.segKey, n.keySeg = slices.Clone(n.segKey), slices.Clone(n.keySeg)
+			n.segKey, n.keySeg = n.segmentMaps()
+			if n.descOf != nil {
+				n.descOf = slices.Clone(n.descOf)
+			}
 			copied = true
 		}
 		if ch.old != nil {
@@ -185,6 +182,9 @@ func (n *tableData) patchText(chs []change) {
 		}
 		for int(ch.j) >= len(n.keySeg) {
 			n.keySeg = append(n.keySeg, -1)
+		}
+		if int(ch.j) < len(n.descOf) {
+			n.descOf[ch.j] = noDesc // the new segment holds the description
 		}
 		if ch.new == nil {
 			n.keySeg[ch.j] = -1
@@ -198,6 +198,19 @@ func (n *tableData) patchText(chs []change) {
 	}
 }
 
+// segmentMaps returns copies of segKey and keySeg to change, made from
+// the identity when they are nil.
+func (n *tableData) segmentMaps() (segKey, keySeg []int32) {
+	if n.segKey != nil {
+		return slices.Clone(n.segKey), slices.Clone(n.keySeg)
+	}
+	segKey = make([]int32, len(n.segs)-1)
+	for s := range segKey {
+		segKey[s] = int32(s)
+	}
+	return segKey, slices.Clone(segKey)
+}
+
 // patchLevels rebuilds the filter levels for n's order: each level's
 // bitmap is re-evaluated for the changed keys only.
 func (n *tableData) patchLevels(old []filterLevel, chs []change) {
@@ -208,10 +221,11 @@ func (n *tableData) patchLevels(old []filterLevel, chs []change) {
 		bits := make([]uint64, words)
 		copy(bits, l.bits)
 		needle := []byte(l.query)
+		hits := n.descHits(needle)
 		for _, ch := range chs {
 			bits[ch.j>>6] &^= 1 << (uint(ch.j) & 63)
 			inPrev := prev.bits == nil || prev.bits[ch.j>>6]&(1<<(uint(ch.j)&63)) != 0
-			if ch.new != nil && inPrev && bytes.Contains(n.segment(ch.j), needle) {
+			if ch.new != nil && inPrev && n.matches(ch.j, needle, hits) {
 				n.setBit(bits, ch.j)
 			}
 		}

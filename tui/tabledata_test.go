@@ -1,0 +1,101 @@
+package tui
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/keyward/keyward/model"
+)
+
+// oddKeys is testKeys past the address-sort threshold, with names that
+// stress the name sort (non-ASCII, lengths around its 4-byte chunks,
+// long shared prefixes, mixed case) and more distinct descriptions than
+// are shared, so some stay in their keys' segments.
+func oddKeys(n int, rng *rand.Rand) []*model.Key {
+	keys := testKeys(n, rng)
+	odd := []string{"Ärger", "ärger", "\u212Aelvin", "kelvin", "Kelvin", "café", "CAFE", "abc", "abcd", "abcde",
+		"abcdefgh", "ABCDEFGH1", "shared-prefix-of-24-byte", "shared-prefix-of-24-bytes", "Shared-Prefix-Of-24-Bytes-and-more"}
+	for i, k := range keys {
+		switch rng.IntN(6) {
+		case 0:
+			k.Name = odd[rng.IntN(len(odd))] + fmt.Sprint(rng.IntN(3)) // repeats: ties go to the id
+			if rng.IntN(2) == 0 {
+				k.Name = strings.TrimRight(k.Name, "0123456789")
+			}
+		case 1:
+			k.Name = strings.ToUpper(k.Name)
+		}
+		switch rng.IntN(4) {
+		case 0:
+			k.Description = fmt.Sprintf("Unique note %d for ÉQUIPE %d", i, rng.IntN(1000))
+		case 1:
+			k.Description = ""
+		}
+	}
+	return keys
+}
+
+func TestTableOrdersMatchReferenceLarge(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	d := newTableData(oddKeys(20000, rng), colName, false, "", testNow)
+	for c := range numColumns {
+		if got, want := idsOf(d, d.order(c)), refOrder(d, c); !slices.Equal(got, want) {
+			t.Errorf("column %s: order differs from the reference", c)
+		}
+	}
+}
+
+// refFilter filters the way the filter promises: name, id or description
+// contains the query, case-insensitively.
+func refFilter(d *tableData, q string) []string {
+	q = strings.ToLower(q)
+	var ids []string
+	for _, j := range d.levels[0].idx {
+		k := d.all[j]
+		if strings.Contains(strings.ToLower(k.Name), q) || strings.Contains(strings.ToLower(k.ID), q) ||
+			strings.Contains(strings.ToLower(k.Description), q) {
+			ids = append(ids, k.ID)
+		}
+	}
+	return ids
+}
+
+func TestTableFilterMatchesReference(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	keys := oddKeys(20000, rng)
+	byID := map[string]*model.Key{}
+	for _, k := range keys {
+		byID[k.ID] = k
+	}
+	get := func(id string) *model.Key { return byID[id] }
+	d := newTableData(slices.Clone(keys), colName, false, "", testNow)
+	queries := []string{"u", "us", "used by", "USED BY THE", "note 1", "équipe", "ÉQUIPE 12", "key_0000001", "kelvin", "ärg",
+		"ch", "check", "team", "bill", "unique", "searchable", "charm"}
+	check := func(round int) {
+		t.Helper()
+		for _, q := range queries {
+			d.setQuery(q)
+			if got, want := viewIDs(d), refFilter(d, q); !slices.Equal(got, want) {
+				t.Fatalf("round %d, query %q: %d keys, want %d", round, q, len(got), len(want))
+			}
+		}
+		d.setQuery("")
+	}
+	check(0)
+	next := 0
+	for round := 1; round <= 4; round++ {
+		d.setQuery("us") // patched with a filter active, then refiltered
+		var ids []string
+		for range 500 {
+			ids = append(ids, mutate(rng, byID, &next))
+		}
+		d, _ = d.frozen().patch(get, ids, "")
+		if got, want := viewIDs(d), refFilter(d, "us"); !slices.Equal(got, want) {
+			t.Fatalf("round %d: patched filter gives %d keys, want %d", round, len(got), len(want))
+		}
+		check(round)
+	}
+}

@@ -78,9 +78,9 @@ type tableData struct {
 	desc     bool
 	levels   []filterLevel // levels[0] is the unfiltered order
 	counts   counts
-	// ids maps key id -> index. Only patch jobs use it (one at a time,
-	// off the UI goroutine); the first one builds it.
-	ids map[string]int32
+	// ids finds a key's index by id. Only patch jobs use it (one at a
+	// time, off the UI goroutine); the first one builds it.
+	ids *idIndex
 }
 
 // maxShared bounds the shared descriptions; noDesc marks a key without one.

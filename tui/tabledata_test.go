@@ -99,3 +99,41 @@ func TestTableFilterMatchesReference(t *testing.T) {
 		check(round)
 	}
 }
+
+// The id index finds live keys through deletions (tombstones, reused)
+// and growth.
+func TestIDIndex(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	var all []*model.Key
+	for i := range 40 {
+		all = append(all, &model.Key{ID: fmt.Sprintf("key_%d", i)})
+	}
+	x := newIDIndex(all, len(all))
+	for round := range 2000 {
+		if rng.IntN(3) == 0 && len(all) > 0 {
+			all[rng.IntN(len(all))] = nil
+		} else {
+			k := &model.Key{ID: fmt.Sprintf("new_%d", round)}
+			all = append(all, k)
+			x = x.insert(all, k.ID, int32(len(all)-1))
+		}
+	}
+	live := 0
+	for i, k := range all {
+		if k == nil {
+			continue
+		}
+		live++
+		if j, ok := x.find(all, k.ID); !ok || j != int32(i) {
+			t.Fatalf("%s: found %d %v, want %d", k.ID, j, ok, i)
+		}
+	}
+	for _, id := range []string{"key_1000", "new_x", ""} {
+		if j, ok := x.find(all, id); ok {
+			t.Fatalf("%q found at %d", id, j)
+		}
+	}
+	if len(x.slots) < 2*live || len(x.slots) > 8*live+128 {
+		t.Fatalf("%d slots for %d live keys", len(x.slots), live)
+	}
+}

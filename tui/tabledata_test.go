@@ -137,3 +137,19 @@ func TestIDIndex(t *testing.T) {
 		t.Fatalf("%d slots for %d live keys", len(x.slots), live)
 	}
 }
+
+func TestHayChunk(t *testing.T) {
+	for _, h := range []string{"", "a", "ab", "abc", "abcd", "abcde", "a\x00cd", "\x00bcd", "ab\x00\x01", "\x01\x00\x01\x01", "abc\x00", "\xff\xfe\x00\x80"} {
+		var want uint32
+		for i := range 4 {
+			if i >= len(h) || h[i] == 0 {
+				want <<= 8 * (4 - i)
+				break
+			}
+			want = want<<8 | uint32(h[i])
+		}
+		if got := hayChunk([]byte(h)); got != want {
+			t.Errorf("hayChunk(%q) = %#x, want %#x", h, got, want)
+		}
+	}
+}

@@ -142,9 +142,11 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 			}
 		}
 	}
+	done := make([]uint64, (n+63)/64) // keys alone in their group: no more chunks to read
 	for round := range nameChunks {
 		for i := range n {
 			switch {
+			case done[i>>6]&(1<<(uint(i)&63)) != 0:
 			case odd != nil && odd[i>>6]&(1<<(uint(i)&63)) != 0:
 				chunk[i] = uint32(prefix8(tail(d.all[i].Name, 4*round)) >> 32)
 			case round > 0 && chunk[i]&0xff == 0:
@@ -171,9 +173,17 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 					out[s+p] = int32(uint32(w))
 					if p > 0 && w>>32 != g[p-1]>>32 {
 						split[(s+p)>>6] |= 1 << (uint(s+p) & 63)
+						if p-run == 1 {
+							i := uint32(g[run])
+							done[i>>6] |= 1 << (i & 63)
+						}
 						run = p
 					}
 					open = open || p-run > 0
+				}
+				if len(g)-run == 1 {
+					i := uint32(g[run])
+					done[i>>6] |= 1 << (i & 63)
 				}
 			}
 			s = e
@@ -196,18 +206,18 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 // hayChunk packs the first 4 bytes of h before a 0 byte (the end of the
 // name in a segment), big-endian, zero-padded.
 func hayChunk(h []byte) uint32 {
-	var c uint32
-	for i := range 4 {
-		var x byte
-		if i < len(h) {
-			x = h[i]
-		}
-		if x == 0 {
-			return c << (8 * (4 - i))
-		}
-		c = c<<8 | uint32(x)
+	if len(h) < 4 {
+		var b [4]byte
+		copy(b[:], h)
+		h = b[:]
 	}
-	return c
+	w := binary.BigEndian.Uint32(h)
+	// The high bit of each zero byte, exactly (no borrow between bytes).
+	z := ^((w&0x7f7f7f7f + 0x7f7f7f7f) | w | 0x7f7f7f7f)
+	if z == 0 {
+		return w
+	}
+	return w &^ (math.MaxUint32 >> (bits.LeadingZeros32(z) &^ 7))
 }
 
 func (d *tableData) cmpName(x, y int32) int {

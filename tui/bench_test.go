@@ -248,7 +248,8 @@ func BenchmarkFilterNarrow(b *testing.B) {
 // Memory: what the table's data allocates per key to build
 // (build-alloc-B/key: TotalAlloc, so garbage counts too: it stays RSS
 // until the next GC, far away behind a 1 GiB store heap), what it keeps
-// (retained-B/key: the live heap after a GC, the key set excluded), and
+// (retained-B/key: the live heap after a GC, the key set excluded, and
+// so is the slice of keys, which newTableData takes over), and
 // both again once every column has been sorted (alloc-B/key,
 // sorted-retained-B/key).
 func BenchmarkTableMem(b *testing.B) {

@@ -1,11 +1,13 @@
 package tui
 
 import (
+	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/keyward/keyward/model"
 )
@@ -151,5 +153,27 @@ func TestHayChunk(t *testing.T) {
 		if got := hayChunk([]byte(h)); got != want {
 			t.Errorf("hayChunk(%q) = %#x, want %#x", h, got, want)
 		}
+	}
+}
+
+func TestInMemoryOrder(t *testing.T) {
+	keys := make([]*model.Key, 10000)
+	for i := range keys {
+		keys[i] = &model.Key{ID: fmt.Sprint(i)}
+	}
+	rand.New(rand.NewPCG(11, 12)).Shuffle(len(keys), func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
+	want := slices.Clone(keys)
+	got := inMemoryOrder(keys, make([]uint64, len(keys)), make([]uint64, len(keys)))
+	if &got[0] != &keys[0] {
+		t.Fatal("not sorted in place")
+	}
+	if !slices.IsSortedFunc(got, func(a, b *model.Key) int {
+		return cmp.Compare(uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(b)))
+	}) {
+		t.Fatal("not in address order")
+	}
+	slices.SortFunc(want, func(a, b *model.Key) int { return cmp.Compare(uintptr(unsafe.Pointer(a)), uintptr(unsafe.Pointer(b))) })
+	if !slices.Equal(got, want) {
+		t.Fatal("not a permutation of the keys")
 	}
 }

@@ -116,7 +116,10 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg,
 		descs: b.descs, descSegs: b.descSegs, descOf: b.descOf}
 	n.all = slices.Clone(b.all)
-	n.exp, n.used, n.meta = slices.Clone(b.exp), slices.Clone(b.used), slices.Clone(b.meta)
+	// The sort key arrays are copied on first write: a last-used flush
+	// changes only used (4 of 12 bytes a key to copy).
+	n.exp, n.used, n.meta = b.exp, b.used, b.meta
+	var owned [3]bool
 	ownCreators := false
 	var chs []change
 	seen := make(map[string]bool, len(ids))
@@ -137,7 +140,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		case k != nil:
 			j = int32(len(n.all))
 			n.all = append(n.all, k)
-			n.exp, n.used, n.meta = append(n.exp, 0), append(n.used, 0), append(n.meta, 0)
+			n.exp, n.used, n.meta = grown(n.exp, &owned[0]), grown(n.used, &owned[1]), grown(n.meta, &owned[2])
 			n.ids = n.ids.insert(n.all, id, j)
 			chs = append(chs, change{j: j, new: k})
 		default:
@@ -148,7 +151,8 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 			if _, known := n.creatorN[k.CreatedBy]; !known && !ownCreators {
 				n.creators, n.creatorN, ownCreators = slices.Clone(n.creators), cloneMap(n.creatorN), true
 			}
-			n.setSortKeys(j, k)
+			exp, used, meta := sortKeys(k, n.now, n.creatorOf(k.CreatedBy))
+			n.exp, n.used, n.meta = written(n.exp, j, exp, &owned[0]), written(n.used, j, used, &owned[1]), written(n.meta, j, meta, &owned[2])
 		}
 	}
 	focus := int32(-1)
@@ -157,7 +161,6 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	}
 	if len(chs) == 0 {
 		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
-		n.exp, n.used, n.meta = b.exp, b.used, b.meta
 		return n, focus
 	}
 	n.patchText(chs)
@@ -211,6 +214,27 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	}
 	n.patchLevels(b.levels, chs)
 	return n, focus
+}
+
+// written returns a with a[j] = v, copied first unless owned already
+// (or unless a[j] is v).
+func written(a []uint32, j int32, v uint32, owned *bool) []uint32 {
+	if a[j] == v {
+		return a
+	}
+	if !*owned {
+		a, *owned = slices.Clone(a), true
+	}
+	a[j] = v
+	return a
+}
+
+// grown returns a with one more element, copied first unless owned.
+func grown(a []uint32, owned *bool) []uint32 {
+	if !*owned {
+		a, *owned = slices.Grow(slices.Clone(a), 1), true
+	}
+	return append(a, 0)
 }
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {

@@ -177,3 +177,48 @@ func TestInMemoryOrder(t *testing.T) {
 		t.Fatal("not a permutation of the keys")
 	}
 }
+
+func TestMergeOrder(t *testing.T) {
+	rng := rand.New(rand.NewPCG(13, 14))
+	for round := range 300 {
+		n := rng.IntN(50)
+		val := make([]int, n+20) // index -> sort value, ties by index
+		for i := range val {
+			val[i] = rng.IntN(10)
+		}
+		cmpIdx := func(x, y int32) int {
+			if c := cmp.Compare(val[x], val[y]); c != 0 {
+				return c
+			}
+			return cmp.Compare(x, y)
+		}
+		var order []int32
+		for i := range int32(n) {
+			order = append(order, i)
+		}
+		slices.SortFunc(order, cmpIdx)
+		marked := make([]uint64, 1)
+		var add, want []int32
+		for i := range int32(n) {
+			if rng.IntN(3) == 0 {
+				marked[0] |= 1 << i
+				if rng.IntN(2) == 0 {
+					val[i] = rng.IntN(10) // moved
+					add = append(add, i)
+				}
+			}
+		}
+		for i := int32(n); i < int32(n)+int32(rng.IntN(20)); i++ {
+			add = append(add, i) // created
+		}
+		for i := range int32(len(val)) {
+			if (i < int32(n) && marked[0]&(1<<i) == 0) || slices.Contains(add, i) {
+				want = append(want, i)
+			}
+		}
+		slices.SortFunc(want, cmpIdx)
+		if got := mergeOrder(order, marked, add, cmpIdx); !slices.Equal(got, want) {
+			t.Fatalf("round %d: %v, want %v", round, got, want)
+		}
+	}
+}

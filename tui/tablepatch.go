@@ -319,23 +319,32 @@ func (n *tableData) patchLevels(old []filterLevel, chs []change) {
 }
 
 // mergeOrder removes the marked indices from order and inserts add at
-// the positions cmp gives them.
+// the positions cmp gives them. The kept indices are compacted into the
+// result itself and the additions merged in from the back, so a patch
+// allocates one order per column it changes, not two.
 func mergeOrder(order []int32, marked []uint64, add []int32, cmp func(x, y int32) int) []int32 {
-	kept := make([]int32, 0, len(order))
+	out := make([]int32, 0, len(order)+len(add))
 	for _, i := range order {
 		if int(i>>6) >= len(marked) || marked[i>>6]&(1<<(uint(i)&63)) == 0 {
-			kept = append(kept, i)
+			out = append(out, i)
 		}
 	}
+	kept := len(out)
 	add = slices.Clone(add)
 	slices.SortFunc(add, cmp)
-	out := make([]int32, 0, len(kept)+len(add))
+	pos := make([]int, len(add)) // where add[x] goes among the kept
 	lo := 0
-	for _, a := range add {
-		pos := lo + sort.Search(len(kept)-lo, func(x int) bool { return cmp(kept[lo+x], a) > 0 })
-		out = append(out, kept[lo:pos]...)
-		out = append(out, a)
-		lo = pos
+	for x, a := range add {
+		lo += sort.Search(kept-lo, func(y int) bool { return cmp(out[lo+y], a) > 0 })
+		pos[x] = lo
 	}
-	return append(out, kept[lo:]...)
+	out = out[:kept+len(add)]
+	end := kept // out[:end] holds the kept not moved yet
+	for x := len(add) - 1; x >= 0; x-- {
+		p := pos[x]
+		copy(out[p+x+1:end+x+1], out[p:end])
+		out[p+x] = add[x]
+		end = p
+	}
+	return out
 }

@@ -32,7 +32,7 @@ import (
 // order that the live patches (tablepatch.go) keep with binary searches.
 //
 // Only the name order is built with the snapshot; another column is
-// sorted when the admin picks it (20-60 ms at 1M) and cached until the
+// sorted when the admin picks it (10-45 ms at 1M) and cached until the
 // next column is picked. Sorting all six in the background cost 96 bytes
 // a key at 1M (the orders and their radix buffers, garbage until the
 // next GC, which with a 1 GiB store heap is far away).

@@ -19,7 +19,8 @@ import (
 func oddKeys(n int, rng *rand.Rand) []*model.Key {
 	keys := testKeys(n, rng)
 	odd := []string{"Ärger", "ärger", "\u212Aelvin", "kelvin", "Kelvin", "café", "CAFE", "abc", "abcd", "abcde",
-		"abcdefgh", "ABCDEFGH1", "shared-prefix-of-24-byte", "shared-prefix-of-24-bytes", "Shared-Prefix-Of-24-Bytes-and-more"}
+		"abcdefgh", "ABCDEFGH1", "shared-prefix-of-24-byte", "shared-prefix-of-24-bytes", "Shared-Prefix-Of-24-Bytes-and-more",
+		strings.Repeat("Long-", 13) + "end", strings.Repeat("long-", 13) + "END", strings.Repeat("long-", 13) + "e", "Ünïcödé-" + strings.Repeat("x", 60)}
 	for i, k := range keys {
 		switch rng.IntN(6) {
 		case 0:

@@ -19,10 +19,10 @@ import (
 // meta), and every column's order is computed from those without
 // comparisons where possible:
 //
-//   - Name: an MSD radix sort on the first 24 folded bytes of the name,
+//   - Name: an MSD radix sort on the first 64 folded bytes of the name,
 //     4 bytes a round, read from the filter's haystack (which holds the
 //     lowercased names), then a comparison sort of the rare runs that
-//     share those 24 bytes.
+//     share those 64 bytes.
 //   - Role, Status, Created by (a handful of distinct values): a counting
 //     sort that walks the name order, so ties stay in name order.
 //   - Expires, Last used: a stable LSD radix sort of (key << 32 | name
@@ -103,8 +103,12 @@ func radixSort(a, buf []uint64, lo int) []uint64 {
 	return a
 }
 
-// nameChunks is how many 4-byte rounds the name sort makes (24 bytes).
-const nameChunks = 6
+// nameChunks is how many 4-byte rounds the name sort makes at most (64
+// bytes). A round reads only the keys whose group is still open, so long
+// shared prefixes ("Ünïcödé-billing-bot-00…", 24 bytes) cost a few more
+// rounds instead of a comparison sort through the key pointers (6.5 s at
+// 1M with 24 bytes).
+const nameChunks = 16
 
 // sortByName returns the keys' indices in name order (folded name, then
 // id). Only for a fresh build: every key live, key i owns segment i. a
@@ -113,7 +117,7 @@ const nameChunks = 6
 //
 // Most significant chunk first: a round sorts each group of keys that
 // share the chunks so far by its next 4 bytes (packed above the key
-// index in a uint64), splitting it; after 24 bytes the groups left are
+// index in a uint64), splitting it; after 64 bytes the groups left are
 // sorted by comparison. A round reads its chunk of every name in index
 // order, which is haystack order, so the haystack streams by instead of
 // being read at random.
@@ -192,7 +196,7 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 			break
 		}
 	}
-	// Names that share their first 24 folded bytes: finish by comparison.
+	// Names that share their first 64 folded bytes: finish by comparison.
 	for s := 0; s < n; {
 		e := next(s)
 		if e-s > 1 {

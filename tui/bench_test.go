@@ -2,7 +2,11 @@ package tui
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"os"
+	"runtime"
+	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -47,6 +51,14 @@ func benchKeys(n int) []*model.Key {
 		}
 		keys[i] = k
 	}
+	return keys
+}
+
+// shuffledKeys is the n bench keys in a random order, as the store's
+// map hands them over (and not the address order a table leaves behind).
+func shuffledKeys(n int) []*model.Key {
+	keys := slices.Clone(cachedBenchKeys(n))
+	rand.New(rand.NewPCG(1, uint64(n))).Shuffle(n, func(i, j int) { keys[i], keys[j] = keys[j], keys[i] })
 	return keys
 }
 
@@ -122,12 +134,23 @@ func BenchmarkSortCold(b *testing.B) {
 func BenchmarkTableLoad(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			keys := cachedBenchKeys(n)
+			// The store hands keys over in map order; a table's own slice
+			// would be in address order already.
+			src := shuffledKeys(n)
+			keys := make([]*model.Key, n)
 			b.ReportAllocs()
 			b.ResetTimer()
+			var cpu time.Duration
 			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				copy(keys, src)
+				b.StartTimer()
+				start := cpuTime()
 				_ = newTableData(keys, colName, false, "", testNow)
+				cpu += cpuTime() - start
 			}
+			// On a shared machine CPU time varies less than wall time.
+			b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
 		})
 	}
 }
@@ -157,7 +180,7 @@ func BenchmarkPatch(b *testing.B) {
 		} {
 			b.Run(fmt.Sprintf("%d/%s", n, tc.name), func(b *testing.B) {
 				d := newTableData(keys, colLastUsed, false, "check", testNow)
-				d.orders = d.missingOrders(d.orders)
+				sortAll(d)
 				d.buildIDs()
 				m := min(tc.m, n)
 				ids := make([]string, m)
@@ -181,8 +204,10 @@ func BenchmarkPatch(b *testing.B) {
 	}
 }
 
-// Warm sort: switching to a column sorted before on this snapshot, and
-// reversing (the same key again), as an admin flipping sorts does.
+// Flipping sorts as an admin does: a column, the same key again
+// (reverses: a flag), then Name (always kept). Only the current column's
+// order is kept besides Name's, so going back to Expires sorts it again:
+// one cold sort every three keys.
 func BenchmarkSortWarm(b *testing.B) {
 	for _, n := range sizes {
 		b.Run(fmt.Sprint(n), func(b *testing.B) {
@@ -238,4 +263,57 @@ func BenchmarkFilterNarrow(b *testing.B) {
 			}
 		})
 	}
+}
+
+// Memory: what the table's data allocates per key to build
+// (build-alloc-B/key: TotalAlloc, so garbage counts too: it stays RSS
+// until the next GC, far away behind a 1 GiB store heap), what it keeps
+// (retained-B/key: the live heap after a GC, the key set excluded), and
+// both again once every column has been sorted (alloc-B/key,
+// sorted-retained-B/key).
+func BenchmarkTableMem(b *testing.B) {
+	for _, n := range sizes {
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			src := shuffledKeys(n)
+			keys := make([]*model.Key, n)
+			var before, built, retained, after runtime.MemStats
+			var keep *tableData
+			for i := 0; i < b.N; i++ {
+				keep = nil
+				copy(keys, src)
+				runtime.GC()
+				runtime.ReadMemStats(&before)
+				d := newTableData(keys, colName, false, "", testNow)
+				runtime.ReadMemStats(&built)
+				keep = d
+				b.StopTimer()
+				runtime.GC()
+				runtime.ReadMemStats(&retained)
+				b.StartTimer()
+				sortAll(d)
+				runtime.ReadMemStats(&after)
+			}
+			b.StopTimer()
+			allocAll := built.TotalAlloc - before.TotalAlloc + after.TotalAlloc - retained.TotalAlloc
+			runtime.GC()
+			runtime.ReadMemStats(&after)
+			runtime.KeepAlive(keep)
+			runtime.KeepAlive(src) // or the last GC frees them and hides 16 B/key of orders
+			runtime.KeepAlive(keys)
+			perKey := func(x float64) float64 { return x / float64(n) }
+			b.ReportMetric(perKey(float64(built.TotalAlloc-before.TotalAlloc)), "build-alloc-B/key")
+			b.ReportMetric(perKey(float64(retained.HeapInuse)-float64(before.HeapInuse)), "retained-B/key")
+			b.ReportMetric(perKey(float64(allocAll)), "alloc-B/key")
+			b.ReportMetric(perKey(float64(after.HeapInuse)-float64(before.HeapInuse)), "sorted-retained-B/key")
+		})
+	}
+}
+
+// cpuTime is the process's user + system CPU time so far.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -161,14 +161,6 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 		return t, t.loadedSnapshot(msg)
 	case keysPatchedMsg:
 		return t, t.patched(msg)
-	case ordersMsg:
-		if msg.d == t.d {
-			for c, o := range msg.orders {
-				if t.d.orders[c] == nil {
-					t.d.orders[c] = o
-				}
-			}
-		}
 	case feedMsg:
 		var ids []string
 		for _, ch := range msg.changes {
@@ -267,7 +259,8 @@ func (t *keysTable) jobDone() {
 	t.jobFocus = ""
 }
 
-// next starts the job that waits, or sorts the columns not sorted yet.
+// next starts the job that waits. (Columns are sorted when picked, see
+// tablesort.go.)
 func (t *keysTable) next() tea.Cmd {
 	if t.pendingReload {
 		return t.reload()
@@ -275,30 +268,7 @@ func (t *keysTable) next() tea.Cmd {
 	if len(t.pending) > 0 {
 		return t.refresh()
 	}
-	return t.precompute()
-}
-
-// ordersMsg carries sort orders computed in the background for a snapshot.
-type ordersMsg struct {
-	d      *tableData
-	orders [numColumns][]int32
-}
-
-func (ordersMsg) broadcast() {}
-
-// precompute sorts the other columns off the UI goroutine, so that with
-// a million keys a sort key is a slice swap instead of a sort.
-func (t *keysTable) precompute() tea.Cmd {
-	d := t.d
-	have := d.orders
-	missing := false
-	for _, o := range have {
-		missing = missing || o == nil
-	}
-	if !missing {
-		return nil
-	}
-	return func() tea.Msg { return ordersMsg{d: d, orders: d.missingOrders(have)} }
+	return nil
 }
 
 func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {

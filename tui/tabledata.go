@@ -2,6 +2,8 @@ package tui
 
 import (
 	"bytes"
+	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -43,29 +45,49 @@ func (c column) String() string {
 // written once the tableData is handed to the UI (patches copy them), so a
 // tableData may be built or patched on a background goroutine.
 type tableData struct {
-	now      time.Time
-	all      []*model.Key // index space; nil once deleted
-	rows     []keyRow     // sort keys of all[i]
-	creators []string     // distinct creators; rows[i].creator indexes it
-	creatorN map[string]uint32
+	now time.Time
+	all []*model.Key // index space; nil once deleted
+	// Sort keys of all[i] (tablesort.go): Expires, Last used, and the
+	// creator, role and status packed in meta.
+	exp, used, meta []uint32
+	creators        []string // distinct creators; meta's creator indexes it
+	creatorN        map[string]uint32
 	// The filter's haystack: lowercased "name\x00id\x00description\x01"
 	// segments laid out contiguously, so a keystroke scans memory
 	// sequentially instead of chasing a million pointers. A patched key
 	// gets a new segment at the end; its old one is orphaned.
-	hay      []byte
-	segs     []int32 // segs[s] is where segment s starts; the last entry is len(hay)
-	segKey   []int32 // key index of segment s, -1 when orphaned
-	keySeg   []int32 // segment of key i
+	hay  []byte
+	segs []int32 // segs[s] is where segment s starts; the last entry is len(hay)
+	// segKey is the key index of segment s (-1 when orphaned) and keySeg
+	// the segment of key i; both nil while segment i is key i's (until a
+	// patch changes some key's text), which saves 8 bytes a key.
+	segKey []int32
+	keySeg []int32
+	// Descriptions are mostly a few texts shared by many keys ("Nightly
+	// billing job"): up to maxShared distinct ones are kept once, in
+	// descs (lowercased, each ending in \x01, descSegs[x] where text x
+	// starts, then len(descs)), and descOf[i] names key i's, or is noDesc:
+	// no description, or one kept in the key's segment. A filter scans the
+	// shared texts, then descOf for the ones that matched.
+	descs    []byte
+	descSegs []int32
+	descOf   []uint16
 	orders   [numColumns][]int32
-	nameRank []int32 // position of key i in orders[colName]
+	nameRank []int32 // position of key i in orders[colName]; built by the patches that need it
 	col      column
 	desc     bool
 	levels   []filterLevel // levels[0] is the unfiltered order
 	counts   counts
-	// ids maps key id -> index. Only patch jobs use it (one at a time,
-	// off the UI goroutine); the first one builds it.
-	ids map[string]int32
+	// ids finds a key's index by id. Only patch jobs use it (one at a
+	// time, off the UI goroutine); the first one builds it.
+	ids *idIndex
 }
+
+// maxShared bounds the shared descriptions; noDesc marks a key without one.
+const (
+	maxShared = 4096
+	noDesc    = math.MaxUint16
+)
 
 // filterLevel is one step of the incremental filter: the matching keys'
 // indices in the current order, and the match set as a bitmap over all.
@@ -82,31 +104,68 @@ type counts struct {
 // UnusedAfter is how long without use makes a key stale in the counts.
 const UnusedAfter = 90 * 24 * time.Hour
 
+// newTableData builds the table's data with the name order and col's.
+// It may keep all (under 4096 keys it does, as its index space).
+//
+// At 1M keys its memory is most of the TUI's: what it keeps, and the
+// garbage it leaves, which stays RSS until the next GC (far away behind
+// a 1 GiB store heap). So two scratch buffers serve the address sort and
+// then the name sort, and only those two orders are made here.
 func newTableData(all []*model.Key, col column, desc bool, query string, now time.Time) *tableData {
-	all = inMemoryOrder(all)
+	n := len(all)
+	scratchA, scratchB := make([]uint64, n), make([]uint64, n)
+	all = inMemoryOrder(all, scratchA, scratchB)
 	d := &tableData{now: now, all: all, col: col, desc: desc, creatorN: map[string]uint32{}}
-	d.rows = make([]keyRow, len(all))
+	d.exp, d.used, d.meta = make([]uint32, n), make([]uint32, n), make([]uint32, n)
+	// First pass: share the descriptions and size the haystack.
+	d.descOf = make([]uint16, n)
+	shared := map[string]uint16{}
 	size := 0
-	for _, k := range all {
-		size += len(k.Name) + len(k.ID) + len(k.Description) + 3
-	}
-	d.hay = make([]byte, 0, size)
-	d.segs = make([]int32, 0, len(all)+1)
-	d.segKey = make([]int32, len(all))
-	d.keySeg = make([]int32, len(all))
-	// One pass over the keys (each a cache miss at 1M) fills everything,
-	// including the packed name prefixes the name sort works on.
-	pre := newNamePrefixes(len(all))
 	for i, k := range all {
-		d.rows[i] = makeRow(k, now, d.creatorOf(k.CreatedBy))
+		size += len(k.Name) + len(k.ID) + 3
+		x, ok := shared[k.Description]
+		switch {
+		case k.Description == "":
+			x = noDesc
+		case ok:
+		case len(shared) < maxShared:
+			x = uint16(len(d.descSegs))
+			shared[k.Description] = x
+			d.descSegs = append(d.descSegs, int32(len(d.descs)))
+			d.descs, _ = appendLower(d.descs, k.Description)
+			d.descs = append(d.descs, 1)
+		default:
+			x = noDesc
+			size += len(k.Description)
+		}
+		d.descOf[i] = x
+	}
+	d.descSegs = append(d.descSegs, int32(len(d.descs)))
+	d.hay = make([]byte, 0, size)
+	d.segs = make([]int32, 0, n+1)
+	// One pass over the keys (each a cache miss at 1M) fills the rest.
+	var odd []uint64 // names whose haystack text is not ASCII-folded bytes
+	for i, k := range all {
+		d.setSortKeys(int32(i), k)
 		d.counts.add(k, now, 1)
-		d.segKey[i], d.keySeg[i] = int32(i), int32(i)
 		d.segs = append(d.segs, int32(len(d.hay)))
-		d.hay = appendSegment(d.hay, k)
-		pre.set(int32(i), k.Name)
+		var ascii bool
+		if d.hay, ascii = appendLower(d.hay, k.Name); !ascii {
+			if odd == nil {
+				odd = make([]uint64, (n+63)/64)
+			}
+			odd[i>>6] |= 1 << (uint(i) & 63)
+		}
+		d.hay = append(d.hay, 0)
+		d.hay, _ = appendLower(d.hay, k.ID)
+		d.hay = append(d.hay, 0)
+		if d.descOf[i] == noDesc {
+			d.hay, _ = appendLower(d.hay, k.Description)
+		}
+		d.hay = append(d.hay, 1)
 	}
 	d.segs = append(d.segs, int32(len(d.hay)))
-	d.setNameOrder(d.sortByName(pre))
+	d.orders[colName] = d.sortByName(scratchA, scratchB, odd)
 	d.levels = []filterLevel{{idx: d.order(col)}}
 	d.setQuery(query)
 	return d
@@ -117,19 +176,34 @@ func newTableData(all []*model.Key, col column, desc bool, query string, now tim
 // visiting a million keys (and their strings, allocated beside them)
 // that way is one cache miss after another. In address order the
 // hardware prefetcher keeps up: the load pass at 1M took 1.6 s before,
-// about 0.5 s after. The index order means nothing else.
-func inMemoryOrder(all []*model.Key) []*model.Key {
+// about 0.5 s after. The index order means nothing else, so the sort
+// may be coarse: it sorts (address offset << index bits | index) words
+// in a and buf (scratch of len(all)), dropping low address bits only if
+// the heap spans more than the rest of the word.
+//
+// The result is a new slice: permuting all in place (saving the 8 MB at
+// 1M that the caller's slice becomes) follows the permutation's cycles,
+// one dependent cache miss after another, and took 130 ms at 1M where
+// this gather, whose loads are independent, takes a fraction of that.
+func inMemoryOrder(all []*model.Key, a, buf []uint64) []*model.Key {
 	if len(all) < 4096 {
 		return all
 	}
-	a := make([]pair, len(all))
-	for i, k := range all {
-		a[i] = pair{k: uint64(uintptr(unsafe.Pointer(k))), i: int32(i)}
+	lo, hi := uintptr(math.MaxUint), uintptr(0)
+	for _, k := range all {
+		p := uintptr(unsafe.Pointer(k))
+		lo, hi = min(lo, p), max(hi, p)
 	}
-	a, _ = radixSort(a, make([]pair, len(a)))
+	idxBits := bits.Len(uint(len(all)))
+	shift := max(0, bits.Len64(uint64(hi-lo))-(64-idxBits))
+	for i, k := range all {
+		a[i] = uint64(uintptr(unsafe.Pointer(k))-lo)>>shift<<idxBits | uint64(i)
+	}
+	a = radixSort(a, buf, idxBits/8) // the digits below hold only index bits, in order
 	out := make([]*model.Key, len(all))
-	for i, p := range a {
-		out[i] = all[p.i]
+	mask := uint64(1)<<idxBits - 1
+	for i, w := range a {
+		out[i] = all[w&mask]
 	}
 	return out
 }
@@ -146,38 +220,39 @@ func (d *tableData) creatorOf(name string) uint32 {
 	return n
 }
 
-func (d *tableData) setNameOrder(o []int32) {
-	d.orders[colName] = o
+// rankNames fills nameRank from the name order.
+func (d *tableData) rankNames() {
 	d.nameRank = make([]int32, len(d.all))
-	for pos, i := range o {
+	for pos, i := range d.orders[colName] {
 		d.nameRank[i] = int32(pos)
 	}
 }
 
+// appendSegment appends key k's whole segment (description included).
 func appendSegment(b []byte, k *model.Key) []byte {
-	b = appendLower(b, k.Name)
+	b, _ = appendLower(b, k.Name)
 	b = append(b, 0)
-	b = appendLower(b, k.ID)
+	b, _ = appendLower(b, k.ID)
 	b = append(b, 0)
-	b = appendLower(b, k.Description)
+	b, _ = appendLower(b, k.Description)
 	return append(b, 1)
 }
 
 // appendLower appends s lowercased: ASCII in place after one copy, the
-// rare non-ASCII string through strings.ToLower.
-func appendLower(b []byte, s string) []byte {
+// rare non-ASCII string through strings.ToLower (ascii false).
+func appendLower(b []byte, s string) (_ []byte, ascii bool) {
 	start := len(b)
 	b = append(b, s...)
 	for i := start; i < len(b); i++ {
 		c := b[i]
 		if c >= utf8.RuneSelf {
-			return append(b[:start], strings.ToLower(s)...)
+			return append(b[:start], strings.ToLower(s)...), false
 		}
 		if c-'A' < 26 {
 			b[i] = c + 'a' - 'A'
 		}
 	}
-	return b
+	return b, true
 }
 
 // add counts k into c (sign 1) or takes it out (sign -1).
@@ -211,22 +286,16 @@ func (d *tableData) order(col column) []int32 {
 	return d.orders[col]
 }
 
-// missingOrders sorts the columns not sorted yet, off the UI goroutine
-// (it reads only what never changes once d is built; have is a copy).
-func (d *tableData) missingOrders(have [numColumns][]int32) [numColumns][]int32 {
-	for c := range numColumns {
-		if have[c] == nil {
-			have[c] = d.sortColumn(c)
-		}
-	}
-	return have
-}
-
-// setSort sorts by col; the same column again reverses.
+// setSort sorts by col; the same column again reverses. Besides the name
+// order, only the current column's is kept: sorting a column again costs
+// 10-45 ms at 1M, keeping every order 20 bytes a key.
 func (d *tableData) setSort(col column) {
 	if col == d.col {
 		d.desc = !d.desc
 		return
+	}
+	if d.col != colName {
+		d.orders[d.col] = nil
 	}
 	d.col, d.desc = col, false
 	d.rebuildLevels()
@@ -316,8 +385,37 @@ func (d *tableData) setBit(bits []uint64, j int32) { bits[j>>6] |= 1 << (uint(j)
 
 // segment returns key j's haystack text.
 func (d *tableData) segment(j int32) []byte {
-	s := d.keySeg[j]
+	s := j
+	if d.keySeg != nil {
+		s = d.keySeg[j]
+	}
 	return d.hay[d.segs[s]:d.segs[s+1]]
+}
+
+// descHits reports which shared descriptions contain needle; nil when
+// none does.
+func (d *tableData) descHits(needle []byte) []bool {
+	var hits []bool
+	for x := 0; x+1 < len(d.descSegs); x++ {
+		if bytes.Contains(d.descs[d.descSegs[x]:d.descSegs[x+1]], needle) {
+			if hits == nil {
+				hits = make([]bool, len(d.descSegs)-1)
+			}
+			hits[x] = true
+		}
+	}
+	return hits
+}
+
+// matches reports whether key j's text contains needle; hits is
+// descHits(needle).
+func (d *tableData) matches(j int32, needle []byte, hits []bool) bool {
+	if hits != nil && int(j) < len(d.descOf) {
+		if x := d.descOf[j]; x != noDesc && hits[x] {
+			return true
+		}
+	}
+	return bytes.Contains(d.segment(j), needle)
 }
 
 // setQuery filters the current order by name, id or description
@@ -334,10 +432,11 @@ func (d *tableData) setQuery(q string) {
 	prev := d.levels[len(d.levels)-1]
 	bits := make([]uint64, (len(d.all)+63)/64)
 	needle := []byte(q)
+	hits := d.descHits(needle)
 	if prev.bits != nil && len(prev.idx) < len(d.all)/8 {
 		// Few candidates: check only their segments.
 		for _, j := range prev.idx {
-			if bytes.Contains(d.segment(j), needle) {
+			if d.matches(j, needle, hits) {
 				d.setBit(bits, j)
 			}
 		}
@@ -353,12 +452,23 @@ func (d *tableData) setQuery(q string) {
 			for d.segs[s+1] <= p {
 				s++
 			}
-			if j := d.segKey[s]; j >= 0 {
+			j := int32(s)
+			if d.segKey != nil {
+				j = d.segKey[s]
+			}
+			if j >= 0 {
 				d.setBit(bits, j)
 			}
 			pos = int(d.segs[s+1]) // next segment
 			if pos >= len(d.hay) {
 				break
+			}
+		}
+		if hits != nil {
+			for j, x := range d.descOf {
+				if x != noDesc && hits[x] {
+					d.setBit(bits, int32(j))
+				}
 			}
 		}
 		if prev.bits != nil {

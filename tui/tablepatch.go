@@ -1,7 +1,7 @@
 package tui
 
 import (
-	"bytes"
+	"hash/maphash"
 	"slices"
 	"sort"
 
@@ -26,14 +26,77 @@ func (d *tableData) frozen() *tableData {
 	return &c
 }
 
-// buildIDs maps every live key's id to its index.
+// buildIDs indexes every live key by id.
 func (d *tableData) buildIDs() {
-	d.ids = make(map[string]int32, d.counts.total)
-	for i, k := range d.all {
+	d.ids = newIDIndex(d.all, d.counts.total)
+}
+
+// idIndex finds a key's index by id: an open-addressing table over a
+// tableData's all, linear probing, 4 bytes a slot and at most half full
+// (8 MB at 1M keys; a map[string]int32 took 56). A slot holds index+1,
+// 0 when empty; a slot whose key is nil in all (deleted) is a tombstone.
+// Like the map it replaces, one patch job at a time changes it in place
+// for the tableData it builds.
+type idIndex struct {
+	slots []int32
+	taken int // slots not empty, tombstones included
+	seed  maphash.Seed
+}
+
+func newIDIndex(all []*model.Key, live int) *idIndex {
+	size := 64
+	for size < 2*live+2 {
+		size *= 2
+	}
+	x := &idIndex{slots: make([]int32, size), seed: maphash.MakeSeed()}
+	for i, k := range all {
 		if k != nil {
-			d.ids[k.ID] = int32(i)
+			x.insert(all, k.ID, int32(i))
 		}
 	}
+	return x
+}
+
+// find returns the index of the live key with id in all.
+func (x *idIndex) find(all []*model.Key, id string) (int32, bool) {
+	mask := uint64(len(x.slots) - 1)
+	for h := maphash.String(x.seed, id) & mask; ; h = (h + 1) & mask {
+		s := x.slots[h]
+		if s == 0 {
+			return -1, false
+		}
+		if j := s - 1; int(j) < len(all) && all[j] != nil && all[j].ID == id {
+			return j, true
+		}
+	}
+}
+
+// insert adds key j, whose id is not in the table yet; all[j] is the key
+// (or about to be). It returns the table to use from now on: a bigger
+// one when this one filled up.
+func (x *idIndex) insert(all []*model.Key, id string, j int32) *idIndex {
+	mask := uint64(len(x.slots) - 1)
+	for h := maphash.String(x.seed, id) & mask; ; h = (h + 1) & mask {
+		s := x.slots[h]
+		if s != 0 && int(s-1) < len(all) && all[s-1] != nil {
+			continue
+		}
+		if s == 0 {
+			x.taken++
+		}
+		x.slots[h] = j + 1
+		break
+	}
+	if 2*x.taken > len(x.slots) {
+		live := 0
+		for _, k := range all {
+			if k != nil {
+				live++
+			}
+		}
+		return newIDIndex(all, live)
+	}
+	return x
 }
 
 // change is one key a patch updates.
@@ -50,9 +113,13 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		b.buildIDs()
 	}
 	n := &tableData{now: b.now, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
-		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg}
+		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg,
+		descs: b.descs, descSegs: b.descSegs, descOf: b.descOf}
 	n.all = slices.Clone(b.all)
-	n.rows = slices.Clone(b.rows)
+	// The sort key arrays are copied on first write: a last-used flush
+	// changes only used (4 of 12 bytes a key to copy).
+	n.exp, n.used, n.meta = b.exp, b.used, b.meta
+	var owned [3]bool
 	ownCreators := false
 	var chs []change
 	seen := make(map[string]bool, len(ids))
@@ -62,22 +129,19 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		}
 		seen[id] = true
 		k := get(id)
-		j, ok := n.ids[id]
+		j, ok := n.ids.find(n.all, id)
 		switch {
 		case ok && n.all[j] == k:
 			continue // already current
 		case ok:
 			chs = append(chs, change{j: j, old: n.all[j], new: k})
 			n.counts.add(n.all[j], n.now, -1)
-			n.all[j] = k
-			if k == nil {
-				delete(n.ids, id)
-			}
+			n.all[j] = k // nil: a tombstone in ids
 		case k != nil:
 			j = int32(len(n.all))
 			n.all = append(n.all, k)
-			n.rows = append(n.rows, keyRow{})
-			n.ids[id] = j
+			n.exp, n.used, n.meta = grown(n.exp, &owned[0]), grown(n.used, &owned[1]), grown(n.meta, &owned[2])
+			n.ids = n.ids.insert(n.all, id, j)
 			chs = append(chs, change{j: j, new: k})
 		default:
 			continue // created and deleted since
@@ -87,11 +151,12 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 			if _, known := n.creatorN[k.CreatedBy]; !known && !ownCreators {
 				n.creators, n.creatorN, ownCreators = slices.Clone(n.creators), cloneMap(n.creatorN), true
 			}
-			n.rows[j] = makeRow(k, n.now, n.creatorOf(k.CreatedBy))
+			exp, used, meta := sortKeys(k, n.now, n.creatorOf(k.CreatedBy))
+			n.exp, n.used, n.meta = written(n.exp, j, exp, &owned[0]), written(n.used, j, used, &owned[1]), written(n.meta, j, meta, &owned[2])
 		}
 	}
 	focus := int32(-1)
-	if j, ok := n.ids[focusID]; ok {
+	if j, ok := n.ids.find(n.all, focusID); ok {
 		focus = j
 	}
 	if len(chs) == 0 {
@@ -107,24 +172,14 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	var adds [numColumns][]int32
 	for _, ch := range chs {
 		everywhere := ch.old == nil || ch.new == nil || ch.old.Name != ch.new.Name || ch.old.ID != ch.new.ID
-		var oldRow keyRow
-		if ch.old != nil {
-			oldRow = b.rows[ch.j]
-		}
-		newRow := n.rows[ch.j]
 		for c := range numColumns {
 			moved := everywhere
-			switch c {
-			case colRole:
-				moved = moved || oldRow.role != newRow.role
-			case colStatus:
-				moved = moved || oldRow.status != newRow.status
-			case colExpires:
-				moved = moved || oldRow.exp != newRow.exp
-			case colLastUsed:
-				moved = moved || oldRow.used != newRow.used
-			case colCreated:
-				moved = moved || oldRow.creator != newRow.creator
+			switch {
+			case moved || c == colName:
+			case c == colCreated: // creator indexes, not ranks: the same in b and n
+				moved = b.meta[ch.j]>>metaCreator != n.meta[ch.j]>>metaCreator
+			default:
+				moved = b.colKey(c, ch.j, nil) != n.colKey(c, ch.j, nil)
 			}
 			if !moved {
 				continue
@@ -139,7 +194,7 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		}
 	}
 	if marks[colName] != nil {
-		n.setNameOrder(mergeOrder(b.orders[colName], marks[colName], adds[colName], n.cmpName))
+		n.orders[colName] = mergeOrder(b.orders[colName], marks[colName], adds[colName], n.cmpName)
 	} else {
 		n.orders[colName], n.nameRank = b.orders[colName], b.nameRank
 	}
@@ -147,15 +202,39 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 	for c := colName + 1; c < numColumns; c++ {
 		switch {
 		case b.orders[c] == nil:
-			// never sorted: computed on demand from the rows
+			// not sorted: computed on demand from the sort keys
 		case marks[c] == nil:
 			n.orders[c] = b.orders[c]
 		default:
+			if n.nameRank == nil {
+				n.rankNames()
+			}
 			n.orders[c] = mergeOrder(b.orders[c], marks[c], adds[c], n.colCmp(c, ranks))
 		}
 	}
 	n.patchLevels(b.levels, chs)
 	return n, focus
+}
+
+// written returns a with a[j] = v, copied first unless owned already
+// (or unless a[j] is v).
+func written(a []uint32, j int32, v uint32, owned *bool) []uint32 {
+	if a[j] == v {
+		return a
+	}
+	if !*owned {
+		a, *owned = slices.Clone(a), true
+	}
+	a[j] = v
+	return a
+}
+
+// grown returns a with one more element, copied first unless owned.
+func grown(a []uint32, owned *bool) []uint32 {
+	if !*owned {
+		a, *owned = slices.Grow(slices.Clone(a), 1), true
+	}
+	return append(a, 0)
 }
 
 func cloneMap[K comparable, V any](m map[K]V) map[K]V {
@@ -177,7 +256,10 @@ func (n *tableData) patchText(chs []change) {
 			continue
 		}
 		if !copied {
-			n.segKey, n.keySeg = slices.Clone(n.segKey), slices.Clone(n.keySeg)
+			n.segKey, n.keySeg = n.segmentMaps()
+			if n.descOf != nil {
+				n.descOf = slices.Clone(n.descOf)
+			}
 			copied = true
 		}
 		if ch.old != nil {
@@ -185,6 +267,9 @@ func (n *tableData) patchText(chs []change) {
 		}
 		for int(ch.j) >= len(n.keySeg) {
 			n.keySeg = append(n.keySeg, -1)
+		}
+		if int(ch.j) < len(n.descOf) {
+			n.descOf[ch.j] = noDesc // the new segment holds the description
 		}
 		if ch.new == nil {
 			n.keySeg[ch.j] = -1
@@ -198,6 +283,19 @@ func (n *tableData) patchText(chs []change) {
 	}
 }
 
+// segmentMaps returns copies of segKey and keySeg to change, made from
+// the identity when they are nil.
+func (n *tableData) segmentMaps() (segKey, keySeg []int32) {
+	if n.segKey != nil {
+		return slices.Clone(n.segKey), slices.Clone(n.keySeg)
+	}
+	segKey = make([]int32, len(n.segs)-1)
+	for s := range segKey {
+		segKey[s] = int32(s)
+	}
+	return segKey, slices.Clone(segKey)
+}
+
 // patchLevels rebuilds the filter levels for n's order: each level's
 // bitmap is re-evaluated for the changed keys only.
 func (n *tableData) patchLevels(old []filterLevel, chs []change) {
@@ -208,10 +306,11 @@ func (n *tableData) patchLevels(old []filterLevel, chs []change) {
 		bits := make([]uint64, words)
 		copy(bits, l.bits)
 		needle := []byte(l.query)
+		hits := n.descHits(needle)
 		for _, ch := range chs {
 			bits[ch.j>>6] &^= 1 << (uint(ch.j) & 63)
 			inPrev := prev.bits == nil || prev.bits[ch.j>>6]&(1<<(uint(ch.j)&63)) != 0
-			if ch.new != nil && inPrev && bytes.Contains(n.segment(ch.j), needle) {
+			if ch.new != nil && inPrev && n.matches(ch.j, needle, hits) {
 				n.setBit(bits, ch.j)
 			}
 		}
@@ -220,23 +319,32 @@ func (n *tableData) patchLevels(old []filterLevel, chs []change) {
 }
 
 // mergeOrder removes the marked indices from order and inserts add at
-// the positions cmp gives them.
+// the positions cmp gives them. The kept indices are compacted into the
+// result itself and the additions merged in from the back, so a patch
+// allocates one order per column it changes, not two.
 func mergeOrder(order []int32, marked []uint64, add []int32, cmp func(x, y int32) int) []int32 {
-	kept := make([]int32, 0, len(order))
+	out := make([]int32, 0, len(order)+len(add))
 	for _, i := range order {
 		if int(i>>6) >= len(marked) || marked[i>>6]&(1<<(uint(i)&63)) == 0 {
-			kept = append(kept, i)
+			out = append(out, i)
 		}
 	}
+	kept := len(out)
 	add = slices.Clone(add)
 	slices.SortFunc(add, cmp)
-	out := make([]int32, 0, len(kept)+len(add))
+	pos := make([]int, len(add)) // where add[x] goes among the kept
 	lo := 0
-	for _, a := range add {
-		pos := lo + sort.Search(len(kept)-lo, func(x int) bool { return cmp(kept[lo+x], a) > 0 })
-		out = append(out, kept[lo:pos]...)
-		out = append(out, a)
-		lo = pos
+	for x, a := range add {
+		lo += sort.Search(kept-lo, func(y int) bool { return cmp(out[lo+y], a) > 0 })
+		pos[x] = lo
 	}
-	return append(out, kept[lo:]...)
+	out = out[:kept+len(add)]
+	end := kept // out[:end] holds the kept not moved yet
+	for x := len(add) - 1; x >= 0; x-- {
+		p := pos[x]
+		copy(out[p+x+1:end+x+1], out[p:end])
+		out[p+x] = add[x]
+		end = p
+	}
+	return out
 }

@@ -41,7 +41,7 @@ func refOrder(d *tableData, col column) []string {
 			if k.LastUsedAt == nil {
 				return -1 << 63
 			}
-			return k.LastUsedAt.UnixNano()
+			return k.LastUsedAt.Unix() // to the second; ties by name
 		}
 		return 0
 	}
@@ -61,6 +61,14 @@ func refOrder(d *tableData, col column) []string {
 		ids[i] = k.ID
 	}
 	return ids
+}
+
+// sortAll caches every column's order, as a session that visited all
+// columns without switching the others out would have.
+func sortAll(d *tableData) {
+	for c := range numColumns {
+		d.order(c)
+	}
 }
 
 func idsOf(d *tableData, order []int32) []string {
@@ -123,7 +131,7 @@ func TestTablePatchMatchesReload(t *testing.T) {
 				byID[k.ID] = k
 			}
 			d := newTableData(slices.Clone(keys), col, false, query, testNow)
-			d.orders = d.missingOrders(d.orders)
+			sortAll(d)
 			next := 0
 			for round := range 6 {
 				var ids []string

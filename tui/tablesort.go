@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/binary"
 	"math"
+	"math/bits"
 	"slices"
 	"strings"
 	"time"
@@ -14,60 +15,77 @@ import (
 // Sorting a million keys through *model.Key pointers costs seconds: every
 // comparison chases two pointers into a heap far bigger than the cache.
 // So each key's sort keys are laid out once, when the snapshot is built,
-// in a compact row (keyRow), and every column's order is computed from
-// those rows without comparisons where possible:
+// in compact per-column arrays (4 bytes a key each: tableData.exp, used,
+// meta), and every column's order is computed from those without
+// comparisons where possible:
 //
-//   - Name: an LSD radix sort on the first 24 folded bytes of the name,
-//     then a comparison sort of the rare runs that share those 24 bytes.
+//   - Name: an MSD radix sort on the first 64 folded bytes of the name,
+//     4 bytes a round, read from the filter's haystack (which holds the
+//     lowercased names), then a comparison sort of the rare runs that
+//     share those 64 bytes.
 //   - Role, Status, Created by (a handful of distinct values): a counting
 //     sort that walks the name order, so ties stay in name order.
-//   - Expires, Last used: a stable LSD radix sort of (key, index) pairs
-//     laid out in name order, so ties stay in name order too.
+//   - Expires, Last used: a stable LSD radix sort of (key << 32 | name
+//     position) words, so ties stay in name order too.
 //
 // Every column therefore orders by (column value, name rank), a total
 // order that the live patches (tablepatch.go) keep with binary searches.
+//
+// Only the name order is built with the snapshot; another column is
+// sorted when the admin picks it (10-45 ms at 1M) and cached until the
+// next column is picked. Sorting all six in the background cost 96 bytes
+// a key at 1M (the orders and their radix buffers, garbage until the
+// next GC, which with a 1 GiB store heap is far away).
 
-// keyRow holds one key's sort keys.
-type keyRow struct {
-	exp     uint64 // order-preserving expiry; math.MaxUint64 when it never expires
-	used    uint64 // last use in unix nanos (offset); 0 when never used
-	creator uint32 // index into tableData.creators
-	role    uint8
-	status  uint8
+// Meta packs a key's small sort keys: creator << metaCreator | role <<
+// 3 | status.
+const (
+	metaCreator = 5
+	metaRole    = 3
+	metaStatus  = 7 // mask
+)
+
+// Sort keys of the Expires and Last used columns are unix seconds in a
+// uint32 (clamped to 1970..2106): neverExpires sorts last, neverUsed
+// (0) first. Keys used in the same second order by name.
+const neverExpires = math.MaxUint32
+
+func clampUnix(t time.Time) uint32 {
+	return uint32(min(max(t.Unix(), 0), math.MaxUint32-1))
 }
 
-func makeRow(k *model.Key, now time.Time, creator uint32) keyRow {
-	r := keyRow{exp: math.MaxUint64, creator: creator, role: uint8(roleRank(k.Role)), status: uint8(statusRank(k.Display(now)))}
+// sortKeys returns key k's Expires, Last used and meta sort keys.
+func sortKeys(k *model.Key, now time.Time, creator uint32) (exp, used, meta uint32) {
+	exp = neverExpires
 	if k.ExpiresAt != nil {
-		r.exp = uint64(k.ExpiresAt.Unix()) ^ (1 << 63) // signed → unsigned order
+		exp = clampUnix(*k.ExpiresAt)
 	}
 	if k.LastUsedAt != nil {
-		r.used = uint64(k.LastUsedAt.UnixNano()) ^ (1 << 63)
+		used = clampUnix(*k.LastUsedAt) + 1
 	}
-	return r
+	meta = creator<<metaCreator | uint32(roleRank(k.Role))<<metaRole | uint32(statusRank(k.Display(now)))
+	return exp, used, meta
 }
 
-// pair is what the radix sort moves: a key and a snapshot index.
-type pair struct {
-	k uint64
-	i int32
+// setSortKeys fills key j's sort keys.
+func (d *tableData) setSortKeys(j int32, k *model.Key) {
+	d.exp[j], d.used[j], d.meta[j] = sortKeys(k, d.now, d.creatorOf(k.CreatedBy))
 }
 
-// radixSort sorts a by k, stably, with 8-bit LSD passes, skipping the
-// digits every key shares. It returns the sorted slice and the other
-// one, free for reuse.
-func radixSort(a, buf []pair) (sorted, free []pair) {
+// radixSort sorts a by its bits from byte digit lo up, stably, with
+// 8-bit LSD passes, skipping the digits every element shares. It returns
+// the sorted slice, which is a or buf.
+func radixSort(a, buf []uint64, lo int) []uint64 {
 	var hist [8][256]int32
-	for _, p := range a {
-		k := p.k
-		for d := range 8 {
+	for _, k := range a {
+		for d := lo; d < 8; d++ {
 			hist[d][byte(k>>(8*d))]++
 		}
 	}
 	n := int32(len(a))
-	for d := range 8 {
+	for d := lo; d < 8; d++ {
 		h := &hist[d]
-		if n == 0 || h[byte(a[0].k>>(8*d))] == n {
+		if n == 0 || h[byte(a[0]>>(8*d))] == n {
 			continue // every key has the same digit here
 		}
 		var sum int32
@@ -75,64 +93,135 @@ func radixSort(a, buf []pair) (sorted, free []pair) {
 			h[b], sum = sum, sum+h[b]
 		}
 		shift := 8 * d
-		for _, p := range a {
-			b := byte(p.k >> shift)
-			buf[h[b]] = p
+		for _, k := range a {
+			b := byte(k >> shift)
+			buf[h[b]] = k
 			h[b]++
 		}
 		a, buf = buf, a
 	}
-	return a, buf
+	return a
 }
 
-// namePrefixes holds the first 24 folded bytes of each name, packed.
-type namePrefixes struct{ p, q, r []uint64 }
+// nameChunks is how many 4-byte rounds the name sort makes at most (64
+// bytes). A round reads only the keys whose group is still open, so long
+// shared prefixes ("Ünïcödé-billing-bot-00…", 24 bytes) cost a few more
+// rounds instead of a comparison sort through the key pointers (6.5 s at
+// 1M with 24 bytes).
+const nameChunks = 16
 
-func newNamePrefixes(n int) namePrefixes {
-	return namePrefixes{make([]uint64, n), make([]uint64, n), make([]uint64, n)}
-}
-
-func (np namePrefixes) set(i int32, name string) {
-	np.p[i], np.q[i], np.r[i] = prefix8(name), prefix8(tail(name, 8)), prefix8(tail(name, 16))
-}
-
-// sortByName returns the live keys' indices in name order (folded name,
-// then id), given their packed prefixes.
-func (d *tableData) sortByName(np namePrefixes) []int32 {
-	live := make([]int32, 0, d.counts.total)
-	for i, k := range d.all {
-		if k != nil {
-			live = append(live, int32(i))
+// sortByName returns the keys' indices in name order (folded name, then
+// id). Only for a fresh build: every key live, key i owns segment i. a
+// and b are scratch of len(d.all); odd marks the names whose haystack
+// text is not their ASCII-folded bytes (non-ASCII), read from the key.
+//
+// Most significant chunk first: a round sorts each group of keys that
+// share the chunks so far by its next 4 bytes (packed above the key
+// index in a uint64), splitting it; after 64 bytes the groups left are
+// sorted by comparison. A round reads its chunk of every name in index
+// order, which is haystack order, so the haystack streams by instead of
+// being read at random.
+func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
+	n := len(d.all)
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(i)
+	}
+	if n < 2 {
+		return out
+	}
+	chunk := make([]uint32, n)
+	split := make([]uint64, (n+64)/64) // bit p: position p starts a group; bit n ends the last
+	split[0] = 1
+	split[n>>6] |= 1 << (uint(n) & 63)
+	next := func(p int) int { // the first group start after p
+		p++
+		w := split[p>>6] >> (uint(p) & 63)
+		if w != 0 {
+			return p + bits.TrailingZeros64(w)
+		}
+		for i := p>>6 + 1; ; i++ {
+			if split[i] != 0 {
+				return i<<6 + bits.TrailingZeros64(split[i])
+			}
 		}
 	}
-	p, q, r := np.p, np.q, np.r
-	a, buf := make([]pair, len(live)), make([]pair, len(live))
-	for j, i := range live {
-		a[j] = pair{k: r[i], i: i}
-	}
-	a, buf = radixSort(a, buf)
-	for _, word := range [][]uint64{q, p} { // stable passes: r, then q, then p
-		for j := range a {
-			a[j].k = word[a[j].i]
+	done := make([]uint64, (n+63)/64) // keys alone in their group: no more chunks to read
+	for round := range nameChunks {
+		for i := range n {
+			switch {
+			case done[i>>6]&(1<<(uint(i)&63)) != 0:
+			case odd != nil && odd[i>>6]&(1<<(uint(i)&63)) != 0:
+				chunk[i] = uint32(prefix8(tail(d.all[i].Name, 4*round)) >> 32)
+			case round > 0 && chunk[i]&0xff == 0:
+				chunk[i] = 0 // the name ended in the last chunk
+			default:
+				chunk[i] = hayChunk(d.hay[int(d.segs[i])+4*round:])
+			}
 		}
-		a, buf = radixSort(a, buf)
-	}
-	out := make([]int32, len(a))
-	for j := range a {
-		out[j] = a[j].i
-	}
-	// Names that share their first 24 folded bytes: finish by comparison.
-	for s := 0; s < len(out); {
-		e := s + 1
-		for e < len(out) && p[out[e]] == p[out[s]] && q[out[e]] == q[out[s]] && r[out[e]] == r[out[s]] {
-			e++
+		open := false
+		for s := 0; s < n; {
+			e := next(s)
+			if e-s > 1 {
+				g, buf := a[s:e], b[s:e]
+				for p, i := range out[s:e] {
+					g[p] = uint64(chunk[i])<<32 | uint64(uint32(i))
+				}
+				if len(g) < 256 {
+					slices.Sort(g)
+				} else {
+					g = radixSort(g, buf, 4)
+				}
+				run := 0
+				for p, w := range g {
+					out[s+p] = int32(uint32(w))
+					if p > 0 && w>>32 != g[p-1]>>32 {
+						split[(s+p)>>6] |= 1 << (uint(s+p) & 63)
+						if p-run == 1 {
+							i := uint32(g[run])
+							done[i>>6] |= 1 << (i & 63)
+						}
+						run = p
+					}
+					open = open || p-run > 0
+				}
+				if len(g)-run == 1 {
+					i := uint32(g[run])
+					done[i>>6] |= 1 << (i & 63)
+				}
+			}
+			s = e
 		}
+		if !open {
+			break
+		}
+	}
+	// Names that share their first 64 folded bytes: finish by comparison.
+	for s := 0; s < n; {
+		e := next(s)
 		if e-s > 1 {
 			slices.SortFunc(out[s:e], func(x, y int32) int { return d.cmpName(x, y) })
 		}
 		s = e
 	}
 	return out
+}
+
+// hayChunk packs the first 4 bytes of h before a 0 byte (the end of the
+// name in a segment), big-endian, zero-padded.
+func hayChunk(h []byte) uint32 {
+	if len(h) < 4 {
+		var b [4]byte
+		copy(b[:], h)
+		h = b[:]
+	}
+	w := binary.BigEndian.Uint32(h)
+	// The high bit of each zero byte, exactly (no borrow between bytes).
+	z := ^((w&0x7f7f7f7f + 0x7f7f7f7f) | w | 0x7f7f7f7f)
+	if z == 0 {
+		return w
+	}
+	return w &^ (math.MaxUint32 >> (bits.LeadingZeros32(z) &^ 7))
 }
 
 func (d *tableData) cmpName(x, y int32) int {
@@ -164,24 +253,23 @@ func creatorRanks(creators []string) []uint32 {
 
 // colKey returns key i's value in column col (not Name); ranks are the
 // creator ranks for colCreated.
-func (d *tableData) colKey(col column, i int32, ranks []uint32) uint64 {
-	r := &d.rows[i]
+func (d *tableData) colKey(col column, i int32, ranks []uint32) uint32 {
 	switch col {
 	case colRole:
-		return uint64(r.role)
+		return d.meta[i] >> metaRole & 3
 	case colStatus:
-		return uint64(r.status)
+		return d.meta[i] & metaStatus
 	case colExpires:
-		return r.exp
+		return d.exp[i]
 	case colLastUsed:
-		return r.used
+		return d.used[i]
 	case colCreated:
-		return uint64(ranks[r.creator])
+		return ranks[d.meta[i]>>metaCreator]
 	}
 	return 0
 }
 
-// sortColumn computes col's order from the rows and the name order.
+// sortColumn computes col's order from the sort keys and the name order.
 func (d *tableData) sortColumn(col column) []int32 {
 	byName := d.orders[colName]
 	if col == colName {
@@ -196,11 +284,11 @@ func (d *tableData) sortColumn(col column) []int32 {
 	out := make([]int32, len(byName))
 	if col == colRole || col == colStatus || col == colCreated {
 		// Counting sort over the name order: stable, O(n). The keys are
-		// gathered first, so the random reads of rows happen once.
+		// gathered first, so the random reads of the sort keys happen once.
 		keys := make([]uint32, len(byName))
 		start := make([]int32, buckets+1)
 		for pos, i := range byName {
-			k := uint32(d.colKey(col, i, ranks))
+			k := d.colKey(col, i, ranks)
 			keys[pos] = k
 			start[k+1]++
 		}
@@ -213,19 +301,22 @@ func (d *tableData) sortColumn(col column) []int32 {
 		}
 		return out
 	}
-	a := make([]pair, len(byName))
-	for j, i := range byName {
-		a[j] = pair{k: d.colKey(col, i, nil), i: i}
+	// (key, name position) in one word: the sort moves 8 bytes, not a
+	// 16-byte pair, and only over the key's 4 bytes.
+	a := make([]uint64, len(byName))
+	for pos, i := range byName {
+		a[pos] = uint64(d.colKey(col, i, nil))<<32 | uint64(pos)
 	}
-	a, _ = radixSort(a, make([]pair, len(a)))
-	for j := range a {
-		out[j] = a[j].i
+	a = radixSort(a, make([]uint64, len(a)), 4)
+	for j, w := range a {
+		out[j] = byName[uint32(w)]
 	}
 	return out
 }
 
 // colCmp returns the comparison that col's order follows: the column
-// value, then the name rank (ranks must be the creator ranks).
+// value, then the name rank (ranks must be the creator ranks, and
+// d.nameRank set).
 func (d *tableData) colCmp(col column, ranks []uint32) func(x, y int32) int {
 	if col == colName {
 		return d.cmpName

@@ -278,12 +278,28 @@ func appendResult(b []byte, res *model.VerifyResult) []byte {
 	return append(b, "}\n"...)
 }
 
+// jsonPlain marks the bytes appendJSONString copies as they are:
+// printable ASCII other than " \ < > &.
+var jsonPlain = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\' && c != '<' && c != '>' && c != '&'
+	}
+	return t
+}()
+
 // appendJSONString appends s as a JSON string, escaping what JSON needs
-// and, like encoding/json, <, > and & for HTML safety.
+// and, like encoding/json, <, > and & for HTML safety. The plain prefix
+// (all of a code, a role or a key id) is copied in one append: byte by
+// byte it was a tenth of the verify handler's time.
 func appendJSONString(b []byte, s string) []byte {
 	const hex = "0123456789abcdef"
 	b = append(b, '"')
-	for i := 0; i < len(s); {
+	i := 0
+	for i < len(s) && jsonPlain[s[i]] {
+		i++
+	}
+	b = append(b, s[:i]...)
+	for i < len(s) {
 		c := s[i]
 		if c >= 0x80 {
 			r, size := utf8.DecodeRuneInString(s[i:])

@@ -499,3 +499,22 @@ func TestReadBodyLimit(t *testing.T) {
 		t.Errorf("over the limit: %v", err)
 	}
 }
+
+// TestAppendJSONStringMatchesEncodingJSON: the hand-written encoder of
+// the verify answer escapes exactly as encoding/json does, on the fast
+// plain-prefix path and after it.
+func TestAppendJSONStringMatchesEncodingJSON(t *testing.T) {
+	for _, s := range []string{
+		"", "VALID", "key_abcdefghijkl", "READONLY", "a\"b", `back\slash`, "<script>&", "tab\there",
+		"line\nbreak\r", "\x00\x01\x1f\x7f", "caf\u00e9", "\u2028\u2029", "bad\xffutf8", "plain then \x1b[31m",
+		strings.Repeat("x", 300) + "\"",
+	} {
+		want, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := appendJSONString(nil, s); string(got) != string(want) {
+			t.Errorf("appendJSONString(%q) = %s, encoding/json gives %s", s, got, want)
+		}
+	}
+}

@@ -173,12 +173,6 @@ type entry struct {
 	cur     [32]byte
 	prev    [32]byte
 	hasPrev bool
-	// first is the key's snapshot as loaded at Open, beside the entry
-	// rather than in a slab of its own: a verification reads both, and at
-	// 1M keys (700 MiB of heap in 4 KiB pages) every separate place is
-	// one more cache and TLB miss. Keys created later have their own
-	// allocation; a replaced first snapshot stays until the entry goes.
-	first model.Key
 }
 
 // Store is an open keyward database.
@@ -386,7 +380,7 @@ func (s *Store) init() error {
 	var fresh bool
 	err := s.db.View(func(tx *bolt.Tx) error {
 		var err error
-		if version, fresh, err = readSchema(tx, s.path); err != nil || fresh || version >= 2 {
+		if version, fresh, err = readSchema(tx, s.path); err != nil || fresh || version >= schemaNamesIndex {
 			return err
 		}
 		// Before migrating: a file with a schema but not the buckets of
@@ -397,7 +391,7 @@ func (s *Store) init() error {
 		return err
 	}
 	if !fresh {
-		s.indexed = version >= 2
+		s.indexed = version >= schemaNamesIndex
 		if s.indexed || s.readOnly {
 			return nil // a read-only file stays as it is: writes are refused anyway
 		}
@@ -614,7 +608,8 @@ type loadBatch struct {
 	recs  *loadRecs
 	nUsed int // how many recs.lus are not nil
 
-	entries []entry // slab: &entries[i] is key i's entry, with its snapshot in first
+	keys    []model.Key // slab: &keys[i] is the initial snapshot of key i
+	entries []entry     // slab: &entries[i] is key i's entry
 	err     error
 	done    chan struct{}
 }
@@ -754,9 +749,8 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 		if b.err != nil {
 			return b.err
 		}
-		for i := range b.entries {
-			e := &b.entries[i]
-			key := &e.first
+		for i := range b.keys {
+			key, e := &b.keys[i], &b.entries[i]
 			s.keys[key.ID] = e
 			if key.GraceUntil != nil {
 				s.graces[key.ID] = *key.GraceUntil
@@ -771,6 +765,7 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 	r := b.recs
 	n := len(r.vals)
+	b.keys = make([]model.Key, n)
 	b.entries = make([]entry, n)
 	var times []time.Time
 	if b.nUsed > 0 {
@@ -778,8 +773,7 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 	}
 	var a loadAlloc
 	for i, v := range r.vals {
-		e := &b.entries[i]
-		key := &e.first
+		key, e := &b.keys[i], &b.entries[i]
 		if err := decodeKeyInto(key, v, intern, scratch, &a); err != nil {
 			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(r.ids[i])), err)
 			return

@@ -19,6 +19,7 @@ func TestLastUsedSourcesShared(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer s.Close()
 	var toks, ids []string
 	for _, name := range []string{"a", "b", "c"} {
 		k, tok, err := s.CreateKey("admin", model.KeySpec{Name: name, Role: model.RoleAdmin, Active: true})

@@ -21,7 +21,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -175,34 +174,31 @@ func (a *app) runTUI(cmd *cobra.Command) error {
 	if errors.Is(err, store.ErrLocked) {
 		return err // a server or another TUI has it; opening would wait again
 	}
-	if err != nil {
+	if err != nil || first.Total == 0 {
 		return a.withStore(cmd, nil, func(st *store.Store) error {
 			return tui.Run(tui.Options{Store: st, Actor: a.actor})
 		})
 	}
-	type opened struct {
-		st  *store.Store
-		err error
-	}
-	done := make(chan opened, 1)
-	var started atomic.Bool
+	// The open starts now, beside the program's start-up, and is always
+	// waited for: quitting while it runs still closes the store (flushes,
+	// unlocks) before keyward exits.
+	var st *store.Store
+	var openErr error
+	opened := make(chan struct{})
+	go func() {
+		defer close(opened)
+		st, openErr = a.open(cmd, nil)
+	}()
 	err = tui.Run(tui.Options{
 		Actor: a.actor, First: first.Keys, FirstTotal: first.Total,
 		Open: func() (*store.Store, error) {
-			started.Store(true)
-			st, err := a.open(cmd, nil)
-			done <- opened{st, err}
-			return st, err
+			<-opened
+			return st, openErr
 		},
 	})
-	if !started.Load() {
-		return err
-	}
-	// Quitting while the store was still opening waits for it here, so
-	// buffered state is flushed and the lock released properly.
-	o := <-done
-	if o.st != nil {
-		if cerr := o.st.Close(); cerr != nil && err == nil {
+	<-opened
+	if st != nil {
+		if cerr := st.Close(); cerr != nil && err == nil {
 			err = fmt.Errorf("closing database: %w", cerr)
 		}
 	}

@@ -33,9 +33,10 @@ type keysTable struct {
 	focusID       string // after our own write, the key to select
 	jobFocus      string // the focusID the running job was started with
 	loads         int    // full loads so far (tests check that changes patch)
-	// peekTotal > 0: d holds only the first page, peeked before the store
-	// was open, and the database holds peekTotal keys. The first full load
+	// peeking: d holds only the first page, peeked before the store was
+	// open, and the database holds peekTotal keys. The first full load
 	// clears it.
+	peeking   bool
 	peekTotal int
 }
 
@@ -84,12 +85,9 @@ func newKeysTable(c *common, keys []*model.Key) *keysTable {
 // is open (Options.Open); total is the database's key count.
 func newPeekTable(c *common, first []*model.Key, total int) *keysTable {
 	t := newKeysTable(c, first)
-	t.peekTotal = max(total, len(first), 1)
+	t.peeking, t.peekTotal = true, max(total, len(first))
 	return t
 }
-
-// peeking reports whether the table shows only the peeked first page.
-func (t *keysTable) peeking() bool { return t.peekTotal > 0 }
 
 func (t *keysTable) Init() tea.Cmd {
 	if t.loaded || t.c.st == nil {
@@ -199,7 +197,7 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 
 func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 	t.busy = false
-	t.peekTotal = 0
+	t.peeking = false
 	t.loads++
 	prev := t.focusID
 	if k := t.selected(); k != nil && prev == "" {
@@ -313,7 +311,7 @@ func (t *keysTable) sortBy(col column) {
 func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
 	km := t.c.keys
 	page := max(t.rows()-1, 1)
-	if t.peeking() && !key.Matches(msg, km.Up, km.Down, km.PageUp, km.PageDown, km.Top, km.Bottom) {
+	if t.peeking && !key.Matches(msg, km.Up, km.Down, km.PageUp, km.PageDown, km.Top, km.Bottom) {
 		return flash("Still loading %d keys: moving works now, everything else in a moment.", t.peekTotal)
 	}
 	switch {
@@ -424,7 +422,7 @@ func (t *keysTable) Help() []key.Binding {
 	if t.filtering {
 		return []key.Binding{km.ApplyFilter, km.ClearFilter}
 	}
-	if t.peeking() {
+	if t.peeking {
 		return []key.Binding{km.Up, km.Down, km.PageDown, km.Help, km.Quit}
 	}
 	has := t.selected() != nil
@@ -561,7 +559,7 @@ func (t *keysTable) statusLine() string {
 	if q := t.d.query(); q != "" {
 		tail += fmt.Sprintf(" │ filter %q", clean(q))
 	}
-	if t.peeking() {
+	if t.peeking {
 		text := fmt.Sprintf(" %d keys · loading… (showing the first %d)", t.peekTotal, t.d.len()) + tail
 		return t.c.styles.Status.Render(fit(text, t.c.width))
 	}

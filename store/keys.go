@@ -389,20 +389,11 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 // putNamesSorted adds the names of a batch of new keys to the index in
 // name order, for the reason ImportKeys writes its other buckets sorted.
 func putNamesSorted(tx *bolt.Tx, recs []newKeyRec) error {
-	type named struct{ folded, id string }
-	all := make([]named, len(recs))
+	all := make([]foldedName, len(recs))
 	for i, nk := range recs {
-		all[i] = named{foldName(nk.key.Name), nk.key.ID}
+		all[i] = foldedName{foldName(nk.key.Name), nk.key.ID}
 	}
-	slices.SortFunc(all, func(a, b named) int { return strings.Compare(a.folded, b.folded) })
-	nb := tx.Bucket(bNames)
-	nb.FillPercent = 0.9
-	for _, x := range all {
-		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
-			return err
-		}
-	}
-	return nil
+	return putNames(tx.Bucket(bNames), all, 0.9)
 }
 
 // load-modify-store helper: fn returns the new key (or nil to delete).

@@ -74,25 +74,18 @@ func checkBuckets(tx *bolt.Tx, path string, required [][]byte) error {
 // only trace it again and again (a third of a 1M-key migration).
 func migrateV1(tx *bolt.Tx) error {
 	defer pauseGC()()
-	type named struct{ folded, id string }
-	var all []named
+	var all []foldedName
 	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
 		id, name, err := decodeIDName(v)
 		if err != nil {
 			return fmt.Errorf("key %q: %w", model.Sanitize(string(k)), err)
 		}
-		all = append(all, named{foldName(string(name)), string(id)})
+		all = append(all, foldedName{foldName(string(name)), string(id)})
 		return nil
 	})
 	if err != nil {
 		return err
 	}
-	slices.SortFunc(all, func(a, b named) int {
-		if c := strings.Compare(a.folded, b.folded); c != 0 {
-			return c
-		}
-		return strings.Compare(a.id, b.id)
-	})
 	if tx.Bucket(bNames) != nil { // left over from a newer build: rebuild it
 		if err := tx.DeleteBucket(bNames); err != nil {
 			return err
@@ -102,11 +95,8 @@ func migrateV1(tx *bolt.Tx) error {
 	if err != nil {
 		return err
 	}
-	nb.FillPercent = 1
-	for _, x := range all {
-		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
-			return err
-		}
+	if err := putNames(nb, all, 1); err != nil {
+		return err
 	}
 	meta := tx.Bucket(bMeta)
 	if err := meta.Put(kKeyCount, u64(uint64(len(all)))); err != nil {
@@ -270,4 +260,28 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 		return PeekResult{}, err
 	}
 	return res, nil
+}
+
+// foldedName is one entry of the names bucket.
+type foldedName struct{ folded, id string }
+
+// putNames writes names into nb in key order, which bbolt appends to
+// pages instead of splitting them; fill is the bucket's FillPercent for
+// this write. Names that fold alike (only a schema-1 file can hold them)
+// go in id order, so the greatest id keeps the name, as the old loader's
+// map did.
+func putNames(nb *bolt.Bucket, all []foldedName, fill float64) error {
+	slices.SortFunc(all, func(a, b foldedName) int {
+		if c := strings.Compare(a.folded, b.folded); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	nb.FillPercent = fill
+	for _, x := range all {
+		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -146,8 +146,17 @@ func TestCrashDuringCreates(t *testing.T) {
 	}
 }
 
-func TestRefusesOtherFiles(t *testing.T) {
-	dir := t.TempDir()
+// refusedFile is a file at --db that Open (and Peek) must refuse with want.
+type refusedFile struct {
+	path string
+	want error
+}
+
+// refusedFiles writes, in dir, files that are not keyward databases
+// keyward may open: a newer schema, another program's bbolt file, a bbolt
+// file with only a meta bucket, random bytes large and small, and text.
+func refusedFiles(t *testing.T, dir string) []refusedFile {
+	t.Helper()
 	// A database from a newer keyward.
 	newer := filepath.Join(dir, "newer.db")
 	s, err := store.Open(newer, store.Options{Bootstrap: "admin"})
@@ -204,10 +213,7 @@ func TestRefusesOtherFiles(t *testing.T) {
 	text := filepath.Join(dir, "notes.db")
 	writeFile(t, text, bytes.Repeat([]byte("not a database\n"), 1000))
 
-	cases := []struct {
-		path string
-		want error
-	}{
+	return []refusedFile{
 		{newer, store.ErrNewerSchema},
 		{foreign, store.ErrForeign},
 		{half, store.ErrForeign},
@@ -215,6 +221,11 @@ func TestRefusesOtherFiles(t *testing.T) {
 		{small, store.ErrForeign},
 		{text, store.ErrForeign},
 	}
+}
+
+func TestRefusesOtherFiles(t *testing.T) {
+	dir := t.TempDir()
+	cases := refusedFiles(t, dir)
 	for _, c := range cases {
 		before := readFile(t, c.path)
 		s, err := store.Open(c.path, store.Options{Bootstrap: "admin", Timeout: 200 * time.Millisecond})

@@ -223,11 +223,20 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 		if err != nil {
 			return err
 		}
-		if fresh || version < schemaNamesIndex {
+		if fresh {
 			return fmt.Errorf("%s: %w", path, ErrNoIndex)
 		}
-		if err := checkBuckets(tx, path, allBuckets); err != nil {
+		// The buckets first: a file that is not a keyward database must be
+		// refused as one, not told to open it once to add an index.
+		required := allBuckets
+		if version < schemaNamesIndex {
+			required = v1Buckets
+		}
+		if err := checkBuckets(tx, path, required); err != nil {
 			return err
+		}
+		if version < schemaNamesIndex {
+			return fmt.Errorf("%s: %w", path, ErrNoIndex)
 		}
 		if res.Total, err = readKeyCount(tx.Bucket(bMeta)); err != nil {
 			return fmt.Errorf("%s: %w", path, err)

@@ -476,45 +476,13 @@ func TestPeekWritesNothing(t *testing.T) {
 func TestPeekRefuses(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	newer := filepath.Join(dir, "newer.db")
-	s, err := store.Open(newer, store.Options{Bootstrap: "admin"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	db, err := bolt.Open(newer, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("meta")).Put([]byte("schema"), []byte(fmt.Sprint(store.SchemaVersion+1)))
-	})
-	db.Close()
-	foreign := filepath.Join(dir, "foreign.db")
-	db, err = bolt.Open(foreign, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucket([]byte("widgets"))
-		return err
-	})
-	db.Close()
-	text := filepath.Join(dir, "notes.db")
-	writeFile(t, text, bytes.Repeat([]byte("not a database\n"), 1000))
+	cases := refusedFiles(t, dir)
 	truncated := filepath.Join(dir, "truncated.db")
 	e, _ := peekEnv(t)
 	b := readFile(t, e.path)
 	writeFile(t, truncated, b[:2*os.Getpagesize()]) // both meta pages, no data
-	for _, c := range []struct {
-		path string
-		want error
-	}{
-		{newer, store.ErrNewerSchema},
-		{foreign, store.ErrForeign},
-		{text, store.ErrForeign},
-		{truncated, store.ErrDamaged},
-	} {
+	cases = append(cases, refusedFile{truncated, store.ErrDamaged})
+	for _, c := range cases {
 		_, err := store.Peek(c.path, 10, store.Options{})
 		if !errors.Is(err, c.want) || !strings.Contains(err.Error(), c.path) {
 			t.Errorf("%s: %v, want %v naming the file", filepath.Base(c.path), err, c.want)

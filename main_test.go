@@ -361,6 +361,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"no scope", []string{"keys", "create", "--name", "x"}, "--scope: choose at least one scope"},
 		{"past expiry", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--expires", past}, "--expires: expiry " + past + " 00:00 is not in the future"},
 		{"unparsable expiry", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--expires", "soon"}, `--expires: "soon" is not a date`},
+		{"expiry past 2262", []string{"keys", "create", "--name", "x", "--scope", "coupons:read", "--expires", "2500-01-01"}, "--expires: expiry 2500-01-01 is more than 100 years away; choose no expiry (never) instead"},
 		{"readonly with write scope", []string{"keys", "create", "--name", "x", "--role", "readonly", "--scope", "coupons:write"}, "--scope: READONLY keys may only have :read scopes"},
 		{"global scope with resources", []string{"keys", "create", "--name", "x", "--scope", "analytics:read", "--resource", "web-shop"}, `--scope: scope "analytics:read" does not work per resource`},
 		{"admin with scopes", []string{"keys", "create", "--name", "x", "--role", "admin", "--scope", "coupons:read"}, "--scope: ADMIN keys get every scope"},

@@ -68,6 +68,21 @@ func isBlank(s string) bool {
 	return true
 }
 
+// MaxExpiryYears is how far ahead an expiry may lie. Times are stored as
+// nanoseconds since 1970 in an int64, which ends in 2262: a later expiry
+// would come back as a date in the past.
+const MaxExpiryYears = 100
+
+// CheckExpiryHorizon refuses an expiry more than MaxExpiryYears after now
+// (nil, no expiry, passes).
+func CheckExpiryHorizon(exp *time.Time, now time.Time) error {
+	if exp != nil && exp.After(now.AddDate(MaxExpiryYears, 0, 0)) {
+		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is more than %d years away; choose no expiry (never) instead",
+			exp.UTC().Format("2006-01-02"), MaxExpiryYears)}
+	}
+	return nil
+}
+
 // ValidateSpec checks a key spec against the catalog at now. existingName
 // reports whether another live key already uses a name.
 func ValidateSpec(spec KeySpec, cat *Catalog, now time.Time) error {
@@ -84,6 +99,9 @@ func ValidateSpec(spec KeySpec, cat *Catalog, now time.Time) error {
 	}
 	if spec.ExpiresAt != nil && !spec.ExpiresAt.After(now) {
 		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is not in the future", spec.ExpiresAt.UTC().Format("2006-01-02 15:04"))}
+	}
+	if err := CheckExpiryHorizon(spec.ExpiresAt, now); err != nil {
+		return err
 	}
 	if spec.Role == RoleAdmin {
 		if len(spec.Scopes) > 0 || len(spec.Resources) > 0 {

@@ -111,6 +111,11 @@ func TestValidateSpec(t *testing.T) {
 		{"empty role", base(func(s *KeySpec) { s.Role = "" }), "role"},
 		{"past expiry", base(func(s *KeySpec) { s.ExpiresAt = &past }), "expires"},
 		{"expiry exactly now", base(func(s *KeySpec) { s.ExpiresAt = &now }), "expires"},
+		{"expiry 100 years away", base(func(s *KeySpec) { t := now.AddDate(100, 0, 0); s.ExpiresAt = &t }), ""},
+		// Past 2262 an expiry no longer fits the stored nanoseconds and
+		// came back as a date in the past (2500-01-01 read as 1915).
+		{"expiry past 100 years", base(func(s *KeySpec) { t := now.AddDate(100, 0, 0).Add(time.Second); s.ExpiresAt = &t }), "expires"},
+		{"expiry in 2500", base(func(s *KeySpec) { t := time.Date(2500, 1, 1, 0, 0, 0, 0, time.UTC); s.ExpiresAt = &t }), "expires"},
 		{"no scopes", base(func(s *KeySpec) { s.Scopes = nil }), "scopes"},
 		{"unknown scope", base(func(s *KeySpec) { s.Scopes = []string{"coupons:delete"} }), "scopes"},
 		{"unknown scope with escape", base(func(s *KeySpec) { s.Scopes = []string{"x\x1b[2J"} }), "scopes"},

@@ -52,6 +52,9 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		if err := s.checkSpec(check, now); err != nil {
 			return 0, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
 		}
+		if err := model.CheckExpiryHorizon(spec.ExpiresAt, now); err != nil {
+			return 0, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
+		}
 		if j, dup := seen[foldName(spec.Name)]; dup {
 			return 0, fmt.Errorf("key %d: name %q repeats key %d", i+1, spec.Name, j+1)
 		}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/metrics"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -376,6 +377,27 @@ func TestOpenScaleRSS(t *testing.T) {
 	t.Logf("%d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open) = RssAnon %.0f + RssFile %.0f (the mmapped file); VmHWM %.0f MiB",
 		s.KeyCount(), float64(fileSize(t, path))/(1<<20), open.Round(time.Millisecond),
 		float64(heap-heap0)/(1<<20), m["VmRSS"], before["VmRSS"], m["RssAnon"], m["RssFile"], m["VmHWM"])
+	// What the store costs every garbage collection of a serving process:
+	// a full cycle marks everything the store holds.
+	gcs := make([]time.Duration, 5)
+	cpu0 := gcCPU()
+	for i := range gcs {
+		t0 := time.Now()
+		runtime.GC()
+		gcs[i] = time.Since(t0)
+	}
+	slices.Sort(gcs)
+	t.Logf("a full GC with the store open (GOMAXPROCS %d): median %s wall (min %s, max %s), %s GC CPU per cycle",
+		runtime.GOMAXPROCS(0), gcs[len(gcs)/2].Round(time.Millisecond), gcs[0].Round(time.Millisecond),
+		gcs[len(gcs)-1].Round(time.Millisecond), ((gcCPU() - cpu0) / time.Duration(len(gcs))).Round(time.Millisecond))
+	runtime.KeepAlive(s)
+}
+
+// gcCPU returns the CPU time the GC has used so far (runtime/metrics).
+func gcCPU() time.Duration {
+	sample := []metrics.Sample{{Name: "/cpu/classes/gc/total:cpu-seconds"}}
+	metrics.Read(sample)
+	return time.Duration(sample[0].Value.Float64() * float64(time.Second))
 }
 
 // TestPeekScale times Peek of the TUI's first page (200 keys) of the

@@ -191,8 +191,11 @@ func decodeHashRef(b []byte) (hashRef, error) {
 
 // last-used record: 8-byte unix nanos + source.
 func encodeLastUsed(at int64, from string) []byte {
-	b := make([]byte, 8, 8+len(from))
-	binary.BigEndian.PutUint64(b, uint64(at))
+	return appendLastUsed(make([]byte, 0, 8+len(from)), at, from)
+}
+
+func appendLastUsed(b []byte, at int64, from string) []byte {
+	b = binary.BigEndian.AppendUint64(b, uint64(at))
 	return append(b, from...)
 }
 

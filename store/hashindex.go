@@ -7,14 +7,14 @@ import "encoding/binary"
 // It is keyed by the hash's first 8 bytes, not all 32: a map[[32]byte]
 // slot holding the hash, the entry and a flag took 48 bytes per key, a
 // map[uint64]*entry slot takes 16. The full hashes are kept once, in the
-// entry (cur, and prev during a grace period), and a lookup compares the
+// entry (cur, and *prev during a grace period), and a lookup compares the
 // presented hash with them, so a token whose prefix matches a stored hash
 // but that is not that hash is refused like any unknown token. Two stored
 // hashes may share a prefix (odds about n²/2⁶⁵: 3·10⁻⁸ at 1M keys); the
 // one indexed while the prefix is taken goes into overflow, keyed by its
 // full hash.
 //
-// Every indexed hash is its entry's cur, or its prev while hasPrev
+// Every indexed hash is its entry's cur, or its *prev while prev is set
 // (in a damaged file two hash records may name one key as current: the
 // one not kept in cur stays indexed but matches nothing). Writers change
 // the index and the entries under Store.mu; lookup runs under its read
@@ -62,7 +62,7 @@ func (e *entry) holds(h *[32]byte) (ok, previous bool) {
 	if e.cur == *h {
 		return true, false
 	}
-	return e.hasPrev && e.prev == *h, true
+	return e.prev != nil && *e.prev == *h, true
 }
 
 // add indexes h, which e holds (as cur or prev) or is about to hold.

@@ -285,7 +285,7 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	k, h := nk.key, nk.hash
 	e := &entry{cur: h} // allocated here, not under s.mu
-	e.key.Store(k)
+	e.setKey(k, s.grants.get(k))
 	t.after = append(t.after, func() {
 		s.keys[k.ID] = e
 		s.hashes.add(h, e)
@@ -429,7 +429,8 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 			}
 		}
 		out = next
-		t.after = append(t.after, func() { s.keys[id].key.Store(next) })
+		g := s.grants.get(next)
+		t.after = append(t.after, func() { s.keys[id].setKey(next, g) })
 		t.changes = append(t.changes, Change{Kind: KeyUpdated, ID: id})
 		return nil
 	})
@@ -538,10 +539,10 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 			for oh := range oldHashes {
 				s.hashes.remove(oh, e)
 			}
-			e.cur, e.hasPrev = h, false
+			e.cur, e.prev = h, nil
 			s.hashes.add(h, e)
 			for oh := range keep {
-				e.prev, e.hasPrev = oh, true
+				e.prev = &oh
 				s.hashes.add(oh, e)
 			}
 			if next.GraceUntil != nil {
@@ -570,8 +571,8 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 	out := map[[32]byte]hashRef{}
 	if e := s.keys[id]; e != nil {
 		out[e.cur] = hashRef{id: id}
-		if e.hasPrev {
-			out[e.prev] = hashRef{id: id, previous: true}
+		if e.prev != nil {
+			out[*e.prev] = hashRef{id: id, previous: true}
 		}
 	}
 	return out
@@ -653,9 +654,9 @@ func (s *Store) expireGraces() {
 		})
 		if err == nil {
 			s.mu.Lock()
-			if e := s.keys[id]; e != nil && e.hasPrev {
-				s.hashes.remove(e.prev, e)
-				e.hasPrev = false
+			if e := s.keys[id]; e != nil && e.prev != nil {
+				s.hashes.remove(*e.prev, e)
+				e.prev = nil
 			}
 			delete(s.graces, id)
 			s.mu.Unlock()

@@ -22,6 +22,7 @@ import (
 // returned as a plain map of every hash to its key.
 func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 	intern := map[string]string{}
+	var grants grantTable
 	lc := tx.Bucket(bLastUsed).Cursor()
 	lk, lv := lc.First()
 	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
@@ -41,7 +42,7 @@ func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 				e.lastAt.Store(at)
 			}
 		}
-		e.key.Store(key)
+		e.setKey(key, grants.get(key))
 		s.keys[key.ID] = e
 		if key.GraceUntil != nil {
 			s.graces[key.ID] = *key.GraceUntil
@@ -61,7 +62,7 @@ func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 		if e := s.keys[ref.id]; e != nil {
 			hashes[h] = ref
 			if ref.previous {
-				e.prev, e.hasPrev = h, true
+				e.prev = &h
 			} else {
 				e.cur = h
 			}
@@ -167,9 +168,11 @@ func TestLoadKeysMatchesSequential(t *testing.T) {
 		if !reflect.DeepEqual(ge.key.Load(), we.key.Load()) {
 			t.Fatalf("%s: got %+v, want %+v", id, ge.key.Load(), we.key.Load())
 		}
-		if ge.lastAt.Load() != we.lastAt.Load() || ge.cur != we.cur || ge.prev != we.prev || ge.hasPrev != we.hasPrev || ge.dirty.Load() || ge.lastFrom.Load() != nil {
+		if ge.lastAt.Load() != we.lastAt.Load() || ge.cur != we.cur || (ge.prev == nil) != (we.prev == nil) ||
+			(ge.prev != nil && *ge.prev != *we.prev) || ge.dirty.Load() || ge.lastFrom.Load() != nil {
 			t.Fatalf("%s: entry differs", id)
 		}
+		checkFacts(t, ge)
 	}
 	if !reflect.DeepEqual(got.graces, want.graces) || got.hashes.len() != len(wantHashes) {
 		t.Fatalf("graces %d/%d, hashes %d/%d", len(got.graces), len(want.graces), got.hashes.len(), len(wantHashes))

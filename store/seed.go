@@ -133,7 +133,7 @@ func (s *Store) scheduleSeeded(t *txn, nk newKeyRec) {
 		if k.LastUsedAt != nil {
 			e.lastAt.Store(k.LastUsedAt.UnixNano())
 		}
-		e.key.Store(k)
+		e.setKey(k, s.grants.get(k))
 		s.keys[k.ID] = e
 		s.hashes.add(h, e)
 	})

@@ -162,17 +162,30 @@ type Options struct {
 // entry is the in-memory state of one key. key is an immutable snapshot;
 // it is replaced, never mutated. Last-used is buffered in atomics by
 // Verify and folded into a new snapshot when flushed.
+//
+// The first 64 bytes are everything a verification reads (see facts.go):
+// the secret hash the lookup compares and the key's facts, refreshed by
+// setKey whenever the snapshot changes. The entry is 128 bytes, so in a
+// slab (and in its size class) each entry starts a cache line.
 type entry struct {
+	// Guarded by Store.mu: this key's current secret hash (the hash
+	// index keeps only a prefix and compares this, see hashIndex) and
+	// its facts.
+	cur     [32]byte
+	expires int64 // Unix ns, model.NeverExpires for none
+	created int64 // Unix ns, for the creator check
+	grant   *grant
+	active  bool
+	dirty   atomic.Bool
+
+	id       [16]byte // the key id, zero if it is not 16 bytes (Store.mu)
 	key      atomic.Pointer[model.Key]
 	lastAt   atomic.Int64
 	lastFrom atomic.Pointer[string]
-	dirty    atomic.Bool
-	// Guarded by Store.mu: this key's current secret hash, and the
-	// previous one while a regeneration grace period runs. The hash
-	// index keeps only a prefix and compares these (see hashIndex).
-	cur     [32]byte
-	prev    [32]byte
-	hasPrev bool
+	// prev is the previous secret's hash while a regeneration grace
+	// period runs, else nil. Guarded by Store.mu.
+	prev *[32]byte
+	_    [16]byte
 }
 
 // Store is an open keyward database.
@@ -202,6 +215,7 @@ type Store struct {
 	dirtyMu sync.Mutex
 	dirty   []*entry
 	sources sourceIntern // last-used sources, shared between entries
+	grants  grantIntern  // grants of keys written after the load
 
 	subsMu sync.Mutex
 	subs   map[*Subscription]struct{}
@@ -680,8 +694,9 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 			defer wg.Done()
 			intern := map[string]string{}
 			var scratch []byte
+			var grants grantTable
 			for b := range work {
-				b.decode(intern, &scratch)
+				b.decode(intern, &scratch, &grants)
 				r := b.recs
 				b.recs = nil
 				r.release(m)
@@ -760,9 +775,9 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 	return s.loadHashes(tx, workers, m)
 }
 
-// decode decodes b's records into its slabs. intern and scratch belong to
-// the calling worker.
-func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
+// decode decodes b's records into its slabs. intern, scratch and grants
+// belong to the calling worker.
+func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *grantTable) {
 	r := b.recs
 	n := len(r.vals)
 	b.keys = make([]model.Key, n)
@@ -792,7 +807,7 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte) {
 			times = times[1:]
 			e.lastAt.Store(at)
 		}
-		e.key.Store(key)
+		e.setKey(key, grants.get(key))
 	}
 }
 
@@ -960,7 +975,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 			h := [32]byte(b.hs[i])
 			s.hashes.add(h, e)
 			if b.vs[i][0] == 1 { // previous
-				e.prev, e.hasPrev = h, true
+				e.prev = &h
 			} else {
 				e.cur = h
 			}

@@ -1,10 +1,15 @@
 package store
 
 import (
+	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
+
+	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -42,5 +47,227 @@ func TestLastUsedSourcesShared(t *testing.T) {
 	got := *s.keys[ids[2]].lastFrom.Load()
 	if got != cleanSource(evil) || len(got) > 128 || strings.ContainsAny(got, "\x1b\x07") {
 		t.Fatalf("stored source %q: want it cleaned and at most 128 bytes", got)
+	}
+}
+
+// checkFacts fails unless e's verification facts are those of its
+// snapshot: a write that replaced the snapshot without setKey would let
+// Verify decide on stale facts.
+func checkFacts(t *testing.T, e *entry) {
+	t.Helper()
+	k := e.key.Load()
+	want := model.FactsOf(k)
+	got := e.facts()
+	if !reflect.DeepEqual(got, want) || e.created != k.CreatedAt.UnixNano() || e.grant.creator != k.CreatedBy {
+		t.Fatalf("key %s: entry facts %+v (created %d, creator %q), snapshot says %+v (created %d, creator %q)",
+			k.ID, got, e.created, e.grant.creator, want, k.CreatedAt.UnixNano(), k.CreatedBy)
+	}
+}
+
+func checkAllFacts(t *testing.T, s *Store) {
+	t.Helper()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, e := range s.keys {
+		checkFacts(t, e)
+	}
+}
+
+// TestEntryFactsFollowEveryWrite: after every kind of write, and after a
+// reopen, each entry's facts match its snapshot, and Verify answers as
+// model.Decide does over the snapshot.
+func TestEntryFactsFollowEveryWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f.db")
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := now
+	cat, err := os.ReadFile("../testdata/catalog.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true, Now: func() time.Time { return clock }}
+	s, err := Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { s.Close() }()
+	exp := now.Add(48 * time.Hour)
+	toks := map[string]string{} // id -> current token
+	if _, err := s.AddOperator("admin", "bob", model.OperatorAdmin, nil); err != nil {
+		t.Fatal(err)
+	}
+	createAs := func(actor string, spec model.KeySpec) *model.Key {
+		k, tok, err := s.CreateKey(actor, spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks[k.ID] = tok
+		return k
+	}
+	create := func(spec model.KeySpec) *model.Key { return createAs("admin", spec) }
+	ed := create(model.KeySpec{Name: "ed", Role: model.RoleEditor, Scopes: []string{"coupons:read"}, ExpiresAt: &exp, Active: true})
+	ro := create(model.KeySpec{Name: "ro", Role: model.RoleReadonly, Scopes: []string{"coupons:read"}, Resources: []string{"web-shop"}, Active: true})
+	ad := create(model.KeySpec{Name: "ad", Role: model.RoleAdmin, Active: false})
+	// Same grant as ed: shared.
+	ed2 := create(model.KeySpec{Name: "ed2", Role: model.RoleEditor, Scopes: []string{"coupons:read"}, ExpiresAt: &exp, Active: true})
+	bobs := createAs("bob", model.KeySpec{Name: "bobs", Role: model.RoleEditor, Scopes: []string{"coupons:read"}, Active: true})
+	check := func(step string) {
+		t.Helper()
+		checkAllFacts(t, s)
+		for id, tok := range toks {
+			for _, req := range [][2]string{{"", ""}, {"coupons:read", ""}, {"coupons:write", "web-shop"}, {"coupons:read", "web-shop"}, {"coupons:read", "eu-store"}} {
+				got := s.Verify(tok, req[0], req[1], "")
+				k, err := s.Key(id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				op, _ := s.Operator(k.CreatedBy)
+				want := model.Decide(model.VerifyInput{Key: k, CreatorActive: !op.Disabled, Scope: req[0], Resource: req[1], Now: clock})
+				if got.Code != want.Code || got.KeyID != want.KeyID || got.Role != want.Role || got.Reason != want.Reason ||
+					(got.ExpiresAt == nil) != (want.ExpiresAt == nil) || (got.ExpiresAt != nil && !got.ExpiresAt.Equal(*want.ExpiresAt)) {
+					t.Fatalf("%s: key %s %v: Verify %+v, Decide over the snapshot %+v", step, id, req, got, want)
+				}
+			}
+		}
+	}
+	check("create")
+	if s.keys[ed.ID].grant != s.keys[ed2.ID].grant {
+		t.Fatal("two keys with one role, scope list and creator do not share a grant")
+	}
+	if s.keys[ed.ID].grant == s.keys[bobs.ID].grant {
+		t.Fatal("keys of two creators share a grant")
+	}
+	later := now.Add(24 * 365 * time.Hour)
+	if _, err := s.EditKey("admin", ed.ID, ed.Version, model.KeySpec{Name: "ed", Role: model.RoleEditor,
+		Scopes: []string{"coupons:read", "coupons:write"}, Resources: []string{"web-shop"}, ExpiresAt: &later, Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	check("edit")
+	if _, err := s.SetKeyActive("admin", ro.ID, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetKeyActive("admin", ad.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	check("disable and enable")
+	old := toks[ro.ID]
+	_, tok, err := s.RegenerateKey("admin", ro.ID, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks[ro.ID] = tok
+	if r := s.Verify(old, "", "", ""); r.Code != model.CodeDisabled || r.KeyID != ro.ID {
+		t.Fatalf("previous secret in its grace period: %+v", r)
+	}
+	check("regenerate")
+	if err := s.FlushLastUsed(); err != nil {
+		t.Fatal(err)
+	}
+	check("flush")
+	imported, itoks, err := s.ImportKeys("admin", []model.KeySpec{{Name: "imp", Role: model.RoleReadonly, Scopes: []string{"coupons:read"}, ExpiresAt: &exp, Active: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	toks[imported[0].ID] = itoks[0]
+	if _, err := s.SeedKeys("admin", []SeedKey{{Spec: model.KeySpec{Name: "seeded", Role: model.RoleEditor, Scopes: []string{"coupons:read"}, Active: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	check("import and seed")
+	clock = now.Add(72 * time.Hour) // ed2 and imp expired, ro's grace over
+	if r := s.Verify(old, "", "", ""); r.Code != model.CodeNotFound {
+		t.Fatalf("previous secret after its grace period: %+v", r)
+	}
+	check("expiry")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = Open(path, opts); err != nil {
+		t.Fatal(err)
+	}
+	check("reopen")
+	if r := s.Verify(toks[bobs.ID], "", "", ""); r.Code != model.CodeValid {
+		t.Fatalf("bob's key after reopen: %+v", r)
+	}
+	if _, err := s.SetOperatorDisabled("admin", "bob", true); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Verify(toks[bobs.ID], "", "", ""); r.Code != model.CodeCreatorDisabled {
+		t.Fatalf("bob's key with bob disabled: %+v", r)
+	}
+	check("creator disabled")
+	if err := s.DeleteOperator("admin", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AddOperator("admin", "bob", model.OperatorAdmin, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r := s.Verify(toks[bobs.ID], "", "", ""); r.Code != model.CodeCreatorDisabled {
+		t.Fatalf("old bob's key after a new bob was added: %+v", r)
+	}
+}
+
+// TestEntryLayout: the facts a verification reads sit in the entry's
+// first 64 bytes, and an entry is 128 bytes (so each starts a cache line).
+func TestEntryLayout(t *testing.T) {
+	var e entry
+	if sz := unsafe.Sizeof(e); sz != 128 {
+		t.Errorf("entry is %d bytes, want 128", sz)
+	}
+	for name, end := range map[string]uintptr{
+		"cur":     unsafe.Offsetof(e.cur) + unsafe.Sizeof(e.cur),
+		"expires": unsafe.Offsetof(e.expires) + 8,
+		"created": unsafe.Offsetof(e.created) + 8,
+		"grant":   unsafe.Offsetof(e.grant) + 8,
+		"active":  unsafe.Offsetof(e.active) + 1,
+	} {
+		if end > 64 {
+			t.Errorf("entry.%s ends at byte %d, past the first cache line", name, end)
+		}
+	}
+}
+
+// TestFlushSkipsDeletedKeys: a key deleted after it verified gets no
+// last-used record when the buffer is flushed (the flush asks memory, not
+// the keys bucket, whether it still exists).
+func TestFlushSkipsDeletedKeys(t *testing.T) {
+	cat, err := os.ReadFile("../testdata/catalog.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ids []string
+	for _, name := range []string{"gone", "kept"} {
+		k, tok, err := s.CreateKey("admin", model.KeySpec{Name: name, Role: model.RoleAdmin, Active: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := s.Verify(tok, "", "", "10.0.0.1"); r.Code != model.CodeValid {
+			t.Fatal(r.Code)
+		}
+		ids = append(ids, k.ID)
+	}
+	if err := s.DeleteKey("admin", ids[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FlushLastUsed(); err != nil {
+		t.Fatal(err)
+	}
+	err = s.db.View(func(tx *bolt.Tx) error {
+		b := tx.Bucket(bLastUsed)
+		if b.Get([]byte(ids[0])) != nil {
+			t.Error("the deleted key got a last-used record")
+		}
+		if v := b.Get([]byte(ids[1])); v == nil {
+			t.Error("the kept key has no last-used record")
+		} else if _, from, err := decodeLastUsed(v); err != nil || from != "10.0.0.1" {
+			t.Errorf("kept key's record: from %q, %v", from, err)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
 	}
 }

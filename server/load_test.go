@@ -12,9 +12,11 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -60,6 +62,24 @@ type loadTarget struct {
 	auth   string   // for wrk
 	st     *store.Store
 	close  func()
+	pid    int // a server in its own process: its CPU time is measured
+}
+
+// procCPU returns the CPU time (user + system) process pid has used.
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which is in parentheses): state is
+	// the first, utime the 12th, stime the 13th; in clock ticks (100/s).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	u, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(u+st) * 10 * time.Millisecond, nil
 }
 
 // setBodies makes the target's requests (and wrk's) rotate through bodies.
@@ -79,6 +99,9 @@ type loadResult struct {
 	p50, p99 time.Duration
 	p999     time.Duration
 	max      time.Duration
+	// cpuPerReq is the server process's CPU time per answered request
+	// (separate processes only).
+	cpuPerReq time.Duration
 }
 
 func (r loadResult) rps() float64 { return float64(r.requests) / r.dur.Seconds() }
@@ -351,6 +374,152 @@ func startBareTarget(tb testing.TB) *loadTarget {
 	return t
 }
 
+// startBareProcess runs the bare handler in a child process (this test
+// binary, TestLoadBareServer) with the given GOMAXPROCS.
+func startBareProcess(t *testing.T, procs string) *loadTarget {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadBareServer$")
+	cmd.Env = append(os.Environ(), "KEYWARD_LOAD_BARE_ADDR="+addr, "GOMAXPROCS="+procs)
+	tg := &loadTarget{name: "bare", addr: addr, auth: "Bearer x", body: verifyBody("kw_x")}
+	tg.reqs = [][]byte{rawPost("/v1/keys/verify", tg.auth, tg.body)}
+	tg.close = startChild(t, cmd, addr)
+	tg.pid = cmd.Process.Pid
+	return tg
+}
+
+// startServeProcess runs `keyward serve` (HTTP only, log to /dev/null)
+// over the database at path.
+func startServeProcess(t *testing.T, path, secret, procs string) *loadTarget {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(keywardBinary(t), "--db", path, "serve", "--ssh", "", "--http", addr)
+	cmd.Env = append(os.Environ(), "GOMAXPROCS="+procs)
+	if v := os.Getenv("KEYWARD_LOAD_SERVE_GOGC"); v != "" {
+		cmd.Env = append(cmd.Env, "GOGC="+v) // GC tuning of serve alone
+	}
+	tg := &loadTarget{name: "verify", addr: addr, auth: "Bearer " + secret}
+	tg.close = startChild(t, cmd, addr)
+	tg.pid = cmd.Process.Pid
+	return tg
+}
+
+// startChild starts cmd (output to /dev/null), waits until addr accepts
+// connections and returns how to stop it.
+func startChild(t *testing.T, cmd *exec.Cmd, addr string) func() {
+	t.Helper()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stop := func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	deadline := time.Now().Add(2 * time.Minute) // a 1M-key store takes seconds to open
+	for {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			c.Close()
+			return stop
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("%s exited before listening: %v", cmd.Path, err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			stop()
+			t.Fatalf("%s did not listen on %s within 2 min", cmd.Path, addr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// startServeChild runs Serve over the database at path in a child process
+// (this test binary, TestLoadServeServer): unlike `keyward serve` it can
+// turn last-used tracking off and write a CPU profile (to profile, when
+// not empty).
+func startServeChild(t *testing.T, name, path, secret, procs string, noLastUsed bool, profile string) *loadTarget {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadServeServer$")
+	cmd.Env = append(os.Environ(), "KEYWARD_LOAD_SERVE_DB="+path, "KEYWARD_LOAD_SERVE_ADDR="+addr,
+		"KEYWARD_LOAD_SERVE_PROFILE="+profile, "GOMAXPROCS="+procs)
+	if noLastUsed {
+		cmd.Env = append(cmd.Env, "KEYWARD_LOAD_SERVE_NOLASTUSED=1")
+	}
+	tg := &loadTarget{name: name, addr: addr, auth: "Bearer " + secret}
+	tg.close = startChild(t, cmd, addr)
+	tg.pid = cmd.Process.Pid
+	return tg
+}
+
+// TestLoadServeServer is a verify server's process for KEYWARD_LOAD_EXEC
+// with KEYWARD_LOAD_CHILD: Serve over KEYWARD_LOAD_SERVE_DB with serve's
+// flush interval, log to /dev/null, until interrupted.
+func TestLoadServeServer(t *testing.T) {
+	path, addr := os.Getenv("KEYWARD_LOAD_SERVE_DB"), os.Getenv("KEYWARD_LOAD_SERVE_ADDR")
+	if path == "" || addr == "" {
+		t.Skip("child process of TestLoadVerify with KEYWARD_LOAD_EXEC=1 and KEYWARD_LOAD_CHILD=1")
+	}
+	opts := storeOptions(t, &testClock{})
+	opts.NoSync = false
+	opts.FlushInterval = 0 // serve's default
+	opts.NoLastUsed = os.Getenv("KEYWARD_LOAD_SERVE_NOLASTUSED") != ""
+	st, err := store.Open(path, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if p := os.Getenv("KEYWARD_LOAD_SERVE_PROFILE"); p != "" {
+		f, err := os.Create(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile()
+	}
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer devnull.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := Serve(ctx, Config{Store: st, HTTPAddr: addr, Log: devnull}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLoadBareServer is the bare server's process for KEYWARD_LOAD_EXEC:
+// it serves until interrupted, and skips when not asked for.
+func TestLoadBareServer(t *testing.T) {
+	addr := os.Getenv("KEYWARD_LOAD_BARE_ADDR")
+	if addr == "" {
+		t.Skip("child process of TestLoadVerify with KEYWARD_LOAD_EXEC=1")
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: bareHandler(), ReadHeaderTimeout: httpReadHeaderTimeout, ReadTimeout: httpReadTimeout, WriteTimeout: httpWriteTimeout, IdleTimeout: httpIdleTimeout, MaxHeaderBytes: httpMaxHeaderBytes}
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt)
+	go func() { <-sig; srv.Close() }()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		t.Fatal(err)
+	}
+}
+
 func envDuration(name string, def time.Duration) time.Duration {
 	if v := os.Getenv(name); v != "" {
 		if d, err := time.ParseDuration(v); err == nil && d > 0 && d <= 5*time.Minute {
@@ -387,10 +556,34 @@ func TestLoadVerify(t *testing.T) {
 	}
 	t.Logf("seeded %d keys in %s", nKeys, time.Since(t0).Round(time.Millisecond))
 	bodies := spreadBodies(toks, nToks)
-	targets := []*loadTarget{
-		startBareTarget(t),
-		serveStore(t, "verify", openLoadStore(t, path, false), secret),
-		serveStore(t, "verify-no-lastused", openLoadStore(t, path2, true), secret),
+	var targets []*loadTarget
+	if os.Getenv("KEYWARD_LOAD_EXEC") != "" {
+		// Each server in its own process, as deployed: a GC of keyward's
+		// heap then costs keyward only, not the bare server or the
+		// generator. No last-used-off server: serve has no switch for it.
+		procs := strconv.Itoa(envInt("KEYWARD_LOAD_EXEC_PROCS", 2, 256))
+		t.Logf("separate processes, GOMAXPROCS %s in each server", procs)
+		if os.Getenv("KEYWARD_LOAD_CHILD") != "" {
+			// Serve in the test binary: with a last-used-off server and,
+			// with KEYWARD_LOAD_PROFILE=DIR, CPU profiles of both.
+			prof := func(name string) string {
+				if d := os.Getenv("KEYWARD_LOAD_PROFILE"); d != "" {
+					return filepath.Join(d, name+".prof")
+				}
+				return ""
+			}
+			targets = []*loadTarget{startBareProcess(t, procs),
+				startServeChild(t, "verify", path, secret, procs, false, prof("verify")),
+				startServeChild(t, "verify-no-lastused", path2, secret, procs, true, prof("verify-no-lastused"))}
+		} else {
+			targets = []*loadTarget{startBareProcess(t, procs), startServeProcess(t, path, secret, procs)}
+		}
+	} else {
+		targets = []*loadTarget{
+			startBareTarget(t),
+			serveStore(t, "verify", openLoadStore(t, path, false), secret),
+			serveStore(t, "verify-no-lastused", openLoadStore(t, path2, true), secret),
+		}
 	}
 	defer func() {
 		for _, tg := range targets {
@@ -427,20 +620,36 @@ func TestLoadVerify(t *testing.T) {
 			this := map[string]loadResult{}
 			for k := range targets {
 				tg := targets[(k+round)%len(targets)]
+				var cpu0 time.Duration
+				if tg.pid != 0 {
+					cpu0, _ = procCPU(tg.pid)
+				}
 				r, err := runLoad(tg, loadConns, dur)
 				if err != nil {
 					t.Fatalf("%s: %v", tg.name, err)
 				}
+				cpuNote := ""
+				if tg.pid != 0 {
+					cpu1, err := procCPU(tg.pid)
+					if err != nil {
+						t.Fatal(err)
+					}
+					r.cpuPerReq = (cpu1 - cpu0) / time.Duration(r.requests)
+					cpuNote = fmt.Sprintf("  server CPU %.1f µs/req", float64(r.cpuPerReq)/float64(time.Microsecond))
+				}
 				key := procsKey(tg.name, np)
-				t.Logf("round %d %-24s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s", round+1, key, r.rps(),
-					r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond))
+				t.Logf("round %d %-24s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s%s", round+1, key, r.rps(),
+					r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.p999.Round(time.Microsecond), r.max.Round(time.Microsecond), cpuNote)
 				results[key] = append(results[key], r)
 				this[tg.name] = r
 			}
-			on, off, bare := this["verify"].rps(), this["verify-no-lastused"].rps(), this["bare"].rps()
-			pairCost[np] = append(pairCost[np], 100*(off-on)/off)
+			on, bare := this["verify"].rps(), this["bare"].rps()
 			pairOn[np] = append(pairOn[np], 100*on/bare)
-			pairOff[np] = append(pairOff[np], 100*off/bare)
+			if r, ok := this["verify-no-lastused"]; ok {
+				off := r.rps()
+				pairCost[np] = append(pairCost[np], 100*(off-on)/off)
+				pairOff[np] = append(pairOff[np], 100*off/bare)
+			}
 		}
 	}
 	median := func(v []float64) float64 {
@@ -463,11 +672,29 @@ func TestLoadVerify(t *testing.T) {
 	for _, np := range procs {
 		bareRPS, bareP99 := med(procsKey("bare", np))
 		vRPS, vP99 := med(procsKey("verify", np))
-		nRPS, nP99 := med(procsKey("verify-no-lastused", np))
 		t.Logf("Go generator, %d connections, %d rounds x %s, %d keys, %d distinct tokens, GOMAXPROCS %s (medians):", loadConns, rounds, dur, nKeys, len(bodies), procsName(np))
 		t.Logf("| target | req/s | p99 | vs bare |")
 		t.Logf("| bare net/http, fixed JSON | %.0f | %s | 100%% |", bareRPS, bareP99.Round(time.Microsecond))
 		t.Logf("| verify, last-used on | %.0f | %s | %.1f%% req/s, p99 x%.2f |", vRPS, vP99.Round(time.Microsecond), 100*vRPS/bareRPS, float64(vP99)/float64(bareP99))
+		if targets[0].pid != 0 {
+			cpu := func(name string) float64 {
+				var v []float64
+				for _, r := range results[procsKey(name, np)] {
+					v = append(v, float64(r.cpuPerReq)/float64(time.Microsecond))
+				}
+				return median(v)
+			}
+			line := fmt.Sprintf("server CPU per request (median of rounds): bare %.1f µs", cpu("bare"))
+			for _, tg := range targets[1:] {
+				line += fmt.Sprintf(", %s %.1f µs (%.2fx)", tg.name, cpu(tg.name), cpu(tg.name)/cpu("bare"))
+			}
+			t.Logf("%s; the rest of each request's cost is the generator's and the kernel's", line)
+		}
+		if len(pairOff[np]) == 0 {
+			t.Logf("per-round pairs (median): verify %.1f%% of bare (rounds: %s)", median(pairOn[np]), fmtPcts(pairOn[np]))
+			continue
+		}
+		nRPS, nP99 := med(procsKey("verify-no-lastused", np))
 		t.Logf("| verify, last-used off | %.0f | %s | %.1f%% req/s, p99 x%.2f |", nRPS, nP99.Round(time.Microsecond), 100*nRPS/bareRPS, float64(nP99)/float64(bareP99))
 		t.Logf("last-used cost: %.1f%% of req/s (from the medians)", 100*(nRPS-vRPS)/nRPS)
 		t.Logf("per-round pairs (median): verify on %.1f%% of bare, off %.1f%% of bare, last-used cost %.1f%% (rounds: %s)",

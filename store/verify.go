@@ -184,7 +184,7 @@ func (s *Store) FlushLastUsed() error {
 	for lo := 0; lo < len(recs); lo += applyChunk {
 		s.mu.Lock()
 		for i := lo; i < min(lo+applyChunk, len(recs)); i++ {
-			recs[i].e.key.Store(next[i])
+			recs[i].e.key.Store(next[i]) // only last-used changed: the entry's facts stand
 		}
 		s.mu.Unlock()
 	}

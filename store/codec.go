@@ -102,21 +102,7 @@ func (d *decoder) str(shared bool) string {
 	return string(raw)
 }
 
-func (d *decoder) strs() []string {
-	n := d.uvarint()
-	if d.err != nil || n == 0 {
-		return nil
-	}
-	if n > uint64(len(d.b)) {
-		d.err = errCorruptRecord
-		return nil
-	}
-	out := make([]string, n)
-	for i := range out {
-		out[i] = d.str(true)
-	}
-	return out
-}
+func (d *decoder) strs() []string { return d.strsFrom(nil) }
 
 func (d *decoder) time() *time.Time {
 	if d.err != nil {

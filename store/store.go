@@ -820,6 +820,9 @@ type loadAlloc struct {
 }
 
 func (a *loadAlloc) strings(n int) []string {
+	if a == nil {
+		return make([]string, n)
+	}
 	if n > cap(a.strs)-len(a.strs) {
 		a.strs = make([]string, 0, max(n, 1024))
 	}
@@ -894,7 +897,8 @@ func (d *decoder) raw() []byte {
 	return r
 }
 
-// strsFrom is strs with the list taken from a's slab.
+// strsFrom reads a string list, taking it from a's slab (a plain slice
+// when a is nil).
 func (d *decoder) strsFrom(a *loadAlloc) []string {
 	n := d.uvarint()
 	if d.err != nil || n == 0 {

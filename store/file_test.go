@@ -188,7 +188,8 @@ func refusedFiles(t *testing.T, dir string) []refusedFile {
 	})
 	db.Close()
 
-	// A bbolt file with a meta bucket but nothing else keyward needs.
+	// A bbolt file with a meta bucket but nothing else keyward needs. It
+	// claims schema 1: the migration to schema 2 must refuse it untouched.
 	half := filepath.Join(dir, "half.db")
 	db, err = bolt.Open(half, 0o600, nil)
 	if err != nil {

@@ -176,31 +176,6 @@ func TestMigrateV1(t *testing.T) {
 	}
 }
 
-// TestMigrateRefusesHalfFile: a schema 1 file without the keys bucket is
-// foreign, and the migration must not touch it.
-func TestMigrateRefusesHalfFile(t *testing.T) {
-	t.Parallel()
-	path := filepath.Join(t.TempDir(), "half.db")
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket([]byte("meta"))
-		if err != nil {
-			return err
-		}
-		return b.Put([]byte("schema"), []byte("1"))
-	})
-	db.Close()
-	before := readFile(t, path)
-	_, err = store.Open(path, store.Options{Bootstrap: "admin"})
-	isErr(t, err, store.ErrForeign)
-	if !bytes.Equal(before, readFile(t, path)) {
-		t.Fatal("the file was modified")
-	}
-}
-
 // TestReadOnlyV1 opens a schema 1 file that cannot be written: it is not
 // migrated, lists its keys, and KeyIDByName still answers.
 func TestReadOnlyV1(t *testing.T) {

@@ -1451,6 +1451,7 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 			tune := func(o *store.Options) {
 				o.Lock.SSHAddr = sshAddr
 				o.FlushInterval = flush
+				o.Lean = true // see store/slots.go: the verify path's heap is pointer-free
 			}
 			return a.withStore(cmd, tune, func(st *store.Store) error {
 				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/keyward/keyward/model"
@@ -13,13 +14,14 @@ import (
 // scope list and its id. An entry now carries the facts the decision
 // needs (model.KeyFacts) in its first cache line, next to the hash the
 // lookup compares anyway, and the facts that many keys share (role, scopes,
-// resources, creator) in one interned grant that stays in the cache. See
-// BENCHMARKS.md, "HTTP at 1M".
+// resources, creator) in one interned grant (Store.grantTab) that stays in
+// the cache. See BENCHMARKS.md, "HTTP at 1M".
 
 // grant is what a key may do and on whose authority. Keys with the same
 // role, scopes, resources and creator share one (see grantIntern). Its
 // lists are a key's own, which are never mutated once stored.
 type grant struct {
+	slot      uint32 // its index in Store.grantTab + 1; 0 until it has one (Store.mu)
 	role      model.Role
 	creator   string
 	scopes    []string
@@ -27,7 +29,9 @@ type grant struct {
 }
 
 // maxGrants bounds an interning table. Past it, keys get unshared grants:
-// correct, only no longer cache-friendly.
+// correct, only no longer cache-friendly. Store.grantTab keeps every grant
+// it was given, including ones no key uses any more since an edit; that is
+// bounded by the writes made since the store was opened.
 const maxGrants = 1 << 16
 
 // grantTable interns grants by content. It is not safe for concurrent
@@ -53,7 +57,9 @@ func (gt *grantTable) get(k *model.Key) *grant {
 	if g, ok := gt.m[string(b)]; ok {
 		return g
 	}
-	g := &grant{role: k.Role, creator: k.CreatedBy, scopes: k.Scopes, resources: k.Resources}
+	// The lists are cloned: a loaded key's lists are in a slab shared
+	// with other keys, which a grant must not keep alive.
+	g := &grant{role: k.Role, creator: k.CreatedBy, scopes: slices.Clone(k.Scopes), resources: slices.Clone(k.Resources)}
 	if gt.m == nil {
 		gt.m = make(map[string]*grant)
 	}
@@ -75,33 +81,47 @@ func (gi *grantIntern) get(k *model.Key) *grant {
 	return gi.t.get(k)
 }
 
-// setKey makes k e's snapshot and refreshes e's verification facts from
-// it, with g = a grant of k. Before e is published no lock is needed;
-// after, the caller holds Store.mu.
-func (e *entry) setKey(k *model.Key, g *grant) {
-	e.key.Store(k)
-	e.grant = g
+// grantSlot returns g's index in s.grantTab, adding it on first use.
+// Caller holds s.mu (write), or the load has not published the store.
+func (s *Store) grantSlot(g *grant) uint32 {
+	if g.slot == 0 {
+		s.grantTab = append(s.grantTab, g)
+		g.slot = uint32(len(s.grantTab))
+	}
+	return g.slot - 1
+}
+
+// setFacts refreshes e's verification facts from k (the grant aside).
+func (e *entry) setFacts(k *model.Key) {
 	e.active = k.Active()
 	e.expires = model.NeverExpires
 	if k.ExpiresAt != nil {
 		e.expires = k.ExpiresAt.UnixNano()
 	}
 	e.created = k.CreatedAt.UnixNano()
-	e.id = [16]byte{}
-	if len(k.ID) == len(e.id) {
-		copy(e.id[:], k.ID)
-	}
 }
 
-// facts returns the decision's view of e's key. Caller holds Store.mu
-// (read).
-func (e *entry) facts() model.KeyFacts {
-	f := model.KeyFacts{Role: e.grant.role, Scopes: e.grant.scopes, Resources: e.grant.resources,
+// setKey makes k the key in slot i: its facts, its grant g (a grant of
+// k) and, when snapshots are kept, its snapshot. Caller holds s.mu
+// (write).
+func (s *Store) setKey(i uint32, k *model.Key, g *grant) {
+	e := s.slots.at(i)
+	e.setFacts(k)
+	e.grant = s.grantSlot(g)
+	s.slots.setSnap(i, k)
+}
+
+// facts returns the decision's view of the key in slot i. Caller holds
+// s.mu (read).
+func (s *Store) facts(i uint32) (model.KeyFacts, *grant) {
+	e := s.slots.at(i)
+	g := s.grantTab[e.grant]
+	f := model.KeyFacts{Role: g.role, Scopes: g.scopes, Resources: g.resources,
 		Active: e.active, Expires: e.expires}
-	if e.id[0] != 0 {
-		f.ID = string(e.id[:]) // a tiny allocation, cheaper than a miss on the Key's id
+	if e.id != ([16]byte{}) {
+		f.ID = string(e.id[:]) // a tiny allocation, cheaper than a miss on the key's record
 	} else {
-		f.ID = e.key.Load().ID
+		f.ID = s.slots.oddID[i]
 	}
-	return f
+	return f, g
 }

@@ -67,14 +67,22 @@ func (sub *Subscription) Next() []Change {
 	return out
 }
 
-// Close stops the feed.
+// Close stops the feed. A Lean store drops its snapshots when its last
+// subscriber leaves (see Keys).
 func (sub *Subscription) Close() {
 	sub.s.subsMu.Lock()
+	last := false
 	if sub.s.subs != nil {
-		delete(sub.s.subs, sub)
+		if _, ok := sub.s.subs[sub]; ok {
+			delete(sub.s.subs, sub)
+			last = len(sub.s.subs) == 0
+		}
 	}
 	sub.s.subsMu.Unlock()
 	sub.close()
+	if last {
+		sub.s.dropSnapshots()
+	}
 }
 
 func (sub *Subscription) close() {

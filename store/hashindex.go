@@ -5,28 +5,28 @@ import "encoding/binary"
 // hashIndex finds a key's entry by the SHA-256 of a presented secret.
 //
 // It is keyed by the hash's first 8 bytes, not all 32: a map[[32]byte]
-// slot holding the hash, the entry and a flag took 48 bytes per key, a
-// map[uint64]*entry slot takes 16. The full hashes are kept once, in the
-// entry (cur, and *prev during a grace period), and a lookup compares the
+// slot holding the hash, an entry pointer and a flag took 48 bytes per key, a
+// map[uint64]uint32 slot takes 12. The full hashes are kept once, in the
+// entry (cur, and prev during a grace period), and a lookup compares the
 // presented hash with them, so a token whose prefix matches a stored hash
 // but that is not that hash is refused like any unknown token. Two stored
 // hashes may share a prefix (odds about n²/2⁶⁵: 3·10⁻⁸ at 1M keys); the
 // one indexed while the prefix is taken goes into overflow, keyed by its
 // full hash.
 //
-// Every indexed hash is its entry's cur, or its *prev while prev is set
+// Every indexed hash is its entry's cur, or its prev while hasPrev is set
 // (in a damaged file two hash records may name one key as current: the
 // one not kept in cur stays indexed but matches nothing). Writers change
 // the index and the entries under Store.mu; lookup runs under its read
 // lock.
 type hashIndex struct {
-	byPrefix map[uint64]*entry
-	overflow map[[32]byte]*entry // stored hashes whose prefix was taken
+	byPrefix map[uint64]uint32   // prefix -> slot
+	overflow map[[32]byte]uint32 // stored hashes whose prefix was taken
 	mask     uint64              // all ones; 0 under the collideHashes test hook
 }
 
 func newHashIndex(n int, collide bool) hashIndex {
-	x := hashIndex{byPrefix: make(map[uint64]*entry, n), mask: ^uint64(0)}
+	x := hashIndex{byPrefix: make(map[uint64]uint32, n), mask: ^uint64(0)}
 	if collide {
 		x.mask = 0
 	}
@@ -37,54 +37,58 @@ func (x *hashIndex) prefix(h *[32]byte) uint64 {
 	return binary.LittleEndian.Uint64(h[:8]) & x.mask
 }
 
-// lookup returns the entry holding h and whether h is its previous
-// secret; nil if no key holds h.
-func (x *hashIndex) lookup(h *[32]byte) (*entry, bool) {
-	if e := x.byPrefix[x.prefix(h)]; e != nil {
-		if ok, previous := e.holds(h); ok {
-			return e, previous
+// lookup returns the slot of the key holding h and whether h is its
+// previous secret; ok is false if no key holds h.
+func (x *hashIndex) lookup(h *[32]byte, st *slotTable) (slot uint32, previous, ok bool) {
+	if i, found := x.byPrefix[x.prefix(h)]; found {
+		if ok, previous := st.at(i).holds(h); ok {
+			return i, previous, true
 		}
 	}
 	if len(x.overflow) == 0 {
-		return nil, false
+		return noSlot, false, false
 	}
-	if e := x.overflow[*h]; e != nil {
-		if ok, previous := e.holds(h); ok {
-			return e, previous
+	if i, found := x.overflow[*h]; found {
+		if ok, previous := st.at(i).holds(h); ok {
+			return i, previous, true
 		}
 	}
-	return nil, false
+	return noSlot, false, false
 }
 
 // holds reports whether h is e's current secret or, during a grace
 // period, its previous one (then previous is true).
 func (e *entry) holds(h *[32]byte) (ok, previous bool) {
+	if !e.live {
+		return false, false
+	}
 	if e.cur == *h {
 		return true, false
 	}
-	return e.prev != nil && *e.prev == *h, true
+	return e.hasPrev && e.prev == *h, true
 }
 
-// add indexes h, which e holds (as cur or prev) or is about to hold.
-func (x *hashIndex) add(h [32]byte, e *entry) {
+// add indexes h, which slot i holds (as cur or prev) or is about to hold.
+func (x *hashIndex) add(h [32]byte, i uint32) {
 	p := x.prefix(&h)
 	if _, taken := x.byPrefix[p]; !taken {
-		x.byPrefix[p] = e
+		x.byPrefix[p] = i
 		return
 	}
 	if x.overflow == nil {
-		x.overflow = map[[32]byte]*entry{}
+		x.overflow = map[[32]byte]uint32{}
 	}
-	x.overflow[h] = e
+	x.overflow[h] = i
 }
 
-// remove drops h, an indexed hash of e.
-func (x *hashIndex) remove(h [32]byte, e *entry) {
+// remove drops h, an indexed hash of slot i.
+func (x *hashIndex) remove(h [32]byte, i uint32) {
 	if _, ok := x.overflow[h]; ok {
 		delete(x.overflow, h)
 		return
 	}
-	if p := x.prefix(&h); x.byPrefix[p] == e {
+	p := x.prefix(&h)
+	if j, ok := x.byPrefix[p]; ok && j == i {
 		delete(x.byPrefix, p)
 	}
 }

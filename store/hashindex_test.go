@@ -107,7 +107,7 @@ func TestHashPrefixCollisions(t *testing.T) {
 	if n := s.hashes.len(); n != 5 || len(s.hashes.overflow) != 4 {
 		t.Fatalf("after reopening: %d hashes indexed, %d in the overflow; want 5 and 4", n, len(s.hashes.overflow))
 	}
-	if e, previous := s.hashes.lookup(&[32]byte{}); e != nil || previous {
+	if _, previous, ok := s.hashes.lookup(&[32]byte{}, &s.slots); ok || previous {
 		t.Fatal("the zero hash found a key")
 	}
 }

@@ -102,34 +102,11 @@ func (s *Store) Catalog() model.Catalog {
 	return s.catalog
 }
 
-// Keys returns every key, unordered. The pointers are immutable snapshots
-// shared with the store: callers must not modify them.
-func (s *Store) Keys() []*model.Key {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	out := make([]*model.Key, 0, len(s.keys))
-	for _, e := range s.keys {
-		out = append(out, e.key.Load())
-	}
-	return out
-}
-
 // KeyCount returns how many keys exist.
 func (s *Store) KeyCount() int {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return len(s.keys)
-}
-
-// Key returns one key by id (an immutable snapshot).
-func (s *Store) Key(id string) (*model.Key, error) {
-	s.mu.RLock()
-	e := s.keys[id]
-	s.mu.RUnlock()
-	if e == nil {
-		return nil, fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
-	}
-	return e.key.Load(), nil
+	return s.slots.live
 }
 
 // checkSpec validates spec against the catalog. Whether its name is free
@@ -284,11 +261,12 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 // scheduleInsert adds a written key to memory once t commits.
 func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	k, h := nk.key, nk.hash
-	e := &entry{cur: h} // allocated here, not under s.mu
-	e.setKey(k, s.grants.get(k))
+	g := s.grants.get(k) // not under s.mu
 	t.after = append(t.after, func() {
-		s.keys[k.ID] = e
-		s.hashes.add(h, e)
+		i := s.slots.alloc(k.ID)
+		s.slots.at(i).cur = h
+		s.setKey(i, k, g)
+		s.hashes.add(h, i)
 	})
 	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
@@ -400,13 +378,10 @@ func putNamesSorted(tx *bolt.Tx, recs []newKeyRec) error {
 func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
 	var out *model.Key
 	err := s.write(actor, func(t *txn) error {
-		s.mu.RLock()
-		e := s.keys[id]
-		s.mu.RUnlock()
-		if e == nil {
-			return fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+		cur, err := readKey(t.tx, id) // the file and memory agree under wmu
+		if err != nil {
+			return err
 		}
-		cur := e.key.Load()
 		next, err := fn(t, cur)
 		if err != nil {
 			return err
@@ -430,7 +405,11 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		}
 		out = next
 		g := s.grants.get(next)
-		t.after = append(t.after, func() { s.keys[id].setKey(next, g) })
+		t.after = append(t.after, func() {
+			if i, ok := s.slots.lookup(id); ok {
+				s.setKey(i, next, g)
+			}
+		})
 		t.changes = append(t.changes, Change{Kind: KeyUpdated, ID: id})
 		return nil
 	})
@@ -535,15 +514,19 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 		}
 		token = tok.String()
 		t.after = append(t.after, func() {
-			e := s.keys[id]
-			for oh := range oldHashes {
-				s.hashes.remove(oh, e)
+			i, ok := s.slots.lookup(id)
+			if !ok {
+				return
 			}
-			e.cur, e.prev = h, nil
-			s.hashes.add(h, e)
+			e := s.slots.at(i)
+			for oh := range oldHashes {
+				s.hashes.remove(oh, i)
+			}
+			e.cur, e.prev, e.hasPrev = h, [32]byte{}, false
+			s.hashes.add(h, i)
 			for oh := range keep {
-				e.prev = &oh
-				s.hashes.add(oh, e)
+				e.prev, e.hasPrev = oh, true
+				s.hashes.add(oh, i)
 			}
 			if next.GraceUntil != nil {
 				s.graces[id] = *next.GraceUntil
@@ -569,10 +552,11 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	out := map[[32]byte]hashRef{}
-	if e := s.keys[id]; e != nil {
+	if i, ok := s.slots.lookup(id); ok {
+		e := s.slots.at(i)
 		out[e.cur] = hashRef{id: id}
-		if e.prev != nil {
-			out[*e.prev] = hashRef{id: id, previous: true}
+		if e.hasPrev {
+			out[e.prev] = hashRef{id: id, previous: true}
 		}
 	}
 	return out
@@ -581,13 +565,10 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 // DeleteKey removes key id permanently. Its secrets stop verifying at once.
 func (s *Store) DeleteKey(actor, id string) error {
 	return s.write(actor, func(t *txn) error {
-		s.mu.RLock()
-		e := s.keys[id]
-		s.mu.RUnlock()
-		if e == nil {
-			return fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+		cur, err := readKey(t.tx, id)
+		if err != nil {
+			return err
 		}
-		cur := e.key.Load()
 		hashes := s.hashesOf(id)
 		hb := t.tx.Bucket(bHashes)
 		for h := range hashes {
@@ -608,10 +589,12 @@ func (s *Store) DeleteKey(actor, id string) error {
 			return err
 		}
 		t.after = append(t.after, func() {
-			for h := range hashes {
-				s.hashes.remove(h, e)
+			if i, ok := s.slots.lookup(id); ok {
+				for h := range hashes {
+					s.hashes.remove(h, i)
+				}
+				s.slots.release(i)
 			}
-			delete(s.keys, id)
 			delete(s.graces, id)
 		})
 		t.changes = append(t.changes, Change{Kind: KeyDeleted, ID: id})
@@ -654,9 +637,11 @@ func (s *Store) expireGraces() {
 		})
 		if err == nil {
 			s.mu.Lock()
-			if e := s.keys[id]; e != nil && e.prev != nil {
-				s.hashes.remove(*e.prev, e)
-				e.prev = nil
+			if i, ok := s.slots.lookup(id); ok {
+				if e := s.slots.at(i); e.hasPrev {
+					s.hashes.remove(e.prev, i)
+					e.prev, e.hasPrev = [32]byte{}, false
+				}
 			}
 			delete(s.graces, id)
 			s.mu.Unlock()

@@ -16,13 +16,22 @@ import (
 	"github.com/keyward/keyward/model"
 )
 
+// refEntry is what the sequential load knows of one key.
+type refEntry struct {
+	key     *model.Key
+	lastAt  int64
+	cur     [32]byte
+	prev    [32]byte
+	hasPrev bool
+}
+
 // loadKeysReference is the sequential load that loadKeys replaced: one
 // walk of the keys bucket (with the last-used bucket beside it) and one of
-// the hash bucket. loadKeys must give the same maps; the hash index is
+// the hash bucket. loadKeys must give the same state; the hash index is
 // returned as a plain map of every hash to its key.
-func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
+func loadKeysReference(tx *bolt.Tx) (map[string]*refEntry, map[string]time.Time, map[[32]byte]hashRef, error) {
 	intern := map[string]string{}
-	var grants grantTable
+	keys, graces := map[string]*refEntry{}, map[string]time.Time{}
 	lc := tx.Bucket(bLastUsed).Cursor()
 	lk, lv := lc.First()
 	err := tx.Bucket(bKeys).ForEach(func(k, v []byte) error {
@@ -30,7 +39,7 @@ func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 		if err != nil {
 			return fmt.Errorf("key %q: %w", model.Sanitize(string(k)), err)
 		}
-		e := &entry{}
+		e := &refEntry{key: key}
 		for lk != nil && bytes.Compare(lk, k) < 0 {
 			lk, lv = lc.Next()
 		}
@@ -39,30 +48,29 @@ func loadKeysReference(s *Store, tx *bolt.Tx) (map[[32]byte]hashRef, error) {
 			if err == nil {
 				t := time.Unix(0, at).UTC()
 				key.LastUsedAt, key.LastUsedFrom = &t, from
-				e.lastAt.Store(at)
+				e.lastAt = at
 			}
 		}
-		e.setKey(key, grants.get(key))
-		s.keys[key.ID] = e
+		keys[key.ID] = e
 		if key.GraceUntil != nil {
-			s.graces[key.ID] = *key.GraceUntil
+			graces[key.ID] = *key.GraceUntil
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, nil, err
 	}
 	hashes := map[[32]byte]hashRef{}
-	return hashes, tx.Bucket(bHashes).ForEach(func(k, v []byte) error {
+	return keys, graces, hashes, tx.Bucket(bHashes).ForEach(func(k, v []byte) error {
 		ref, err := decodeHashRef(v)
 		if err != nil || len(k) != 32 {
 			return fmt.Errorf("hash index: %w", errCorruptRecord)
 		}
 		h := [32]byte(k)
-		if e := s.keys[ref.id]; e != nil {
+		if e := keys[ref.id]; e != nil {
 			hashes[h] = ref
 			if ref.previous {
-				e.prev = &h
+				e.prev, e.hasPrev = h, true
 			} else {
 				e.cur = h
 			}
@@ -143,54 +151,67 @@ func TestLoadKeysMatchesSequential(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := Open(path, Options{FlushInterval: time.Hour})
-	if err != nil {
-		t.Fatal(err)
+	for _, lean := range []bool{false, true} {
+		got, err := Open(path, Options{FlushInterval: time.Hour, Lean: lean})
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareWithReference(t, got, n)
+		if err := got.Close(); err != nil {
+			t.Fatal(err)
+		}
 	}
-	defer got.Close()
-	want := &Store{keys: map[string]*entry{}, graces: map[string]time.Time{}}
+}
+
+// compareWithReference checks got's memory against the sequential load
+// of its file, which holds n keys.
+func compareWithReference(t *testing.T, got *Store, n int) {
+	t.Helper()
+	var want map[string]*refEntry
+	var wantGraces map[string]time.Time
 	var wantHashes map[[32]byte]hashRef
-	err = got.db.View(func(tx *bolt.Tx) (err error) {
-		wantHashes, err = loadKeysReference(want, tx)
+	err := got.db.View(func(tx *bolt.Tx) (err error) {
+		want, wantGraces, wantHashes, err = loadKeysReference(tx)
 		return err
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got.keys) != n || len(want.keys) != n {
-		t.Fatalf("%d keys loaded, reference %d, want %d", len(got.keys), len(want.keys), n)
+	if got.KeyCount() != n || len(want) != n || len(got.Keys()) != n {
+		t.Fatalf("lean %v: %d keys loaded (Keys %d), reference %d, want %d", got.opts.Lean, got.KeyCount(), len(got.Keys()), len(want), n)
 	}
-	for id, we := range want.keys {
-		ge := got.keys[id]
-		if ge == nil {
+	for id, we := range want {
+		i, ok := got.slots.lookup(id)
+		if !ok {
 			t.Fatalf("%s missing", id)
 		}
-		if !reflect.DeepEqual(ge.key.Load(), we.key.Load()) {
-			t.Fatalf("%s: got %+v, want %+v", id, ge.key.Load(), we.key.Load())
+		if k, err := got.Key(id); err != nil || !reflect.DeepEqual(k, we.key) {
+			t.Fatalf("%s: got %+v (%v), want %+v", id, k, err, we.key)
 		}
-		if ge.lastAt.Load() != we.lastAt.Load() || ge.cur != we.cur || (ge.prev == nil) != (we.prev == nil) ||
-			(ge.prev != nil && *ge.prev != *we.prev) || ge.dirty.Load() || ge.lastFrom.Load() != nil {
+		ge := got.slots.at(i)
+		if ge.lastAt.Load() != we.lastAt || ge.cur != we.cur || ge.hasPrev != we.hasPrev || ge.prev != we.prev ||
+			ge.dirty.Load() || got.slots.from(i).Load() != nil || got.slots.idOf(i) != id {
 			t.Fatalf("%s: entry differs", id)
 		}
-		checkFacts(t, ge)
+		checkFacts(t, got, i, we.key)
 	}
-	if !reflect.DeepEqual(got.graces, want.graces) || got.hashes.len() != len(wantHashes) {
-		t.Fatalf("graces %d/%d, hashes %d/%d", len(got.graces), len(want.graces), got.hashes.len(), len(wantHashes))
+	if !reflect.DeepEqual(got.graces, wantGraces) || got.hashes.len() != len(wantHashes) {
+		t.Fatalf("graces %d/%d, hashes %d/%d", len(got.graces), len(wantGraces), got.hashes.len(), len(wantHashes))
 	}
 	if len(got.hashes.overflow) < n/2 {
 		t.Fatalf("%d hashes in the overflow: the test no longer collides prefixes", len(got.hashes.overflow))
 	}
 	for h, ref := range wantHashes {
-		e, previous := got.hashes.lookup(&h)
-		if e == nil || previous != ref.previous || e.key.Load().ID != ref.id {
+		i, previous, ok := got.hashes.lookup(&h, &got.slots)
+		if !ok || previous != ref.previous || got.slots.idOf(i) != ref.id {
 			t.Fatalf("hash %q differs", h)
 		}
 	}
 	for _, unknown := range []string{"hash-1230x", "hash-99999", "prev-7001", "orphan"} {
 		var h [32]byte
 		copy(h[:], unknown)
-		if e, _ := got.hashes.lookup(&h); e != nil {
-			t.Fatalf("unknown hash %q found key %s", unknown, e.key.Load().ID)
+		if i, _, ok := got.hashes.lookup(&h, &got.slots); ok {
+			t.Fatalf("unknown hash %q found key %s", unknown, got.slots.idOf(i))
 		}
 	}
 }

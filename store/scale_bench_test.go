@@ -363,10 +363,12 @@ func TestOpenScaleRSS(t *testing.T) {
 	if path == "" {
 		t.Skip("set KEYWARD_SCALE_DB to a keyward database (see BENCHMARKS.md, section Verify at scale)")
 	}
+	opts := benchOptions(t)
+	opts.Lean = os.Getenv("KEYWARD_SCALE_LEAN") != "" // as keyward serve opens it
 	before := procStatus()
 	heap0 := heapInuse()
 	t0 := time.Now()
-	s, err := store.Open(path, benchOptions(t))
+	s, err := store.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,8 +376,8 @@ func TestOpenScaleRSS(t *testing.T) {
 	defer s.Close()
 	heap := heapInuse()
 	m := procStatus()
-	t.Logf("%d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open) = RssAnon %.0f + RssFile %.0f (the mmapped file); VmHWM %.0f MiB",
-		s.KeyCount(), float64(fileSize(t, path))/(1<<20), open.Round(time.Millisecond),
+	t.Logf("lean %v: %d keys, file %.1f MiB: open %s; Go heap in use +%.0f MiB; VmRSS %.0f MiB (%.0f before open) = RssAnon %.0f + RssFile %.0f (the mmapped file); VmHWM %.0f MiB",
+		opts.Lean, s.KeyCount(), float64(fileSize(t, path))/(1<<20), open.Round(time.Millisecond),
 		float64(heap-heap0)/(1<<20), m["VmRSS"], before["VmRSS"], m["RssAnon"], m["RssFile"], m["VmHWM"])
 	// What the store costs every garbage collection of a serving process:
 	// a full cycle marks everything the store holds.
@@ -390,6 +392,20 @@ func TestOpenScaleRSS(t *testing.T) {
 	t.Logf("a full GC with the store open (GOMAXPROCS %d): median %s wall (min %s, max %s), %s GC CPU per cycle",
 		runtime.GOMAXPROCS(0), gcs[len(gcs)/2].Round(time.Millisecond), gcs[0].Round(time.Millisecond),
 		gcs[len(gcs)-1].Round(time.Millisecond), ((gcCPU() - cpu0) / time.Duration(len(gcs))).Round(time.Millisecond))
+	if opts.Lean {
+		// What a TUI session costs a serving process: the snapshots it
+		// keeps while subscribed, and what is left once it leaves.
+		sub := s.Subscribe()
+		t0 := time.Now()
+		n := len(s.Keys())
+		keep := time.Since(t0)
+		runtime.GC()
+		kept := heapInuse()
+		sub.Close()
+		runtime.GC()
+		t.Logf("lean, with a subscriber: Keys() kept %d snapshots in %s, Go heap in use %.0f MiB; %.0f MiB once it left",
+			n, keep.Round(time.Millisecond), float64(kept-heap0)/(1<<20), float64(heapInuse()-heap0)/(1<<20))
+	}
 	runtime.KeepAlive(s)
 }
 

@@ -128,13 +128,15 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 // last-used time loaded the way Open loads it.
 func (s *Store) scheduleSeeded(t *txn, nk newKeyRec) {
 	k, h := nk.key, nk.hash
+	g := s.grants.get(k)
 	t.after = append(t.after, func() {
-		e := &entry{cur: h}
+		i := s.slots.alloc(k.ID)
+		e := s.slots.at(i)
+		e.cur = h
 		if k.LastUsedAt != nil {
 			e.lastAt.Store(k.LastUsedAt.UnixNano())
 		}
-		e.setKey(k, s.grants.get(k))
-		s.keys[k.ID] = e
-		s.hashes.add(h, e)
+		s.setKey(i, k, g)
+		s.hashes.add(h, i)
 	})
 }

@@ -150,6 +150,11 @@ type Options struct {
 	Lock LockInfo
 	// NoLastUsed turns off last-used tracking (to measure its cost).
 	NoLastUsed bool
+	// Lean keeps in memory only what verification needs, for a serving
+	// process (see slots.go): Key and Keys decode the file, and keep
+	// snapshots only while a subscriber (a TUI session) is watching.
+	// Otherwise every key's snapshot is kept from the load on.
+	Lean bool
 	// NoSync skips fsync on commit. Only for benchmarks and seeding
 	// throwaway databases.
 	NoSync bool
@@ -159,33 +164,41 @@ type Options struct {
 	collideHashes bool
 }
 
-// entry is the in-memory state of one key. key is an immutable snapshot;
-// it is replaced, never mutated. Last-used is buffered in atomics by
-// Verify and folded into a new snapshot when flushed.
+// entry is the in-memory state of one key: what a verification needs,
+// and its buffered last-used time. It holds no pointer (see slots.go): the
+// key's full record is read from the file, or from a kept snapshot.
 //
 // The first 64 bytes are everything a verification reads (see facts.go):
 // the secret hash the lookup compares and the key's facts, refreshed by
-// setKey whenever the snapshot changes. The entry is 128 bytes, so in a
-// slab (and in its size class) each entry starts a cache line.
+// setKey whenever the key changes. The entry is 128 bytes, so in a chunk
+// each entry starts a cache line.
 type entry struct {
 	// Guarded by Store.mu: this key's current secret hash (the hash
 	// index keeps only a prefix and compares this, see hashIndex) and
 	// its facts.
 	cur     [32]byte
-	expires int64 // Unix ns, model.NeverExpires for none
-	created int64 // Unix ns, for the creator check
-	grant   *grant
-	active  bool
+	expires int64  // Unix ns, model.NeverExpires for none
+	created int64  // Unix ns, for the creator check
+	grant   uint32 // index into Store.grantTab
 	dirty   atomic.Bool
+	active  bool
+	hasPrev bool // prev holds the previous secret's hash (a grace period runs)
+	live    bool // the slot holds a key
+	_       [5]byte
 
-	id       [16]byte // the key id, zero if it is not 16 bytes (Store.mu)
-	key      atomic.Pointer[model.Key]
-	lastAt   atomic.Int64
-	lastFrom atomic.Pointer[string]
-	// prev is the previous secret's hash while a regeneration grace
-	// period runs, else nil. Guarded by Store.mu.
-	prev *[32]byte
-	_    [16]byte
+	id     [16]byte // the key id, zero if it is not 16 bytes (Store.mu)
+	lastAt atomic.Int64
+	prev   [32]byte // see hasPrev (Store.mu)
+	_      [8]byte
+}
+
+// reset zeroes e, for a freed slot.
+func (e *entry) reset() {
+	e.cur, e.expires, e.created, e.grant = [32]byte{}, 0, 0, 0
+	e.dirty.Store(false)
+	e.active, e.hasPrev, e.live = false, false, false
+	e.id, e.prev = [16]byte{}, [32]byte{}
+	e.lastAt.Store(0)
 }
 
 // Store is an open keyward database.
@@ -197,14 +210,15 @@ type Store struct {
 	now      func() time.Time
 	prefix   string
 	// indexed is false only for a read-only schema 1 file, which has no
-	// names bucket (it cannot be migrated): KeyIDByName then scans s.keys.
+	// names bucket (it cannot be migrated): KeyIDByName then reads every key.
 	indexed bool
 
 	wmu sync.Mutex // serialises writers together with their memory updates
 
 	mu        sync.RWMutex // guards the maps below
-	keys      map[string]*entry
+	slots     slotTable
 	hashes    hashIndex
+	grantTab  []*grant // entry.grant indexes it; appended to, never shrunk
 	ops       map[string]*model.Operator
 	catalog   model.Catalog
 	secretSum [32]byte // SHA-256 of the current shared secret, zero if none
@@ -213,7 +227,7 @@ type Store struct {
 	graces    map[string]time.Time // key id -> end of grace for its previous secret
 
 	dirtyMu sync.Mutex
-	dirty   []*entry
+	dirty   []uint32     // slots whose last-used is buffered
 	sources sourceIntern // last-used sources, shared between entries
 	grants  grantIntern  // grants of keys written after the load
 
@@ -295,9 +309,12 @@ func Open(path string, opts Options) (*Store, error) {
 	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		keys: map[string]*entry{}, hashes: newHashIndex(0, opts.collideHashes),
+		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	if !opts.Lean {
+		s.slots.snaps = [][]*model.Key{}
 	}
 	if err := s.init(); err != nil {
 		db.Close()
@@ -306,6 +323,12 @@ func Open(path string, opts Options) (*Store, error) {
 	if err := s.load(); err != nil {
 		db.Close()
 		return nil, err
+	}
+	if opts.Lean {
+		// The load decoded every key and kept none of it: hand that
+		// memory back now (a few ms: the lean heap is cheap to collect)
+		// rather than carry it as RSS until the scavenger gets to it.
+		debug.FreeOSMemory()
 	}
 	if !readOnly { // a reader shares the file: the lock file is the writer's
 		writeLockInfo(path, opts.Lock)
@@ -614,7 +637,8 @@ func (s *Store) Check() error {
 }
 
 // loadBatchSize is how many key records one decode worker takes at a time.
-const loadBatchSize = 4096
+// It is a slot chunk: a batch's entries become one chunk of the slot table.
+const loadBatchSize = slotChunk
 
 // loadBatch is a run of consecutive key records (in id order) and, once
 // done is closed, their decoded form.
@@ -623,7 +647,8 @@ type loadBatch struct {
 	nUsed int // how many recs.lus are not nil
 
 	keys    []model.Key // slab: &keys[i] is the initial snapshot of key i
-	entries []entry     // slab: &entries[i] is key i's entry
+	entries []entry     // a slot chunk: &entries[i] is key i's entry
+	grants  []*grant    // grants[i] is key i's
 	err     error
 	done    chan struct{}
 }
@@ -654,7 +679,7 @@ func (r *loadRecs) release(m fileMapping) {
 	pages.release()
 }
 
-// loadKeys reads the keys, last-used and hash buckets into s.keys,
+// loadKeys reads the keys, last-used and hash buckets into s.slots,
 // s.graces and s.hashes. It does what a plain walk of the three buckets
 // would, faster on a large database:
 //
@@ -666,13 +691,15 @@ func (r *loadRecs) release(m fileMapping) {
 //   - A worker that has decoded a batch releases the mapped pages its
 //     records were on and returns the record slices to a free list, so at
 //     most the batches in flight hold one (see loadRecs).
-//   - Keys, entries and last-used times are allocated per batch in slabs
-//     (one allocation per batch instead of one per key), and a key's own
-//     strings (id, name, description, hint) share one allocation. Snapshots
-//     are immutable and replaced, never mutated, so pointers into a slab
-//     stay valid. A slab is freed once none of its keys is referenced; a
-//     key replaced or deleted since the load keeps its slot in memory until
+//   - A batch's entries are one chunk of the slot table (see slots.go).
+//     Keys and last-used times are allocated per batch in slabs (one
+//     allocation per batch instead of one per key), and a key's own strings
+//     (id, name, description, hint) share one allocation. Snapshots are
+//     immutable and replaced, never mutated, so pointers into a slab stay
+//     valid. A slab is freed once none of its keys is referenced; a key
+//     replaced or deleted since the load keeps its slot in memory until
 //     then, so at worst a batch's slab (about 1 MiB) outlives most of it.
+//     A Lean store keeps no snapshot: the slabs are garbage once loaded.
 //   - Batches are then inserted in id order by the calling goroutine, so
 //     duplicates resolve as in a sequential walk. loadHashes then does the
 //     same for the hash bucket.
@@ -755,8 +782,12 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 
 	// Size the maps once: growing them key by key costs a rehash of every
 	// entry at each doubling.
-	if n > len(s.keys) {
-		s.keys = make(map[string]*entry, n)
+	if n > s.slots.live {
+		snaps := s.slots.snaps
+		s.slots = newSlotTable(n)
+		if snaps != nil {
+			s.slots.snaps = [][]*model.Key{}
+		}
 		s.hashes = newHashIndex(n, s.opts.collideHashes)
 	}
 	for _, b := range batches {
@@ -764,9 +795,18 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 		if b.err != nil {
 			return b.err
 		}
+		// Every batch but the last is full, so batch c is chunk c.
+		base := uint32(len(s.slots.ents)) << slotBits
+		s.slots.grow(b.entries)
+		s.slots.used = base + uint32(len(b.keys))
 		for i := range b.keys {
-			key, e := &b.keys[i], &b.entries[i]
-			s.keys[key.ID] = e
+			key, slot := &b.keys[i], base+uint32(i)
+			if old, dup := s.slots.lookup(key.ID); dup {
+				s.slots.release(old) // a damaged file: the later record wins, as in a walk
+			}
+			s.slots.index(slot, key.ID)
+			s.slots.at(slot).grant = s.grantSlot(b.grants[i])
+			s.slots.setSnap(slot, key)
 			if key.GraceUntil != nil {
 				s.graces[key.ID] = *key.GraceUntil
 			}
@@ -781,7 +821,8 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *gr
 	r := b.recs
 	n := len(r.vals)
 	b.keys = make([]model.Key, n)
-	b.entries = make([]entry, n)
+	b.entries = make([]entry, slotChunk)
+	b.grants = make([]*grant, n)
 	var times []time.Time
 	if b.nUsed > 0 {
 		times = make([]time.Time, b.nUsed)
@@ -807,7 +848,8 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *gr
 			times = times[1:]
 			e.lastAt.Store(at)
 		}
-		e.setKey(key, grants.get(key))
+		e.setFacts(key)
+		b.grants[i] = grants.get(key)
 	}
 }
 
@@ -933,16 +975,16 @@ func (d *decoder) timeVal() (time.Time, bool) {
 }
 
 // hashBatch is a run of hash index records and, once done is closed, the
-// entry each names (nil for an orphan).
+// slot each names (noSlot for an orphan).
 type hashBatch struct {
 	hs   [][]byte
 	vs   [][]byte
-	es   []*entry
+	es   []uint32
 	done chan struct{}
 }
 
 // loadHashes fills s.hashes and the entries' hashes from the hash bucket.
-// s.keys must be complete: workers look the ids up in it (reads only)
+// s.slots must be complete: workers look the ids up in it (reads only)
 // while the calling goroutine walks the bucket. The calling goroutine
 // applies the results in bucket order, as a sequential walk would, once
 // a batch is the oldest of more than 4*workers in flight (or at the end),
@@ -959,7 +1001,12 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 			for b := range work {
 				b.es = b.es[:len(b.vs)]
 				for i, v := range b.vs {
-					b.es[i] = s.keys[string(v[1:])] // decodeHashRef without allocating the id
+					// decodeHashRef without allocating the id
+					slot, ok := s.slots.lookup(string(v[1:]))
+					if !ok {
+						slot = noSlot
+					}
+					b.es[i] = slot
 				}
 				close(b.done)
 			}
@@ -972,14 +1019,14 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 		b := inflight[0]
 		inflight = inflight[1:]
 		<-b.done
-		for i, e := range b.es {
-			if e == nil {
+		for i, slot := range b.es {
+			if slot == noSlot {
 				continue // an orphan hash verifies as NOT_FOUND either way
 			}
 			h := [32]byte(b.hs[i])
-			s.hashes.add(h, e)
-			if b.vs[i][0] == 1 { // previous
-				e.prev = &h
+			s.hashes.add(h, slot)
+			if e := s.slots.at(slot); b.vs[i][0] == 1 { // previous
+				e.prev, e.hasPrev = h, true
 			} else {
 				e.cur = h
 			}
@@ -1003,7 +1050,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 				cur = apply()
 			} else {
 				cur = &hashBatch{hs: make([][]byte, 0, loadBatchSize), vs: make([][]byte, 0, loadBatchSize),
-					es: make([]*entry, 0, loadBatchSize)}
+					es: make([]uint32, 0, loadBatchSize)}
 			}
 			cur.done = make(chan struct{})
 		}

@@ -34,48 +34,50 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	}
 	now := s.now()
 	s.mu.RLock()
-	e, previous := s.hashes.lookup(&h)
-	if e == nil {
+	i, previous, ok := s.hashes.lookup(&h, &s.slots)
+	if !ok {
 		s.mu.RUnlock()
 		return model.Decide(model.VerifyInput{})
 	}
 	// Only the entry's first line and its (shared, cached) grant are read
-	// unless the token is a previous secret (see facts.go).
-	f := e.facts()
-	created, expires := e.created, e.expires
-	op := s.ops[e.grant.creator]
+	// (see facts.go).
+	f, g := s.facts(i)
+	op := s.ops[g.creator]
 	// An operator deleted and later re-added under the same name is a
 	// different account: keys the old one created stay refused.
-	creatorActive := op != nil && !op.Disabled && op.CreatedAt.UnixNano() <= created
-	graceExpired := false
+	creatorActive := op != nil && !op.Disabled && op.CreatedAt.UnixNano() <= s.slots.at(i).created
 	if previous {
-		g := e.key.Load().GraceUntil
-		graceExpired = g == nil || !now.Before(*g)
-	}
-	s.mu.RUnlock()
-	if graceExpired {
-		return model.Decide(model.VerifyInput{GraceExpired: true})
+		if until, ok := s.graces[f.ID]; !ok || !now.Before(until) {
+			s.mu.RUnlock()
+			return model.Decide(model.VerifyInput{GraceExpired: true})
+		}
 	}
 	res := model.DecideFacts(&f, creatorActive, scope, resource, now.UnixNano())
-	if expires != model.NeverExpires {
-		t := time.Unix(0, expires).UTC()
-		res.ExpiresAt = &t
-	}
 	if res.Valid && !s.opts.NoLastUsed {
-		s.touch(e, now, source)
+		// Under s.mu: a slot freed by a delete may be reused, and must
+		// not receive this key's last-used.
+		s.touch(i, now, source)
+	}
+	s.mu.RUnlock()
+	if f.Expires != model.NeverExpires {
+		t := time.Unix(0, f.Expires).UTC()
+		res.ExpiresAt = &t
 	}
 	return res
 }
 
-// touch buffers a last-used record in the key's entry.
-func (s *Store) touch(e *entry, now time.Time, source string) {
+// touch buffers a last-used record in slot i's entry. Caller holds s.mu
+// (read).
+func (s *Store) touch(i uint32, now time.Time, source string) {
+	e := s.slots.at(i)
 	e.lastAt.Store(now.UnixNano())
-	if p := e.lastFrom.Load(); p == nil || *p != source {
-		e.lastFrom.Store(s.sources.get(source))
+	from := s.slots.from(i)
+	if p := from.Load(); p == nil || *p != source {
+		from.Store(s.sources.get(source))
 	}
 	if e.dirty.CompareAndSwap(false, true) {
 		s.dirtyMu.Lock()
-		s.dirty = append(s.dirty, e)
+		s.dirty = append(s.dirty, i)
 		s.dirtyMu.Unlock()
 	}
 }
@@ -95,26 +97,25 @@ func (s *Store) FlushLastUsed() error {
 	if len(batch) == 0 {
 		return nil
 	}
-	type rec struct {
-		e    *entry
-		id   string
-		at   int64
-		from string
-	}
-	recs := make([]rec, 0, len(batch))
-	for _, e := range batch {
-		e.dirty.Store(false)
-		r := rec{e: e, id: e.key.Load().ID, at: e.lastAt.Load()}
-		if p := e.lastFrom.Load(); p != nil {
+	recs := make([]lastUsedRec, 0, len(batch))
+	s.mu.RLock()
+	for _, i := range batch {
+		e := s.slots.at(i)
+		if !e.dirty.Swap(false) || !e.live {
+			continue // listed twice, or freed since
+		}
+		r := lastUsedRec{slot: i, id: s.slots.idOf(i), at: e.lastAt.Load()}
+		if p := s.slots.from(i).Load(); p != nil {
 			r.from = *p
 		}
 		recs = append(recs, r)
 	}
+	s.mu.RUnlock()
 	// Write in key order. bbolt splits nodes only at commit, so random
 	// inserts into a bucket with few records (the first flush after a bulk
 	// import) grow one huge node and memmove it on every Put: 200k
 	// first-time records took 67 s and held the writer lock all along.
-	slices.SortFunc(recs, func(a, b rec) int { return strings.Compare(a.id, b.id) })
+	slices.SortFunc(recs, func(a, b lastUsedRec) int { return strings.Compare(a.id, b.id) })
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	// Skip keys deleted since. Memory and file agree here: deletes commit
@@ -124,7 +125,7 @@ func (s *Store) FlushLastUsed() error {
 	live := recs[:0]
 	s.mu.RLock()
 	for _, r := range recs {
-		if s.keys[r.id] == r.e {
+		if i, ok := s.slots.lookup(r.id); ok && i == r.slot {
 			live = append(live, r)
 		}
 	}
@@ -160,23 +161,58 @@ func (s *Store) FlushLastUsed() error {
 	})
 	if err != nil {
 		// Put the records back so the next flush retries them.
+		s.mu.RLock()
 		s.dirtyMu.Lock()
 		for _, r := range recs {
-			if r.e.dirty.CompareAndSwap(false, true) {
-				s.dirty = append(s.dirty, r.e)
+			if i, ok := s.slots.lookup(r.id); ok && i == r.slot && s.slots.at(i).dirty.CompareAndSwap(false, true) {
+				s.dirty = append(s.dirty, i)
 			}
 		}
 		s.dirtyMu.Unlock()
+		s.mu.RUnlock()
 		return err
 	}
-	// Build the new snapshots outside s.mu (wmu keeps other writers out),
-	// then swap them in by chunks, so a verification never waits for more
-	// than one chunk of pointer stores.
-	// One allocation per key, not one array: a snapshot must not keep a
-	// whole flush's worth of others alive.
+	s.foldLastUsed(recs)
+	if len(ids) > 0 {
+		s.publish(Change{Kind: LastUsed, IDs: ids})
+	}
+	return nil
+}
+
+// lastUsedRec is a buffered last-used record being flushed.
+type lastUsedRec struct {
+	slot uint32
+	id   string
+	at   int64
+	from string
+}
+
+// foldLastUsed puts flushed records into the kept snapshots, if any.
+// Caller holds s.wmu: snapshots are replaced and dropped only under it.
+//
+// The new snapshots are built outside s.mu, then swapped in by chunks,
+// so a verification never waits for more than one chunk of pointer
+// stores. One allocation per key, not one array: a snapshot must not keep
+// a whole flush's worth of others alive.
+func (s *Store) foldLastUsed(recs []lastUsedRec) {
+	s.mu.RLock()
+	var cur []*model.Key
+	if s.slots.snaps != nil {
+		cur = make([]*model.Key, len(recs))
+		for i, r := range recs {
+			cur[i] = s.slots.snap(r.slot)
+		}
+	}
+	s.mu.RUnlock()
+	if cur == nil {
+		return
+	}
 	next := make([]*model.Key, len(recs))
 	for i, r := range recs {
-		k := *r.e.key.Load() // shallow copy: slices are shared and never mutated
+		if cur[i] == nil {
+			continue
+		}
+		k := *cur[i] // shallow copy: slices are shared and never mutated
 		t := time.Unix(0, r.at).UTC()
 		k.LastUsedAt, k.LastUsedFrom = &t, r.from
 		next[i] = &k
@@ -184,14 +220,12 @@ func (s *Store) FlushLastUsed() error {
 	for lo := 0; lo < len(recs); lo += applyChunk {
 		s.mu.Lock()
 		for i := lo; i < min(lo+applyChunk, len(recs)); i++ {
-			recs[i].e.key.Store(next[i]) // only last-used changed: the entry's facts stand
+			if next[i] != nil {
+				s.slots.setSnap(recs[i].slot, next[i]) // only last-used changed: the facts stand
+			}
 		}
 		s.mu.Unlock()
 	}
-	if len(ids) > 0 {
-		s.publish(Change{Kind: LastUsed, IDs: ids})
-	}
-	return nil
 }
 
 // sourceIntern shares last-used source strings between keys. Traffic

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
@@ -38,38 +39,59 @@ func TestLastUsedSourcesShared(t *testing.T) {
 			t.Fatal(r.Code)
 		}
 	}
-	pa, pb := s.keys[ids[0]].lastFrom.Load(), s.keys[ids[1]].lastFrom.Load()
+	from := func(id string) *atomic.Pointer[string] {
+		i, _ := s.slots.lookup(id)
+		return s.slots.from(i)
+	}
+	pa, pb := from(ids[0]).Load(), from(ids[1]).Load()
 	if pa == nil || pa != pb || *pa != "10.0.0.7" {
 		t.Fatalf("two keys used from 10.0.0.7 hold %p and %p, want one shared string", pa, pb)
 	}
 	evil := "\x1b]52;c;aGk=\x07" + strings.Repeat("é", 100)
 	s.Verify(toks[2], "", "", evil)
-	got := *s.keys[ids[2]].lastFrom.Load()
+	got := *from(ids[2]).Load()
 	if got != cleanSource(evil) || len(got) > 128 || strings.ContainsAny(got, "\x1b\x07") {
 		t.Fatalf("stored source %q: want it cleaned and at most 128 bytes", got)
 	}
 }
 
-// checkFacts fails unless e's verification facts are those of its
-// snapshot: a write that replaced the snapshot without setKey would let
-// Verify decide on stale facts.
-func checkFacts(t *testing.T, e *entry) {
+// checkFacts fails unless slot i's verification facts are those of k,
+// its key: a write that changed a key without setKey would let Verify
+// decide on stale facts.
+func checkFacts(t *testing.T, s *Store, i uint32, k *model.Key) {
 	t.Helper()
-	k := e.key.Load()
 	want := model.FactsOf(k)
-	got := e.facts()
-	if !reflect.DeepEqual(got, want) || e.created != k.CreatedAt.UnixNano() || e.grant.creator != k.CreatedBy {
-		t.Fatalf("key %s: entry facts %+v (created %d, creator %q), snapshot says %+v (created %d, creator %q)",
-			k.ID, got, e.created, e.grant.creator, want, k.CreatedAt.UnixNano(), k.CreatedBy)
+	got, g := s.facts(i)
+	e := s.slots.at(i)
+	if !reflect.DeepEqual(got, want) || e.created != k.CreatedAt.UnixNano() || g.creator != k.CreatedBy {
+		t.Fatalf("key %s: entry facts %+v (created %d, creator %q), key says %+v (created %d, creator %q)",
+			k.ID, got, e.created, g.creator, want, k.CreatedAt.UnixNano(), k.CreatedBy)
 	}
 }
 
+// checkAllFacts checks every key's facts against its record in the file.
 func checkAllFacts(t *testing.T, s *Store) {
 	t.Helper()
+	s.wmu.Lock() // the file and memory agree
+	defer s.wmu.Unlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	for _, e := range s.keys {
-		checkFacts(t, e)
+	n := 0
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return readAllKeys(tx, func(k *model.Key) {
+			i, ok := s.slots.lookup(k.ID)
+			if !ok {
+				t.Fatalf("key %s is in the file, not in memory", k.ID)
+			}
+			if snap := s.slots.snap(i); (snap == nil) != (s.slots.snaps == nil) || snap != nil && !reflect.DeepEqual(snap, k) {
+				t.Fatalf("key %s: snapshot %+v, file %+v", k.ID, snap, k)
+			}
+			checkFacts(t, s, i, k)
+			n++
+		})
+	})
+	if err != nil || n != s.slots.live {
+		t.Fatalf("%d keys in the file, %d in memory (%v)", n, s.slots.live, err)
 	}
 }
 
@@ -77,6 +99,12 @@ func checkAllFacts(t *testing.T, s *Store) {
 // reopen, each entry's facts match its snapshot, and Verify answers as
 // model.Decide does over the snapshot.
 func TestEntryFactsFollowEveryWrite(t *testing.T) {
+	for _, lean := range []bool{false, true} {
+		t.Run(map[bool]string{false: "snapshots", true: "lean"}[lean], func(t *testing.T) { testEntryFacts(t, lean) })
+	}
+}
+
+func testEntryFacts(t *testing.T, lean bool) {
 	path := filepath.Join(t.TempDir(), "f.db")
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	clock := now
@@ -84,7 +112,7 @@ func TestEntryFactsFollowEveryWrite(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true, Now: func() time.Time { return clock }}
+	opts := Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true, Now: func() time.Time { return clock }, Lean: lean}
 	s, err := Open(path, opts)
 	if err != nil {
 		t.Fatal(err)
@@ -130,11 +158,27 @@ func TestEntryFactsFollowEveryWrite(t *testing.T) {
 		}
 	}
 	check("create")
-	if s.keys[ed.ID].grant != s.keys[ed2.ID].grant {
+	grantOf := func(id string) uint32 {
+		i, _ := s.slots.lookup(id)
+		return s.slots.at(i).grant
+	}
+	if grantOf(ed.ID) != grantOf(ed2.ID) {
 		t.Fatal("two keys with one role, scope list and creator do not share a grant")
 	}
-	if s.keys[ed.ID].grant == s.keys[bobs.ID].grant {
+	if grantOf(ed.ID) == grantOf(bobs.ID) {
 		t.Fatal("keys of two creators share a grant")
+	}
+	// A lean store keeps snapshots while a subscriber watches: from here
+	// to the expiry step, every write must keep them equal to the file.
+	var sub *Subscription
+	if lean {
+		if s.slots.snaps != nil || len(s.Keys()) != 5 || s.slots.snaps != nil {
+			t.Fatal("a lean store without subscribers keeps snapshots")
+		}
+		sub = s.Subscribe()
+		if len(s.Keys()) != 5 || s.slots.snaps == nil {
+			t.Fatal("a lean store with a subscriber does not keep snapshots")
+		}
 	}
 	later := now.Add(24 * 365 * time.Hour)
 	if _, err := s.EditKey("admin", ed.ID, ed.Version, model.KeySpec{Name: "ed", Role: model.RoleEditor,
@@ -172,6 +216,16 @@ func TestEntryFactsFollowEveryWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("import and seed")
+	if lean {
+		if k, _ := s.Key(ro.ID); k.LastUsedAt == nil {
+			t.Fatal("a kept snapshot missed a flushed last-used")
+		}
+		sub.Close()
+		if s.slots.snaps != nil {
+			t.Fatal("a lean store kept its snapshots after its last subscriber left")
+		}
+		check("after the subscriber left")
+	}
 	clock = now.Add(72 * time.Hour) // ed2 and imp expired, ro's grace over
 	if r := s.Verify(old, "", "", ""); r.Code != model.CodeNotFound {
 		t.Fatalf("previous secret after its grace period: %+v", r)
@@ -206,7 +260,9 @@ func TestEntryFactsFollowEveryWrite(t *testing.T) {
 }
 
 // TestEntryLayout: the facts a verification reads sit in the entry's
-// first 64 bytes, and an entry is 128 bytes (so each starts a cache line).
+// first 64 bytes, an entry is 128 bytes (so each starts a cache line), and
+// it holds no pointer, so that the garbage collector never scans the
+// entries (see slots.go).
 func TestEntryLayout(t *testing.T) {
 	var e entry
 	if sz := unsafe.Sizeof(e); sz != 128 {
@@ -216,13 +272,46 @@ func TestEntryLayout(t *testing.T) {
 		"cur":     unsafe.Offsetof(e.cur) + unsafe.Sizeof(e.cur),
 		"expires": unsafe.Offsetof(e.expires) + 8,
 		"created": unsafe.Offsetof(e.created) + 8,
-		"grant":   unsafe.Offsetof(e.grant) + 8,
+		"grant":   unsafe.Offsetof(e.grant) + unsafe.Sizeof(e.grant),
 		"active":  unsafe.Offsetof(e.active) + 1,
+		"hasPrev": unsafe.Offsetof(e.hasPrev) + 1,
+		"live":    unsafe.Offsetof(e.live) + 1,
 	} {
 		if end > 64 {
 			t.Errorf("entry.%s ends at byte %d, past the first cache line", name, end)
 		}
 	}
+	for _, typ := range []reflect.Type{reflect.TypeFor[entry](), reflect.TypeFor[map[uint64]uint32](), reflect.TypeFor[map[[16]byte]uint32]()} {
+		if p := pointerIn(typ); p != "" {
+			t.Errorf("%s holds a pointer (%s): the garbage collector would scan every key's", typ, p)
+		}
+	}
+}
+
+// pointerIn names a part of typ that is or holds a pointer, "" if none.
+func pointerIn(typ reflect.Type) string {
+	switch typ.Kind() {
+	case reflect.Struct:
+		for i := range typ.NumField() {
+			if p := pointerIn(typ.Field(i).Type); p != "" {
+				return typ.Field(i).Name + ": " + p
+			}
+		}
+		return ""
+	case reflect.Array:
+		return pointerIn(typ.Elem())
+	case reflect.Map:
+		if p := pointerIn(typ.Key()); p != "" {
+			return "key " + p
+		}
+		if p := pointerIn(typ.Elem()); p != "" {
+			return "value " + p
+		}
+		return ""
+	case reflect.Pointer, reflect.UnsafePointer, reflect.Slice, reflect.String, reflect.Interface, reflect.Chan, reflect.Func:
+		return typ.String()
+	}
+	return ""
 }
 
 // TestFlushSkipsDeletedKeys: a key deleted after it verified gets no
@@ -252,6 +341,15 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 	if err := s.DeleteKey("admin", ids[0]); err != nil {
 		t.Fatal(err)
 	}
+	// The new key takes the deleted one's slot, which is still listed as
+	// holding buffered last-used.
+	fresh, _, err := s.CreateKey("admin", model.KeySpec{Name: "fresh", Role: model.RoleAdmin, Active: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i, _ := s.slots.lookup(fresh.ID); s.slots.idOf(i) != fresh.ID || len(s.slots.free) != 0 {
+		t.Fatal("the new key did not reuse the freed slot")
+	}
 	if err := s.FlushLastUsed(); err != nil {
 		t.Fatal(err)
 	}
@@ -259,6 +357,9 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 		b := tx.Bucket(bLastUsed)
 		if b.Get([]byte(ids[0])) != nil {
 			t.Error("the deleted key got a last-used record")
+		}
+		if b.Get([]byte(fresh.ID)) != nil {
+			t.Error("a key never used got a last-used record (its slot's previous key's)")
 		}
 		if v := b.Get([]byte(ids[1])); v == nil {
 			t.Error("the kept key has no last-used record")

@@ -82,6 +82,24 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(u+st) * 10 * time.Millisecond, nil
 }
 
+// machineJiffies returns the machine's busy and total CPU time so far, in
+// clock ticks, from /proc/stat (idle and iowait count as not busy).
+func machineJiffies() (busy, total int64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0
+	}
+	line, _, _ := bytes.Cut(b, []byte("\n"))
+	for i, f := range strings.Fields(string(line))[1:] {
+		v, _ := strconv.ParseInt(f, 10, 64)
+		total += v
+		if i != 3 && i != 4 { // idle, iowait
+			busy += v
+		}
+	}
+	return busy, total
+}
+
 // setBodies makes the target's requests (and wrk's) rotate through bodies.
 func (t *loadTarget) setBodies(bodies []string) {
 	t.reqs = t.reqs[:0]
@@ -381,7 +399,7 @@ func startBareProcess(t *testing.T, procs string) *loadTarget {
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadBareServer$")
-	cmd.Env = append(os.Environ(), "KEYWARD_LOAD_BARE_ADDR="+addr, "GOMAXPROCS="+procs)
+	cmd.Env = append(childEnv(procs), "KEYWARD_LOAD_BARE_ADDR="+addr)
 	tg := &loadTarget{name: "bare", addr: addr, auth: "Bearer x", body: verifyBody("kw_x")}
 	tg.reqs = [][]byte{rawPost("/v1/keys/verify", tg.auth, tg.body)}
 	tg.close = startChild(t, cmd, addr)
@@ -389,17 +407,27 @@ func startBareProcess(t *testing.T, procs string) *loadTarget {
 	return tg
 }
 
+// childEnv is this process's environment for a server child, with
+// GOMAXPROCS set to procs, or unset when procs is "default".
+func childEnv(procs string) []string {
+	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, "GOMAXPROCS=") })
+	if procs != "default" {
+		env = append(env, "GOMAXPROCS="+procs)
+	}
+	return env
+}
+
 // startServeProcess runs `keyward serve` (HTTP only, log to /dev/null)
 // over the database at path.
-func startServeProcess(t *testing.T, path, secret, procs string) *loadTarget {
+func startServeProcess(t *testing.T, name, bin, path, secret, procs string) *loadTarget {
 	t.Helper()
 	addr := freeAddr(t)
-	cmd := exec.Command(keywardBinary(t), "--db", path, "serve", "--ssh", "", "--http", addr)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+procs)
+	cmd := exec.Command(bin, "--db", path, "serve", "--ssh", "", "--http", addr)
+	cmd.Env = childEnv(procs)
 	if v := os.Getenv("KEYWARD_LOAD_SERVE_GOGC"); v != "" {
 		cmd.Env = append(cmd.Env, "GOGC="+v) // GC tuning of serve alone
 	}
-	tg := &loadTarget{name: "verify", addr: addr, auth: "Bearer " + secret}
+	tg := &loadTarget{name: name, addr: addr, auth: "Bearer " + secret}
 	tg.close = startChild(t, cmd, addr)
 	tg.pid = cmd.Process.Pid
 	return tg
@@ -450,8 +478,8 @@ func startServeChild(t *testing.T, name, path, secret, procs string, noLastUsed 
 	t.Helper()
 	addr := freeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadServeServer$")
-	cmd.Env = append(os.Environ(), "KEYWARD_LOAD_SERVE_DB="+path, "KEYWARD_LOAD_SERVE_ADDR="+addr,
-		"KEYWARD_LOAD_SERVE_PROFILE="+profile, "GOMAXPROCS="+procs)
+	cmd.Env = append(childEnv(procs), "KEYWARD_LOAD_SERVE_DB="+path, "KEYWARD_LOAD_SERVE_ADDR="+addr,
+		"KEYWARD_LOAD_SERVE_PROFILE="+profile)
 	if noLastUsed {
 		cmd.Env = append(cmd.Env, "KEYWARD_LOAD_SERVE_NOLASTUSED=1")
 	}
@@ -564,6 +592,9 @@ func TestLoadVerify(t *testing.T) {
 		// heap then costs keyward only, not the bare server or the
 		// generator. No last-used-off server: serve has no switch for it.
 		procs := strconv.Itoa(envInt("KEYWARD_LOAD_EXEC_PROCS", 2, 256))
+		if os.Getenv("KEYWARD_LOAD_EXEC_PROCS") == "default" {
+			procs = "default" // each server as deployed: Go's default for bare, serve's own (--procs)
+		}
 		t.Logf("separate processes, GOMAXPROCS %s in each server", procs)
 		if os.Getenv("KEYWARD_LOAD_CHILD") != "" {
 			// Serve in the test binary: with a last-used-off server and,
@@ -578,7 +609,12 @@ func TestLoadVerify(t *testing.T) {
 				startServeChild(t, "verify", path, secret, procs, false, prof("verify")),
 				startServeChild(t, "verify-no-lastused", path2, secret, procs, true, prof("verify-no-lastused"))}
 		} else {
-			targets = []*loadTarget{startBareProcess(t, procs), startServeProcess(t, path, secret, procs)}
+			targets = []*loadTarget{startBareProcess(t, procs), startServeProcess(t, "verify", keywardBinary(t), path, secret, procs)}
+			if bin := os.Getenv("KEYWARD_LOAD_BASELINE_BIN"); bin != "" {
+				// Another keyward build (an earlier commit, say) over a
+				// copy of the same keys: a before/after in one run.
+				targets = append(targets, startServeProcess(t, "baseline", bin, path2, secret, procs))
+			}
 		}
 	} else {
 		targets = []*loadTarget{
@@ -611,7 +647,7 @@ func TestLoadVerify(t *testing.T) {
 	results := map[string][]loadResult{}
 	procs := loadProcs(t)
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
-	pairCost, pairOn, pairOff := map[int][]float64{}, map[int][]float64{}, map[int][]float64{} // per-round ratios: rounds share the machine's load of the moment
+	pairCost, pairOn, pairOff, pairBase := map[int][]float64{}, map[int][]float64{}, map[int][]float64{}, map[int][]float64{} // per-round ratios: rounds share the machine's load of the moment
 	for round := range rounds {
 		for pi := range procs {
 			np := procs[(pi+round)%len(procs)]
@@ -622,9 +658,12 @@ func TestLoadVerify(t *testing.T) {
 			this := map[string]loadResult{}
 			for k := range targets {
 				tg := targets[(k+round)%len(targets)]
-				var cpu0 time.Duration
+				var cpu0, gen0 time.Duration
+				var busy0, total0 int64
 				if tg.pid != 0 {
 					cpu0, _ = procCPU(tg.pid)
+					gen0, _ = procCPU(os.Getpid())
+					busy0, total0 = machineJiffies()
 				}
 				r, err := runLoad(tg, loadConns, dur)
 				if err != nil {
@@ -636,8 +675,12 @@ func TestLoadVerify(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
+					gen1, _ := procCPU(os.Getpid())
+					busy1, total1 := machineJiffies()
 					r.cpuPerReq = (cpu1 - cpu0) / time.Duration(r.requests)
-					cpuNote = fmt.Sprintf("  server CPU %.1f µs/req", float64(r.cpuPerReq)/float64(time.Microsecond))
+					idle := 100 * (1 - float64(busy1-busy0)/float64(max(1, total1-total0)))
+					cpuNote = fmt.Sprintf("  server CPU %.1f µs/req, generator %.1f µs/req, machine idle %.0f%%",
+						float64(r.cpuPerReq)/float64(time.Microsecond), float64(gen1-gen0)/float64(r.requests)/float64(time.Microsecond), idle)
 				}
 				key := procsKey(tg.name, np)
 				t.Logf("round %d %-24s %9.0f req/s  p50 %-10s p99 %-10s p99.9 %-10s max %s%s", round+1, key, r.rps(),
@@ -647,6 +690,9 @@ func TestLoadVerify(t *testing.T) {
 			}
 			on, bare := this["verify"].rps(), this["bare"].rps()
 			pairOn[np] = append(pairOn[np], 100*on/bare)
+			if r, ok := this["baseline"]; ok {
+				pairBase[np] = append(pairBase[np], 100*r.rps()/bare)
+			}
 			if r, ok := this["verify-no-lastused"]; ok {
 				off := r.rps()
 				pairCost[np] = append(pairCost[np], 100*(off-on)/off)
@@ -692,6 +738,9 @@ func TestLoadVerify(t *testing.T) {
 			}
 			t.Logf("%s; the rest of each request's cost is the generator's and the kernel's", line)
 		}
+		if len(pairBase[np]) > 0 {
+			t.Logf("per-round pairs (median): baseline build %.1f%% of bare (rounds: %s)", median(pairBase[np]), fmtPcts(pairBase[np]))
+		}
 		if len(pairOff[np]) == 0 {
 			t.Logf("per-round pairs (median): verify %.1f%% of bare (rounds: %s)", median(pairOn[np]), fmtPcts(pairOn[np]))
 			continue
@@ -708,7 +757,11 @@ func TestLoadVerify(t *testing.T) {
 		return
 	}
 	wdir := t.TempDir()
-	for round := range envInt("KEYWARD_LOAD_WRK_ROUNDS", min(rounds, 3), 40) {
+	wrkRounds := envInt("KEYWARD_LOAD_WRK_ROUNDS", min(rounds, 3), 40)
+	if os.Getenv("KEYWARD_LOAD_WRK_ROUNDS") == "0" {
+		wrkRounds = 0 // envInt takes only positive counts
+	}
+	for round := range wrkRounds {
 		for pi := range procs {
 			np := procs[(pi+round)%len(procs)]
 			if np > 0 {

@@ -45,8 +45,10 @@ func catalogJSON(t testing.TB) []byte {
 	return b
 }
 
+// storeOptions opens the store as keyward serve does (Lean: key records
+// are read from the file, and kept only while a TUI session watches).
 func storeOptions(t testing.TB, clock *testClock) store.Options {
-	return store.Options{Bootstrap: rootOp, DefaultCatalog: catalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true}
+	return store.Options{Bootstrap: rootOp, DefaultCatalog: catalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true, Lean: true}
 }
 
 func newEnv(t *testing.T) *testEnv {

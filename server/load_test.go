@@ -328,7 +328,6 @@ func openLoadStore(tb testing.TB, path string, noLastUsed bool) *store.Store {
 	opts.NoSync = false
 	opts.NoLastUsed = noLastUsed
 	opts.FlushInterval = time.Second
-	opts.Lean = true // as keyward serve opens it
 	st, err := store.Open(path, opts)
 	if err != nil {
 		tb.Fatal(err)
@@ -501,7 +500,6 @@ func TestLoadServeServer(t *testing.T) {
 	opts.NoSync = false
 	opts.FlushInterval = 0 // serve's default
 	opts.NoLastUsed = os.Getenv("KEYWARD_LOAD_SERVE_NOLASTUSED") != ""
-	opts.Lean = true // as keyward serve opens it
 	st, err := store.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -4,7 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -370,5 +372,76 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSlotReuseUnderTraffic: keys are deleted and new ones created (taking
+// the freed slots) while other goroutines verify the deleted keys' tokens
+// as fast as they can. No new key may come out with a last-used record:
+// none of them was ever verified.
+func TestSlotReuseUnderTraffic(t *testing.T) {
+	s, err := Open(filepath.Join(t.TempDir(), "r.db"), Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	const victims = 64
+	var toks []string
+	var ids []string
+	for i := range victims {
+		k, tok, err := s.CreateKey("admin", model.KeySpec{Name: "victim-" + strconv.Itoa(i), Role: model.RoleAdmin, Active: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks, ids = append(toks, tok), append(ids, k.ID)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := range 3 {
+		wg.Go(func() {
+			for i := g; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				s.Verify(toks[i%victims], "", "", "10.0.0.9")
+			}
+		})
+	}
+	var fresh []string
+	for i, id := range ids {
+		if err := s.DeleteKey("admin", id); err != nil {
+			t.Fatal(err)
+		}
+		k, _, err := s.CreateKey("admin", model.KeySpec{Name: "fresh-" + strconv.Itoa(i), Role: model.RoleAdmin, Active: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fresh = append(fresh, k.ID)
+		if i%8 == 0 {
+			if err := s.FlushLastUsed(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if err := s.FlushLastUsed(); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range fresh {
+		k, err := s.Key(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i, _ := s.slots.lookup(id)
+		if k.LastUsedAt != nil || s.slots.at(i).lastAt.Load() != 0 {
+			t.Fatalf("key %s was never verified, yet has a last-used time (a deleted key's, through its reused slot)", id)
+		}
+	}
+	if s.slots.used != victims+1 && s.slots.used != victims {
+		// Every create after the first delete reused the freed slot.
+		t.Fatalf("%d slots used for %d live keys: freed slots were not reused", s.slots.used, s.slots.live)
 	}
 }

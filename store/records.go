@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"encoding/binary"
 	"fmt"
 	"time"
 
@@ -161,16 +160,10 @@ func readAllKeys(tx *bolt.Tx, fn func(k *model.Key)) error {
 		for lk != nil && bytes.Compare(lk, id) < 0 {
 			lk, lv = lc.Next()
 		}
-		if lk != nil && bytes.Equal(lk, id) && len(lv) >= 8 {
-			t := time.Unix(0, int64(binary.BigEndian.Uint64(lv))).UTC()
-			from, ok := intern[string(lv[8:])]
-			if !ok {
-				from = string(lv[8:])
-				if len(intern) < 1<<16 {
-					intern[from] = from
-				}
+		if lk != nil && bytes.Equal(lk, id) {
+			if at, from, ok := loadLastUsed(lv, intern); ok {
+				k.LastUsedAt, k.LastUsedFrom = a.time(time.Unix(0, at).UTC()), from
 			}
-			k.LastUsedAt, k.LastUsedFrom = a.time(t), from
 		}
 		fn(k)
 	}

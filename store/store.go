@@ -834,15 +834,7 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *gr
 			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(r.ids[i])), err)
 			return
 		}
-		if lv := r.lus[i]; lv != nil && len(lv) >= 8 { // decodeLastUsed's check
-			at := int64(binary.BigEndian.Uint64(lv))
-			from, ok := intern[string(lv[8:])]
-			if !ok { // sources repeat: share one string
-				from = string(lv[8:])
-				if len(intern) < 1<<16 {
-					intern[from] = from
-				}
-			}
+		if at, from, ok := loadLastUsed(r.lus[i], intern); ok {
 			times[0] = time.Unix(0, at).UTC()
 			key.LastUsedAt, key.LastUsedFrom = &times[0], from
 			times = times[1:]
@@ -851,6 +843,23 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *gr
 		e.setFacts(key)
 		b.grants[i] = grants.get(key)
 	}
+}
+
+// loadLastUsed decodes a last-used record as a load does: a missing or
+// damaged one is no record, and sources, which repeat, share one string
+// through intern.
+func loadLastUsed(lv []byte, intern map[string]string) (at int64, from string, ok bool) {
+	if len(lv) < 8 { // decodeLastUsed's check
+		return 0, "", false
+	}
+	from, ok = intern[string(lv[8:])]
+	if !ok {
+		from = string(lv[8:])
+		if len(intern) < 1<<16 {
+			intern[from] = from
+		}
+	}
+	return int64(binary.BigEndian.Uint64(lv)), from, true
 }
 
 // loadAlloc hands out the small pieces of decoded keys from slabs: scope

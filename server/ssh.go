@@ -236,7 +236,13 @@ func (s *sshSide) program(sess ssh.Session) *tea.Program {
 			c.Close()
 		}()
 	}
-	p := tea.NewProgram(m, tea.WithInput(sio), tea.WithOutput(sio), tea.WithAltScreen())
+	// WithoutSignalHandler: the server process's signals belong to serve,
+	// which ends every session through shutdown. A program's own SIGTERM
+	// handler would race shutdown's Quit for the program's unbuffered
+	// message channel; when Quit won, the handler blocked on its send
+	// forever, the program's exit waited for it, and the session never
+	// ended (TestSSHShutdownEndsEverySession).
+	p := tea.NewProgram(m, tea.WithInput(sio), tea.WithOutput(sio), tea.WithAltScreen(), tea.WithoutSignalHandler())
 	s.mu.Lock()
 	if _, tracked := s.live[sess]; !tracked || s.closing.Load() {
 		s.mu.Unlock()

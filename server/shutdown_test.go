@@ -1,0 +1,97 @@
+package server
+
+import (
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/model"
+)
+
+// TestSSHShutdownEndsEverySession: `keyward serve` gets SIGTERM (the
+// process signal and the cancelled context arrive together, as in main)
+// while sessions are at every stage: running, program starting, just
+// authenticated. Every session must end and Serve must return without
+// "sessions did not end in time", every round.
+//
+// The race it catches: each session's bubbletea program used to install
+// its own SIGINT/SIGTERM handler. On SIGTERM that handler and shutdown's
+// p.Quit both send on the program's unbuffered message channel; when
+// shutdown's quit won, the handler blocked forever on its send, and the
+// program's exit waits for every handler, so the session never ended.
+func TestSSHShutdownEndsEverySession(t *testing.T) {
+	// Keep the test process alive on SIGTERM, as serve's NotifyContext does.
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	const rounds = 4
+	for round := range rounds {
+		env := newEnv(t)
+		requireTUI(t, env.st)
+		k := env.addOperator("alice", model.OperatorAdmin)
+		srv := env.serve(Config{HTTPAddr: "-", ShutdownTimeout: 4 * time.Second})
+
+		var terms []*vt
+		// Running: the keys table is on screen.
+		for range 3 {
+			v := openTerm(t, mustDial(t, env, srv, "alice", k))
+			terms = append(terms, v)
+		}
+		for _, v := range terms {
+			v.waitText(10*time.Second, 0, "Name")
+		}
+		// Program starting: the session is open, nothing waited for.
+		for range 2 {
+			terms = append(terms, openTerm(t, mustDial(t, env, srv, "alice", k)))
+		}
+		// Just authenticated: a connection with no session yet, and one
+		// whose session request races the shutdown.
+		idle := mustDial(t, env, srv, "alice", k)
+		late := mustDial(t, env, srv, "alice", k)
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if s, err := late.NewSession(); err == nil {
+				_ = s.RequestPty("xterm", 40, 140, gossh.TerminalModes{})
+				_ = s.Shell()
+				_ = s.Wait()
+			}
+		}()
+
+		_ = syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		start := time.Now()
+		err := srv.stop(t)
+		if err != nil {
+			t.Fatalf("round %d: Serve: %v\nlog:\n%s", round, err, srv.logs.String())
+		}
+		if strings.Contains(srv.logs.String(), "did not end in time") {
+			t.Fatalf("round %d: sessions were left running:\n%s", round, srv.logs.String())
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("round %d: shutdown took %s", round, d)
+		}
+		for i, v := range terms {
+			select {
+			case <-v.done:
+			case <-time.After(3 * time.Second):
+				t.Fatalf("round %d: session %d did not end; output tail:\n%s", round, i, tail(v.text(), 500))
+			}
+		}
+		idle.Close()
+		late.Close()
+		wg.Wait()
+		// Drain the signal so the next round starts clean.
+		select {
+		case <-sigs:
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -23,8 +23,15 @@ var allowedKeyTypes = map[string]bool{
 	"sk-ssh-ed25519@openssh.com": true, "sk-ecdsa-sha2-nistp256@openssh.com": true,
 }
 
+// MaxPublicKeyLine bounds an authorized_keys line (a 16384-bit RSA key
+// is about 2.8 KB).
+const MaxPublicKeyLine = 8192
+
 // ParsePublicKey parses one authorized_keys line ("ssh-ed25519 AAAA… comment").
 func ParsePublicKey(line string) (PublicKey, error) {
+	if len(line) > MaxPublicKeyLine {
+		return PublicKey{}, fmt.Errorf("public key line is %d bytes; the limit is %d", len(line), MaxPublicKeyLine)
+	}
 	fields := strings.Fields(strings.TrimSpace(line))
 	if len(fields) < 2 {
 		return PublicKey{}, fmt.Errorf("public key must look like \"ssh-ed25519 AAAA... comment\"")

@@ -18,7 +18,8 @@ import (
 type txn struct {
 	tx      *bolt.Tx
 	now     time.Time
-	actor   string
+	actor   string      // the operator's name, for the audit log and CreatedBy
+	who     model.Actor // the whole actor write authorised
 	after   []func()
 	changes []Change
 }
@@ -46,7 +47,10 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 	if s.readOnly {
 		return s.readOnlyError()
 	}
-	t := &txn{now: s.now().UTC(), actor: actor}
+	// Audit and CreatedBy name the operator; the rest of the actor (its
+	// identity and key) only decides the authorisation above.
+	who := model.ParseActor(actor)
+	t := &txn{now: s.now().UTC(), actor: who.Name, who: who}
 	var fnErr error
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		t.tx = tx
@@ -79,20 +83,59 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 	return nil
 }
 
-// authorize checks that actor may change state.
+// authorize checks that actor may change state: the operator account it
+// names (by identity, when the actor carries one, see model.Actor) exists,
+// is enabled, is ADMIN and, for an SSH session, still holds the key that
+// signed the session's login.
 func (s *Store) authorize(actor string) error {
 	s.mu.RLock()
-	op := s.ops[actor]
+	op, why := s.actorOperator(model.ParseActor(actor))
 	s.mu.RUnlock()
 	switch {
-	case op == nil:
-		return fmt.Errorf("%w: %q is not an operator of this database", ErrForbidden, model.Sanitize(actor))
-	case op.Disabled:
-		return fmt.Errorf("%w: operator %q is disabled", ErrForbidden, actor)
+	case why != "":
+		return fmt.Errorf("%w: %s", ErrForbidden, why)
 	case op.Role != model.OperatorAdmin:
-		return fmt.Errorf("%w: operator %q is READONLY", ErrForbidden, actor)
+		return fmt.Errorf("%w: operator %q is READONLY", ErrForbidden, op.Name)
 	}
 	return nil
+}
+
+// actorOperator returns the operator account a is bound to, or why it no
+// longer stands behind a (deleted, replaced by a namesake, disabled, or
+// the session's key removed). Caller holds s.mu.
+func (s *Store) actorOperator(a model.Actor) (*model.Operator, string) {
+	op := s.ops[a.Name]
+	switch {
+	case op == nil:
+		return nil, fmt.Sprintf("%q is not an operator of this database", model.Sanitize(a.Name))
+	case a.ID != "" && op.ID != a.ID:
+		return nil, fmt.Sprintf("the operator account %q this session belongs to was deleted (the name now belongs to a new account)", a.Name)
+	case op.Disabled:
+		return nil, fmt.Sprintf("operator %q is disabled", a.Name)
+	}
+	if a.KeyFingerprint != "" {
+		if _, ok := op.KeyByFingerprint(a.KeyFingerprint); !ok {
+			return nil, fmt.Sprintf("the SSH key this session logged in with (%s) was removed from operator %q", model.Sanitize(a.KeyFingerprint), a.Name)
+		}
+	}
+	return op, ""
+}
+
+// SessionOperator returns the operator account behind actor (see
+// model.Actor) as it is now, or an ErrForbidden error saying why it no
+// longer stands behind it: deleted (or replaced by a new account of the
+// same name), disabled, or the session's SSH key removed. A READONLY
+// operator is returned: reading needs no more.
+func (s *Store) SessionOperator(actor string) (model.Operator, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	op, why := s.actorOperator(model.ParseActor(actor))
+	if why != "" {
+		return model.Operator{}, fmt.Errorf("%w: %s", ErrForbidden, why)
+	}
+	c := *op
+	c.PublicKeys = append([]string(nil), op.PublicKeys...)
+	return c, nil
 }
 
 // Catalog returns the scope and resource catalog.

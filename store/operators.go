@@ -2,13 +2,21 @@ package store
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
-	bolt "go.etcd.io/bbolt"
 	"sort"
 	"strings"
 
+	bolt "go.etcd.io/bbolt"
+
 	"github.com/keyward/keyward/model"
 )
+
+// ErrSelf: an operator may not disable, demote or delete their own
+// account, nor remove the SSH key their session logged in with: they could
+// not undo it (a disabled or READONLY operator changes nothing). Another
+// ADMIN must do it.
+var ErrSelf = errors.New("you cannot do that to your own operator account: you could not undo it; another ADMIN must")
 
 // Operators returns every operator, by name.
 func (s *Store) Operators() []model.Operator {
@@ -80,6 +88,9 @@ func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicK
 	if role != model.OperatorAdmin && role != model.OperatorReadonly {
 		return model.Operator{}, &model.FieldError{Field: "role", Msg: "operator role must be ADMIN or READONLY"}
 	}
+	if len(publicKeys) > model.MaxOperatorKeys {
+		return model.Operator{}, &model.FieldError{Field: "key", Msg: fmt.Sprintf("%d public keys; an operator may have at most %d", len(publicKeys), model.MaxOperatorKeys)}
+	}
 	var keys []string
 	for _, line := range publicKeys {
 		pk, err := model.ParsePublicKey(line)
@@ -98,13 +109,22 @@ func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicK
 		}
 		// Checked under the writer lock and against disabled operators too:
 		// one key must never log in as two operators once they are enabled.
+		seen := map[string]bool{}
 		for _, k := range keys {
 			pk, _ := model.ParsePublicKey(k)
+			if seen[pk.Fingerprint()] {
+				return &model.FieldError{Field: "key", Msg: fmt.Sprintf("public key %s is given twice", pk.Fingerprint())}
+			}
+			seen[pk.Fingerprint()] = true
 			if other := s.ownerOfKey(pk.Blob); other != "" {
 				return &model.FieldError{Field: "key", Msg: fmt.Sprintf("that public key already belongs to operator %q", other)}
 			}
 		}
-		op = model.Operator{Name: name, Role: role, PublicKeys: keys, CreatedAt: t.now, CreatedBy: actor}
+		id, err := model.NewOperatorID()
+		if err != nil {
+			return err
+		}
+		op = model.Operator{ID: id, Name: name, Role: role, PublicKeys: keys, CreatedAt: t.now, CreatedBy: t.actor}
 		if err := s.putOperator(t, &op); err != nil {
 			return err
 		}
@@ -168,6 +188,15 @@ func (s *Store) modifyOperator(actor, name string, fn func(t *txn, op *model.Ope
 		if (next.Disabled || next.Role != model.OperatorAdmin) && s.activeAdminsExcept(name) == 0 {
 			return fmt.Errorf("%w: %q is the last one", ErrLastAdmin, name)
 		}
+		// And no one takes their own power away: they could not undo it.
+		if name == t.who.Name {
+			switch {
+			case next.Disabled && !cur.Disabled:
+				return fmt.Errorf("%w (disabling %q would refuse every key it created and lock it out)", ErrSelf, name)
+			case cur.Role == model.OperatorAdmin && next.Role != model.OperatorAdmin:
+				return fmt.Errorf("%w (a READONLY %q could not make itself ADMIN again)", ErrSelf, name)
+			}
+		}
 		out = next
 		if err := s.putOperator(t, &next); err != nil {
 			return err
@@ -178,7 +207,8 @@ func (s *Store) modifyOperator(actor, name string, fn func(t *txn, op *model.Ope
 }
 
 // SetOperatorDisabled disables or enables an operator. Keys an operator
-// created stop verifying while they are disabled (CREATOR_DISABLED).
+// created stop verifying while they are disabled (CREATOR_DISABLED), and
+// their SSH sessions end. No one may disable themself (ErrSelf).
 func (s *Store) SetOperatorDisabled(actor, name string, disabled bool) (model.Operator, error) {
 	return s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
 		if op.Disabled == disabled {
@@ -186,13 +216,14 @@ func (s *Store) SetOperatorDisabled(actor, name string, disabled bool) (model.Op
 		}
 		op.Disabled = disabled
 		if disabled {
-			return model.ActOperatorEdit, "disabled; keys it created are refused with CREATOR_DISABLED", nil
+			return model.ActOperatorEdit, fmt.Sprintf("disabled; %s", s.consequence(op)), nil
 		}
 		return model.ActOperatorEdit, "enabled", nil
 	})
 }
 
-// SetOperatorRole changes an operator's role.
+// SetOperatorRole changes an operator's role. Demoting an ADMIN ends
+// their SSH sessions; no one may demote themself (ErrSelf).
 func (s *Store) SetOperatorRole(actor, name string, role model.OperatorRole) (model.Operator, error) {
 	return s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
 		if role != model.OperatorAdmin && role != model.OperatorReadonly {
@@ -208,7 +239,8 @@ func (s *Store) SetOperatorRole(actor, name string, role model.OperatorRole) (mo
 }
 
 // DeleteOperator removes an operator. Keys it created then verify as
-// CREATOR_DISABLED. The last active ADMIN cannot be deleted.
+// CREATOR_DISABLED, and its SSH sessions end. The last active ADMIN cannot
+// be deleted, and no one may delete themself (ErrSelf).
 func (s *Store) DeleteOperator(actor, name string) error {
 	return s.write(actor, func(t *txn) error {
 		s.mu.RLock()
@@ -220,13 +252,102 @@ func (s *Store) DeleteOperator(actor, name string) error {
 		if !cur.Disabled && cur.Role == model.OperatorAdmin && s.activeAdminsExcept(name) == 0 {
 			return fmt.Errorf("%w: %q is the last one", ErrLastAdmin, name)
 		}
+		if name == t.who.Name {
+			return fmt.Errorf("%w (deleting %q would refuse every key it created and lock it out)", ErrSelf, name)
+		}
 		if err := t.tx.Bucket(bOperators).Delete([]byte(name)); err != nil {
 			return err
 		}
 		t.after = append(t.after, func() { delete(s.ops, name) })
 		t.changes = append(t.changes, Change{Kind: OperatorsChanged, ID: name})
-		return t.audit(model.ActOperatorDelete, name, fmt.Sprintf("deleted (%s); keys it created are refused with CREATOR_DISABLED", cur.Role))
+		return t.audit(model.ActOperatorDelete, name, fmt.Sprintf("deleted (%s); %s", cur.Role, s.consequence(cur)))
 	})
+}
+
+// KeysCreatedBy counts the keys that verify on the authority of the
+// operator account name now (created by it, active and not expired): the
+// keys that would stop verifying (CREATOR_DISABLED) if it were disabled
+// or deleted. Keys of an earlier, deleted account of the same name do not
+// count; they are refused already.
+func (s *Store) KeysCreatedBy(name string) int {
+	now := s.now().UnixNano()
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	op := s.ops[name]
+	if op == nil {
+		return 0
+	}
+	since := op.CreatedAt.UnixNano()
+	n := 0
+	s.slots.each(func(i uint32, e *entry) {
+		if e.active && (e.expires == model.NeverExpires || e.expires > now) && e.created >= since &&
+			s.grantTab[e.grant].creator == name {
+			n++
+		}
+	})
+	return n
+}
+
+// consequence says what disabling or deleting op does to its keys.
+func (s *Store) consequence(op *model.Operator) string {
+	return fmt.Sprintf("%d keys created by %s stop verifying (CREATOR_DISABLED)", s.KeysCreatedBy(op.Name), op.Name)
+}
+
+// AddOperatorKey registers one more SSH public key (an authorized_keys
+// line) for an operator. A key belongs to one operator at most; an
+// operator holds at most model.MaxOperatorKeys.
+func (s *Store) AddOperatorKey(actor, name, line string) (model.Operator, model.PublicKey, error) {
+	pk, err := model.ParsePublicKey(line)
+	if err != nil {
+		return model.Operator{}, model.PublicKey{}, &model.FieldError{Field: "key", Msg: err.Error()}
+	}
+	op, err := s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
+		if other := s.ownerOfKey(pk.Blob); other != "" {
+			return "", "", &model.FieldError{Field: "key", Msg: fmt.Sprintf("that public key (%s) already belongs to operator %q", pk.Fingerprint(), other)}
+		}
+		if len(op.PublicKeys) >= model.MaxOperatorKeys {
+			return "", "", &model.FieldError{Field: "key", Msg: fmt.Sprintf("operator %q already has %d keys, the most allowed", op.Name, len(op.PublicKeys))}
+		}
+		op.PublicKeys = append(op.PublicKeys, pk.String())
+		return model.ActOperatorKeyAdd, fmt.Sprintf("added %s key %s", pk.Type, pk.Fingerprint()), nil
+	})
+	return op, pk, err
+}
+
+// RemoveOperatorKey removes one of an operator's SSH keys, named by its
+// fingerprint ("SHA256:…") or by its authorized_keys line. SSH sessions
+// that logged in with it end. A session may not remove the key it logged
+// in with (ErrSelf).
+func (s *Store) RemoveOperatorKey(actor, name, which string) (model.Operator, string, error) {
+	fp := strings.TrimSpace(which)
+	if !strings.HasPrefix(fp, "SHA256:") {
+		pk, err := model.ParsePublicKey(fp)
+		if err != nil {
+			return model.Operator{}, "", &model.FieldError{Field: "key", Msg: "give the key's fingerprint (SHA256:…) or its public key line: " + err.Error()}
+		}
+		fp = pk.Fingerprint()
+	}
+	fp = model.Sanitize(fp)
+	if len(fp) > 64 {
+		return model.Operator{}, "", &model.FieldError{Field: "key", Msg: "that is not an SSH key fingerprint"}
+	}
+	op, err := s.modifyOperator(actor, name, func(t *txn, op *model.Operator) (string, string, error) {
+		idx := -1
+		for i, line := range op.PublicKeys {
+			if pk, err := model.ParsePublicKey(line); err == nil && pk.Fingerprint() == fp {
+				idx = i
+			}
+		}
+		if idx < 0 {
+			return "", "", fmt.Errorf("operator %q has no SSH key %s: %w", op.Name, fp, ErrNotFound)
+		}
+		if op.Name == t.who.Name && t.who.KeyFingerprint == fp {
+			return "", "", fmt.Errorf("%w (this session logged in with key %s; remove it from another session or the CLI)", ErrSelf, fp)
+		}
+		op.PublicKeys = append(op.PublicKeys[:idx:idx], op.PublicKeys[idx+1:]...)
+		return model.ActOperatorKeyDel, fmt.Sprintf("removed key %s; SSH sessions that logged in with it end", fp), nil
+	})
+	return op, fp, err
 }
 
 // RecordLogin notes an operator's login time and audits it. It needs no

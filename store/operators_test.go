@@ -112,11 +112,14 @@ func TestLastAdmin(t *testing.T) {
 	}
 	_, err := e.s.SetOperatorRole("admin", "admin", model.OperatorReadonly)
 	isErr(t, err, store.ErrLastAdmin)
-	// With bob active, admin may step down; then bob is the last.
+	// With bob active, admin may not step down itself (it could not undo
+	// it: ErrSelf), but bob may demote it; then bob is the last.
 	if _, err := e.s.SetOperatorDisabled("admin", "bob", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.s.SetOperatorRole("admin", "admin", model.OperatorReadonly); err != nil {
+	_, err = e.s.SetOperatorRole("admin", "admin", model.OperatorReadonly)
+	isErr(t, err, store.ErrSelf)
+	if _, err := e.s.SetOperatorRole("bob", "admin", model.OperatorReadonly); err != nil {
 		t.Fatal(err)
 	}
 	_, err = e.s.SetOperatorDisabled("bob", "bob", true)

@@ -468,7 +468,11 @@ func (s *Store) init() error {
 		_ = meta.Put(kCreated, []byte(now.Format(time.RFC3339Nano)))
 		cb, _ := json.Marshal(cat)
 		_ = meta.Put(kCatalog, cb)
-		op := &model.Operator{Name: boot, Role: model.OperatorAdmin, CreatedAt: now, CreatedBy: "bootstrap"}
+		id, err := model.NewOperatorID()
+		if err != nil {
+			return err
+		}
+		op := &model.Operator{ID: id, Name: boot, Role: model.OperatorAdmin, CreatedAt: now, CreatedBy: "bootstrap"}
 		ob, _ := json.Marshal(op)
 		if err := tx.Bucket(bOperators).Put([]byte(boot), ob); err != nil {
 			return err
@@ -544,6 +548,12 @@ func (s *Store) load() error {
 			var op model.Operator
 			if err := json.Unmarshal(v, &op); err != nil {
 				return fmt.Errorf("operator %q: %w", model.Sanitize(string(k)), err)
+			}
+			if op.ID == "" {
+				// Written before operators had an identity: derive a
+				// stable one; it is stored with the next write of the
+				// record (see model.LegacyOperatorID).
+				op.ID = model.LegacyOperatorID(op.Name, op.CreatedAt)
 			}
 			s.ops[op.Name] = &op
 			return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,14 @@ const DefaultIdleTimeout = 30 * time.Minute
 //     the key that actually signed the handshake, never on keys merely
 //     offered during it (CVE-2024-45337), against the store's state then
 //     (a disabled or deleted operator is refused even mid-handshake).
+//   - A session acts as the operator account (its id, not its name) and
+//     the key that signed, both carried in its actor (model.Actor): the
+//     store refuses its writes once the account is deleted (even if a new
+//     one takes the name), disabled or demoted, or the key is removed.
+//   - The SSH side watches the store's change feed for operator changes
+//     and ends every session whose account or key no longer stands, or
+//     whose ADMIN was demoted (see recheck). The feed is what every node
+//     sees, so this holds across nodes too.
 //   - Each session gets its own renderer and an OSC 52 clipboard written to
 //     the session; every change is attributed to the operator.
 type sshSide struct {
@@ -49,18 +58,31 @@ type sshSide struct {
 	mu      sync.Mutex
 	// live holds every session past authorisation, with its program once
 	// it has one; shutdown quits them and waits for the map to empty.
-	live map[ssh.Session]*tea.Program
+	live map[ssh.Session]*liveSession
+	// watch is the store's change feed while serving (see watchOperators).
+	watch *store.Subscription
+}
+
+// liveSession is one authorised session. p, ended and the rest are
+// guarded by sshSide.mu.
+type liveSession struct {
+	sess  ssh.Session
+	actor string // model.Actor: name, account id, key fingerprint
+	name  string
+	role  model.OperatorRole // at login
+	p     *tea.Program       // nil until the program is built
+	ended string             // why the session was ended, once it was
 }
 
 type ctxKey struct{ name string }
 
-var operatorKey = &ctxKey{"keyward-operator"}
+var sessionKey = &ctxKey{"keyward-session"}
 
 func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, log *logSink) (*sshSide, error) {
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	s := &sshSide{st: st, log: log, idle: idle, live: map[ssh.Session]*tea.Program{}}
+	s := &sshSide{st: st, log: log, idle: idle, live: map[ssh.Session]*liveSession{}}
 	srv, err := wish.NewServer(
 		func(srv *ssh.Server) error { srv.AddHostKey(signer); return nil },
 		wish.WithPublicKeyAuth(s.publicKeyAuth),
@@ -167,26 +189,111 @@ func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 		if err := s.st.RecordLogin(op.Name, sess.RemoteAddr().String()); err != nil {
 			s.log.Printf("ssh login not recorded user=%s err=%s", op.Name, err)
 		}
+		fp := gossh.FingerprintSHA256(sess.PublicKey())
+		ls := &liveSession{sess: sess, name: op.Name, role: op.Role,
+			actor: model.Actor{Name: op.Name, ID: op.ID, KeyFingerprint: fp}.String()}
 		s.mu.Lock()
 		if s.closing.Load() {
 			s.mu.Unlock()
 			wish.Fatalln(sess, "keyward: the server is shutting down")
 			return
 		}
-		s.live[sess] = nil
+		s.live[sess] = ls
 		s.mu.Unlock()
 		defer func() {
 			s.mu.Lock()
 			delete(s.live, sess)
 			s.mu.Unlock()
 		}()
-		sess.Context().SetValue(operatorKey, op)
-		s.log.Printf("ssh session start user=%s role=%s key=%s from=%s", op.Name, op.Role, gossh.FingerprintSHA256(sess.PublicKey()), sess.RemoteAddr())
+		// The watch sees every operator change from now on; one made
+		// since sessionOperator looked is caught here.
+		s.check(ls)
+		sess.Context().SetValue(sessionKey, ls)
+		s.log.Printf("ssh session start user=%s role=%s key=%s from=%s", op.Name, op.Role, fp, sess.RemoteAddr())
 		next(sess)
-		if s.closing.Load() {
+		s.mu.Lock()
+		ended := ls.ended
+		s.mu.Unlock()
+		switch {
+		case ended != "":
+			wish.Fatalln(sess, "keyward: "+ended+"; the session was closed")
+		case s.closing.Load():
 			wish.Errorf(sess, "keyward: the server is shutting down\r\n")
 		}
 	}
+}
+
+// watchOperators ends sessions whose authority changed: it re-checks every
+// live session on each operator change in the store's feed (or a Resync).
+func (s *sshSide) watchOperators(sub *store.Subscription) {
+	for range sub.Ready() {
+		recheck := false
+		for _, ch := range sub.Next() {
+			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
+				recheck = true
+			}
+		}
+		if recheck {
+			s.recheck()
+		}
+	}
+}
+
+// recheck checks every live session against the store.
+func (s *sshSide) recheck() {
+	s.mu.Lock()
+	all := make([]*liveSession, 0, len(s.live))
+	for _, ls := range s.live {
+		all = append(all, ls)
+	}
+	s.mu.Unlock()
+	for _, ls := range all {
+		s.check(ls)
+	}
+}
+
+// check ends ls if its operator account is gone (deleted, or replaced by
+// a new account of the same name), disabled, no longer holds the key the
+// session logged in with, or was an ADMIN and is one no more.
+func (s *sshSide) check(ls *liveSession) {
+	op, err := s.st.SessionOperator(ls.actor)
+	switch {
+	case err != nil:
+		s.end(ls, "your operator access was withdrawn ("+model.Sanitize(strings.TrimPrefix(err.Error(), store.ErrForbidden.Error()+": "))+")")
+	case ls.role == model.OperatorAdmin && op.Role != model.OperatorAdmin:
+		s.end(ls, fmt.Sprintf("operator %q is now %s", ls.name, op.Role))
+	}
+}
+
+// end ends a session for a reason shown to its operator: the program is
+// asked to quit (and killed if it has not within a second); a program not
+// built yet is never started (see program).
+func (s *sshSide) end(ls *liveSession, why string) {
+	s.mu.Lock()
+	if ls.ended != "" {
+		s.mu.Unlock()
+		return
+	}
+	ls.ended = why
+	p := ls.p
+	s.mu.Unlock()
+	s.log.Printf("ssh session ended user=%s from=%s reason=%s", ls.name, ls.sess.RemoteAddr(), why)
+	if p == nil {
+		return
+	}
+	go func() {
+		done := make(chan struct{})
+		go func() { p.Quit(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+		select {
+		case <-ls.sess.Context().Done():
+		case <-time.After(time.Second):
+			p.Kill()
+		}
+	}()
 }
 
 // sessionIO is the session as the program's input and output. Writes are
@@ -214,7 +321,7 @@ func (s *sessionIO) Read(p []byte) (int, error) {
 
 // program builds one TUI program for an authorised session.
 func (s *sshSide) program(sess ssh.Session) *tea.Program {
-	op, ok := sess.Context().Value(operatorKey).(model.Operator)
+	ls, ok := sess.Context().Value(sessionKey).(*liveSession)
 	if !ok {
 		wish.Fatalln(sess, "keyward: access denied")
 		return nil
@@ -222,9 +329,9 @@ func (s *sshSide) program(sess ssh.Session) *tea.Program {
 	sio := &sessionIO{Session: sess}
 	sio.lastInput.Store(time.Now().UnixNano())
 	renderer := bubbletea.MakeRenderer(sess)
-	m, err := newTUI(tui.Options{Store: s.st, Actor: op.Name, Renderer: renderer, Clipboard: tui.OSC52Clipboard(sio)})
+	m, err := newTUI(tui.Options{Store: s.st, Actor: ls.actor, Renderer: renderer, Clipboard: tui.OSC52Clipboard(sio)})
 	if err != nil {
-		s.log.Printf("ssh tui failed user=%s err=%s", op.Name, err)
+		s.log.Printf("ssh tui failed user=%s err=%s", ls.name, err)
 		wish.Fatalln(sess, "keyward: the admin UI could not start")
 		return nil
 	}
@@ -244,12 +351,14 @@ func (s *sshSide) program(sess ssh.Session) *tea.Program {
 	// ended (TestSSHShutdownEndsEverySession).
 	p := tea.NewProgram(m, tea.WithInput(sio), tea.WithOutput(sio), tea.WithAltScreen(), tea.WithoutSignalHandler())
 	s.mu.Lock()
-	if _, tracked := s.live[sess]; !tracked || s.closing.Load() {
+	if s.live[sess] != ls || s.closing.Load() || ls.ended != "" {
 		s.mu.Unlock()
-		wish.Fatalln(sess, "keyward: the server is shutting down")
-		return nil
+		if c, ok := m.(tui.Model); ok {
+			c.Close()
+		}
+		return nil // authorize says why
 	}
-	s.live[sess] = p
+	ls.p = p
 	s.mu.Unlock()
 	go s.watchIdle(sess.Context(), sio, p)
 	return p
@@ -292,6 +401,12 @@ func (s *sshSide) watchIdle(ctx context.Context, sio *sessionIO, p *tea.Program)
 
 // serve accepts connections on ln until shutdown.
 func (s *sshSide) serve(ln net.Listener) error {
+	s.mu.Lock()
+	if !s.closing.Load() && s.watch == nil {
+		s.watch = s.st.Watch()
+		go s.watchOperators(s.watch)
+	}
+	s.mu.Unlock()
 	err := s.srv.Serve(ln)
 	if err == ssh.ErrServerClosed {
 		return nil
@@ -306,9 +421,12 @@ func (s *sshSide) serve(ln net.Listener) error {
 func (s *sshSide) shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing.Store(true)
-	for _, p := range s.live {
-		if p != nil {
-			go p.Quit() // Send blocks until the program's loop reads it
+	if s.watch != nil {
+		s.watch.Close()
+	}
+	for _, ls := range s.live {
+		if ls.p != nil {
+			go ls.p.Quit() // Send blocks until the program's loop reads it
 		}
 	}
 	s.mu.Unlock()
@@ -329,9 +447,9 @@ wait:
 		case <-ctx.Done():
 			err = fmt.Errorf("%d SSH sessions did not end in time: %w", n, ctx.Err())
 			s.mu.Lock()
-			for _, p := range s.live {
-				if p != nil {
-					p.Kill()
+			for _, ls := range s.live {
+				if ls.p != nil {
+					ls.p.Kill()
 				}
 			}
 			s.mu.Unlock()

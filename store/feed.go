@@ -34,6 +34,7 @@ const maxPending = 4096
 // one Resync instead of an unbounded queue.
 type Subscription struct {
 	s       *Store
+	watch   bool // from Watch: not counted by Subscribers
 	ready   chan struct{}
 	mu      sync.Mutex
 	pending []Change
@@ -41,8 +42,15 @@ type Subscription struct {
 }
 
 // Subscribe starts a change feed. Call Close when done.
-func (s *Store) Subscribe() *Subscription {
-	sub := &Subscription{s: s, ready: make(chan struct{}, 1)}
+func (s *Store) Subscribe() *Subscription { return s.subscribe(false) }
+
+// Watch starts a change feed for a watcher that reads no keys (the SSH
+// side watching operator changes to end sessions): it is not counted by
+// Subscribers, so a Lean store keeps no key snapshots for it.
+func (s *Store) Watch() *Subscription { return s.subscribe(true) }
+
+func (s *Store) subscribe(watch bool) *Subscription {
+	sub := &Subscription{s: s, watch: watch, ready: make(chan struct{}, 1)}
 	s.subsMu.Lock()
 	if s.subs != nil {
 		s.subs[sub] = struct{}{}
@@ -75,7 +83,7 @@ func (sub *Subscription) Close() {
 	if sub.s.subs != nil {
 		if _, ok := sub.s.subs[sub]; ok {
 			delete(sub.s.subs, sub)
-			last = len(sub.s.subs) == 0
+			last = !sub.watch && sub.s.subscribersLocked() == 0
 		}
 	}
 	sub.s.subsMu.Unlock()
@@ -121,7 +129,19 @@ func (sub *Subscription) push(cs []Change) {
 func (s *Store) Subscribers() int {
 	s.subsMu.Lock()
 	defer s.subsMu.Unlock()
-	return len(s.subs)
+	return s.subscribersLocked()
+}
+
+// subscribersLocked counts the subscriptions that are not watches. Caller
+// holds s.subsMu.
+func (s *Store) subscribersLocked() int {
+	n := 0
+	for sub := range s.subs {
+		if !sub.watch {
+			n++
+		}
+	}
+	return n
 }
 
 func (s *Store) publish(cs ...Change) {

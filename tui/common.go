@@ -17,8 +17,12 @@ import (
 // common is the context every screen shares: the store, who is acting,
 // their rights, styles, keys, clipboard, clock and the terminal size.
 type common struct {
-	st       *store.Store
+	st *store.Store
+	// actor is what the store's writes are made as (model.Actor: the
+	// operator name, and once the store is attached the account's id and,
+	// over SSH, the session's key fingerprint); name is the operator name.
 	actor    string
+	name     string
 	readonly bool
 	forceRO  bool // Options.ReadOnly
 	styles   *styles

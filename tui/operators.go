@@ -196,7 +196,7 @@ func (o *operatorsScreen) View() string {
 			login = op.LastLoginAt.UTC().Format("2006-01-02 15:04")
 		}
 		line := fit(clean(op.Name), 13) + " " + fit(string(op.Role), 9) + " " + fit(status, 9) + " " + fit(login, 17) + " " + fingerprints(op)
-		if op.Name == o.c.actor {
+		if op.Name == o.c.name {
 			line += " (you)"
 		}
 		if i == o.cursor {

@@ -150,7 +150,7 @@ func (m *root) View() string {
 	for _, sc := range m.stack {
 		crumbs = append(crumbs, sc.Title())
 	}
-	who := clean(c.actor)
+	who := clean(c.name)
 	if m.open != nil {
 		who += " (opening…)" // rights are known once the store is open
 	} else if c.readonly {

@@ -32,7 +32,11 @@ type Clipboard interface {
 // Options configure one TUI program (one per local run or SSH session).
 type Options struct {
 	Store *store.Store
-	// Actor is the operator name every change is attributed to.
+	// Actor is the operator every change is made as: a name, or a
+	// model.Actor string binding the operator's account (and SSH key). A
+	// name is bound to the account it names when the store is attached, so
+	// the program keeps no authority if that account is deleted and
+	// another takes its name.
 	Actor string
 	// Renderer builds this program's styles; nil means lipgloss's default.
 	// Over SSH each session passes its own (bubbletea.MakeRenderer).
@@ -84,7 +88,7 @@ func newRoot(opts Options) *root {
 		opts.Clipboard = pickClipboard(opts.Output)
 	}
 	c := &common{
-		actor: opts.Actor, readonly: true, forceRO: opts.ReadOnly,
+		actor: opts.Actor, name: model.ActorName(opts.Actor), readonly: true, forceRO: opts.ReadOnly,
 		styles: newStyles(opts.Renderer), keys: newKeyMap(true),
 		clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
 	}
@@ -106,14 +110,21 @@ func (m *root) attach(st *store.Store) {
 	c := m.c
 	readonly, why := c.forceRO, ""
 	if st != nil {
-		op, err := st.Operator(c.actor)
+		a := model.ParseActor(c.actor)
+		op, err := st.Operator(a.Name)
 		switch {
 		case err != nil:
 			readonly, why = true, "You are not an operator of this database: read-only."
+		case a.ID != "" && op.ID != a.ID:
+			readonly, why = true, "Your operator account was deleted: read-only."
 		case op.Disabled:
 			readonly, why = true, "Your operator account is disabled: read-only."
 		case op.Role != model.OperatorAdmin:
 			readonly = true
+		}
+		if err == nil && a.ID == "" {
+			a.ID = op.ID
+			c.actor = a.String()
 		}
 		m.sub = st.Subscribe()
 	}

@@ -944,3 +944,89 @@ func TestTUINeedsATerminal(t *testing.T) {
 		t.Errorf("refusing to start the TUI still created the database")
 	}
 }
+
+// TestOperatorKeysCLI (issue 12.7, 12.4): `operators keys list|add|remove`
+// manage an existing operator's SSH keys, the bootstrap ADMIN included;
+// keys are validated and unique; every change is audited; disabling and
+// deleting name the keys that stop verifying; no one disables, demotes or
+// deletes themself.
+func TestOperatorKeysCLI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	me := decode[[]model.Operator](t, e.ok("operators", "list", "--json"))[0].Name
+	if r := e.ok("operators", "keys", "list", me); !strings.Contains(r.stdout, "no SSH key") {
+		t.Errorf("keys list of the bootstrap ADMIN: %s", r)
+	}
+	if keys := decode[[]map[string]string](t, e.ok("operators", "keys", "list", me, "--json")); len(keys) != 0 {
+		t.Errorf("keys list --json: %v", keys)
+	}
+	pub := testPublicKey(t)
+	added := decode[map[string]string](t, e.ok("operators", "keys", "add", me, "--key", pub+" me@laptop", "--json"))
+	if !strings.HasPrefix(added["fingerprint"], "SHA256:") || added["comment"] != "me@laptop" || added["type"] != "ssh-ed25519" {
+		t.Fatalf("keys add --json: %v", added)
+	}
+	keys := decode[[]map[string]string](t, e.ok("operators", "keys", "list", me, "--json"))
+	if len(keys) != 1 || keys[0]["fingerprint"] != added["fingerprint"] {
+		t.Fatalf("keys list after add: %v", keys)
+	}
+	if r := e.ok("operators", "keys", "list", me); !strings.Contains(r.stdout, added["fingerprint"]) {
+		t.Errorf("keys list table: %s", r)
+	}
+	// Refusals: no --key, a bad line, a key already registered (to anyone).
+	e.ok("operators", "add", "bob", "--role", "admin")
+	for _, c := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"operators", "keys", "add", me}, 2, "--key is required"},
+		{[]string{"operators", "keys", "add", me, "--key", "ssh-ed25519 \x1b[2Jnot-base64"}, 2, "base64"},
+		{[]string{"operators", "keys", "add", "bob", "--key", pub}, 2, "already belongs"},
+		{[]string{"operators", "keys", "add", "nobody", "--key", testPublicKey(t)}, 1, "not found"},
+		{[]string{"operators", "keys", "remove", "bob", added["fingerprint"]}, 1, "no SSH key"},
+		{[]string{"operators", "keys", "list"}, 2, "NAME"},
+	} {
+		r := e.run("", c.args...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || strings.Contains(r.stderr, "\x1b") {
+			t.Errorf("keyward %q: %s; want exit %d and %q", c.args, r, c.code, c.want)
+		}
+	}
+	// bob creates two keys; disabling him says they stop verifying.
+	for _, n := range []string{"b1", "b2"} {
+		e.ok("--as", "bob", "keys", "create", "--name", n, "--scope", "coupons:read")
+	}
+	if r := e.ok("operators", "disable", "bob"); !strings.Contains(r.stdout, "2 keys created by bob stop verifying (CREATOR_DISABLED)") {
+		t.Errorf("disable output: %s", r)
+	}
+	e.ok("operators", "enable", "bob")
+	// No one disables, demotes or deletes themself, even with another ADMIN.
+	for _, args := range [][]string{{"operators", "disable", me}, {"operators", "role", me, "readonly"}, {"operators", "delete", me, "--yes"}} {
+		if r := e.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "your own operator account") {
+			t.Errorf("keyward %q: %s; want a refusal", args, r)
+		}
+	}
+	// Another ADMIN may.
+	if r := e.ok("--as", "bob", "operators", "role", me, "readonly"); !strings.Contains(r.stdout, "READONLY") {
+		t.Errorf("bob demoting %s: %s", me, r)
+	}
+	e.ok("--as", "bob", "operators", "role", me, "admin")
+	removed := decode[map[string]any](t, e.ok("operators", "keys", "remove", me, pub, "--json"))
+	if removed["removed"] != added["fingerprint"] || removed["keys_left"] != float64(0) {
+		t.Errorf("keys remove --json: %v", removed)
+	}
+	var add, del int
+	for _, ev := range decode[[]model.AuditEvent](t, e.ok("audit", "--json")) {
+		switch ev.Action {
+		case model.ActOperatorKeyAdd:
+			add++
+		case model.ActOperatorKeyDel:
+			del++
+		}
+	}
+	if add != 1 || del != 1 {
+		t.Errorf("audit: %d key additions and %d removals, want 1 and 1", add, del)
+	}
+	if r := e.ok("operators", "keys", "--help"); !strings.Contains(r.stdout, `keyward operators keys add "$USER"`) {
+		t.Errorf("operators keys --help lacks the bootstrap line:\n%s", r.stdout)
+	}
+}

@@ -83,6 +83,8 @@ func errText(err error) string {
 		return ""
 	case errors.Is(err, store.ErrForbidden):
 		return "Not allowed: " + model.Sanitize(err.Error())
+	case errors.Is(err, store.ErrSelf):
+		return "Refused: " + model.Sanitize(err.Error()) + "."
 	case errors.Is(err, store.ErrLastAdmin):
 		return "Refused: " + model.Sanitize(err.Error()) + "."
 	case errors.Is(err, store.ErrNotFound):

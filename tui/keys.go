@@ -57,6 +57,9 @@ type keyMap struct {
 	ToggleOperator key.Binding
 	DeleteOperator key.Binding
 	RoleOperator   key.Binding
+	OperatorKeys   key.Binding
+	AddOpKey       key.Binding
+	RemoveOpKey    key.Binding
 
 	// dialogs
 	Yes    key.Binding
@@ -114,6 +117,9 @@ func newKeyMap(readonly bool) *keyMap {
 		ToggleOperator: b([]string{"t"}, "t", "disable"),
 		DeleteOperator: b([]string{"d", "delete"}, "d", "delete"),
 		RoleOperator:   b([]string{"p"}, "p", "change role"),
+		OperatorKeys:   b([]string{"enter"}, "enter", "ssh keys"),
+		AddOpKey:       b([]string{"n"}, "n", "add key"),
+		RemoveOpKey:    b([]string{"d", "delete"}, "d", "remove key"),
 
 		Yes:    b([]string{"y", "Y"}, "y", "confirm"),
 		No:     b([]string{"n", "N", "esc"}, "n/esc", "cancel"),
@@ -134,7 +140,7 @@ func newKeyMap(readonly bool) *keyMap {
 func (km *keyMap) dangerous() []*key.Binding {
 	return []*key.Binding{&km.New, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete,
 		&km.RevealSecret, &km.RotateSecret, &km.AddOperator, &km.ToggleOperator,
-		&km.DeleteOperator, &km.RoleOperator}
+		&km.DeleteOperator, &km.RoleOperator, &km.AddOpKey, &km.RemoveOpKey}
 }
 
 // enable sets a binding's state, but never re-enables a dangerous binding
@@ -165,7 +171,8 @@ func (km *keyMap) sections() []helpSection {
 		{"Screens", []key.Binding{km.Secret, km.Operators, km.Audit, km.Help}},
 		{"Reveal", []key.Binding{km.Copy, km.Leave}},
 		{"Shared secret", []key.Binding{km.RevealSecret, km.RotateSecret}},
-		{"Operators", []key.Binding{km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator}},
+		{"Operators", []key.Binding{km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.OperatorKeys}},
+		{"SSH keys", []key.Binding{km.AddOpKey, km.RemoveOpKey}},
 		{"Dialogs", []key.Binding{km.Yes, km.No, km.Switch, km.Choose, km.Press}},
 		{"Everywhere", []key.Binding{km.Back, km.Quit, km.ForceQuit}},
 	}

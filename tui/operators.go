@@ -47,16 +47,20 @@ func (o *operatorsScreen) selected() *model.Operator {
 func (o *operatorsScreen) Help() []key.Binding {
 	km := o.c.keys
 	sel := o.selected()
+	// No one disables, demotes or deletes themself (the store refuses
+	// too, with ErrSelf): they could not undo it.
+	other := sel != nil && sel.Name != o.c.name
 	for _, b := range []*key.Binding{&km.ToggleOperator, &km.DeleteOperator, &km.RoleOperator} {
-		o.c.enable(b, sel != nil)
+		o.c.enable(b, other)
 	}
 	o.c.enable(&km.AddOperator, true)
+	km.OperatorKeys.SetEnabled(sel != nil)
 	if sel != nil && sel.Disabled {
 		km.ToggleOperator.SetHelp("t", "enable")
 	} else {
 		km.ToggleOperator.SetHelp("t", "disable")
 	}
-	return []key.Binding{km.Up, km.Down, km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.Back, km.Help}
+	return []key.Binding{km.Up, km.Down, km.OperatorKeys, km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.Back, km.Help}
 }
 
 func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
@@ -92,6 +96,8 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
 		case key.Matches(msg, km.AddOperator):
 			return o, push(newOperatorForm(o.c))
+		case sel != nil && key.Matches(msg, km.OperatorKeys):
+			return o, push(newOpKeysScreen(o.c, sel.Name))
 		case sel != nil && key.Matches(msg, km.ToggleOperator):
 			return o, push(o.toggleDialog(*sel))
 		case sel != nil && key.Matches(msg, km.RoleOperator):
@@ -112,7 +118,8 @@ func (o *operatorsScreen) toggleDialog(op model.Operator) *confirmDialog {
 	disable := !op.Disabled
 	d := &confirmDialog{c: o.c, action: "Disable", danger: true,
 		title: fmt.Sprintf("Disable operator %q?", clean(name)),
-		body:  []string{"They can no longer log in, and the keys they created stop verifying (CREATOR_DISABLED) until re-enabled."}}
+		body: []string{o.consequence(name) + " until re-enabled.",
+			"They can no longer log in, and their open SSH sessions end."}}
 	if !disable {
 		d.action, d.danger = "Enable", false
 		d.title = fmt.Sprintf("Enable operator %q?", clean(name))
@@ -137,7 +144,7 @@ func (o *operatorsScreen) roleDialog(op model.Operator) *confirmDialog {
 	}
 	return &confirmDialog{c: o.c, action: "Make " + string(role), danger: role == model.OperatorReadonly,
 		title: fmt.Sprintf("Make operator %q %s?", clean(name), role),
-		body:  []string{"ADMINs may change anything; READONLY operators may only look."},
+		body:  o.roleBody(role),
 		run: func(int) tea.Cmd {
 			return func() tea.Msg {
 				if _, err := st.SetOperatorRole(actor, name, role); err != nil {
@@ -152,7 +159,8 @@ func (o *operatorsScreen) deleteDialog(op model.Operator) *confirmDialog {
 	st, actor, name := o.c.st, o.c.actor, op.Name
 	return &confirmDialog{c: o.c, action: "Delete", danger: true,
 		title: fmt.Sprintf("Delete operator %q?", clean(name)),
-		body:  []string{"This is permanent. The keys they created stop verifying at once (CREATOR_DISABLED)."},
+		body: []string{o.consequence(name) + ", for good: a new operator of the same name does not revive them.",
+			"This is permanent. Their open SSH sessions end."},
 		run: func(int) tea.Cmd {
 			return func() tea.Msg {
 				if err := st.DeleteOperator(actor, name); err != nil {
@@ -161,6 +169,25 @@ func (o *operatorsScreen) deleteDialog(op model.Operator) *confirmDialog {
 				return o.opDone(fmt.Sprintf("Deleted operator %q.", clean(name)))
 			}
 		}}
+}
+
+// consequence names what disabling or deleting an operator does to the
+// keys it created.
+func (o *operatorsScreen) consequence(name string) string {
+	n := o.c.st.KeysCreatedBy(name)
+	keys := "keys"
+	if n == 1 {
+		keys = "key"
+	}
+	return fmt.Sprintf("%d %s created by %s stop verifying (CREATOR_DISABLED)", n, keys, clean(name))
+}
+
+func (o *operatorsScreen) roleBody(role model.OperatorRole) []string {
+	body := []string{"ADMINs may change anything; READONLY operators may only look."}
+	if role != model.OperatorAdmin {
+		body = append(body, "Their open SSH sessions end.")
+	}
+	return body
 }
 
 // Fingerprints of an operator's keys, for display.

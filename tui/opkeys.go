@@ -1,0 +1,250 @@
+package tui
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/charmbracelet/bubbles/key"
+	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/huh"
+
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+)
+
+// opKeysScreen lists one operator's SSH public keys. ADMINs add keys (n)
+// and remove them (d, behind a confirm); removing a key ends the SSH
+// sessions that logged in with it. A session cannot remove its own key.
+type opKeysScreen struct {
+	c      *common
+	name   string
+	keys   []model.PublicKey
+	bad    int // stored lines that do not parse
+	cursor int
+	loaded bool
+	gone   bool
+}
+
+type opKeysLoadedMsg struct {
+	name string
+	op   model.Operator
+	err  error
+}
+
+func newOpKeysScreen(c *common, name string) *opKeysScreen { return &opKeysScreen{c: c, name: name} }
+
+func (k *opKeysScreen) Init() tea.Cmd    { return k.load() }
+func (k *opKeysScreen) Title() string    { return "SSH keys of " + clean(k.name) }
+func (k *opKeysScreen) Typing() bool     { return false }
+func (k *opKeysScreen) SetSize(w, h int) {}
+
+func (k *opKeysScreen) load() tea.Cmd {
+	st, name := k.c.st, k.name
+	return func() tea.Msg {
+		op, err := st.Operator(name)
+		return opKeysLoadedMsg{name: name, op: op, err: err}
+	}
+}
+
+func (k *opKeysScreen) selected() *model.PublicKey {
+	if k.cursor < 0 || k.cursor >= len(k.keys) {
+		return nil
+	}
+	return &k.keys[k.cursor]
+}
+
+// ownKey reports whether pk is the key this session logged in with.
+func (k *opKeysScreen) ownKey(pk *model.PublicKey) bool {
+	a := model.ParseActor(k.c.actor)
+	return pk != nil && a.Name == k.name && a.KeyFingerprint != "" && a.KeyFingerprint == pk.Fingerprint()
+}
+
+func (k *opKeysScreen) Help() []key.Binding {
+	km := k.c.keys
+	sel := k.selected()
+	k.c.enable(&km.AddOpKey, !k.gone)
+	k.c.enable(&km.RemoveOpKey, sel != nil && !k.ownKey(sel))
+	return []key.Binding{km.Up, km.Down, km.AddOpKey, km.RemoveOpKey, km.Back, km.Help}
+}
+
+func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
+	km := k.c.keys
+	switch msg := msg.(type) {
+	case opKeysLoadedMsg:
+		if msg.name != k.name {
+			return k, nil
+		}
+		k.loaded = true
+		if msg.err != nil {
+			k.gone, k.keys = true, nil
+			return k, nil
+		}
+		k.keys, k.bad = nil, 0
+		for _, line := range msg.op.PublicKeys {
+			if pk, err := model.ParsePublicKey(line); err == nil {
+				k.keys = append(k.keys, pk)
+			} else {
+				k.bad++
+			}
+		}
+		k.cursor = max(min(k.cursor, len(k.keys)-1), 0)
+	case feedMsg:
+		for _, ch := range msg.changes {
+			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
+				return k, k.load()
+			}
+		}
+	case tea.KeyMsg:
+		k.Help() // refresh binding state before matching
+		sel := k.selected()
+		switch {
+		case key.Matches(msg, km.Back):
+			return k, pop
+		case key.Matches(msg, km.Up):
+			k.cursor = max(k.cursor-1, 0)
+		case key.Matches(msg, km.Down):
+			k.cursor = min(k.cursor+1, max(len(k.keys)-1, 0))
+		case key.Matches(msg, km.AddOpKey):
+			return k, push(newOpKeyForm(k.c, k.name))
+		case sel != nil && key.Matches(msg, km.RemoveOpKey):
+			return k, push(k.removeDialog(*sel))
+		}
+	}
+	return k, nil
+}
+
+func (k *opKeysScreen) removeDialog(pk model.PublicKey) *confirmDialog {
+	st, actor, name, fp := k.c.st, k.c.actor, k.name, pk.Fingerprint()
+	return &confirmDialog{c: k.c, action: "Remove key", danger: true,
+		title: fmt.Sprintf("Remove key %s from %q?", fp, clean(name)),
+		body: []string{fmt.Sprintf("%s can no longer log in with it (%s %s).", clean(name), pk.Type, clean(pk.Comment)),
+			"Open SSH sessions that logged in with it end at once."},
+		run: func(int) tea.Cmd {
+			return func() tea.Msg {
+				if _, _, err := st.RemoveOperatorKey(actor, name, fp); err != nil {
+					return flashMsg{text: errText(err), bad: true}
+				}
+				return tea.BatchMsg{k.load(), flash("Removed key %s from %q.", fp, clean(name))}
+			}
+		}}
+}
+
+func (k *opKeysScreen) View() string {
+	s, w := k.c.styles, k.c.width
+	var b strings.Builder
+	switch {
+	case !k.loaded:
+		return s.Dim.Render("Loading…")
+	case k.gone:
+		return s.Error.Render(fmt.Sprintf("Operator %q no longer exists.", clean(k.name)))
+	}
+	b.WriteString(s.ColHeader.Render(fit("  Fingerprint                                         Type                 Comment", w)) + "\n")
+	if len(k.keys) == 0 {
+		b.WriteString("\n" + clipText(fmt.Sprintf("  %s has no SSH key: it can only work locally.", clean(k.name)), w) + "\n")
+		if !k.c.readonly {
+			b.WriteString(s.Dim.Render(clipText("  Press n to add one (or: keyward operators keys add "+clean(k.name)+" --key \"$(cat ~/.ssh/id_ed25519.pub)\").", w)) + "\n")
+		}
+	}
+	for i, pk := range k.keys {
+		line := fit(pk.Fingerprint(), 51) + " " + fit(pk.Type, 20) + " " + clean(pk.Comment)
+		if k.ownKey(&pk) {
+			line += " (this session)"
+		}
+		if i == k.cursor {
+			b.WriteString(s.Selected.Render(fit("› "+line, w)) + "\n")
+		} else {
+			b.WriteString(clipText("  "+line, w) + "\n")
+		}
+	}
+	if k.bad > 0 {
+		b.WriteString(s.Error.Render(fmt.Sprintf("  %d stored key line(s) could not be read.", k.bad)) + "\n")
+	}
+	return b.String()
+}
+
+// opKeyForm adds one SSH public key to an operator.
+type opKeyForm struct {
+	c      *common
+	name   string
+	line   string
+	form   *huh.Form
+	banner string
+	saving bool
+}
+
+type opKeyAddedMsg struct {
+	pk  model.PublicKey
+	err error
+}
+
+func newOpKeyForm(c *common, name string) *opKeyForm {
+	f := &opKeyForm{c: c, name: name}
+	f.build()
+	return f
+}
+
+func (f *opKeyForm) build() {
+	f.form = huh.NewForm(huh.NewGroup(
+		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… " + f.name + "@laptop").
+			CharLimit(model.MaxPublicKeyLine).Value(&f.line).Validate(func(s string) error {
+			if _, err := model.ParsePublicKey(s); err != nil {
+				return errors.New(clean(err.Error()))
+			}
+			return nil
+		}).Description("Paste one authorized_keys line (the .pub file)."),
+	).Title(fmt.Sprintf("Add an SSH key to %s", clean(f.name)))).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
+	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-5, 5))
+}
+
+func (f *opKeyForm) Init() tea.Cmd    { return f.form.Init() }
+func (f *opKeyForm) Title() string    { return "Add SSH key" }
+func (f *opKeyForm) Typing() bool     { return true }
+func (f *opKeyForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
+func (f *opKeyForm) Help() []key.Binding {
+	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+}
+
+func (f *opKeyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
+	if m, ok := msg.(opKeyAddedMsg); ok {
+		f.saving = false
+		if m.err != nil {
+			f.banner = errText(m.err)
+			f.build()
+			return f, f.form.Init()
+		}
+		st, name := f.c.st, f.name
+		reload := func() tea.Msg {
+			op, err := st.Operator(name)
+			return opKeysLoadedMsg{name: name, op: op, err: err}
+		}
+		return f, tea.Sequence(pop, reload, flash("Added key %s to %q.", m.pk.Fingerprint(), clean(f.name)))
+	}
+	if f.saving {
+		return f, nil
+	}
+	mm, cmd := f.form.Update(msg)
+	f.form = mm.(*huh.Form)
+	switch f.form.State {
+	case huh.StateAborted:
+		return f, tea.Batch(pop, flash("Cancelled; no key added."))
+	case huh.StateCompleted:
+		f.saving = true
+		st, actor, name, line := f.c.st, f.c.actor, f.name, strings.TrimSpace(f.line)
+		return f, func() tea.Msg {
+			_, pk, err := st.AddOperatorKey(actor, name, line)
+			return opKeyAddedMsg{pk, err}
+		}
+	}
+	return f, cmd
+}
+
+func (f *opKeyForm) View() string {
+	if f.saving {
+		return f.c.styles.Dim.Render("Saving…")
+	}
+	if f.banner != "" {
+		return f.c.styles.Error.Render(wrap(f.c.styles, "⚠ "+f.banner, max(f.c.width-2, 20))) + "\n\n" + f.form.View()
+	}
+	return f.form.View()
+}

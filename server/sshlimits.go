@@ -163,6 +163,9 @@ func (c *trackedConn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// sent is how many bytes the client has sent: read, plus still queued.
+func (c *trackedConn) sent() int64 { return c.rx.Load() + unreadBytes(c.Conn) }
+
 func (c *trackedConn) Close() error {
 	c.once.Do(func() {
 		c.timer.Stop()
@@ -220,7 +223,8 @@ func (t *connTracker) admit(nc net.Conn) *trackedConn {
 }
 
 // leastProgress picks the pending connection to drop: the one that has
-// sent the fewest bytes, the oldest among equals. A connection younger
+// sent the fewest bytes (read or queued in the kernel), the oldest among
+// equals. A connection younger
 // than preAuthShield has had no chance to send anything yet, so it is
 // picked only when all are that young. A client that is logging in has
 // sent its version and key exchange (a kilobyte or more) within a round
@@ -231,7 +235,7 @@ func leastProgress(l []*trackedConn) *trackedConn {
 	var bestYoung bool
 	var bestRx int64
 	for _, c := range l { // oldest first, so ties go to the oldest
-		young, rx := now.Sub(c.accepted) < preAuthShield, c.rx.Load()
+		young, rx := now.Sub(c.accepted) < preAuthShield, c.sent()
 		if best == nil || (!young && bestYoung) || (young == bestYoung && rx < bestRx) {
 			best, bestYoung, bestRx = c, young, rx
 		}

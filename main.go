@@ -1439,7 +1439,7 @@ SSH limits (what one client may cost; see README, "SSH limits"):
                           again after its last session ends
   --max-startups          connections not yet logged in, in total; at the
                           cap the one that has sent least is dropped
-  --max-startups-per-source  the same, per source IP address
+  --max-startups-per-source  the same, per source (IPv4 address, IPv6 /64)
   --max-conns-per-operator   logged-in connections of one operator
   --max-sessions-per-operator  TUI sessions of one operator
   --max-channels-per-conn  channels open at once on one connection
@@ -1495,7 +1495,7 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 	fl.IntVar(&procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
 	fl.DurationVar(&lim.LoginGrace, "login-grace", server.DefaultLoginGrace, "close SSH connections with no open session after this long (from connect, and after the last session)")
 	fl.IntVar(&lim.MaxStartups, "max-startups", server.DefaultMaxStartups, "SSH connections not yet logged in, in total")
-	fl.IntVar(&lim.MaxStartupsPerSource, "max-startups-per-source", server.DefaultMaxStartupsPerSource, "SSH connections not yet logged in, per source IP address")
+	fl.IntVar(&lim.MaxStartupsPerSource, "max-startups-per-source", server.DefaultMaxStartupsPerSource, "SSH connections not yet logged in, per source (IPv4 address, IPv6 /64)")
 	fl.IntVar(&lim.MaxConnsPerOperator, "max-conns-per-operator", server.DefaultMaxConnsPerOperator, "logged-in SSH connections per operator")
 	fl.IntVar(&lim.MaxSessionsPerOperator, "max-sessions-per-operator", server.DefaultMaxSessionsPerOperator, "SSH TUI sessions per operator")
 	fl.IntVar(&lim.MaxChannelsPerConn, "max-channels-per-conn", server.DefaultMaxChannelsPerConn, "channels open at once on one SSH connection")

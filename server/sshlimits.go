@@ -174,8 +174,13 @@ func (c *trackedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// sourceOf is the source a connection counts against: its IPv4 address,
+// or its IPv6 /64 (one host can hold a whole /64).
 func sourceOf(a net.Addr) string {
 	if ta, ok := a.(*net.TCPAddr); ok {
+		if ta.IP.To4() == nil && len(ta.IP) == net.IPv6len {
+			return ta.IP.Mask(net.CIDRMask(64, 128)).String() + "/64"
+		}
 		return ta.IP.String()
 	}
 	if h, _, err := net.SplitHostPort(a.String()); err == nil {

@@ -517,3 +517,21 @@ func TestSSHPreAuthFlood(t *testing.T) {
 		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, tail(logs, 3000))
 	}
 }
+
+// TestSSHSourceOf: IPv4 addresses count one by one, IPv6 by /64.
+func TestSSHSourceOf(t *testing.T) {
+	for addr, want := range map[string]string{
+		"127.0.0.2:4000":                "127.0.0.2",
+		"[::ffff:10.0.0.1]:22":          "10.0.0.1",
+		"[2001:db8:1:2:aaaa::1]:22":     "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff:1:2:3]:999": "2001:db8:1:2::/64",
+	} {
+		ta, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := sourceOf(ta); got != want {
+			t.Errorf("sourceOf(%s) = %q, want %q", addr, got, want)
+		}
+	}
+}

@@ -126,7 +126,7 @@ func (s *sshSide) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 	if ok {
 		reason = "key belongs to another operator"
 	}
-	s.log.Printf("ssh auth refused user=%s key=%s from=%s reason=%s", ctx.User(), gossh.FingerprintSHA256(key), ctx.RemoteAddr(), reason)
+	s.fold.Printf("auth:"+reason, "ssh auth refused user=%s key=%s from=%s reason=%s", ctx.User(), gossh.FingerprintSHA256(key), ctx.RemoteAddr(), reason)
 	return false
 }
 

@@ -64,9 +64,10 @@ const (
 	// preAuthShield: a pending connection this young is dropped only
 	// when every candidate is as young (see leastProgress).
 	preAuthShield = 250 * time.Millisecond
-	// logFoldEvery: repeated lines of one kind are written at most once
-	// per this interval, with a count of the ones folded in.
+	// logFoldEvery, logFoldBurst: lines of one kind are written at most
+	// logFoldBurst times per logFoldEvery, with a count of the ones folded.
 	logFoldEvery = 10 * time.Second
+	logFoldBurst = 5
 )
 
 // withDefaults fills zero fields.
@@ -517,25 +518,27 @@ func (b *boundedChannel) clampWindow(w []byte) {
 // ---------------------------------------------------------------------------
 // Folded logging
 
-// foldLog writes a line of one kind at most once per logFoldEvery; the
-// lines folded in are counted on the next line of that kind (or at
+// foldLog writes at most logFoldBurst lines of one kind per logFoldEvery;
+// the lines folded in are counted on the next line of that kind (or at
 // flush), so a flood costs a few lines and nothing goes unreported.
 // Kinds must come from a bounded set (reasons, operator names), never
 // from raw client input.
 type foldLog struct {
 	l     *logSink
 	every time.Duration
+	burst int
 	mu    sync.Mutex
 	kinds map[string]*foldState
 }
 
 type foldState struct {
-	last   time.Time
-	folded int
+	since  time.Time // the current window's start
+	lines  int       // written in this window
+	folded int       // not written since the last line of this kind
 }
 
 func newFoldLog(l *logSink) *foldLog {
-	return &foldLog{l: l, every: logFoldEvery, kinds: map[string]*foldState{}}
+	return &foldLog{l: l, every: logFoldEvery, burst: logFoldBurst, kinds: map[string]*foldState{}}
 }
 
 func (f *foldLog) Printf(kind, format string, args ...any) {
@@ -543,20 +546,24 @@ func (f *foldLog) Printf(kind, format string, args ...any) {
 	f.mu.Lock()
 	st := f.kinds[kind]
 	if st == nil {
-		st = &foldState{}
+		st = &foldState{since: now}
 		f.kinds[kind] = st
 	}
-	if !st.last.IsZero() && now.Sub(st.last) < f.every {
+	if now.Sub(st.since) >= f.every {
+		st.since, st.lines = now, 0
+	}
+	if st.lines >= f.burst {
 		st.folded++
 		f.mu.Unlock()
 		return
 	}
+	st.lines++
 	n := st.folded
-	st.last, st.folded = now, 0
+	st.folded = 0
 	f.mu.Unlock()
 	if n > 0 {
-		format += " (+%d similar in the last %s)"
-		args = append(args, n, f.every)
+		format += " (+%d similar not logged)"
+		args = append(args, n)
 	}
 	f.l.Printf(format, args...)
 }

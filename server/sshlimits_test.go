@@ -535,3 +535,46 @@ func TestSSHSourceOf(t *testing.T) {
 		}
 	}
 }
+
+// TestSSHFoldLog: a flood of one kind of line costs logFoldBurst lines per
+// interval plus a count; other kinds are unaffected; flush reports the rest.
+func TestSSHFoldLog(t *testing.T) {
+	var buf syncBuffer
+	sink := newLogSink(&buf)
+	f := newFoldLog(sink)
+	for i := 0; i < 1000; i++ {
+		f.Printf("refused", "ssh session refused n=%d", i)
+	}
+	f.Printf("other", "ssh other line")
+	f.flush()
+	sink.Close()
+	out := buf.String()
+	if n := strings.Count(out, "ssh session refused"); n != logFoldBurst {
+		t.Errorf("%d refusal lines for 1000, want %d:\n%s", n, logFoldBurst, out)
+	}
+	if !strings.Contains(out, "ssh other line") || !strings.Contains(out, fmt.Sprintf("ssh %d more log lines of kind refused folded", 1000-logFoldBurst)) {
+		t.Errorf("missing the other kind or the folded count:\n%s", out)
+	}
+}
+
+// TestSSHAuthRefusalsFolded: a loop of logins with unknown keys logs a
+// few lines and a count, not one line per attempt.
+func TestSSHAuthRefusalsFolded(t *testing.T) {
+	env := newEnv(t)
+	env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	for i := 0; i < 30; i++ {
+		_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(newSSHKey(t).signer))
+		wantAuthRefused(t, err, "unknown key")
+	}
+	if err := srv.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	logs := srv.logs.String()
+	if n := strings.Count(logs, "ssh auth refused"); n > logFoldBurst {
+		t.Errorf("%d auth refusal lines for 30 attempts, want at most %d", n, logFoldBurst)
+	}
+	if !strings.Contains(logs, fmt.Sprintf(`ssh %d more log lines of kind "auth:unknown key" folded`, 30-logFoldBurst)) {
+		t.Errorf("the folded refusals are not counted:\n%s", logs)
+	}
+}

@@ -90,7 +90,7 @@ func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SS
 			// Only session channels, each counted and with its requests
 			// bounded; no global requests are answered (forwarding is
 			// refused by the library's nil handlers).
-			srv.ChannelHandlers = map[string]ssh.ChannelHandler{"session": s.sessionChannel}
+			srv.ChannelHandlers = map[string]ssh.ChannelHandler{"session": s.sessionChannel, "default": s.otherChannel}
 			srv.RequestHandlers = map[string]ssh.RequestHandler{}
 			return nil
 		},
@@ -205,6 +205,17 @@ func (s *sshSide) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn, nc gos
 	ssh.DefaultSessionHandler(srv, conn, &boundedChannel{NewChannel: nc, lim: s.lim, note: func(what string) {
 		s.fold.Printf("req:"+what+":"+user, "ssh session user=%s from=%s: %s", user, conn.RemoteAddr(), what)
 	}}, ctx)
+}
+
+// otherChannel refuses every channel type but "session" (direct-tcpip,
+// x11, ...), counting each as a refusal so a loop of them ends the
+// connection.
+func (s *sshSide) otherChannel(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	_ = nc.Reject(gossh.Prohibited, "only session channels are allowed")
+	s.fold.Printf("chantype:"+conn.User(), "ssh channel refused user=%s from=%s type=%s", conn.User(), conn.RemoteAddr(), nc.ChannelType())
+	if tc := trackedFrom(ctx); tc != nil && tc.refusedSession() {
+		s.fold.Printf("refusals:"+conn.User(), "ssh connection closed user=%s from=%s reason=%d refused sessions", conn.User(), conn.RemoteAddr(), maxRefusedPerConn)
+	}
 }
 
 // authorize is the middleware that gates every session: the operator is

@@ -578,3 +578,40 @@ func TestSSHAuthRefusalsFolded(t *testing.T) {
 		t.Errorf("the folded refusals are not counted:\n%s", logs)
 	}
 }
+
+// TestSSHOtherChannelsEndConnection: channel types other than "session"
+// (port forwarding, X11, anything) are refused, and a loop of them ends
+// the connection like a loop of refused sessions.
+func TestSSHOtherChannelsEndConnection(t *testing.T) {
+	env := newEnv(t)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	payload := gossh.Marshal(struct {
+		Host       string
+		Port       uint32
+		OriginHost string
+		OriginPort uint32
+	}{"127.0.0.1", 9, "127.0.0.1", 1234})
+	opened, refused := 0, 0
+	for i := 0; i < 50; i++ {
+		typ := []string{"direct-tcpip", "x11", "keyward-anything"}[i%3]
+		ch, _, err := c.OpenChannel(typ, payload)
+		if err == nil {
+			opened++
+			ch.Close()
+			continue
+		}
+		var oce *gossh.OpenChannelError
+		if !errors.As(err, &oce) {
+			break // the connection is gone
+		}
+		refused++
+	}
+	if opened > 0 {
+		t.Errorf("%d non-session channels opened", opened)
+	}
+	if refused >= 50 {
+		t.Errorf("50 refused channels and the connection stayed open")
+	}
+}

@@ -223,18 +223,18 @@ func (t *connTracker) admit(nc net.Conn) *trackedConn {
 	t.mu.Unlock()
 	if victim != nil {
 		_ = victim.Close()
-		t.log.Printf("drop:"+why, "ssh pre-auth connection dropped from=%s reason=%s (after %s, %d bytes)", victim.src, why, time.Since(victim.accepted).Round(time.Millisecond), victim.rx.Load())
+		t.log.Printf("drop:"+why, "ssh pre-auth connection dropped from=%s reason=%s (after %s, %d bytes read)", victim.src, why, time.Since(victim.accepted).Round(time.Millisecond), victim.rx.Load())
 	}
 	return c
 }
 
 // leastProgress picks the pending connection to drop: the one that has
 // sent the fewest bytes (read or queued in the kernel), the oldest among
-// equals. A connection younger
-// than preAuthShield has had no chance to send anything yet, so it is
-// picked only when all are that young. A client that is logging in has
-// sent its version and key exchange (a kilobyte or more) within a round
-// trip; idle and trickling connections have sent next to nothing.
+// equals. A connection younger than preAuthShield may not have had the
+// time to send anything, so it is picked only when all are that young.
+// A client that is logging in has sent its version and key exchange (a
+// kilobyte or more) within a round trip; idle and trickling connections
+// have sent next to nothing.
 func leastProgress(l []*trackedConn) *trackedConn {
 	now := time.Now()
 	var best *trackedConn
@@ -290,7 +290,7 @@ func (c *trackedConn) expire() {
 	case state == connClosed || sessions > 0:
 		return
 	case state == connPending:
-		t.log.Printf("grace:pending", "ssh login grace expired from=%s after=%s (%d bytes)", c.src, t.lim.LoginGrace, c.rx.Load())
+		t.log.Printf("grace:pending", "ssh login grace expired from=%s after=%s (%d bytes read)", c.src, t.lim.LoginGrace, c.rx.Load())
 	default:
 		t.log.Printf("grace:"+op, "ssh connection closed user=%s from=%s reason=no session for %s", op, c.src, t.lim.LoginGrace)
 	}
@@ -368,8 +368,8 @@ func (c *trackedConn) endSession(op string) {
 	}
 }
 
-// refusedSession counts a refused session; past maxRefusedPerConn the
-// connection is closed.
+// refusedSession counts a refused session or channel; at
+// maxRefusedPerConn the connection is closed.
 func (c *trackedConn) refusedSession() (closed bool) {
 	c.t.mu.Lock()
 	c.refused++
@@ -394,19 +394,6 @@ func (t *connTracker) closeAll() {
 	for _, c := range l {
 		_ = c.Close()
 	}
-}
-
-// counts reports pending, authenticated and session totals (tests, logs).
-func (t *connTracker) counts() (pending, authed, sessions int) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	for _, n := range t.ops {
-		authed += n
-	}
-	for _, n := range t.sess {
-		sessions += n
-	}
-	return t.npen, authed, sessions
 }
 
 // limitListener admits every accepted connection through the tracker.

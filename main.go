@@ -1565,6 +1565,8 @@ func (a *app) serveCmd() *cobra.Command {
 	var sshAddr, httpAddr, hostKey string
 	var idle, flush time.Duration
 	var procs int
+	var lim server.SSHLimits
+	var termSize string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the TUI over SSH and the verification API over HTTP",
@@ -1585,7 +1587,20 @@ serve uses the CPU count but at least 4, even on a 1- or 2-CPU machine: a
 commit's fsync holds one of them while it waits for the disk, and with
 only 2 the verify API loses half its capacity during every admin write.
 The price: while verifies saturate the CPUs, admin writes are slower.
-A GOMAXPROCS environment variable is kept unless --procs is given.`,
+A GOMAXPROCS environment variable is kept unless --procs is given.
+
+SSH limits (what one client may cost; see README, "SSH limits"):
+  --login-grace           a connection with no open session is closed after
+                          this long: from connect to the first session, and
+                          again after its last session ends
+  --max-startups          connections not yet logged in, in total; at the
+                          cap the one that has sent least is dropped
+  --max-startups-per-source  the same, per source (IPv4 address, IPv6 /64)
+  --max-conns-per-operator   logged-in connections of one operator
+  --max-sessions-per-operator  TUI sessions of one operator
+  --max-channels-per-conn  channels open at once on one connection
+  --max-term-size         larger terminal sizes (COLSxROWS) are clamped
+--max-startups is lowered to a quarter of the open-file limit if higher.`,
 		Example: `  keyward serve
   keyward serve --ssh 0.0.0.0:2222 --http ""
   keyward serve --http 127.0.0.1:9000 --idle-timeout 10m`,
@@ -1596,6 +1611,9 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 			}
 			if procs < 0 {
 				return usageErrorf("--procs must be 0 (automatic) or more")
+			}
+			if err := checkSSHLimits(&lim, termSize); err != nil {
+				return err
 			}
 			if hostKey == "" {
 				hostKey = filepath.Join(filepath.Dir(a.dbPath), "ssh_host_ed25519")
@@ -1618,6 +1636,7 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 					HTTPAddr:    httpAddr,
 					HostKeyPath: hostKey,
 					IdleTimeout: idle,
+					SSHLimits:   lim,
 					Log:         a.stderr, // the server logs where it listens
 				})
 			})
@@ -1630,7 +1649,42 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 	fl.StringVar(&hostKey, "host-key", "", "SSH host key file (default: ssh_host_ed25519 beside the database)")
 	fl.DurationVar(&flush, "flush-interval", 10*time.Second, "how often last-used times are written")
 	fl.IntVar(&procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
+	fl.DurationVar(&lim.LoginGrace, "login-grace", server.DefaultLoginGrace, "close SSH connections with no open session after this long (from connect, and after the last session)")
+	fl.IntVar(&lim.MaxStartups, "max-startups", server.DefaultMaxStartups, "SSH connections not yet logged in, in total")
+	fl.IntVar(&lim.MaxStartupsPerSource, "max-startups-per-source", server.DefaultMaxStartupsPerSource, "SSH connections not yet logged in, per source (IPv4 address, IPv6 /64)")
+	fl.IntVar(&lim.MaxConnsPerOperator, "max-conns-per-operator", server.DefaultMaxConnsPerOperator, "logged-in SSH connections per operator")
+	fl.IntVar(&lim.MaxSessionsPerOperator, "max-sessions-per-operator", server.DefaultMaxSessionsPerOperator, "SSH TUI sessions per operator")
+	fl.IntVar(&lim.MaxChannelsPerConn, "max-channels-per-conn", server.DefaultMaxChannelsPerConn, "channels open at once on one SSH connection")
+	fl.StringVar(&termSize, "max-term-size", fmt.Sprintf("%dx%d", server.DefaultMaxTermWidth, server.DefaultMaxTermHeight), "largest terminal COLSxROWS an SSH client may claim (larger is clamped)")
 	return c
+}
+
+// checkSSHLimits validates serve's SSH limit flags and parses
+// --max-term-size into lim.
+func checkSSHLimits(lim *server.SSHLimits, termSize string) error {
+	if lim.LoginGrace <= 0 {
+		return usageErrorf("--login-grace must be positive")
+	}
+	for _, f := range []struct {
+		name string
+		v    int
+	}{
+		{"--max-startups", lim.MaxStartups}, {"--max-startups-per-source", lim.MaxStartupsPerSource},
+		{"--max-conns-per-operator", lim.MaxConnsPerOperator}, {"--max-sessions-per-operator", lim.MaxSessionsPerOperator},
+		{"--max-channels-per-conn", lim.MaxChannelsPerConn},
+	} {
+		if f.v < 1 {
+			return usageErrorf("%s must be at least 1", f.name)
+		}
+	}
+	w, h, ok := strings.Cut(strings.ToLower(termSize), "x")
+	cols, err1 := strconv.Atoi(w)
+	rows, err2 := strconv.Atoi(h)
+	if !ok || err1 != nil || err2 != nil || cols < 20 || rows < 5 || cols > 10000 || rows > 10000 {
+		return usageErrorf("--max-term-size must be COLSxROWS, 20x5 to 10000x10000 (got %q)", termSize)
+	}
+	lim.MaxTermWidth, lim.MaxTermHeight = cols, rows
+	return nil
 }
 
 // serveMinProcs is serve's default floor for GOMAXPROCS. A goroutine in a

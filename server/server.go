@@ -31,6 +31,8 @@ type Config struct {
 	HostKeyPath string
 	// IdleTimeout ends idle SSH sessions (0: default 30m).
 	IdleTimeout time.Duration
+	// SSHLimits bounds what SSH clients may cost (zero fields: defaults).
+	SSHLimits SSHLimits
 	// Log receives one sanitised line per event; never key material.
 	// Nil means os.Stderr.
 	Log io.Writer
@@ -104,7 +106,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			verb = "generated"
 		}
 		log.Printf("ssh host key %s %s (%s)", gossh.FingerprintSHA256(signer.PublicKey()), path, verb)
-		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, log); err != nil {
+		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, cfg.SSHLimits, log); err != nil {
 			return fmt.Errorf("server: ssh: %w", err)
 		}
 		if sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {

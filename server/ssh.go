@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"strings"
@@ -12,7 +13,6 @@ import (
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/ssh"
 	"github.com/charmbracelet/wish"
-	"github.com/charmbracelet/wish/activeterm"
 	"github.com/charmbracelet/wish/bubbletea"
 	"github.com/charmbracelet/wish/logging"
 	"github.com/muesli/termenv"
@@ -48,11 +48,19 @@ const DefaultIdleTimeout = 30 * time.Minute
 //     sees, so this holds across nodes too.
 //   - Each session gets its own renderer and an OSC 52 clipboard written to
 //     the session; every change is attributed to the operator.
+//   - What a client may cost is bounded (sshlimits.go): connections pass a
+//     tracker (login grace, pre-auth caps in total and per source,
+//     connections and sessions per operator, channels per connection),
+//     and each session channel's requests are filtered (terminal sizes
+//     clamped, agent forwarding refused) before the library sees them.
 type sshSide struct {
-	st   *store.Store
-	log  *logSink
-	idle time.Duration
-	srv  *ssh.Server
+	st    *store.Store
+	log   *logSink
+	fold  *foldLog
+	idle  time.Duration
+	lim   SSHLimits
+	conns *connTracker
+	srv   *ssh.Server
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -78,11 +86,16 @@ type ctxKey struct{ name string }
 
 var sessionKey = &ctxKey{"keyward-session"}
 
-func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, log *logSink) (*sshSide, error) {
+func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SSHLimits, log *logSink) (*sshSide, error) {
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	s := &sshSide{st: st, log: log, idle: idle, live: map[ssh.Session]*liveSession{}}
+	lim, note := lim.withDefaults().fitFDs(openFileLimit())
+	if note != "" {
+		log.Printf("%s", note)
+	}
+	fold := newFoldLog(log)
+	s := &sshSide{st: st, log: log, fold: fold, idle: idle, lim: lim, conns: newConnTracker(lim, fold), live: map[ssh.Session]*liveSession{}}
 	srv, err := wish.NewServer(
 		func(srv *ssh.Server) error { srv.AddHostKey(signer); return nil },
 		wish.WithPublicKeyAuth(s.publicKeyAuth),
@@ -93,21 +106,28 @@ func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, log *l
 			// forwarding or subsystems (the zero values deny them).
 			srv.PasswordHandler = nil
 			srv.KeyboardInteractiveHandler = nil
-			srv.ServerConfigCallback = func(ssh.Context) *gossh.ServerConfig {
-				return &gossh.ServerConfig{MaxAuthTries: 6}
+			srv.ConnCallback = func(ctx ssh.Context, c net.Conn) net.Conn {
+				ctx.SetValue(trackedKey, c) // a *trackedConn from limitListener
+				return c
 			}
+			srv.ServerConfigCallback = s.serverConfig
 			srv.ConnectionFailedCallback = func(c net.Conn, err error) {
-				s.log.Printf("ssh handshake failed from=%s err=%s", c.RemoteAddr(), err)
+				s.fold.Printf("handshake", "ssh handshake failed from=%s err=%s", c.RemoteAddr(), err)
 			}
+			// Only session channels, each counted and with its requests
+			// bounded; no global requests are answered (forwarding is
+			// refused by the library's nil handlers).
+			srv.ChannelHandlers = map[string]ssh.ChannelHandler{"session": s.sessionChannel, "default": s.otherChannel}
+			srv.RequestHandlers = map[string]ssh.RequestHandler{}
 			return nil
 		},
-		// Composed first to last; the last runs first: logging, then the
-		// authorisation re-check, then the PTY requirement, then the TUI.
+		// Composed first to last; the last runs first: the authorisation
+		// re-check with the PTY requirement and the caps, then logging
+		// (of accepted sessions only), then the TUI.
 		wish.WithMiddleware(
 			bubbletea.MiddlewareWithProgramHandler(s.program, termenv.Ascii),
-			activeterm.Middleware(),
-			s.authorize,
 			logging.MiddlewareWithLogger(sshLogger{log}),
+			s.authorize,
 		),
 	)
 	if err != nil {
@@ -133,7 +153,7 @@ func (s *sshSide) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 	if ok {
 		reason = "key belongs to another operator"
 	}
-	s.log.Printf("ssh auth refused user=%s key=%s from=%s reason=%s", ctx.User(), gossh.FingerprintSHA256(key), ctx.RemoteAddr(), reason)
+	s.fold.Printf("auth:"+reason, "ssh auth refused user=%s key=%s from=%s reason=%s", ctx.User(), gossh.FingerprintSHA256(key), ctx.RemoteAddr(), reason)
 	return false
 }
 
@@ -169,9 +189,67 @@ func (s *sshSide) sessionOperator(sess ssh.Session) (model.Operator, string) {
 	return op, ""
 }
 
+// serverConfig is the per-connection handshake configuration: at most 6
+// failed authentications, and the per-operator connection cap applied
+// once a key's signature is verified (the connection then stops counting
+// as pre-auth).
+func (s *sshSide) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
+	tc := trackedFrom(ctx)
+	return &gossh.ServerConfig{
+		MaxAuthTries: 6,
+		VerifiedPublicKeyCallback: func(meta gossh.ConnMetadata, key gossh.PublicKey, perms *gossh.Permissions, _ string) (*gossh.Permissions, error) {
+			op, ok := s.st.OperatorByKey(key.Marshal())
+			if !ok || tc == nil {
+				return nil, errors.New("key not registered")
+			}
+			if err := tc.authenticated(op.Name); err != nil {
+				s.fold.Printf("conns:"+op.Name, "ssh login refused user=%s from=%s reason=%s (limit %d)", op.Name, meta.RemoteAddr(), err, s.lim.MaxConnsPerOperator)
+				return nil, &gossh.BannerError{Err: err, Message: fmt.Sprintf("keyward: %s already has %d connections open (--max-conns-per-operator)\r\n", op.Name, s.lim.MaxConnsPerOperator)}
+			}
+			return perms, nil
+		},
+	}
+}
+
+// sessionChannel opens a session channel within the connection's channel
+// cap, with its requests bounded (boundedChannel).
+func (s *sshSide) sessionChannel(srv *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	tc := trackedFrom(ctx)
+	if tc == nil {
+		_ = nc.Reject(gossh.Prohibited, "not tracked")
+		return
+	}
+	if !tc.openChannel() {
+		s.fold.Printf("channels:"+conn.User(), "ssh channel refused user=%s from=%s reason=more than %d channels open on one connection", conn.User(), conn.RemoteAddr(), s.lim.MaxChannelsPerConn)
+		_ = nc.Reject(gossh.ResourceShortage, "too many channels on this connection")
+		if tc.refusedSession() {
+			s.fold.Printf("refusals:"+conn.User(), "ssh connection closed user=%s from=%s reason=%d refused sessions", conn.User(), conn.RemoteAddr(), maxRefusedPerConn)
+		}
+		return
+	}
+	defer tc.closeChannel()
+	user := conn.User()
+	ssh.DefaultSessionHandler(srv, conn, &boundedChannel{NewChannel: nc, lim: s.lim, note: func(what string) {
+		s.fold.Printf("req:"+what+":"+user, "ssh session user=%s from=%s: %s", user, conn.RemoteAddr(), what)
+	}}, ctx)
+}
+
+// otherChannel refuses every channel type but "session" (direct-tcpip,
+// x11, ...), counting each as a refusal so a loop of them ends the
+// connection.
+func (s *sshSide) otherChannel(_ *ssh.Server, conn *gossh.ServerConn, nc gossh.NewChannel, ctx ssh.Context) {
+	_ = nc.Reject(gossh.Prohibited, "only session channels are allowed")
+	s.fold.Printf("chantype:"+conn.User(), "ssh channel refused user=%s from=%s type=%s", conn.User(), conn.RemoteAddr(), nc.ChannelType())
+	if tc := trackedFrom(ctx); tc != nil && tc.refusedSession() {
+		s.fold.Printf("refusals:"+conn.User(), "ssh connection closed user=%s from=%s reason=%d refused sessions", conn.User(), conn.RemoteAddr(), maxRefusedPerConn)
+	}
+}
+
 // authorize is the middleware that gates every session: the operator is
-// checked again now, the login is recorded, and the session is tracked so
-// shutdown can end it.
+// checked again now, a PTY is required, the per-operator session cap
+// applies, and only then is the login recorded (once per connection) and
+// the session tracked so shutdown can end it. Refusals are logged folded
+// and counted: a connection refused maxRefusedPerConn times is closed.
 func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 	return func(sess ssh.Session) {
 		defer func() {
@@ -180,14 +258,43 @@ func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 				wish.Fatalln(sess, "keyward: internal error; the session was closed")
 			}
 		}()
+		tc := trackedFrom(sess.Context())
+		refuse := func(op model.Operator, reason, msg string) {
+			fp := ""
+			if pk := sess.PublicKey(); pk != nil {
+				fp = gossh.FingerprintSHA256(pk)
+			}
+			s.fold.Printf("refused:"+reason+":"+op.Name, "ssh session refused user=%s role=%s key=%s from=%s reason=%s", sess.User(), string(op.Role), fp, sess.RemoteAddr(), reason)
+			wish.Fatalln(sess, msg)
+			if tc != nil && tc.refusedSession() {
+				s.fold.Printf("refusals:"+op.Name, "ssh connection closed user=%s from=%s reason=%d refused sessions", sess.User(), sess.RemoteAddr(), maxRefusedPerConn)
+			}
+		}
 		op, why := s.sessionOperator(sess)
 		if why != "" {
-			s.log.Printf("ssh session refused user=%s from=%s reason=%s", sess.User(), sess.RemoteAddr(), why)
-			wish.Fatalln(sess, "keyward: access denied")
+			refuse(model.Operator{}, why, "keyward: access denied")
 			return
 		}
-		if err := s.st.RecordLogin(op.Name, sess.RemoteAddr().String()); err != nil {
-			s.log.Printf("ssh login not recorded user=%s err=%s", op.Name, err)
+		if _, _, isPty := sess.Pty(); !isPty {
+			refuse(op, "no PTY", "Requires an active PTY (ssh -t)")
+			return
+		}
+		if tc == nil {
+			refuse(op, "untracked connection", "keyward: internal error")
+			return
+		}
+		first, err := tc.startSession(op.Name)
+		if err != nil {
+			refuse(op, err.Error(), fmt.Sprintf("keyward: %s already has %d sessions open (--max-sessions-per-operator); close one first", op.Name, s.lim.MaxSessionsPerOperator))
+			return
+		}
+		defer tc.endSession(op.Name)
+		if first {
+			// One login per authenticated connection, however many
+			// sessions it then opens.
+			if err := s.st.RecordLogin(op.Name, sess.RemoteAddr().String()); err != nil {
+				s.log.Printf("ssh login not recorded user=%s err=%s", op.Name, err)
+			}
 		}
 		fp := gossh.FingerprintSHA256(sess.PublicKey())
 		ls := &liveSession{sess: sess, name: op.Name, role: op.Role,
@@ -407,7 +514,7 @@ func (s *sshSide) serve(ln net.Listener) error {
 		go s.watchOperators(s.watch)
 	}
 	s.mu.Unlock()
-	err := s.srv.Serve(ln)
+	err := s.srv.Serve(&limitListener{Listener: ln, t: s.conns})
 	if err == ssh.ErrServerClosed {
 		return nil
 	}
@@ -458,6 +565,8 @@ wait:
 		}
 	}
 	_ = s.srv.Close()
+	s.conns.closeAll() // connections still in their handshake
+	s.fold.flush()
 	if serr := <-shut; err == nil && serr != nil && serr != ssh.ErrServerClosed {
 		err = serr
 	}

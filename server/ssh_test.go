@@ -312,9 +312,9 @@ func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
 	var mu sync.Mutex
 	var out bytes.Buffer
 	sess.Stdout, sess.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}
-	_ = sess.Run("") // no PTY: refused by activeterm, after authorisation
-	waitFor(t, 2*time.Second, "session start logged", func() bool {
-		return strings.Contains(srv.logs.String(), "ssh session start user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.signer.PublicKey()))
+	_ = sess.Run("") // no PTY: refused, after authorisation, naming the operator
+	waitFor(t, 2*time.Second, "session refusal logged", func() bool {
+		return strings.Contains(srv.logs.String(), "ssh session refused user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.signer.PublicKey()))
 	})
 	ops, _ := env.st.Operator("alice")
 	if ops.LastLoginAt != nil {

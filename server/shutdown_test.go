@@ -36,7 +36,9 @@ func TestSSHShutdownEndsEverySession(t *testing.T) {
 		env := newEnv(t)
 		requireTUI(t, env.st)
 		k := env.addOperator("alice", model.OperatorAdmin)
-		srv := env.serve(Config{HTTPAddr: "-", ShutdownTimeout: 4 * time.Second})
+		// Seven connections for one operator: above the default caps.
+		srv := env.serve(Config{HTTPAddr: "-", ShutdownTimeout: 4 * time.Second,
+			SSHLimits: SSHLimits{MaxConnsPerOperator: 16, MaxSessionsPerOperator: 16}})
 
 		var terms []*vt
 		// Running: the keys table is on screen.

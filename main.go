@@ -1278,8 +1278,13 @@ func (a *app) catalogCmd() *cobra.Command {
 		Use:   "import FILE",
 		Short: "Replace the catalog of scopes and resources from a JSON file",
 		Long: `Replace the catalog from a JSON file ("-" reads stdin), in the form that
-catalog export writes. A scope or resource still granted to a key cannot be
-dropped.`,
+catalog export writes. The import is refused, and nothing changes, if it
+would leave any key invalid: dropping a scope or resource a key uses, or
+making a scope that a key uses on chosen resources not per-resource. The
+refusal lists the keys (up to 10) and what they use.
+
+Also refused: an empty catalog (null, {}, no scopes), unknown fields, a
+field given twice in one object, duplicate scopes or resources.`,
 		Example: `  keyward catalog export catalog.json && $EDITOR catalog.json && keyward catalog import catalog.json
   keyward catalog import - < catalog.json`,
 		Args: exactArgs("FILE"),

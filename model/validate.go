@@ -112,10 +112,20 @@ func ValidateEdit(cur *Key, spec KeySpec, cat *Catalog, now time.Time) error {
 	return ValidateGrant(spec.Role, spec.Scopes, spec.Resources, cat)
 }
 
-// SameGrant reports whether spec keeps cur's role, scopes and resources
-// (in the same order; nil and empty lists alike).
+// SameGrant reports whether spec keeps cur's role, scopes and resources,
+// in any order (a form may list them in catalog order).
 func SameGrant(cur *Key, spec KeySpec) bool {
-	return cur.Role == spec.Role && slices.Equal(cur.Scopes, spec.Scopes) && slices.Equal(cur.Resources, spec.Resources)
+	return cur.Role == spec.Role && sameSet(cur.Scopes, spec.Scopes) && sameSet(cur.Resources, spec.Resources)
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
 }
 
 func sameExpiry(a, b *time.Time) bool {

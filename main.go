@@ -362,8 +362,9 @@ func group(use, short, long, example string, subs ...*cobra.Command) *cobra.Comm
 
 func (a *app) keysCmd() *cobra.Command {
 	return group("keys", "List, create, edit, disable, regenerate and delete API keys",
-		`Manage API keys. Keys are named by their id (key_ + 12 characters), as shown
-by "keyward keys list".`,
+		`Manage API keys. A command that takes a key takes its id (key_ + 12
+characters, as "keyward keys list" shows) or its name (names are unique,
+compared case-insensitively).`,
 		`  keyward keys list
   keyward keys create --name ci-bot --scope coupons:read
   keyward keys disable key_abcdefghijkl`,
@@ -564,14 +565,14 @@ func (a *app) printToken(token string) {
 func (a *app) keysShowCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "show ID",
+		Use:   "show ID|NAME",
 		Short: "Show one key",
 		Example: `  keyward keys show key_abcdefghijkl
   keyward keys show key_abcdefghijkl --json`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, err := st.Key(args[0])
+				k, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -622,7 +623,7 @@ func (a *app) keysEditCmd() *cobra.Command {
 	var f keyFlags
 	var clearResources, asJSON bool
 	c := &cobra.Command{
-		Use:   "edit ID [flags]",
+		Use:   "edit ID|NAME [flags]",
 		Short: "Change a key's name, description, role, scopes, resources or expiry",
 		Long: `Change only the fields whose flags are given; everything else is kept.
 
@@ -635,7 +636,7 @@ future.`,
   keyward keys edit key_abcdefghijkl --scope coupons:read --scope campaigns:read
   keyward keys edit key_abcdefghijkl --clear-resources --expires 2030-01-31
   keyward keys edit key_abcdefghijkl --role readonly --scope coupons:read`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			changed := false
@@ -657,7 +658,7 @@ future.`,
 				role = r
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				cur, err := st.Key(args[0])
+				cur, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -725,13 +726,13 @@ func (a *app) keysSetActiveCmd(active bool) *cobra.Command {
 	}
 	var asJSON bool
 	c := &cobra.Command{
-		Use:     use + " ID",
+		Use:     use + " ID|NAME",
 		Short:   short,
 		Example: fmt.Sprintf("  keyward keys %s key_abcdefghijkl", use),
-		Args:    exactArgs("ID"),
+		Args:    exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				cur, err := st.Key(args[0])
+				cur, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -759,7 +760,7 @@ func (a *app) keysRegenerateCmd() *cobra.Command {
 	var grace string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "regenerate ID",
+		Use:   "regenerate ID|NAME",
 		Short: "Issue a new token for a key and print it once",
 		Long: `Issue a new token for a key and print it exactly once. The key keeps its id,
 name, role, scopes and expiry.
@@ -769,14 +770,18 @@ With --grace the previous token keeps verifying for that long (1h, 24h,
 		Example: `  keyward keys regenerate key_abcdefghijkl
   keyward keys regenerate key_abcdefghijkl --grace 24h
   keyward keys regenerate key_abcdefghijkl --json | jq -r .token`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			g, err := parseGrace(grace)
 			if err != nil {
 				return err
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, token, err := st.RegenerateKey(a.actor, args[0], g)
+				cur, err := st.ResolveKey(args[0])
+				if err != nil {
+					return err
+				}
+				k, token, err := st.RegenerateKey(a.actor, cur.ID, g)
 				if err != nil {
 					return err
 				}
@@ -802,18 +807,18 @@ With --grace the previous token keeps verifying for that long (1h, 24h,
 func (a *app) keysDeleteCmd() *cobra.Command {
 	var yes bool
 	c := &cobra.Command{
-		Use:   "delete ID --yes",
+		Use:   "delete ID|NAME --yes",
 		Short: "Delete a key permanently",
 		Long: `Delete a key permanently; its token stops verifying at once (NOT_FOUND).
 The audit log keeps the record. To stop a key reversibly, use keys disable.`,
 		Example: `  keyward keys delete key_abcdefghijkl --yes`,
-		Args:    exactArgs("ID"),
+		Args:    exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !yes {
 				return usageErrorf("refusing to delete key %s without --yes (this cannot be undone; keys disable is reversible)", args[0])
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, err := st.Key(args[0])
+				k, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -1244,6 +1249,10 @@ keys are named by id and a short token hint.`,
 				return usageErrorf("--limit must be 0 (all) or more")
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
+				target, err := auditTarget(st, target)
+				if err != nil {
+					return err
+				}
 				evs, err := st.Audit(store.AuditFilter{Target: target, Query: grep, Limit: limit})
 				if err != nil {
 					return err
@@ -1264,10 +1273,35 @@ keys are named by id and a short token hint.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	c.Flags().StringVar(&target, "key", "", `only events about this key id (or operator name, "secret", "catalog")`)
+	c.Flags().StringVar(&target, "key", "", `only events about this key, by id or name (or an operator name, "secret", "catalog")`)
 	c.Flags().IntVar(&limit, "limit", 0, "show at most N events (0: all)")
 	c.Flags().StringVar(&grep, "grep", "", "only events whose actor, action, target or detail contain TEXT (case-insensitive)")
 	return c
+}
+
+// auditTarget turns audit --key into the target events are kept under: a
+// live key's id as given, a live key's name as its id, and anything with
+// events of its own (a deleted key's id, an operator, "secret",
+// "catalog") as given. Anything else is an error rather than an empty
+// table that looks like "no events".
+func auditTarget(st *store.Store, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	if _, err := st.Key(ref); err == nil {
+		return ref, nil
+	}
+	if evs, err := st.Audit(store.AuditFilter{Target: ref, Limit: 1}); err != nil || len(evs) > 0 {
+		return ref, err
+	}
+	if _, err := st.Operator(ref); err == nil || ref == "secret" || ref == "catalog" {
+		return ref, nil
+	}
+	k, err := st.ResolveKey(ref)
+	if err != nil {
+		return "", err
+	}
+	return k.ID, nil
 }
 
 // ---------------------------------------------------------------------------

@@ -46,3 +46,53 @@ func TestTokenArgumentsAreMasked(t *testing.T) {
 		}
 	}
 }
+
+// TestKeysTakeNameOrID: every command that takes a key takes its id or
+// its unique name; an unknown one is an error that suggests keys, never
+// an empty result.
+func TestKeysTakeNameOrID(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	bot := e.create("--name", "ci-bot", "--scope", "coupons:read")
+	worker := e.create("--name", "ci-worker", "--scope", "coupons:read")
+
+	if k := e.key("CI-Bot"); k.ID != bot.ID {
+		t.Fatalf("keys show by name found %s, want %s", k.ID, bot.ID)
+	}
+	e.ok("keys", "edit", "ci-bot", "--description", "renamed by name")
+	e.ok("keys", "disable", "ci-bot")
+	e.ok("keys", "enable", "ci-bot")
+	if k := decode[cliKey](t, e.ok("keys", "regenerate", "ci-bot", "--json")); k.ID != bot.ID || k.Token == "" {
+		t.Fatalf("regenerate by name: %+v", k)
+	}
+	type event struct{ Action, Target string }
+	evs := decode[[]event](t, e.ok("audit", "--key", "ci-bot", "--json"))
+	if len(evs) != 5 {
+		t.Fatalf("audit --key by name: want 5 events (create, edit, disable, enable, regenerate), got %+v", evs)
+	}
+	for _, ev := range evs {
+		if ev.Target != bot.ID {
+			t.Fatalf("audit --key ci-bot shows %+v", ev)
+		}
+	}
+
+	for _, args := range [][]string{{"keys", "show", "ci-"}, {"keys", "edit", "ci-", "--name", "x"},
+		{"keys", "disable", "ci-"}, {"keys", "regenerate", "ci-"}, {"keys", "delete", "ci-", "--yes"}, {"audit", "--key", "ci-"}} {
+		r := e.run("", args...)
+		if r.code != 1 || !strings.Contains(r.stderr, `no key with id or name "ci-"; did you mean`) ||
+			!strings.Contains(r.stderr, bot.ID+" (ci-bot)") || !strings.Contains(r.stderr, worker.ID+" (ci-worker)") {
+			t.Errorf("keyward %v: %s", args, r)
+		}
+	}
+	if r := e.run("", "audit", "--key", "ro-shop"); r.code != 1 || !strings.Contains(r.stderr, `no key with id or name "ro-shop"`) {
+		t.Errorf("audit --key of an unknown name: %s", r)
+	}
+	// Targets that are not live keys keep working: an operator, a deleted key.
+	e.ok("keys", "delete", "ci-worker", "--yes")
+	if evs := decode[[]event](t, e.ok("audit", "--key", worker.ID, "--json")); len(evs) != 2 {
+		t.Errorf("audit of a deleted key: %+v", evs)
+	}
+	if r := e.ok("audit", "--key", "secret"); !strings.Contains(r.stdout, "TIME") {
+		t.Errorf("audit --key secret: %s", r)
+	}
+}

@@ -468,20 +468,30 @@ func parseExpiry(s string, now time.Time) (*time.Time, error) {
 	return nil, usageErrorf(`--expires: %q is not a date (YYYY-MM-DD), an RFC 3339 time, a duration such as 30d, 90d or 1y, or "never"`, s)
 }
 
-// parseGrace accepts 0, Go durations (1h, 24h) and days/weeks (7d, 2w).
+// maxGrace is the longest grace period for a previous token or secret.
+const maxGrace = 30 * 24 * time.Hour
+
+// graceHelp is the rule parseGrace applies, for --help.
+const graceHelp = "0 to 30 days: 0, a duration such as 90m, 1h or 24h, or days/weeks such as 7d or 2w"
+
+// parseGrace accepts 0, Go durations (90m, 1h, 24h) and days/weeks (7d,
+// 2w), from 0 to 30 days: the TUI's choices (none, 1 h, 24 h, 7 d) are
+// examples, not the only values.
 func parseGrace(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
+	var d time.Duration
 	if m := relExpiry.FindStringSubmatch(s); m != nil && m[2] != "y" {
 		n, _ := strconv.Atoi(m[1])
 		unit := map[string]time.Duration{"h": time.Hour, "d": 24 * time.Hour, "w": 7 * 24 * time.Hour}[m[2]]
-		if n > 1000 {
-			return 0, usageErrorf("--grace: %q is too long", s)
+		d = time.Duration(n) * unit // n < 10^6: no overflow
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, usageErrorf("--grace: %q is not a duration; give %s", s, graceHelp)
 		}
-		return time.Duration(n) * unit, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, usageErrorf("--grace: %q is not a duration such as 0, 1h, 24h or 7d", s)
+	if d < 0 || d > maxGrace {
+		return 0, usageErrorf("--grace: %q is out of range; give %s", s, graceHelp)
 	}
 	return d, nil
 }
@@ -765,8 +775,9 @@ func (a *app) keysRegenerateCmd() *cobra.Command {
 		Long: `Issue a new token for a key and print it exactly once. The key keeps its id,
 name, role, scopes and expiry.
 
-With --grace the previous token keeps verifying for that long (1h, 24h,
-7d) so clients can be moved over; with the default 0 it stops at once.`,
+With --grace the previous token keeps verifying for that long, so clients
+can be moved over; with the default 0 it stops at once. --grace takes
+` + graceHelp + `.`,
 		Example: `  keyward keys regenerate key_abcdefghijkl
   keyward keys regenerate key_abcdefghijkl --grace 24h
   keyward keys regenerate key_abcdefghijkl --json | jq -r .token`,
@@ -799,7 +810,7 @@ With --grace the previous token keeps verifying for that long (1h, 24h,
 			})
 		},
 	}
-	c.Flags().StringVar(&grace, "grace", "0", "how long the previous token keeps working: 0, 1h, 24h or 7d")
+	c.Flags().StringVar(&grace, "grace", "0", "how long the previous token keeps working, "+graceHelp)
 	c.Flags().BoolVar(&asJSON, "json", false, `print JSON, including "token"`)
 	return c
 }
@@ -1001,7 +1012,8 @@ func (a *app) secretRotateCmd() *cobra.Command {
 		Use:   "rotate",
 		Short: "Replace the shared secret and print the new one",
 		Long: `Replace the shared secret and print the new one. With --grace the previous
-secret keeps authenticating HTTP callers for that long.`,
+secret keeps authenticating HTTP callers for that long. --grace takes
+` + graceHelp + `.`,
 		Example: `  keyward secret rotate
   keyward secret rotate --grace 24h --json`,
 		Args: a.noArgs,
@@ -1019,7 +1031,7 @@ secret keeps authenticating HTTP callers for that long.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&grace, "grace", "0", "how long the previous secret keeps working: 0, 1h, 24h or 7d")
+	c.Flags().StringVar(&grace, "grace", "0", "how long the previous secret keeps working, "+graceHelp)
 	c.Flags().BoolVar(&asJSON, "json", false, `print {"secret", "created_at", "rotated_at"}`)
 	return c
 }

@@ -96,3 +96,26 @@ func TestKeysTakeNameOrID(t *testing.T) {
 		t.Errorf("audit --key secret: %s", r)
 	}
 }
+
+// TestGraceRule: --grace takes what its help says, 0 to 30 days, for keys
+// and for the shared secret alike (secret rotate took 1000 weeks).
+func TestGraceRule(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.create("--name", "g", "--scope", "coupons:read")
+	for _, g := range []string{"0", "90m", "3h", "1d", "2w", "30d"} {
+		e.ok("keys", "regenerate", "g", "--grace", g)
+	}
+	e.ok("secret", "rotate", "--grace", "30d")
+	for _, args := range [][]string{{"secret", "rotate", "--grace", "31d"}, {"secret", "rotate", "--grace", "1000w"},
+		{"secret", "rotate", "--grace", "-1h"}, {"keys", "regenerate", "g", "--grace", "5w"}, {"keys", "regenerate", "g", "--grace", "soon"}} {
+		if r := e.run("", args...); r.code != 2 || !strings.Contains(r.stderr, "0 to 30 days") {
+			t.Errorf("keyward %v: %s", args, r)
+		}
+	}
+	for _, cmd := range [][]string{{"keys", "regenerate", "--help"}, {"secret", "rotate", "--help"}} {
+		if r := e.ok(cmd...); !strings.Contains(r.stdout, "0 to 30 days") {
+			t.Errorf("keyward %v does not state the rule: %s", cmd, r)
+		}
+	}
+}

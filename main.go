@@ -100,61 +100,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		code = exitUsage
 	}
 	if msg := describeError(cmd, err); msg != "" {
-		fmt.Fprintln(stderr, "keyward: "+model.Sanitize(maskTokens(msg, args)))
+		fmt.Fprintln(stderr, "keyward: "+model.Sanitize(model.MaskTokens(msg, args...)))
 		if code == exitUsage && cmd != nil {
 			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		}
 	}
 	return code
-}
-
-// tokenLike matches an argument that resembles a token of any prefix: a
-// short word, an underscore and a long run of base62 (a real body is 49
-// characters; 20 catches truncated and mistyped ones too). tokenInText is
-// the stricter pattern applied to a whole message as a backstop.
-var (
-	tokenLike   = regexp.MustCompile(`[A-Za-z][A-Za-z0-9]{0,15}_[0-9A-Za-z]{20,}`)
-	tokenInText = regexp.MustCompile(`[A-Za-z][A-Za-z0-9]{0,15}_[0-9A-Za-z]{40,}`)
-)
-
-// looksLikeToken reports whether a command-line argument is, or resembles,
-// a token: it has keyward's prefix, or a prefix and a long base62 body.
-func looksLikeToken(s string) bool {
-	return strings.HasPrefix(s, model.DefaultPrefix) || tokenLike.MatchString(s)
-}
-
-// tokenHint shows a token-like string as its hint: the prefix and the
-// first model.HintLen characters after it, then an ellipsis.
-func tokenHint(s string) string {
-	n := len(model.DefaultPrefix)
-	if !strings.HasPrefix(s, model.DefaultPrefix) {
-		n = strings.IndexByte(s, '_') + 1
-	}
-	return s[:min(len(s), n+model.HintLen)] + "…"
-}
-
-// maskTokens replaces every token-like argument (or flag value) in an
-// error message with its hint. Every error keyward prints passes through
-// run, cobra's own (unknown command, stray argument, bad flag value)
-// included, so a token pasted onto the command line by mistake is never
-// echoed to the terminal or a log. Token-shaped text in the message that
-// is not an argument as given (quoted, split) is masked as well.
-func maskTokens(msg string, args []string) string {
-	var secrets []string
-	for _, a := range args {
-		secrets = append(secrets, a)
-		if _, v, ok := strings.Cut(a, "="); ok && strings.HasPrefix(a, "-") {
-			secrets = append(secrets, v)
-		}
-	}
-	// Longest first, so a whole argument is replaced before a part of it.
-	sort.Slice(secrets, func(i, j int) bool { return len(secrets[i]) > len(secrets[j]) })
-	for _, a := range secrets {
-		if a != "" && looksLikeToken(a) && strings.Contains(msg, a) {
-			msg = strings.ReplaceAll(msg, a, tokenHint(a))
-		}
-	}
-	return tokenInText.ReplaceAllStringFunc(msg, tokenHint)
 }
 
 // describeError names the flag behind a validation error, so
@@ -1140,8 +1091,11 @@ func (a *app) operatorsAddCmd() *cobra.Command {
 		Use:   "add NAME --role admin|readonly [--key PUBKEY]...",
 		Short: "Register an operator",
 		Long: `Register an operator. NAME is 1-32 characters of a-z, 0-9, '.', '_' and '-'.
-Each --key is an SSH public key in authorized_keys form; the operator logs
-in to "keyward serve" over SSH with it.`,
+Each --key is one SSH public key as ssh-keygen writes it, "TYPE BASE64
+[comment]" (the contents of a .pub file); the operator logs in to
+"keyward serve" over SSH with it. An authorized_keys line with options in
+front (from=, command=, no-pty, ...) is refused: keyward does not apply
+them, so it does not accept them.`,
 		Example: `  keyward operators add alice --role admin --key "$(cat ~/.ssh/id_ed25519.pub)"
   keyward operators add auditor --role readonly`,
 		Args: exactArgs("NAME"),
@@ -1164,7 +1118,7 @@ in to "keyward serve" over SSH with it.`,
 		},
 	}
 	c.Flags().StringVar(&role, "role", "", "admin or readonly")
-	c.Flags().StringArrayVar(&keys, "key", nil, `SSH public key, "ssh-ed25519 AAAA... comment" (repeatable)`)
+	c.Flags().StringArrayVar(&keys, "key", nil, `SSH public key, "ssh-ed25519 AAAA... comment", without authorized_keys options (repeatable)`)
 	return c
 }
 

@@ -80,9 +80,11 @@ func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, log *l
 			return nil
 		},
 		// Composed first to last; the last runs first: logging, then the
-		// authorisation re-check, then the PTY requirement, then the TUI.
+		// authorisation re-check, then the PTY requirement, then the
+		// refusal of commands, then the TUI.
 		wish.WithMiddleware(
 			bubbletea.MiddlewareWithProgramHandler(s.program, termenv.Ascii),
+			refuseCommand,
 			activeterm.Middleware(),
 			s.authorize,
 			logging.MiddlewareWithLogger(sshLogger{log}),
@@ -186,6 +188,21 @@ func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 		if s.closing.Load() {
 			wish.Errorf(sess, "keyward: the server is shutting down\r\n")
 		}
+	}
+}
+
+// refuseCommand ends a session that asks to run a command ("ssh host keys
+// list"): the server runs only the TUI, and running it instead would
+// answer a script with a full-screen program. The command is neither
+// echoed nor logged here (it may hold a token).
+func refuseCommand(next ssh.Handler) ssh.Handler {
+	return func(sess ssh.Session) {
+		if len(sess.RawCommand()) > 0 {
+			wish.Fatalln(sess, "keyward: this server runs only the TUI; commands are not supported over SSH.\r\n"+
+				"Connect without a command (ssh -p PORT NAME@HOST), or run the keyward CLI on the server.")
+			return
+		}
+		next(sess)
 	}
 }
 
@@ -344,4 +361,11 @@ wait:
 // (user names, commands, terminal names) is sanitised.
 type sshLogger struct{ l *logSink }
 
-func (s sshLogger) Printf(format string, args ...any) { s.l.Printf("ssh "+format, args...) }
+func (s sshLogger) Printf(format string, args ...any) {
+	for i, a := range args {
+		if words, ok := a.([]string); ok { // the session's command: a token may be in it
+			args[i] = model.MaskTokenWords(words)
+		}
+	}
+	s.l.Printf("ssh "+format, args...)
+}

@@ -507,6 +507,7 @@ The expiry defaults to 365 days from now.`,
 				}
 				fmt.Fprintf(a.stdout, "Created key %s (%s), role %s, expires %s.\n",
 					k.ID, model.Sanitize(k.Name), k.Role, fmtTime(k.ExpiresAt, "never"))
+				a.noteInactive(k)
 				a.printToken(token)
 				return nil
 			})
@@ -516,6 +517,14 @@ The expiry defaults to 365 days from now.`,
 	c.Flags().BoolVar(&inactive, "inactive", false, "create the key disabled (enable it later with keys enable)")
 	c.Flags().BoolVar(&asJSON, "json", false, `print JSON, including "token"`)
 	return c
+}
+
+// noteInactive says so when a key just issued a token is disabled: the
+// token will be refused until the key is enabled.
+func (a *app) noteInactive(k *model.Key) {
+	if k.Status == model.StatusDisabled {
+		fmt.Fprintf(a.stdout, "The key is INACTIVE (disabled): its token is refused until you run: keyward keys enable %s\n", k.ID)
+	}
 }
 
 // printToken prints a freshly issued token, once, on a line of its own.
@@ -756,6 +765,7 @@ can be moved over; with the default 0 it stops at once. --grace takes
 				} else {
 					fmt.Fprintln(a.stdout, "The previous token no longer works.")
 				}
+				a.noteInactive(k)
 				a.printToken(token)
 				return nil
 			})

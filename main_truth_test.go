@@ -1,8 +1,10 @@
 package main
 
 import (
+	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/keyward/keyward/model"
 )
@@ -118,4 +120,60 @@ func TestGraceRule(t *testing.T) {
 			t.Errorf("keyward %v does not state the rule: %s", cmd, r)
 		}
 	}
+}
+
+// TestCreateInactiveSaysSo: keys create --inactive (and a regenerate of a
+// disabled key) says the token is refused until the key is enabled.
+func TestCreateInactiveSaysSo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.ok("keys", "create", "--name", "dormant", "--scope", "coupons:read", "--inactive")
+	if !strings.Contains(r.stdout, "INACTIVE") || !strings.Contains(r.stdout, "keyward keys enable key_") {
+		t.Fatalf("create --inactive does not say so: %s", r)
+	}
+	if r := e.ok("keys", "regenerate", "dormant"); !strings.Contains(r.stdout, "INACTIVE") {
+		t.Fatalf("regenerating a disabled key does not say so: %s", r)
+	}
+	if r := e.ok("keys", "create", "--name", "awake", "--scope", "coupons:read"); strings.Contains(r.stdout, "INACTIVE") {
+		t.Fatalf("an active key is called inactive: %s", r)
+	}
+}
+
+// TestDocsMatchBehaviour: the README and --help say what keyward does
+// where they used to promise otherwise: dev seed makes expired keys on
+// purpose, and operators add --key refuses authorized_keys options.
+func TestDocsMatchBehaviour(t *testing.T) {
+	t.Parallel()
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, seedDoc, _ := strings.Cut(string(readme), "### `keyward dev seed")
+	seedDoc, _, _ = strings.Cut(seedDoc, "\n## ")
+	if strings.Contains(seedDoc, "expiries 20 days to 2 years away") || !strings.Contains(seedDoc, "already expired") {
+		t.Errorf("README's dev seed section does not say that some seeded keys have expired:\n%s", seedDoc)
+	}
+	e := newEnv(t)
+	e.ok("dev", "seed", "--keys", "100", "--seed", "5")
+	expired := 0
+	for _, k := range e.keys() {
+		if k.ExpiresAt != nil && k.ExpiresAt.Before(time.Now()) {
+			expired++
+		}
+	}
+	if expired == 0 {
+		t.Errorf("dev seed made no expired key, as its docs now say it does")
+	}
+
+	if strings.Contains(string(readme), "each `--key` is an authorized_keys line") {
+		t.Errorf("README still says --key takes any authorized_keys line")
+	}
+	if r := e.ok("operators", "add", "--help"); !strings.Contains(r.stdout, "options in") {
+		t.Errorf("operators add --help does not say options are refused: %s", r)
+	}
+	line := testPublicKey(t)
+	if r := e.run("", "operators", "add", "opt", "--role", "readonly", "--key", `from="10.0.0.1" `+line); r.code == 0 {
+		t.Errorf("an authorized_keys line with options was accepted: %s", r)
+	}
+	e.ok("operators", "add", "plain", "--role", "readonly", "--key", line)
 }

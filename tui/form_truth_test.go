@@ -161,3 +161,29 @@ func TestFormLongNameIsRefusedNotCut(t *testing.T) {
 		t.Fatalf("the long name is not refused on the field:\n%s", v)
 	}
 }
+
+// TestRevealSaysInactive: creating a key with Active? No says on the
+// reveal screen that the new token is refused until the key is activated.
+func TestRevealSaysInactive(t *testing.T) {
+	st, _ := newTestStore(t)
+	d := newDriver(t, newTestOptions(st, "alice"), 100, 30)
+	openNewForm(t, d, "dormant")
+	d.keys("enter", "x", "enter", "enter") // resources: none; scopes: the first; expiry: 1 year
+	d.keys("n")                            // Active? No
+	for i := 0; i < 3; i++ {
+		if _, ok := d.m.top().(*reveal); ok {
+			break
+		}
+		d.keys("enter")
+	}
+	if _, ok := d.m.top().(*reveal); !ok {
+		t.Fatalf("no reveal screen; top is %T:\n%s", d.m.top(), d.view())
+	}
+	keys := st.Keys()
+	if len(keys) != 1 || keys[0].Status != model.StatusDisabled {
+		t.Fatalf("keys: %+v", keys)
+	}
+	if v := d.view(); !strings.Contains(v, "This key is INACTIVE") {
+		t.Fatalf("the reveal screen does not say the key is inactive:\n%s", v)
+	}
+}

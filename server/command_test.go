@@ -59,3 +59,26 @@ func TestSSHCommandRefused(t *testing.T) {
 		t.Fatalf("the log does not show the command's token as its hint:\n%s", logs)
 	}
 }
+
+// TestSSHLastUsedFollowsVerify: an open SSH TUI's Last used column shows a
+// verification within about a second, not at the next flush (an hour in
+// these tests).
+func TestSSHLastUsedFollowsVerify(t *testing.T) {
+	env := newEnv(t)
+	requireTUI(t, env.st)
+	k := env.addOperator("alice", model.OperatorAdmin)
+	_, tok := env.createKey(model.KeySpec{Name: "checkout-service"})
+	srv := env.serve(Config{HTTPAddr: "-"})
+	c := mustDial(t, env, srv, "alice", k)
+	v := openTerm(t, c)
+	v.waitText(10*time.Second, 0, "checkout-service", "Never")
+	m := v.mark()
+	if res := env.st.Verify(tok, "", "", "10.1.2.3"); !res.Valid {
+		t.Fatalf("verify: %+v", res)
+	}
+	start := time.Now()
+	v.waitText(3*time.Second, m, "just now")
+	t.Logf("the Last used column changed %s after the verification", time.Since(start).Round(10*time.Millisecond))
+	v.send("\x03")
+	_ = v.waitExit(5 * time.Second)
+}

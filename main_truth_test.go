@@ -177,3 +177,33 @@ func TestDocsMatchBehaviour(t *testing.T) {
 	}
 	e.ok("operators", "add", "plain", "--role", "readonly", "--key", line)
 }
+
+// TestCatalogImportRefusals: through the binary, an empty or ambiguous
+// catalog is a usage error, and one that would leave a key invalid is
+// refused naming the key; nothing changes either way.
+func TestCatalogImportRefusals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	k := e.create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
+	before := e.ok("catalog", "export", "-").stdout
+	for _, in := range []string{"null", "{}", `{"scopes":[]}`, `{"scopes":[{"name":"a:read"}],"scopes":[{"name":"b:read"}]}`} {
+		if r := e.run(in, "catalog", "import", "-"); r.code != 2 {
+			t.Errorf("import %s: %s", in, r)
+		}
+	}
+	flipped := strings.Replace(before, `"name": "coupons:read",
+      "description": "List and read coupons",
+      "per_resource": true`, `"name": "coupons:read",
+      "description": "List and read coupons",
+      "per_resource": false`, 1)
+	if flipped == before {
+		t.Fatalf("test setup: could not flip coupons:read in\n%s", before)
+	}
+	if r := e.run(flipped, "catalog", "import", "-"); r.code != 1 || !strings.Contains(r.stderr, k.ID) || !strings.Contains(r.stderr, "coupons:read") {
+		t.Errorf("import making a used scope account-wide: %s", r)
+	}
+	if after := e.ok("catalog", "export", "-").stdout; after != before {
+		t.Errorf("a refused import changed the catalog")
+	}
+	e.ok("keys", "edit", "shop", "--description", "still editable")
+}

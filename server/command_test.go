@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"errors"
 	"strings"
 	"testing"
@@ -32,8 +31,8 @@ func TestSSHCommandRefused(t *testing.T) {
 		if err := sess.RequestPty("xterm-256color", 40, 120, gossh.TerminalModes{}); err != nil {
 			t.Fatal(err)
 		}
-		var out bytes.Buffer
-		sess.Stdout, sess.Stderr = &out, &out
+		out := &syncBuffer{} // stdout and stderr are copied by two goroutines
+		sess.Stdout, sess.Stderr = out, out
 		done := make(chan error, 1)
 		go func() { done <- sess.Run(cmd) }()
 		select {

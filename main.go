@@ -100,7 +100,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		code = exitUsage
 	}
 	if msg := describeError(cmd, err); msg != "" {
-		fmt.Fprintln(stderr, "keyward: "+model.Sanitize(msg))
+		fmt.Fprintln(stderr, "keyward: "+model.Sanitize(model.MaskTokens(msg, args...)))
 		if code == exitUsage && cmd != nil {
 			fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		}
@@ -313,8 +313,9 @@ func group(use, short, long, example string, subs ...*cobra.Command) *cobra.Comm
 
 func (a *app) keysCmd() *cobra.Command {
 	return group("keys", "List, create, edit, disable, regenerate and delete API keys",
-		`Manage API keys. Keys are named by their id (key_ + 12 characters), as shown
-by "keyward keys list".`,
+		`Manage API keys. A command that takes a key takes its id (key_ + 12
+characters, as "keyward keys list" shows) or its name (names are unique,
+compared case-insensitively).`,
 		`  keyward keys list
   keyward keys create --name ci-bot --scope coupons:read
   keyward keys disable key_abcdefghijkl`,
@@ -418,20 +419,30 @@ func parseExpiry(s string, now time.Time) (*time.Time, error) {
 	return nil, usageErrorf(`--expires: %q is not a date (YYYY-MM-DD), an RFC 3339 time, a duration such as 30d, 90d or 1y, or "never"`, s)
 }
 
-// parseGrace accepts 0, Go durations (1h, 24h) and days/weeks (7d, 2w).
+// maxGrace is the longest grace period for a previous token or secret.
+const maxGrace = 30 * 24 * time.Hour
+
+// graceHelp is the rule parseGrace applies, for --help.
+const graceHelp = "0 to 30 days: 0, a duration such as 90m, 1h or 24h, or days/weeks such as 7d or 2w"
+
+// parseGrace accepts 0, Go durations (90m, 1h, 24h) and days/weeks (7d,
+// 2w), from 0 to 30 days: the TUI's choices (none, 1 h, 24 h, 7 d) are
+// examples, not the only values.
 func parseGrace(s string) (time.Duration, error) {
 	s = strings.TrimSpace(s)
+	var d time.Duration
 	if m := relExpiry.FindStringSubmatch(s); m != nil && m[2] != "y" {
 		n, _ := strconv.Atoi(m[1])
 		unit := map[string]time.Duration{"h": time.Hour, "d": 24 * time.Hour, "w": 7 * 24 * time.Hour}[m[2]]
-		if n > 1000 {
-			return 0, usageErrorf("--grace: %q is too long", s)
+		d = time.Duration(n) * unit // n < 10^6: no overflow
+	} else {
+		var err error
+		if d, err = time.ParseDuration(s); err != nil {
+			return 0, usageErrorf("--grace: %q is not a duration; give %s", s, graceHelp)
 		}
-		return time.Duration(n) * unit, nil
 	}
-	d, err := time.ParseDuration(s)
-	if err != nil {
-		return 0, usageErrorf("--grace: %q is not a duration such as 0, 1h, 24h or 7d", s)
+	if d < 0 || d > maxGrace {
+		return 0, usageErrorf("--grace: %q is out of range; give %s", s, graceHelp)
 	}
 	return d, nil
 }
@@ -496,6 +507,7 @@ The expiry defaults to 365 days from now.`,
 				}
 				fmt.Fprintf(a.stdout, "Created key %s (%s), role %s, expires %s.\n",
 					k.ID, model.Sanitize(k.Name), k.Role, fmtTime(k.ExpiresAt, "never"))
+				a.noteInactive(k)
 				a.printToken(token)
 				return nil
 			})
@@ -507,6 +519,14 @@ The expiry defaults to 365 days from now.`,
 	return c
 }
 
+// noteInactive says so when a key just issued a token is disabled: the
+// token will be refused until the key is enabled.
+func (a *app) noteInactive(k *model.Key) {
+	if k.Status == model.StatusDisabled {
+		fmt.Fprintf(a.stdout, "The key is INACTIVE (disabled): its token is refused until you run: keyward keys enable %s\n", k.ID)
+	}
+}
+
 // printToken prints a freshly issued token, once, on a line of its own.
 func (a *app) printToken(token string) {
 	fmt.Fprintf(a.stdout, "\nThe token is shown only this once; it will not be shown again. Store it now:\n\n%s\n\n", token)
@@ -515,14 +535,14 @@ func (a *app) printToken(token string) {
 func (a *app) keysShowCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "show ID",
+		Use:   "show ID|NAME",
 		Short: "Show one key",
 		Example: `  keyward keys show key_abcdefghijkl
   keyward keys show key_abcdefghijkl --json`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, err := st.Key(args[0])
+				k, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -573,7 +593,7 @@ func (a *app) keysEditCmd() *cobra.Command {
 	var f keyFlags
 	var clearResources, asJSON bool
 	c := &cobra.Command{
-		Use:   "edit ID [flags]",
+		Use:   "edit ID|NAME [flags]",
 		Short: "Change a key's name, description, role, scopes, resources or expiry",
 		Long: `Change only the fields whose flags are given; everything else is kept.
 
@@ -586,7 +606,7 @@ future.`,
   keyward keys edit key_abcdefghijkl --scope coupons:read --scope campaigns:read
   keyward keys edit key_abcdefghijkl --clear-resources --expires 2030-01-31
   keyward keys edit key_abcdefghijkl --role readonly --scope coupons:read`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			fl := cmd.Flags()
 			changed := false
@@ -608,7 +628,7 @@ future.`,
 				role = r
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				cur, err := st.Key(args[0])
+				cur, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -676,13 +696,13 @@ func (a *app) keysSetActiveCmd(active bool) *cobra.Command {
 	}
 	var asJSON bool
 	c := &cobra.Command{
-		Use:     use + " ID",
+		Use:     use + " ID|NAME",
 		Short:   short,
 		Example: fmt.Sprintf("  keyward keys %s key_abcdefghijkl", use),
-		Args:    exactArgs("ID"),
+		Args:    exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				cur, err := st.Key(args[0])
+				cur, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -710,24 +730,29 @@ func (a *app) keysRegenerateCmd() *cobra.Command {
 	var grace string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "regenerate ID",
+		Use:   "regenerate ID|NAME",
 		Short: "Issue a new token for a key and print it once",
 		Long: `Issue a new token for a key and print it exactly once. The key keeps its id,
 name, role, scopes and expiry.
 
-With --grace the previous token keeps verifying for that long (1h, 24h,
-7d) so clients can be moved over; with the default 0 it stops at once.`,
+With --grace the previous token keeps verifying for that long, so clients
+can be moved over; with the default 0 it stops at once. --grace takes
+` + graceHelp + `.`,
 		Example: `  keyward keys regenerate key_abcdefghijkl
   keyward keys regenerate key_abcdefghijkl --grace 24h
   keyward keys regenerate key_abcdefghijkl --json | jq -r .token`,
-		Args: exactArgs("ID"),
+		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			g, err := parseGrace(grace)
 			if err != nil {
 				return err
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, token, err := st.RegenerateKey(a.actor, args[0], g)
+				cur, err := st.ResolveKey(args[0])
+				if err != nil {
+					return err
+				}
+				k, token, err := st.RegenerateKey(a.actor, cur.ID, g)
 				if err != nil {
 					return err
 				}
@@ -740,12 +765,13 @@ With --grace the previous token keeps verifying for that long (1h, 24h,
 				} else {
 					fmt.Fprintln(a.stdout, "The previous token no longer works.")
 				}
+				a.noteInactive(k)
 				a.printToken(token)
 				return nil
 			})
 		},
 	}
-	c.Flags().StringVar(&grace, "grace", "0", "how long the previous token keeps working: 0, 1h, 24h or 7d")
+	c.Flags().StringVar(&grace, "grace", "0", "how long the previous token keeps working, "+graceHelp)
 	c.Flags().BoolVar(&asJSON, "json", false, `print JSON, including "token"`)
 	return c
 }
@@ -753,18 +779,18 @@ With --grace the previous token keeps verifying for that long (1h, 24h,
 func (a *app) keysDeleteCmd() *cobra.Command {
 	var yes bool
 	c := &cobra.Command{
-		Use:   "delete ID --yes",
+		Use:   "delete ID|NAME --yes",
 		Short: "Delete a key permanently",
 		Long: `Delete a key permanently; its token stops verifying at once (NOT_FOUND).
 The audit log keeps the record. To stop a key reversibly, use keys disable.`,
 		Example: `  keyward keys delete key_abcdefghijkl --yes`,
-		Args:    exactArgs("ID"),
+		Args:    exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !yes {
 				return usageErrorf("refusing to delete key %s without --yes (this cannot be undone; keys disable is reversible)", args[0])
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
-				k, err := st.Key(args[0])
+				k, err := st.ResolveKey(args[0])
 				if err != nil {
 					return err
 				}
@@ -947,7 +973,8 @@ func (a *app) secretRotateCmd() *cobra.Command {
 		Use:   "rotate",
 		Short: "Replace the shared secret and print the new one",
 		Long: `Replace the shared secret and print the new one. With --grace the previous
-secret keeps authenticating HTTP callers for that long.`,
+secret keeps authenticating HTTP callers for that long. --grace takes
+` + graceHelp + `.`,
 		Example: `  keyward secret rotate
   keyward secret rotate --grace 24h --json`,
 		Args: a.noArgs,
@@ -965,7 +992,7 @@ secret keeps authenticating HTTP callers for that long.`,
 			})
 		},
 	}
-	c.Flags().StringVar(&grace, "grace", "0", "how long the previous secret keeps working: 0, 1h, 24h or 7d")
+	c.Flags().StringVar(&grace, "grace", "0", "how long the previous secret keeps working, "+graceHelp)
 	c.Flags().BoolVar(&asJSON, "json", false, `print {"secret", "created_at", "rotated_at"}`)
 	return c
 }
@@ -1212,8 +1239,11 @@ func (a *app) operatorsAddCmd() *cobra.Command {
 		Use:   "add NAME --role admin|readonly [--key PUBKEY]...",
 		Short: "Register an operator",
 		Long: `Register an operator. NAME is 1-32 characters of a-z, 0-9, '.', '_' and '-'.
-Each --key is an SSH public key in authorized_keys form; the operator logs
-in to "keyward serve" over SSH with it.`,
+Each --key is one SSH public key as ssh-keygen writes it, "TYPE BASE64
+[comment]" (the contents of a .pub file); the operator logs in to
+"keyward serve" over SSH with it. An authorized_keys line with options in
+front (from=, command=, no-pty, ...) is refused: keyward does not apply
+them, so it does not accept them.`,
 		Example: `  keyward operators add alice --role admin --key "$(cat ~/.ssh/id_ed25519.pub)"
   keyward operators add auditor --role readonly`,
 		Args: exactArgs("NAME"),
@@ -1236,7 +1266,7 @@ in to "keyward serve" over SSH with it.`,
 		},
 	}
 	c.Flags().StringVar(&role, "role", "", "admin or readonly")
-	c.Flags().StringArrayVar(&keys, "key", nil, `SSH public key, "ssh-ed25519 AAAA... comment" (repeatable)`)
+	c.Flags().StringArrayVar(&keys, "key", nil, `SSH public key, "ssh-ed25519 AAAA... comment", without authorized_keys options (repeatable)`)
 	return c
 }
 
@@ -1351,6 +1381,10 @@ keys are named by id and a short token hint.`,
 				return usageErrorf("--limit must be 0 (all) or more")
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
+				target, err := auditTarget(st, target)
+				if err != nil {
+					return err
+				}
 				evs, err := st.Audit(store.AuditFilter{Target: target, Query: grep, Limit: limit})
 				if err != nil {
 					return err
@@ -1371,10 +1405,35 @@ keys are named by id and a short token hint.`,
 		},
 	}
 	c.Flags().BoolVar(&asJSON, "json", false, "print JSON")
-	c.Flags().StringVar(&target, "key", "", `only events about this key id (or operator name, "secret", "catalog")`)
+	c.Flags().StringVar(&target, "key", "", `only events about this key, by id or name (or an operator name, "secret", "catalog")`)
 	c.Flags().IntVar(&limit, "limit", 0, "show at most N events (0: all)")
 	c.Flags().StringVar(&grep, "grep", "", "only events whose actor, action, target or detail contain TEXT (case-insensitive)")
 	return c
+}
+
+// auditTarget turns audit --key into the target events are kept under: a
+// live key's id as given, a live key's name as its id, and anything with
+// events of its own (a deleted key's id, an operator, "secret",
+// "catalog") as given. Anything else is an error rather than an empty
+// table that looks like "no events".
+func auditTarget(st *store.Store, ref string) (string, error) {
+	if ref == "" {
+		return "", nil
+	}
+	if _, err := st.Key(ref); err == nil {
+		return ref, nil
+	}
+	if evs, err := st.Audit(store.AuditFilter{Target: ref, Limit: 1}); err != nil || len(evs) > 0 {
+		return ref, err
+	}
+	if _, err := st.Operator(ref); err == nil || ref == "secret" || ref == "catalog" {
+		return ref, nil
+	}
+	k, err := st.ResolveKey(ref)
+	if err != nil {
+		return "", err
+	}
+	return k.ID, nil
 }
 
 // ---------------------------------------------------------------------------
@@ -1385,8 +1444,13 @@ func (a *app) catalogCmd() *cobra.Command {
 		Use:   "import FILE",
 		Short: "Replace the catalog of scopes and resources from a JSON file",
 		Long: `Replace the catalog from a JSON file ("-" reads stdin), in the form that
-catalog export writes. A scope or resource still granted to a key cannot be
-dropped.`,
+catalog export writes. The import is refused, and nothing changes, if it
+would leave any key invalid: dropping a scope or resource a key uses, or
+making a scope that a key uses on chosen resources not per-resource. The
+refusal lists the keys (up to 10) and what they use.
+
+Also refused: an empty catalog (null, {}, no scopes), unknown fields, a
+field given twice in one object, duplicate scopes or resources.`,
 		Example: `  keyward catalog export catalog.json && $EDITOR catalog.json && keyward catalog import catalog.json
   keyward catalog import - < catalog.json`,
 		Args: exactArgs("FILE"),

@@ -560,7 +560,8 @@ func TestJSONShapes(t *testing.T) {
 		t.Errorf("--expires never: expires_at = %v", never.ExpiresAt)
 	}
 
-	if got := e.ok("audit", "--key", "key_nonexistent0", "--json").stdout; strings.TrimSpace(got) != "[]" {
+	// (An unknown --key is now an error, not an empty list: match nothing.)
+	if got := e.ok("audit", "--grep", "no-event-matches-this", "--json").stdout; strings.TrimSpace(got) != "[]" {
 		t.Errorf("empty audit --json = %q, want []", got)
 	}
 

@@ -89,14 +89,80 @@ func ParseCatalog(data []byte) (Catalog, error) {
 	if _, err := dec.Token(); err != io.EOF {
 		return Catalog{}, fmt.Errorf("catalog has data after the JSON document")
 	}
+	// encoding/json keeps the last of two equal (or case-folded equal)
+	// field names; which one the admin meant is anyone's guess.
+	if err := checkDuplicateFields(data); err != nil {
+		return Catalog{}, err
+	}
 	if err := c.Validate(); err != nil {
 		return Catalog{}, err
 	}
 	return c, nil
 }
 
-// Validate checks names are well formed and unique.
+// checkDuplicateFields refuses a JSON document in which one object names
+// the same field twice, compared the way encoding/json matches fields
+// (case-insensitively). data has already decoded without error.
+func checkDuplicateFields(data []byte) error {
+	type frame struct {
+		obj     bool
+		wantKey bool
+		keys    map[string]bool
+	}
+	var stack []*frame
+	valueDone := func() {
+		if n := len(stack); n > 0 && stack[n-1].obj {
+			stack[n-1].wantKey = true
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // end of the document (a syntax error was reported by Decode)
+		}
+		if n := len(stack); n > 0 && stack[n-1].obj && stack[n-1].wantKey {
+			top := stack[n-1]
+			if d, ok := tok.(json.Delim); ok && d == '}' {
+				stack = stack[:n-1]
+				valueDone()
+				continue
+			}
+			name, _ := tok.(string)
+			f := strings.ToLower(strings.ToUpper(name))
+			if top.keys[f] {
+				return fmt.Errorf("catalog names the field %q twice in one object", Sanitize(name))
+			}
+			top.keys[f], top.wantKey = true, false
+			continue
+		}
+		switch d := tok.(type) {
+		case json.Delim:
+			switch d {
+			case '{':
+				stack = append(stack, &frame{obj: true, wantKey: true, keys: map[string]bool{}})
+			case '[':
+				stack = append(stack, &frame{})
+			default: // ']' ('}' ends an object above, where a key is wanted)
+				stack = stack[:len(stack)-1]
+				valueDone()
+			}
+		default:
+			valueDone()
+		}
+		if len(stack) == 0 {
+			return nil // one document only
+		}
+	}
+}
+
+// Validate checks names are well formed and unique, and that there is at
+// least one scope: a catalog without scopes ("{}", "null", an empty file
+// written by mistake) leaves nothing but ADMIN keys grantable.
 func (c *Catalog) Validate() error {
+	if len(c.Scopes) == 0 {
+		return fmt.Errorf("catalog has no scopes; it must list at least one (an empty catalog would leave nothing to grant)")
+	}
 	seen := map[string]bool{}
 	for i, s := range c.Scopes {
 		if !validIdent(s.Name, true) {

@@ -83,9 +83,60 @@ func CheckExpiryHorizon(exp *time.Time, now time.Time) error {
 	return nil
 }
 
-// ValidateSpec checks a key spec against the catalog at now. existingName
-// reports whether another live key already uses a name.
+// ValidateSpec checks a key spec against the catalog at now. Whether its
+// name is free is the store's business.
 func ValidateSpec(spec KeySpec, cat *Catalog, now time.Time) error {
+	if err := validateFields(spec, now); err != nil {
+		return err
+	}
+	return ValidateGrant(spec.Role, spec.Scopes, spec.Resources, cat)
+}
+
+// ValidateEdit checks an edit of cur into spec. What the edit does not
+// change is not re-judged: an expiry that has passed since may be kept,
+// and a grant (role, scopes, resources) left as it is is kept even if the
+// catalog no longer allows it, so editing only a description never fails
+// over, or drops, a scope the admin did not touch. A changed grant is
+// checked in full.
+func ValidateEdit(cur *Key, spec KeySpec, cat *Catalog, now time.Time) error {
+	check := spec
+	if sameExpiry(spec.ExpiresAt, cur.ExpiresAt) {
+		check.ExpiresAt = nil
+	}
+	if err := validateFields(check, now); err != nil {
+		return err
+	}
+	if SameGrant(cur, spec) {
+		return nil
+	}
+	return ValidateGrant(spec.Role, spec.Scopes, spec.Resources, cat)
+}
+
+// SameGrant reports whether spec keeps cur's role, scopes and resources,
+// in any order (a form may list them in catalog order).
+func SameGrant(cur *Key, spec KeySpec) bool {
+	return cur.Role == spec.Role && sameSet(cur.Scopes, spec.Scopes) && sameSet(cur.Resources, spec.Resources)
+}
+
+func sameSet(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+func sameExpiry(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == nil && b == nil
+	}
+	return a.Equal(*b)
+}
+
+// validateFields checks everything but the grant.
+func validateFields(spec KeySpec, now time.Time) error {
 	if err := ValidateName(spec.Name); err != nil {
 		return err
 	}
@@ -100,38 +151,43 @@ func ValidateSpec(spec KeySpec, cat *Catalog, now time.Time) error {
 	if spec.ExpiresAt != nil && !spec.ExpiresAt.After(now) {
 		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is not in the future", spec.ExpiresAt.UTC().Format("2006-01-02 15:04"))}
 	}
-	if err := CheckExpiryHorizon(spec.ExpiresAt, now); err != nil {
-		return err
-	}
-	if spec.Role == RoleAdmin {
-		if len(spec.Scopes) > 0 || len(spec.Resources) > 0 {
+	return CheckExpiryHorizon(spec.ExpiresAt, now)
+}
+
+// ValidateGrant checks a role with its scopes and resources against the
+// catalog: the rules of the roles, and that every scope and resource
+// exists and every scope works per resource when resources are chosen.
+// The catalog import checks every live key with it.
+func ValidateGrant(role Role, scopes, resources []string, cat *Catalog) error {
+	if role == RoleAdmin {
+		if len(scopes) > 0 || len(resources) > 0 {
 			return &FieldError{Field: "scopes", Msg: "ADMIN keys get every scope on every resource; leave scopes and resources empty"}
 		}
 		return nil
 	}
-	if len(spec.Scopes) == 0 {
+	if len(scopes) == 0 {
 		return &FieldError{Field: "scopes", Msg: "choose at least one scope"}
 	}
-	for i, r := range spec.Resources {
+	for i, r := range resources {
 		if _, ok := cat.Resource(r); !ok {
 			return &FieldError{Field: "resources", Msg: fmt.Sprintf("unknown resource %q", Sanitize(r))}
 		}
-		if slices.Contains(spec.Resources[:i], r) {
+		if slices.Contains(resources[:i], r) {
 			return &FieldError{Field: "resources", Msg: fmt.Sprintf("resource %q is listed twice", r)}
 		}
 	}
-	for i, name := range spec.Scopes {
+	for i, name := range scopes {
 		sc, ok := cat.Scope(name)
 		if !ok {
 			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("unknown scope %q", Sanitize(name))}
 		}
-		if slices.Contains(spec.Scopes[:i], name) {
+		if slices.Contains(scopes[:i], name) {
 			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("scope %q is listed twice", name)}
 		}
-		if spec.Role == RoleReadonly && !sc.ReadOnly() {
+		if role == RoleReadonly && !sc.ReadOnly() {
 			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("READONLY keys may only have :read scopes; %q writes", name)}
 		}
-		if len(spec.Resources) > 0 && !sc.PerResource {
+		if len(resources) > 0 && !sc.PerResource {
 			return &FieldError{Field: "scopes", Msg: fmt.Sprintf("scope %q does not work per resource; remove it or choose no resources (all)", name)}
 		}
 	}

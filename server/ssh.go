@@ -122,8 +122,8 @@ func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SS
 			return nil
 		},
 		// Composed first to last; the last runs first: the authorisation
-		// re-check with the PTY requirement and the caps, then logging
-		// (of accepted sessions only), then the TUI.
+		// re-check with the PTY requirement, the refusal of commands and
+		// the caps, then logging (of accepted sessions only), then the TUI.
 		wish.WithMiddleware(
 			bubbletea.MiddlewareWithProgramHandler(s.program, termenv.Ascii),
 			logging.MiddlewareWithLogger(sshLogger{log}),
@@ -279,6 +279,10 @@ func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 			refuse(op, "no PTY", "Requires an active PTY (ssh -t)")
 			return
 		}
+		if len(sess.RawCommand()) > 0 {
+			refuse(op, "command", commandRefused)
+			return
+		}
 		if tc == nil {
 			refuse(op, "untracked connection", "keyward: internal error")
 			return
@@ -402,6 +406,13 @@ func (s *sshSide) end(ls *liveSession, why string) {
 		}
 	}()
 }
+
+// commandRefused answers a session that asks to run a command ("ssh host
+// keys list"): the server runs only the TUI, and running it instead would
+// answer a script with a full-screen program. The command is neither
+// echoed nor logged (it may hold a token).
+const commandRefused = "keyward: this server runs only the TUI; commands are not supported over SSH.\r\n" +
+	"Connect without a command (ssh -p PORT NAME@HOST), or run the keyward CLI on the server."
 
 // sessionIO is the session as the program's input and output. Writes are
 // serialised so an OSC 52 sequence can never land inside a frame, and
@@ -577,4 +588,11 @@ wait:
 // (user names, commands, terminal names) is sanitised.
 type sshLogger struct{ l *logSink }
 
-func (s sshLogger) Printf(format string, args ...any) { s.l.Printf("ssh "+format, args...) }
+func (s sshLogger) Printf(format string, args ...any) {
+	for i, a := range args {
+		if words, ok := a.([]string); ok { // the session's command: a token may be in it
+			args[i] = model.MaskTokenWords(words)
+		}
+	}
+	s.l.Printf("ssh "+format, args...)
+}

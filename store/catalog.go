@@ -11,26 +11,21 @@ import (
 	"github.com/keyward/keyward/model"
 )
 
-// ImportCatalog replaces the catalog. It refuses to drop a scope or
-// resource that a key still uses, naming the first such key.
+// maxImportProblems bounds how many keys an import refusal names.
+const maxImportProblems = 10
+
+// ImportCatalog replaces the catalog. It refuses a catalog that would
+// leave any live key invalid: a scope or resource it uses dropped, or a
+// scope it uses on chosen resources no longer per-resource. Every key is
+// checked in the import's own write transaction, so no key can change in
+// between; the refusal names the keys (up to 10) and what they use.
 func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 	if err := cat.Validate(); err != nil {
 		return err
 	}
 	return s.write(actor, func(t *txn) error {
-		// Checked under the writer lock, so no key can start using a scope
-		// between this check and the commit.
-		for _, k := range s.Keys() {
-			for _, sc := range k.Scopes {
-				if _, ok := cat.Scope(sc); !ok {
-					return fmt.Errorf("scope %q is still granted to key %s (%s); remove it from the key first", sc, k.ID, model.Sanitize(k.Name))
-				}
-			}
-			for _, r := range k.Resources {
-				if _, ok := cat.Resource(r); !ok {
-					return fmt.Errorf("resource %q is still granted to key %s (%s); remove it from the key first", r, k.ID, model.Sanitize(k.Name))
-				}
-			}
+		if err := keysFitCatalog(t.tx, &cat); err != nil {
+			return err
 		}
 		data, err := json.Marshal(cat)
 		if err != nil {
@@ -44,6 +39,66 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 		old := s.Catalog()
 		return t.audit(model.ActCatalogImport, "catalog", catalogDiff(old, cat))
 	})
+}
+
+// keysFitCatalog checks every key in tx against cat. Keys share a few
+// grants, so each distinct grant is judged once.
+func keysFitCatalog(tx *bolt.Tx, cat *model.Catalog) error {
+	verdicts := map[string]string{}
+	var problems []string
+	bad := 0
+	err := readAllKeys(tx, func(k *model.Key) {
+		g := string(k.Role) + "\x00" + strings.Join(k.Scopes, ",") + "\x00" + strings.Join(k.Resources, ",")
+		why, seen := verdicts[g]
+		if !seen {
+			why = grantProblem(k, cat)
+			verdicts[g] = why
+		}
+		if why == "" {
+			return
+		}
+		bad++
+		if len(problems) < maxImportProblems {
+			problems = append(problems, fmt.Sprintf("key %s (%s) %s", k.ID, model.Sanitize(k.Name), why))
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if bad == 0 {
+		return nil
+	}
+	if bad > len(problems) {
+		problems = append(problems, fmt.Sprintf("and %d more", bad-len(problems)))
+	}
+	return fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
+		bad, strings.Join(problems, "; "))
+}
+
+// grantProblem says what of k's grant cat does not allow ("" if nothing).
+func grantProblem(k *model.Key, cat *model.Catalog) string {
+	if k.Role == model.RoleAdmin && len(k.Scopes) == 0 && len(k.Resources) == 0 {
+		return ""
+	}
+	for _, r := range k.Resources {
+		if _, ok := cat.Resource(r); !ok {
+			return fmt.Sprintf("uses resource %q, which the new catalog lacks", model.Sanitize(r))
+		}
+	}
+	for _, name := range k.Scopes {
+		sc, ok := cat.Scope(name)
+		if !ok {
+			return fmt.Sprintf("uses scope %q, which the new catalog lacks", model.Sanitize(name))
+		}
+		if len(k.Resources) > 0 && !sc.PerResource {
+			return fmt.Sprintf("uses scope %q on resources %s, and the new catalog makes it not per-resource",
+				name, strings.Join(k.Resources, ","))
+		}
+	}
+	if err := model.ValidateGrant(k.Role, k.Scopes, k.Resources, cat); err != nil {
+		return "has an invalid grant: " + err.Error()
+	}
+	return ""
 }
 
 func catalogDiff(a, b model.Catalog) string {

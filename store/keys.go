@@ -468,13 +468,13 @@ func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*
 		if cur.Version != version {
 			return nil, fmt.Errorf("key %s: %w (you had version %d, it is now %d)", id, ErrConflict, version, cur.Version)
 		}
-		// Editing may keep an expiry that has passed since; only a changed
-		// expiry must be in the future.
-		check := spec
-		if sameTime(spec.ExpiresAt, cur.ExpiresAt) {
-			check.ExpiresAt = nil
-		}
-		if err := s.checkSpec(check, t.now); err != nil {
+		// Only what the edit changes is judged: a passed expiry may be
+		// kept, and so may a grant the catalog no longer allows (editing a
+		// description must not fail over, or drop, a scope).
+		s.mu.RLock()
+		cat := s.catalog
+		s.mu.RUnlock()
+		if err := model.ValidateEdit(cur, spec, &cat, t.now); err != nil {
 			return nil, err
 		}
 		if err := checkNameFree(t.tx, spec.Name, id); err != nil {

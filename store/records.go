@@ -26,7 +26,7 @@ func (s *Store) Keys() []*model.Key {
 	}
 	s.mu.RUnlock()
 	if s.Subscribers() > 0 {
-		return s.keepSnapshots()
+		return s.overlayLive(s.keepSnapshots())
 	}
 	var out []*model.Key
 	_ = s.db.View(func(tx *bolt.Tx) error {
@@ -38,7 +38,7 @@ func (s *Store) Keys() []*model.Key {
 // snapshots lists the kept snapshots. Caller holds s.mu.
 func (s *Store) snapshots() []*model.Key {
 	out := make([]*model.Key, 0, s.slots.live)
-	s.slots.each(func(i uint32, _ *entry) { out = append(out, s.slots.snap(i)) })
+	s.slots.each(func(i uint32, _ *entry) { out = append(out, s.withLiveLastUsed(i, s.slots.snap(i))) })
 	return out
 }
 
@@ -102,7 +102,7 @@ func (s *Store) Key(id string) (*model.Key, error) {
 	i, ok := s.slots.lookup(id)
 	var k *model.Key
 	if ok {
-		k = s.slots.snap(i)
+		k = s.withLiveLastUsed(i, s.slots.snap(i))
 	}
 	s.mu.RUnlock()
 	if !ok {
@@ -116,7 +116,10 @@ func (s *Store) Key(id string) (*model.Key, error) {
 		k, err = readKey(tx, id)
 		return err
 	})
-	return k, err
+	if err != nil {
+		return nil, err
+	}
+	return s.overlayLive([]*model.Key{k})[0], nil
 }
 
 // readKey decodes key id from tx, with its last-used record.

@@ -227,9 +227,12 @@ type Store struct {
 	graces    map[string]time.Time // key id -> end of grace for its previous secret
 
 	dirtyMu sync.Mutex
-	dirty   []uint32     // slots whose last-used is buffered
-	sources sourceIntern // last-used sources, shared between entries
-	grants  grantIntern  // grants of keys written after the load
+	dirty   []uint32 // slots whose last-used is buffered
+	// announced is how much of dirty the live last-used feed has
+	// published (dirtyMu; see announceLastUsed).
+	announced int
+	sources   sourceIntern // last-used sources, shared between entries
+	grants    grantIntern  // grants of keys written after the load
 
 	subsMu sync.Mutex
 	subs   map[*Subscription]struct{}
@@ -624,6 +627,8 @@ func (s *Store) flushLoop() {
 	defer close(s.done)
 	t := time.NewTicker(s.opts.FlushInterval)
 	defer t.Stop()
+	live := time.NewTicker(liveLastUsedInterval)
+	defer live.Stop()
 	for {
 		select {
 		case <-s.stop:
@@ -631,6 +636,8 @@ func (s *Store) flushLoop() {
 		case <-t.C:
 			_ = s.FlushLastUsed()
 			s.expireGraces()
+		case <-live.C:
+			s.announceLastUsed()
 		}
 	}
 }

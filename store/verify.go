@@ -92,7 +92,7 @@ const applyChunk = 1024
 func (s *Store) FlushLastUsed() error {
 	s.dirtyMu.Lock()
 	batch := s.dirty
-	s.dirty = nil
+	s.dirty, s.announced = nil, 0
 	s.dirtyMu.Unlock()
 	if len(batch) == 0 {
 		return nil

@@ -25,6 +25,12 @@ const (
 	expKeep   = "keep"
 )
 
+// inputLimit bounds what the name and description inputs hold. It is far
+// above the valid lengths on purpose: a paste longer than the limit is
+// kept and refused on the field ("name is 70 characters; the limit is
+// 64"), never cut to a valid length behind the admin's back.
+const inputLimit = 4096
+
 // formValues is what the huh fields are bound to. It lives behind a
 // pointer, so rebuilding the form (after a store error) keeps the input.
 type formValues struct {
@@ -117,6 +123,13 @@ func (f *keyForm) build() {
 	for _, r := range cat.Resources {
 		resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s %s (%s)", clean(r.ID), clean(r.Name), clean(r.Kind)), r.ID))
 	}
+	// A resource the key has but the catalog lacks is shown, selected, so
+	// a save never drops it unseen: huh keeps only values it has options for.
+	for _, r := range v.Resources {
+		if _, ok := cat.Resource(r); !ok {
+			resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s ⚠ not in the catalog; deselect it", clean(r)), r).Selected(true))
+		}
+	}
 	var allScopes []string
 	for _, s := range cat.Scopes {
 		allScopes = append(allScopes, clean(s.Name))
@@ -129,10 +142,10 @@ func (f *keyForm) build() {
 
 	f.form = huh.NewForm(
 		huh.NewGroup(
-			huh.NewInput().Key("name").Title("Name").Placeholder("ci-deploy-bot").CharLimit(model.MaxNameLen).
+			huh.NewInput().Key("name").Title("Name").Placeholder("ci-deploy-bot").CharLimit(inputLimit).
 				Value(&v.Name).Validate(f.validator("name")),
 			huh.NewInput().Key("description").Title("Description").Placeholder("optional: what uses this key").
-				CharLimit(model.MaxDescriptionLen).Value(&v.Description).Validate(f.validator("description")),
+				CharLimit(inputLimit).Value(&v.Description).Validate(f.validator("description")),
 			huh.NewSelect[model.Role]().Key("role").Title("Role").Options(
 				huh.NewOption("ADMIN     every scope on every resource", model.RoleAdmin),
 				huh.NewOption("EDITOR    the scopes and resources you choose", model.RoleEditor),
@@ -200,15 +213,40 @@ func scopesTitle(v *formValues) string {
 	return "Scopes"
 }
 
-// scopeOptions offers what the role and resources allow. Scopes no longer
-// offered drop out of the selection (huh recomputes the value).
+// scopeOptions offers what the role and resources allow. A selected scope
+// they do not allow (the key had it, or the role or resources changed) is
+// still listed, selected and marked with why: huh keeps only values it has
+// options for, so leaving it out would drop it from the key unseen. Saving
+// it where it is not allowed is refused with a message on the field,
+// unless the edit leaves the key's grant as it was.
 func scopeOptions(cat *model.Catalog, v *formValues) []huh.Option[string] {
 	var out []huh.Option[string]
-	for _, sc := range cat.OfferedScopes(v.Role, len(v.Resources) > 0) {
+	offered := cat.OfferedScopes(v.Role, len(v.Resources) > 0)
+	for _, sc := range offered {
 		out = append(out, huh.NewOption(fmt.Sprintf("%-19s %s", clean(sc.Name), clean(sc.Description)), sc.Name).
 			Selected(slices.Contains(v.Scopes, sc.Name)))
 	}
+	for _, name := range v.Scopes {
+		if slices.ContainsFunc(offered, func(o model.Scope) bool { return o.Name == name }) {
+			continue
+		}
+		out = append(out, huh.NewOption(fmt.Sprintf("%-19s ⚠ %s; deselect it", clean(name), notOffered(cat, v, name)), name).Selected(true))
+	}
 	return out
+}
+
+// notOffered says why scope name is not offered for v's role and resources.
+func notOffered(cat *model.Catalog, v *formValues, name string) string {
+	sc, ok := cat.Scope(name)
+	switch {
+	case !ok:
+		return "not in the catalog"
+	case v.Role == model.RoleReadonly && !sc.ReadOnly():
+		return "READONLY keys get :read scopes only"
+	case len(v.Resources) > 0 && !sc.PerResource:
+		return "not per-resource, and resources are chosen"
+	}
+	return "not offered"
 }
 
 // spec turns the form into a KeySpec. An unparsable custom date is a
@@ -218,13 +256,10 @@ func (f *keyForm) spec() (model.KeySpec, error) {
 	spec := model.KeySpec{Name: strings.TrimSpace(v.Name), Description: strings.TrimSpace(v.Description),
 		Role: v.Role, Active: v.Active}
 	if v.Role != model.RoleAdmin {
+		// Every selected scope, offered or not: validation says what is
+		// not allowed; nothing is dropped behind the admin's back.
 		spec.Resources = append([]string(nil), v.Resources...)
-		offered := f.cat.OfferedScopes(v.Role, len(v.Resources) > 0)
-		for _, s := range v.Scopes {
-			if slices.ContainsFunc(offered, func(o model.Scope) bool { return o.Name == s }) {
-				spec.Scopes = append(spec.Scopes, s)
-			}
-		}
+		spec.Scopes = append([]string(nil), v.Scopes...)
 	}
 	day := 24 * time.Hour
 	switch v.Expiry {
@@ -250,12 +285,14 @@ func (f *keyForm) spec() (model.KeySpec, error) {
 // belongs to field, so each huh field shows its own error inline.
 func (f *keyForm) fieldErr(field string) error {
 	spec, err := f.spec()
-	if err == nil {
-		check := spec
-		if f.v.Expiry == expKeep {
-			check.ExpiresAt = nil // an unchanged expiry may have passed
-		}
-		err = model.ValidateSpec(check, &f.cat, f.c.now())
+	switch {
+	case err != nil:
+	case f.orig != nil:
+		// As the store judges an edit: an unchanged expiry may have
+		// passed, an unchanged grant may be one the catalog now refuses.
+		err = model.ValidateEdit(f.orig, spec, &f.cat, f.c.now())
+	default:
+		err = model.ValidateSpec(spec, &f.cat, f.c.now())
 	}
 	var fe *model.FieldError
 	nameOK := !errors.As(err, &fe) || fe.Field != "name"

@@ -30,6 +30,9 @@ func revealKey(k *model.Key, token string, grace time.Duration) revealInfo {
 	if k.Version > 1 {
 		notes = append(notes, graceNote(grace, k.GraceUntil))
 	}
+	if k.Status == model.StatusDisabled {
+		notes = append(notes, "⚠ This key is INACTIVE: it is refused until you activate it (t in the keys table).")
+	}
 	return revealInfo{heading: "Your new API key", secret: token, notes: notes,
 		warning: "⚠ Copy it now and store it safely. It will not be shown again: keyward keeps only a hash."}
 }

@@ -47,14 +47,14 @@ func (d *detail) load() tea.Cmd {
 	if st == nil {
 		return nil
 	}
-	return func() tea.Msg {
+	return reply(d, func() tea.Msg {
 		k, err := st.Key(id)
 		if err != nil {
 			return detailLoadedMsg{id: id, err: err}
 		}
 		evs, err := st.Audit(store.AuditFilter{Target: id, Limit: historyLimit})
 		return detailLoadedMsg{id: id, key: k, events: evs, err: err}
-	}
+	})
 }
 
 func (d *detail) Title() string { return "Key " + clean(d.id) }

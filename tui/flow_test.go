@@ -298,3 +298,109 @@ func TestRegenerateEveryGraceChoice(t *testing.T) {
 		})
 	}
 }
+
+// teaSteps drives a teatest model: send keys, then wait for text that
+// the step newly draws (the output is a stream: waited-for text is gone).
+func teaSteps(t *testing.T, tm *teatest.TestModel) func(want string, keys ...string) {
+	return func(want string, keys ...string) {
+		t.Helper()
+		for _, k := range keys {
+			tm.Send(keyMsg(k))
+		}
+		waitText(t, tm, want)
+	}
+}
+
+// TestDetailRefreshesAfterRegenerate: after r on the key detail, the
+// detail shows the new hint and version, the regenerate in its history
+// and a change another admin made while the reveal screen was open; the
+// next e edits that version: no conflict with oneself. (Before, a reload's
+// result went to whatever screen was on top, the reveal, and was dropped:
+// always for the feed's reload, and by a race for the reload after r.)
+func TestDetailRefreshesAfterRegenerate(t *testing.T) {
+	st, clk := newTestStore(t)
+	keys := seedKeys(t, st, clk)
+	k := keys["ci-deploy"]
+	tm := teatest.NewTestModel(t, New(newTestOptions(st, "alice")), teatest.WithInitialTermSize(100, 36))
+	step := teaSteps(t, tm)
+	step("5 keys")
+	step("(version 1)", "down", "enter")
+	step("Regenerate the secret", "r")
+	step("Your new API key", "y")
+	// Meanwhile another admin edits the key: the change feed reloads the
+	// detail under the reveal screen.
+	if _, err := st.AddOperator("alice", "bob", model.OperatorAdmin, nil); err != nil {
+		t.Fatal(err)
+	}
+	cur, _ := st.Key(k.ID)
+	spec := model.SpecOf(cur)
+	spec.Description = "edited by bob"
+	if _, err := st.EditKey("bob", k.ID, cur.Version, spec); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * feedCoalesce) // the feed's reload lands while the reveal is on top
+	step("Stored it?", "enter")
+	step("edited by bob", "y")
+	nk, _ := st.Key(k.ID)
+	step("Edit ci-deploy", "e")
+	for _, field := range []string{"Description", "Role", "Resources", "Scopes", "Expires", "Active?"} {
+		step("┃ "+field, "enter")
+	}
+	step("Saved key", "enter")
+	tm.Send(keyMsg("ctrl+c"))
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*root)
+	d, ok := fm.top().(*detail)
+	if !ok {
+		t.Fatalf("top screen is %T, want the detail", fm.top())
+	}
+	if d.key.Version != nk.Version || d.key.Hint != nk.Hint {
+		t.Fatalf("detail shows version %d hint %s, store has %d %s", d.key.Version, d.key.Hint, nk.Version, nk.Hint)
+	}
+	if len(d.events) < 2 || d.events[1].Action != model.ActKeyRegenerate {
+		t.Fatalf("history does not start with the regenerate: %+v", d.events)
+	}
+	if strings.Contains(ansi.Strip(fm.View()), "Conflict") {
+		t.Fatalf("false conflict:\n%s", fm.View())
+	}
+}
+
+// TestSecretScreenRefreshesAfterRevealAndRotate: the reveal that
+// generates the first secret, a rotate elsewhere while the reveal screen
+// is open, and a rotate here all show on the secret screen once the
+// reveal screen is left.
+func TestSecretScreenRefreshesAfterRevealAndRotate(t *testing.T) {
+	st, _ := newTestStore(t)
+	tm := teatest.NewTestModel(t, New(newTestOptions(st, "alice")), teatest.WithInitialTermSize(100, 30))
+	step := teaSteps(t, tm)
+	step("Press n")
+	step("No shared secret yet", "s")
+	step("Reveal the shared secret?", "v")
+	step("Services send it as", "y")
+	// Meanwhile the secret is rotated elsewhere (the CLI, another session):
+	// the feed reloads the secret screen under the reveal screen.
+	if _, _, err := st.RotateSecret("alice", 0); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * feedCoalesce)
+	step("Stored it?", "enter")
+	m1, _ := st.SecretInfo()
+	step(clean(m1.Hint)+"…", "y")
+	step("Rotate the shared secret?", "r")
+	step("New shared secret", "down", "y") // grace: 1 hour
+	step("Stored it?", "enter")
+	m2, _ := st.SecretInfo()
+	if m2.Hint == m1.Hint {
+		t.Fatal("rotate did not change the hint")
+	}
+	step(clean(m2.Hint)+"…", "y")
+	tm.Send(keyMsg("ctrl+c"))
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*root)
+	if _, ok := fm.top().(*secretScreen); !ok {
+		t.Fatalf("top screen is %T", fm.top())
+	}
+	v := ansi.Strip(fm.View())
+	if strings.Contains(v, "No shared secret yet") || strings.Contains(v, "Rotated       never") {
+		t.Fatalf("stale secret screen:\n%s", v)
+	}
+	requireGolden(t, fm.View())
+}

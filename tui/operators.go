@@ -34,7 +34,7 @@ func (o *operatorsScreen) SetSize(w, h int) {}
 
 func (o *operatorsScreen) load() tea.Cmd {
 	st := o.c.st
-	return func() tea.Msg { return operatorsLoadedMsg{st.Operators()} }
+	return reply(o, func() tea.Msg { return operatorsLoadedMsg{st.Operators()} })
 }
 
 func (o *operatorsScreen) selected() *model.Operator {

@@ -88,6 +88,15 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			m.stack = m.stack[:len(m.stack)-1]
 		}
 		return m, nil
+	case replyMsg:
+		for i, s := range m.stack {
+			if s == msg.to {
+				var cmd tea.Cmd
+				m.stack[i], cmd = s.Update(msg.msg)
+				return m, cmd
+			}
+		}
+		return m, nil
 	case flashMsg:
 		return m, m.flash.set(msg)
 	case flashTickMsg:

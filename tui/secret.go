@@ -32,10 +32,10 @@ func (s *secretScreen) SetSize(w, h int) {}
 
 func (s *secretScreen) load() tea.Cmd {
 	st := s.c.st
-	return func() tea.Msg {
+	return reply(s, func() tea.Msg {
 		m, err := st.SecretInfo()
 		return secretLoadedMsg{m, err}
-	}
+	})
 }
 
 func (s *secretScreen) Help() []key.Binding {

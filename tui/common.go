@@ -20,13 +20,18 @@ type common struct {
 	st       *store.Store
 	actor    string
 	readonly bool
-	forceRO  bool // Options.ReadOnly
-	styles   *styles
-	keys     *keyMap
-	clip     Clipboard
-	now      func() time.Time
-	width    int
-	height   int // height available to a screen's body
+	// roWhy says why changes are off when that is not simply a READONLY
+	// operator: a read-only database file, an unknown or disabled
+	// operator, Options.ReadOnly. Shown at start, on the help and secret
+	// screens, and when a hidden key is pressed.
+	roWhy   string
+	forceRO bool // Options.ReadOnly
+	styles  *styles
+	keys    *keyMap
+	clip    Clipboard
+	now     func() time.Time
+	width   int
+	height  int // height available to a screen's body
 }
 
 // screen is one admin page. The root keeps a stack of them; the keys table

@@ -1,6 +1,8 @@
 package tui
 
 import (
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -403,4 +405,92 @@ func TestSecretScreenRefreshesAfterRevealAndRotate(t *testing.T) {
 		t.Fatalf("stale secret screen:\n%s", v)
 	}
 	requireGolden(t, fm.View())
+}
+
+// readOnlyStore reopens a seeded database after making its file
+// unwritable: chmod 0400, or chattr +i where permissions do not bind
+// (root). It fails, never skips, if neither gives a read-only store.
+func readOnlyStore(t *testing.T) *store.Store {
+	t.Helper()
+	st, clk := newTestStore(t)
+	seedKeys(t, st, clk)
+	path := st.Path()
+	st.Close()
+	if err := os.Chmod(path, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	open := func() *store.Store {
+		ro, err := store.Open(path, store.Options{Now: clk.Now, FlushInterval: time.Hour, Timeout: time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ro.Close() })
+		return ro
+	}
+	ro := open()
+	if !ro.ReadOnly() {
+		ro.Close()
+		if out, err := exec.Command("chattr", "+i", path).CombinedOutput(); err != nil {
+			t.Fatalf("chmod 0400 does not bind (root) and chattr +i failed: %v: %s", err, out)
+		}
+		t.Cleanup(func() { _ = exec.Command("chattr", "-i", path).Run() })
+		if ro = open(); !ro.ReadOnly() {
+			t.Fatal("the store did not open read-only")
+		}
+	}
+	return ro
+}
+
+// TestReadOnlyStoreHidesWrites: on a database file that cannot be
+// written, even an ADMIN is offered no change (n e t r d, secret,
+// operators), and is told why, instead of a refusal after a filled form.
+func TestReadOnlyStoreHidesWrites(t *testing.T) {
+	st := readOnlyStore(t)
+	tm := teatest.NewTestModel(t, New(newTestOptions(st, "alice")), teatest.WithInitialTermSize(100, 30))
+	step := teaSteps(t, tm)
+	step("The database file is read-only (not writable)") // at start
+	step("n: not available. The database file is read-only", "n")
+	step("(version 1)", "e", "t", "r", "d", "enter")
+	step("e: not available", "t", "r", "d", "e")
+	step("5 keys", "esc")
+	step("Only the metadata is shown", "s")
+	step("r: not available", "v", "r")
+	step("5 keys", "esc")
+	step("Key fingerprints", "o")
+	step("p: not available", "n", "t", "d", "p")
+	step("Keys table", "?")
+	tm.Send(keyMsg("ctrl+c"))
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*root)
+	if len(fm.stack) != 3 {
+		var titles []string
+		for _, s := range fm.stack {
+			titles = append(titles, s.Title())
+		}
+		t.Fatalf("screens opened on a read-only file: %v", titles)
+	}
+	v := fm.View()
+	for _, bad := range []string{"new key", "edit", "delete", "regenerate", "reveal", "rotate", "add operator"} {
+		if strings.Contains(v, bad) {
+			t.Errorf("help offers %q on a read-only file", bad)
+		}
+	}
+	requireGolden(t, v)
+}
+
+// TestOperatorsTopBottom: g and G move to the first and last operator.
+func TestOperatorsTopBottom(t *testing.T) {
+	st, _ := newTestStore(t)
+	for _, n := range []string{"carol", "zed"} {
+		if _, err := st.AddOperator("alice", n, model.OperatorReadonly, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tm := teatest.NewTestModel(t, New(newTestOptions(st, "alice")), teatest.WithInitialTermSize(100, 30))
+	step := teaSteps(t, tm)
+	step("Press n")
+	step("› alice", "o")
+	step("› zed", "G")
+	step("› alice", "g")
+	tm.Send(keyMsg("ctrl+c"))
+	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
 }

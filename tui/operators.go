@@ -90,6 +90,10 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			o.cursor = max(o.cursor-1, 0)
 		case key.Matches(msg, km.Down):
 			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
+		case key.Matches(msg, km.Top, km.PageUp):
+			o.cursor = 0
+		case key.Matches(msg, km.Bottom, km.PageDown):
+			o.cursor = max(len(o.ops)-1, 0)
 		case key.Matches(msg, km.AddOperator):
 			return o, push(newOperatorForm(o.c))
 		case sel != nil && key.Matches(msg, km.ToggleOperator):

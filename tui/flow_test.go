@@ -494,3 +494,39 @@ func TestOperatorsTopBottom(t *testing.T) {
 	tm.Send(keyMsg("ctrl+c"))
 	tm.WaitFinished(t, teatest.WithFinalTimeout(5*time.Second))
 }
+
+// TestDetailAfterDeleteShowsTheDelete: deleting from the key detail
+// leaves the detail saying so, with the delete in its history.
+func TestDetailAfterDeleteShowsTheDelete(t *testing.T) {
+	st, clk := newTestStore(t)
+	keys := seedKeys(t, st, clk)
+	tm := teatest.NewTestModel(t, New(newTestOptions(st, "alice")), teatest.WithInitialTermSize(100, 30))
+	step := teaSteps(t, tm)
+	step("5 keys")
+	step("(version 1)", "down", "enter")
+	step("lose access at once", "d")
+	step("no longer exists", "y")
+	tm.Send(keyMsg("ctrl+c"))
+	fm := tm.FinalModel(t, teatest.WithFinalTimeout(5*time.Second)).(*root)
+	d := fm.top().(*detail)
+	if !d.gone || len(d.events) == 0 || d.events[0].Action != model.ActKeyDelete || d.id != keys["ci-deploy"].ID {
+		t.Fatalf("gone %v, history %+v", d.gone, d.events)
+	}
+	if !strings.Contains(fm.View(), "key.delete") {
+		t.Fatalf("the delete is not in the history on screen:\n%s", fm.View())
+	}
+}
+
+// TestFormKeepNeverWarns: editing a key that never expires, "Keep" warns
+// as "Never" does.
+func TestFormKeepNeverWarns(t *testing.T) {
+	st, clk := newTestStore(t)
+	keys := seedKeys(t, st, clk)
+	d := newDriver(t, newTestOptions(st, "alice"), 100, 30)
+	k := keys["root-admin"] // ADMIN, never expires
+	d.send(pushMsg{newKeyForm(d.m.c, k)})
+	toLifetime(t, d, d.m.top().(*keyForm))
+	if v := ansi.Strip(d.view()); !strings.Contains(v, "Keep: never") || !strings.Contains(v, "never expires stays valid") {
+		t.Fatalf("Keep: never without the warning:\n%s", v)
+	}
+}

@@ -163,7 +163,7 @@ func (f *keyForm) build() {
 		huh.NewGroup(
 			huh.NewSelect[string]().Key("expires").Title("Expires").Options(expiry...).Value(&v.Expiry).
 				DescriptionFunc(func() string {
-					if v.Expiry == expNever {
+					if v.Expiry == expNever || (v.Expiry == expKeep && f.orig != nil && f.orig.ExpiresAt == nil) {
 						return "⚠ A key that never expires stays valid until someone deletes it."
 					}
 					return "Expiring keys limit the damage of a leaked secret."

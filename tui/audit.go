@@ -49,10 +49,10 @@ func (a *auditScreen) SetSize(w, h int) { a.clamp() }
 
 func (a *auditScreen) load() tea.Cmd {
 	st, target := a.c.st, a.target
-	return func() tea.Msg {
+	return reply(a, func() tea.Msg {
 		evs, err := st.Audit(store.AuditFilter{Target: target, Limit: auditLimit})
 		return auditLoadedMsg{evs, err}
-	}
+	})
 }
 
 func (a *auditScreen) Help() []key.Binding {

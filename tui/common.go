@@ -24,13 +24,18 @@ type common struct {
 	actor    string
 	name     string
 	readonly bool
-	forceRO  bool // Options.ReadOnly
-	styles   *styles
-	keys     *keyMap
-	clip     Clipboard
-	now      func() time.Time
-	width    int
-	height   int // height available to a screen's body
+	// roWhy says why changes are off when that is not simply a READONLY
+	// operator: a read-only database file, an unknown or disabled
+	// operator, Options.ReadOnly. Shown at start, on the help and secret
+	// screens, and when a hidden key is pressed.
+	roWhy   string
+	forceRO bool // Options.ReadOnly
+	styles  *styles
+	keys    *keyMap
+	clip    Clipboard
+	now     func() time.Time
+	width   int
+	height  int // height available to a screen's body
 }
 
 // screen is one admin page. The root keeps a stack of them; the keys table
@@ -60,6 +65,32 @@ type (
 	// feedMsg carries coalesced store changes to every screen.
 	feedMsg struct{ changes []store.Change }
 )
+
+// replyMsg is a command's result addressed to the screen that started
+// it. The root delivers it to that screen wherever it sits on the stack,
+// or drops it if the screen has gone. Without the address a result goes
+// to the top screen, and a screen that reloads after its own action (a
+// regenerate, a secret reveal) finds a dialog or the reveal screen on top
+// by the time its data arrives: the data was lost and the screen stale.
+type replyMsg struct {
+	to  screen
+	msg tea.Msg
+}
+
+// reply runs cmd for s and addresses its result to s. Every screen that
+// shows store data loads through it.
+func reply(s screen, cmd tea.Cmd) tea.Cmd {
+	if cmd == nil {
+		return nil
+	}
+	return func() tea.Msg {
+		msg := cmd()
+		if msg == nil {
+			return nil
+		}
+		return replyMsg{to: s, msg: msg}
+	}
+}
 
 func push(s screen) tea.Cmd { return func() tea.Msg { return pushMsg{s} } }
 func pop() tea.Msg          { return popMsg{} }

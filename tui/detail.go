@@ -47,14 +47,15 @@ func (d *detail) load() tea.Cmd {
 	if st == nil {
 		return nil
 	}
-	return func() tea.Msg {
+	return reply(d, func() tea.Msg {
 		k, err := st.Key(id)
+		evs, aerr := st.Audit(store.AuditFilter{Target: id, Limit: historyLimit})
 		if err != nil {
-			return detailLoadedMsg{id: id, err: err}
+			// Deleted: the history (with the delete) is still shown.
+			return detailLoadedMsg{id: id, events: evs, err: err}
 		}
-		evs, err := st.Audit(store.AuditFilter{Target: id, Limit: historyLimit})
-		return detailLoadedMsg{id: id, key: k, events: evs, err: err}
-	}
+		return detailLoadedMsg{id: id, key: k, events: evs, err: aerr}
+	})
 }
 
 func (d *detail) Title() string { return "Key " + clean(d.id) }
@@ -90,6 +91,9 @@ func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
 		switch {
 		case msg.key == nil && msg.err != nil:
 			d.gone = true
+			if msg.events != nil {
+				d.events = msg.events
+			}
 		case msg.err != nil:
 			d.key, d.loadErr = msg.key, msg.err
 		default:

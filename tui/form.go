@@ -52,6 +52,7 @@ type keyForm struct {
 	form   *huh.Form
 	banner string
 	saving bool
+	gate   formGate
 }
 
 type formSavedMsg struct {
@@ -73,6 +74,9 @@ func newKeyForm(c *common, k *model.Key) *keyForm {
 		spec := model.SpecOf(k)
 		f.v = &formValues{Name: spec.Name, Description: spec.Description, Role: spec.Role,
 			Scopes: spec.Scopes, Resources: spec.Resources, Expiry: expKeep, Active: spec.Active}
+		if k.ExpiresAt != nil {
+			f.v.Custom = fmtDate(k.ExpiresAt) // "Custom date…" starts from the current expiry
+		}
 	}
 	f.build()
 	return f
@@ -172,17 +176,18 @@ func (f *keyForm) build() {
 		huh.NewGroup(
 			huh.NewSelect[string]().Key("expires").Title("Expires").Options(expiry...).Value(&v.Expiry).
 				DescriptionFunc(func() string {
-					if v.Expiry == expNever {
+					if v.Expiry == expNever || (v.Expiry == expKeep && f.orig != nil && f.orig.ExpiresAt == nil) {
 						return "⚠ A key that never expires stays valid until someone deletes it."
 					}
 					return "Expiring keys limit the damage of a leaked secret."
 				}, &v.Expiry).
-				Validate(func(string) error { return f.fieldErr("expires") }),
+				Validate(f.validator("expires")),
 		).Title("Lifetime"),
 		huh.NewGroup(
 			huh.NewInput().Key("custom").Title("Expiry date (UTC)").Placeholder("YYYY-MM-DD").CharLimit(10).
-				Value(&v.Custom).Validate(f.validator("expires")),
-		).WithHideFunc(func() bool { return v.Expiry != expCustom }),
+				Description("The key stops working at 00:00 UTC that day. shift+tab goes back to the choices.").
+				Value(&v.Custom).Validate(f.validator("custom")),
+		).Title("Lifetime").WithHideFunc(func() bool { return v.Expiry != expCustom }),
 		huh.NewGroup(
 			huh.NewConfirm().Key("active").Title("Active?").
 				Description("An inactive key is refused until you activate it.").
@@ -199,6 +204,22 @@ func formKeyMap() *huh.KeyMap {
 	km.MultiSelect.Filter.SetEnabled(false)
 	km.Select.Filter.SetEnabled(false)
 	return km
+}
+
+// swallowFilterKey keeps "/" away from every field that does not take
+// text. formKeyMap disables the select filter, but huh's Select enables it
+// again on every enter (setFiltering), and an open filter hides behind a
+// "/" title while its esc cancels the whole form with the input in it.
+func swallowFilterKey(form *huh.Form, msg tea.Msg) bool {
+	k, ok := msg.(tea.KeyMsg)
+	if !ok || k.Type != tea.KeyRunes || string(k.Runes) != "/" {
+		return false
+	}
+	switch form.GetFocusedField().(type) {
+	case *huh.Input, *huh.Text:
+		return false
+	}
+	return true
 }
 
 func scopesTitle(v *formValues) string {
@@ -301,18 +322,59 @@ func (f *keyForm) fieldErr(field string) error {
 			err = &model.FieldError{Field: "name", Msg: fmt.Sprintf("name %q is already used by key %s", clean(spec.Name), id)}
 		}
 	}
-	if errors.As(err, &fe) && fe.Field == field {
+	if errors.As(err, &fe) && f.fieldOf(fe) == field {
 		return errors.New(clean(fe.Msg))
 	}
 	return nil
 }
 
+// fieldOf names the form field that shows a validation error. The spec has
+// one "expires"; the form has two fields for it. With "Custom date…"
+// chosen, an expiry error is the date input's, never the select's: else
+// the select would refuse enter until a date is typed into a field that
+// only appears after the select.
+func (f *keyForm) fieldOf(fe *model.FieldError) string {
+	if fe.Field == "expires" && f.v.Expiry == expCustom {
+		return "custom"
+	}
+	return fe.Field
+}
+
 func (f *keyForm) validator(field string) func(string) error {
-	return func(string) error { return f.fieldErr(field) }
+	return gated(&f.gate, func(string) error { return f.fieldErr(field) })
 }
 
 func (f *keyForm) validatorList(field string) func([]string) error {
-	return func([]string) error { return f.fieldErr(field) }
+	return gated(&f.gate, func([]string) error { return f.fieldErr(field) })
+}
+
+// formGate lets a form's validators speak only while the admin moves
+// forward (enter or tab). huh also validates when it builds a form, when
+// options change and when a field is left backwards; an error there shows
+// before the admin has typed anything ("choose at least one scope" on
+// arrival), and huh refuses shift+tab out of a group holding an error, so
+// a field could not be left to fix an earlier choice (such as "Custom
+// date…"). Every field is still checked on its way forward, and the store
+// validates the whole key on save.
+type formGate struct{ forward bool }
+
+// update passes msg to form with the gate open only for a forward key.
+func (g *formGate) update(form *huh.Form, msg tea.Msg) (*huh.Form, tea.Cmd) {
+	if k, ok := msg.(tea.KeyMsg); ok {
+		g.forward = k.Type == tea.KeyEnter || k.Type == tea.KeyTab
+		defer func() { g.forward = false }()
+	}
+	m, cmd := form.Update(msg)
+	return m.(*huh.Form), cmd
+}
+
+func gated[T any](g *formGate, fn func(T) error) func(T) error {
+	return func(v T) error {
+		if !g.forward {
+			return nil
+		}
+		return fn(v)
+	}
 }
 
 func (f *keyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
@@ -327,11 +389,11 @@ func (f *keyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 		f.saving = false
 		return f, f.failed(msg)
 	}
-	if f.saving {
+	if f.saving || swallowFilterKey(f.form, msg) {
 		return f, nil
 	}
-	m, cmd := f.form.Update(msg)
-	f.form = m.(*huh.Form)
+	var cmd tea.Cmd
+	f.form, cmd = f.gate.update(f.form, msg)
 	switch f.form.State {
 	case huh.StateAborted:
 		return f, tea.Batch(pop, flash("Cancelled; nothing was saved."))

@@ -129,11 +129,14 @@ func TestFormInlineValidation(t *testing.T) {
 		t.Fatal("fieldErr(name) is nil for a taken name")
 	}
 	f.v.Expiry, f.v.Custom = expCustom, "2020-01-01"
-	if err := f.fieldErr("expires"); err == nil || !strings.Contains(err.Error(), "not in the future") {
+	if err := f.fieldErr("expires"); err != nil {
+		t.Fatalf("a custom date's error blocks the select: %v", err)
+	}
+	if err := f.fieldErr("custom"); err == nil || !strings.Contains(err.Error(), "not in the future") {
 		t.Fatalf("past custom date: %v", err)
 	}
 	f.v.Custom = "next week"
-	if err := f.fieldErr("expires"); err == nil || !strings.Contains(err.Error(), "YYYY-MM-DD") {
+	if err := f.fieldErr("custom"); err == nil || !strings.Contains(err.Error(), "YYYY-MM-DD") {
 		t.Fatalf("bad custom date: %v", err)
 	}
 }

@@ -68,7 +68,10 @@ func (h *helpScreen) content() string {
 		}
 		blocks = append(blocks, s.Title.Render(sec.title)+"\n"+strings.Join(lines, "\n"))
 	}
-	if h.c.readonly {
+	switch {
+	case h.c.roWhy != "":
+		blocks = append(blocks, s.Dim.Render(wrap(s, h.c.roWhy+" Actions that change keys, operators or the secret are hidden.", 36)))
+	case h.c.readonly:
 		blocks = append(blocks, s.Dim.Render("You are READONLY: actions that change keys,\noperators or the secret are hidden."))
 	}
 	// Two columns when there is room.

@@ -199,7 +199,38 @@ func (d *driver) run(cmd tea.Cmd, depth int) {
 	case <-time.After(150 * time.Millisecond):
 		return // a tick or blink: not needed to drive the UI
 	}
+	d.handle(msg, depth)
+}
+
+// handle feeds one command's message back. A batch's commands run at once
+// (as in bubbletea) and share one wait, so a batch holding several blinks
+// costs one wait, not one each; their messages are handled in order. A
+// sequence runs one command after the other.
+func (d *driver) handle(msg tea.Msg, depth int) {
 	if msg == nil {
+		return
+	}
+	if b, ok := msg.(tea.BatchMsg); ok {
+		chs := make([]chan tea.Msg, len(b))
+		for i, c := range b {
+			if c == nil {
+				continue
+			}
+			chs[i] = make(chan tea.Msg, 1)
+			go func(c tea.Cmd, ch chan tea.Msg) { ch <- c() }(c, chs[i])
+		}
+		deadline := time.After(150 * time.Millisecond)
+		for _, ch := range chs {
+			if ch == nil {
+				continue
+			}
+			select {
+			case m := <-ch:
+				d.handle(m, depth+1)
+			case <-deadline:
+				return // the rest are ticks or blinks
+			}
+		}
 		return
 	}
 	if v := reflect.ValueOf(msg); v.Kind() == reflect.Slice && v.Type().Elem() == cmdType {

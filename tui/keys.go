@@ -156,6 +156,14 @@ func (c *common) enable(b *key.Binding, on bool) {
 	b.SetEnabled(on)
 }
 
+// readonlyReason says why a change is not offered.
+func (c *common) readonlyReason() string {
+	if c.roWhy != "" {
+		return c.roWhy
+	}
+	return "You are a READONLY operator: you may look, not change."
+}
+
 // helpSection is one titled group of bindings on the ? screen.
 type helpSection struct {
 	title    string

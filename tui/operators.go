@@ -34,7 +34,7 @@ func (o *operatorsScreen) SetSize(w, h int) {}
 
 func (o *operatorsScreen) load() tea.Cmd {
 	st := o.c.st
-	return func() tea.Msg { return operatorsLoadedMsg{st.Operators()} }
+	return reply(o, func() tea.Msg { return operatorsLoadedMsg{st.Operators()} })
 }
 
 func (o *operatorsScreen) selected() *model.Operator {
@@ -94,6 +94,10 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			o.cursor = max(o.cursor-1, 0)
 		case key.Matches(msg, km.Down):
 			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
+		case key.Matches(msg, km.Top, km.PageUp):
+			o.cursor = 0
+		case key.Matches(msg, km.Bottom, km.PageDown):
+			o.cursor = max(len(o.ops)-1, 0)
 		case key.Matches(msg, km.AddOperator):
 			return o, push(newOperatorForm(o.c))
 		case sel != nil && key.Matches(msg, km.OperatorKeys):
@@ -242,6 +246,7 @@ type operatorForm struct {
 	form             *huh.Form
 	banner           string
 	saving           bool
+	gate             formGate
 }
 
 type operatorAddedMsg struct {
@@ -258,13 +263,13 @@ func newOperatorForm(c *common) *operatorForm {
 func (f *operatorForm) build() {
 	f.form = huh.NewForm(huh.NewGroup(
 		huh.NewInput().Key("name").Title("Login name").Placeholder("alice").CharLimit(32).Value(&f.name).
-			Validate(model.ValidateOperatorName),
+			Validate(gated(&f.gate, model.ValidateOperatorName)),
 		huh.NewSelect[string]().Key("role").Title("Role").Options(
 			huh.NewOption("READONLY  may look, never change", string(model.OperatorReadonly)),
 			huh.NewOption("ADMIN     may change anything", string(model.OperatorAdmin)),
 		).Value(&f.role),
 		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… alice@laptop").CharLimit(16384).
-			Value(&f.pkey).Validate(func(s string) error {
+			Value(&f.pkey).Validate(gated(&f.gate, func(s string) error {
 			if strings.TrimSpace(s) == "" {
 				return nil // local-only operator
 			}
@@ -272,7 +277,7 @@ func (f *operatorForm) build() {
 				return errors.New(clean(err.Error()))
 			}
 			return nil
-		}).Description("Paste one authorized_keys line; leave empty for a local-only operator."),
+		})).Description("Paste one authorized_keys line; leave empty for a local-only operator."),
 	).Title("Add operator")).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
 	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-5, 5))
 }
@@ -295,11 +300,11 @@ func (f *operatorForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		return f, tea.Batch(pop, flash("Added operator %q (%s).", clean(m.op.Name), m.op.Role))
 	}
-	if f.saving {
+	if f.saving || swallowFilterKey(f.form, msg) {
 		return f, nil
 	}
-	mm, cmd := f.form.Update(msg)
-	f.form = mm.(*huh.Form)
+	var cmd tea.Cmd
+	f.form, cmd = f.gate.update(f.form, msg)
 	switch f.form.State {
 	case huh.StateAborted:
 		return f, tea.Batch(pop, flash("Cancelled; no operator added."))

@@ -78,6 +78,8 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			if _, open := m.top().(*helpScreen); !open {
 				return m, push(newHelpScreen(m.c, m.top()))
 			}
+		case !typing && m.open == nil && m.c.readonly && m.hiddenWrite(msg):
+			return m, m.flash.set(flashMsg{text: msg.String() + ": not available. " + m.c.readonlyReason(), bad: true})
 		}
 	case pushMsg:
 		m.stack = append(m.stack, msg.s)
@@ -86,6 +88,15 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case popMsg:
 		if len(m.stack) > 1 {
 			m.stack = m.stack[:len(m.stack)-1]
+		}
+		return m, nil
+	case replyMsg:
+		for i, s := range m.stack {
+			if s == msg.to {
+				var cmd tea.Cmd
+				m.stack[i], cmd = s.Update(msg.msg)
+				return m, cmd
+			}
 		}
 		return m, nil
 	case flashMsg:
@@ -109,6 +120,25 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	s, cmd := m.top().Update(msg)
 	m.stack[len(m.stack)-1] = s
 	return m, cmd
+}
+
+// hiddenWrite reports whether k is the key of a state-changing binding
+// that is hidden because changes are off, and of nothing the top screen
+// offers now: the admin is told why instead of getting no answer.
+func (m *root) hiddenWrite(k tea.KeyMsg) bool {
+	for _, b := range m.top().Help() {
+		if b.Enabled() && key.Matches(k, b) {
+			return false
+		}
+	}
+	for _, d := range m.c.keys.dangerous() {
+		b := *d
+		b.SetEnabled(true)
+		if key.Matches(k, b) {
+			return true
+		}
+	}
+	return false
 }
 
 // all sends msg to every screen on the stack.

@@ -32,10 +32,10 @@ func (s *secretScreen) SetSize(w, h int) {}
 
 func (s *secretScreen) load() tea.Cmd {
 	st := s.c.st
-	return func() tea.Msg {
+	return reply(s, func() tea.Msg {
 		m, err := st.SecretInfo()
 		return secretLoadedMsg{m, err}
-	}
+	})
 }
 
 func (s *secretScreen) Help() []key.Binding {
@@ -138,7 +138,10 @@ func (s *secretScreen) View() string {
 			row("Previous valid", "until "+fmtTime(s.meta.PreviousValidUntil))
 		}
 	}
-	if s.c.readonly {
+	switch {
+	case s.c.roWhy != "":
+		b.WriteString("\n" + st.Dim.Render(wrap(st, s.c.roWhy+" Only the metadata is shown.", max(s.c.width-2, 20))))
+	case s.c.readonly:
 		b.WriteString("\n" + st.Dim.Render("READONLY operators see metadata only."))
 	}
 	return b.String()

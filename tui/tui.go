@@ -109,10 +109,17 @@ func newRoot(opts Options) *root {
 func (m *root) attach(st *store.Store) {
 	c := m.c
 	readonly, why := c.forceRO, ""
+	if readonly {
+		why = "Opened read-only: changes are disabled."
+	}
 	if st != nil {
 		a := model.ParseActor(c.actor)
 		op, err := st.Operator(a.Name)
 		switch {
+		case st.ReadOnly():
+			// Same mechanism as a READONLY operator: every binding that
+			// writes is hidden, so nothing is offered that would fail.
+			readonly, why = true, "The database file is read-only (not writable): changes are disabled."
 		case err != nil:
 			readonly, why = true, "You are not an operator of this database: read-only."
 		case a.ID != "" && op.ID != a.ID:
@@ -128,7 +135,7 @@ func (m *root) attach(st *store.Store) {
 		}
 		m.sub = st.Subscribe()
 	}
-	c.st, c.readonly, c.keys = st, readonly, newKeyMap(readonly)
+	c.st, c.readonly, c.roWhy, c.keys = st, readonly, why, newKeyMap(readonly)
 	if why != "" {
 		m.flash.set(flashMsg{text: why, bad: true})
 	}

@@ -95,7 +95,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		if path == "" {
 			path = filepath.Join(filepath.Dir(cfg.Store.Path()), HostKeyFile)
 		}
-		signer, created, err := loadOrCreateHostKey(path)
+		signer, created, err := loadOrCreateHostKey(path, func(w string) { log.Printf("warning: %s", w) })
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
@@ -125,6 +125,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	if sshLn != nil {
 		sshAddr = sshLn.Addr().String()
 		log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))
+		// The lock file tells other keyward commands where to connect:
+		// the bound address, so --ssh HOST:0 advertises the real port.
+		if err := cfg.Store.AdvertiseSSH(sshAddr); err != nil {
+			log.Printf("warning: lock file: %s", err)
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- sshS.serve(sshLn) }()
 	}

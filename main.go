@@ -73,10 +73,13 @@ func main() {
 // app holds the global flags and the process's streams.
 type app struct {
 	dbPath string
-	actor  string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	// dbFromFlag: the path came from --db (not $KEYWARD_DB or the default).
+	dbFromFlag bool
+	create     bool // --create: make --db's missing directory
+	actor      string
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -136,11 +139,22 @@ func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store,
 	opts := store.Options{
 		DefaultCatalog: demoCatalog,
 		Lock:           store.LockInfo{Command: cmd.CommandPath()},
+		// Only the default data directory is created on first run; a
+		// --db in a missing directory is most likely a typo.
+		NoCreateDir: a.dbFromFlag && !a.create,
+		Warn: func(msg string) {
+			fmt.Fprintln(a.stderr, "keyward: warning: "+model.Sanitize(msg))
+		},
 	}
 	if tune != nil {
 		tune(&opts)
 	}
-	return store.Open(a.dbPath, opts)
+	st, err := store.Open(a.dbPath, opts)
+	var nd *store.NoDirError
+	if errors.As(err, &nd) {
+		return nil, fmt.Errorf("--db %s: %w; create it first, or pass --create to create it (0700)", a.dbPath, err)
+	}
+	return st, err
 }
 
 // withStore opens the database, runs fn and closes it, which flushes
@@ -220,6 +234,14 @@ Run with no subcommand to open the TUI on the database.
 The database is --db, else $KEYWARD_DB, else ~/.local/share/keyward/keyward.db
 (or $XDG_DATA_HOME/keyward/keyward.db). A new database gets a demo catalog
 of scopes and resources, and the local OS user as its first ADMIN operator.
+The default directory (and one named by $KEYWARD_DB) is created 0700 on
+first use; a --db directory must exist unless --create is given.
+
+Files beside the database (<db>.lock, <db>.masterkey, <db>.sock, the SSH
+host key) are never opened through a symbolic link and must belong to you;
+the master key and host key must be readable by you only (chmod 600). A
+symbolic link as the database path is refused: pass the real path. A
+database or directory that other users can read is used, with a warning.
 
 Exit codes: 0 success, 1 failure (or a refused key for verify),
 2 usage error or invalid input (nothing was written).`,
@@ -231,6 +253,12 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if f := cmd.Flags().Lookup("db"); f != nil && f.Changed {
+				if a.dbPath == "" {
+					return usageErrorf("--db needs a path; got an empty one")
+				}
+				a.dbFromFlag = true
+			}
 			return a.resolveGlobals()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -245,6 +273,7 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.dbPath, "db", "", "database file (default $KEYWARD_DB, else the OS data dir + keyward/keyward.db)")
+	pf.BoolVar(&a.create, "create", false, "create --db's directory (0700) if it does not exist")
 	pf.StringVar(&a.actor, "as", "", "operator every change is attributed to (default $KEYWARD_OPERATOR, else the local OS user)")
 
 	root.AddCommand(a.keysCmd(), a.verifyCmd(), a.secretCmd(), a.operatorsCmd(),
@@ -1449,7 +1478,8 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 				runtime.GOMAXPROCS(n)
 			}
 			tune := func(o *store.Options) {
-				o.Lock.SSHAddr = sshAddr
+				// The SSH address goes into the lock file once it is
+				// bound (server.Serve), with the real port.
 				o.FlushInterval = flush
 				o.Lean = true // see store/slots.go: the verify path's heap is pointer-free
 			}

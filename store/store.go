@@ -343,7 +343,10 @@ func Open(path string, opts Options) (*Store, error) {
 	if !readOnly {
 		// The lock file is written before the (possibly long) load, so a
 		// planted file beside the database is refused at once.
-		if err := writeLockInfo(path, opts.Lock); err != nil {
+		// Only a refusal is fatal: a lock file that cannot be written
+		// for lack of space costs nothing but the holder's name in
+		// another process's message (reads must work on a full disk).
+		if err := writeLockInfo(path, opts.Lock); errors.Is(err, ErrUnsafeFile) {
 			db.Close()
 			return nil, fmt.Errorf("lock file: %w", err)
 		}

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -9,6 +11,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -197,4 +201,133 @@ func freeTCPAddr(t *testing.T) string {
 	}
 	defer ln.Close()
 	return ln.Addr().String()
+}
+
+// TestOnlineBackupWhileServing (issue 11.7): with a real `keyward serve`
+// holding the database and HTTP verifications writing last-used times
+// meanwhile, `keyward backup FILE` succeeds; the copy is 0600, opens with
+// `keyward --db FILE keys list` and holds every key. A serve killed with
+// SIGKILL leaves its socket behind, and that stale socket does not stop
+// the next serve (nor its online backup).
+func TestOnlineBackupWhileServing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("dev", "seed", "--keys", "3000")
+	k := e.create("--name", "online-backup", "--scope", "coupons:read")
+	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
+	srv := e.startServeArgs("--ssh", "", "--flush-interval", "20ms")
+	if !strings.Contains(srv.logs(), "backup socket "+e.db+".sock") {
+		t.Fatalf("serve did not announce its backup socket: %s", srv.logs())
+	}
+
+	// Writers: verifications, whose last-used times are flushed every 20 ms.
+	stop := make(chan struct{})
+	var verified atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"key": %q, "scope": "coupons:read"}`, k.Token)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", "http://"+srv.httpAddr+"/v1/keys/verify", strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+secret)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				verified.Add(1)
+			}
+		}()
+	}
+	for i := range 2 {
+		dest := filepath.Join(e.dir, fmt.Sprintf("online-%d.db", i))
+		before := verified.Load()
+		r := e.run("", "backup", dest)
+		if r.code != 0 || !strings.Contains(r.stdout, "from the running keyward serve") {
+			t.Fatalf("backup while serving: %s\nserve log:\n%s", r, srv.logs())
+		}
+		if verified.Load() == before {
+			t.Logf("round %d: no verification overlapped the backup", i)
+		}
+		if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("backup file: %v %v, want mode 0600", fi, err)
+		}
+		if tmps, _ := filepath.Glob(filepath.Join(e.dir, ".online-*")); len(tmps) != 0 {
+			t.Fatalf("temporary files left behind: %v", tmps)
+		}
+		keys := decode[[]cliKey](t, e.ok("--db", dest, "keys", "list", "--json"))
+		found := false
+		for _, bk := range keys {
+			found = found || bk.ID == k.ID
+		}
+		if len(keys) != 3001 || !found {
+			t.Fatalf("backup %d holds %d keys (want 3001, with %s: %v)", i, len(keys), k.ID, found)
+		}
+		if r := e.run(k.Token+"\n", "--db", dest, "verify", "--scope", "coupons:read"); r.code != 0 {
+			t.Fatalf("the key does not verify against the backup: %s", r)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if verified.Load() == 0 {
+		t.Fatal("no verification ran during the backups")
+	}
+	// An existing FILE is still refused without --force, online too.
+	if r := e.run("", "backup", filepath.Join(e.dir, "online-0.db")); r.code != 2 || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("backup over an existing file: %s", r)
+	}
+	if r := e.ok("backup", "--force", filepath.Join(e.dir, "online-0.db")); !strings.Contains(r.stdout, "from the running keyward serve") {
+		t.Errorf("backup --force while serving: %s", r)
+	}
+
+	// SIGKILL leaves the socket; the next serve replaces it.
+	if err := srv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	srv.cmd.Wait()
+	if fi, err := os.Lstat(e.db + ".sock"); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("a killed serve should leave its socket: %v %v", fi, err)
+	}
+	// With no server, the stale socket does not fool backup: it is an
+	// offline backup again.
+	if r := e.ok("backup", filepath.Join(e.dir, "offline.db")); strings.Contains(r.stdout, "running keyward serve") {
+		t.Errorf("offline backup claimed a server: %s", r)
+	}
+	os.Remove(e.db + ".lock") // a killed serve leaves its lock file too
+	srv = e.startServeArgs("--ssh", "", "--flush-interval", "20ms")
+	if r := e.run("", "backup", filepath.Join(e.dir, "after-kill.db")); r.code != 0 {
+		t.Fatalf("backup after a restart over a stale socket: %s\n%s", r, srv.logs())
+	}
+	srv.stop()
+	if _, err := os.Lstat(e.db + ".sock"); !os.IsNotExist(err) {
+		t.Errorf("a clean stop should remove the socket: %v", err)
+	}
+}
+
+// TestBackupSocketPlanted: a file planted where serve's backup socket
+// goes is neither removed nor used: serve refuses to start, naming it.
+func TestBackupSocketPlanted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("keys", "list")
+	if err := os.WriteFile(e.db+".sock", []byte("planted"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := e.command(ctx, "serve", "--ssh", "", "--http", freeTCPAddr(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), e.db+".sock") || !strings.Contains(string(out), "not a socket") {
+		t.Fatalf("serve over a planted socket path: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(e.db + ".sock"); string(b) != "planted" {
+		t.Fatalf("the planted file was changed")
+	}
 }

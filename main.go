@@ -1498,7 +1498,10 @@ func (a *app) serveCmd() *cobra.Command {
 
 An empty address turns that side off. The SSH host key is generated once,
 by default beside the database. While serving, this process holds the
-database: other keyward commands on it report it as in use.
+database: other keyward commands on it report it as in use, with the
+"ssh -p PORT OPERATOR@HOST" to use instead (the bound port). keyward backup
+still works: serve hands it a consistent copy through the unix socket
+<db>.sock (0600; only processes of this user are served).
 Logs go to stderr.
 
 --procs sets how many threads run Go code at once (GOMAXPROCS). By default

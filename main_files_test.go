@@ -296,12 +296,14 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 	if fi, err := os.Lstat(e.db + ".sock"); err != nil || fi.Mode().Type() != os.ModeSocket {
 		t.Fatalf("a killed serve should leave its socket: %v %v", fi, err)
 	}
+	if _, err := os.Lstat(e.db + ".lock"); err != nil {
+		t.Fatalf("a killed serve should leave its lock file: %v", err)
+	}
 	// With no server, the stale socket does not fool backup: it is an
 	// offline backup again.
 	if r := e.ok("backup", filepath.Join(e.dir, "offline.db")); strings.Contains(r.stdout, "running keyward serve") {
 		t.Errorf("offline backup claimed a server: %s", r)
 	}
-	os.Remove(e.db + ".lock") // a killed serve leaves its lock file too
 	srv = e.startServeArgs("--ssh", "", "--flush-interval", "20ms")
 	if r := e.run("", "backup", filepath.Join(e.dir, "after-kill.db")); r.code != 0 {
 		t.Fatalf("backup after a restart over a stale socket: %s\n%s", r, srv.logs())

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -77,6 +78,8 @@ type app struct {
 	dbFromFlag bool
 	create     bool // --create: make --db's missing directory
 	actor      string
+	warnMu     sync.Mutex
+	warnHeld   *[]string // see holdWarnings
 	stdin      io.Reader
 	stdout     io.Writer
 	stderr     io.Writer
@@ -142,9 +145,7 @@ func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store,
 		// Only the default data directory is created on first run; a
 		// --db in a missing directory is most likely a typo.
 		NoCreateDir: a.dbFromFlag && !a.create,
-		Warn: func(msg string) {
-			fmt.Fprintln(a.stderr, "keyward: warning: "+model.Sanitize(msg))
-		},
+		Warn:        a.warn,
 	}
 	if tune != nil {
 		tune(&opts)
@@ -155,6 +156,36 @@ func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store,
 		return nil, fmt.Errorf("--db %s: %w; create it first, or pass --create to create it (0700)", a.dbPath, err)
 	}
 	return st, err
+}
+
+// warn prints a warning about files and modes on stderr, or, while a
+// TUI owns the terminal, keeps it for when it has quit.
+func (a *app) warn(msg string) {
+	line := "keyward: warning: " + model.Sanitize(msg)
+	a.warnMu.Lock()
+	defer a.warnMu.Unlock()
+	if a.warnHeld != nil {
+		*a.warnHeld = append(*a.warnHeld, line)
+		return
+	}
+	fmt.Fprintln(a.stderr, line)
+}
+
+// holdWarnings keeps warnings from reaching the terminal until the
+// returned function is called, which prints them.
+func (a *app) holdWarnings() (release func()) {
+	var held []string
+	a.warnMu.Lock()
+	a.warnHeld = &held
+	a.warnMu.Unlock()
+	return func() {
+		a.warnMu.Lock()
+		a.warnHeld = nil
+		a.warnMu.Unlock()
+		for _, line := range held {
+			fmt.Fprintln(a.stderr, line)
+		}
+	}
 }
 
 // withStore opens the database, runs fn and closes it, which flushes
@@ -198,6 +229,8 @@ func (a *app) runTUI(cmd *cobra.Command) error {
 	// unlocks) before keyward exits.
 	var st *store.Store
 	var openErr error
+	release := a.holdWarnings() // the TUI is about to own the terminal
+	defer release()
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)

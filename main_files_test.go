@@ -333,3 +333,60 @@ func TestBackupSocketPlanted(t *testing.T) {
 		t.Fatalf("the planted file was changed")
 	}
 }
+
+// TestTUIWarningsWaitForQuit: warnings about files and modes do not
+// scribble over the TUI (whose database opens in the background while the
+// first page is shown); they are printed once it has quit.
+func TestTUIWarningsWaitForQuit(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatalf("tmux is needed for this test: %v", err)
+	}
+	e := newEnv(t)
+	e.create("--name", "warned", "--scope", "coupons:read") // a key: the TUI peeks first
+	if err := os.Chmod(e.db, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := fmt.Sprintf("kw-files-%d-%d", os.Getpid(), time.Now().UnixNano())
+	tmux := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	args := []string{"new-session", "-d", "-s", "w", "-x", "120", "-y", "40"}
+	for _, kv := range e.environ() {
+		args = append(args, "-e", kv)
+	}
+	args = append(args, binPath+"; echo EXITED; sleep 30")
+	if out, err := tmux(args...); err != nil {
+		t.Fatalf("tmux new-session: %v\n%s", err, out)
+	}
+	defer tmux("kill-server")
+	wait := func(what string, cond func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s, _ := tmux("capture-pane", "-p", "-J", "-t", "w")
+			if cond(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; screen:\n%s", what, s)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wait("the loaded keys table", func(s string) bool { return strings.Contains(s, "warned") && !strings.Contains(s, "loading") })
+	time.Sleep(300 * time.Millisecond) // let anything stray reach the screen
+	if s, _ := tmux("capture-pane", "-p", "-J", "-t", "w"); strings.Contains(s, "warning") {
+		t.Fatalf("a warning reached the screen while the TUI runs:\n%s", s)
+	}
+	if out, err := tmux("send-keys", "-t", "w", "q"); err != nil {
+		t.Fatalf("tmux send-keys: %v %s", err, out)
+	}
+	s := wait("the TUI to quit", func(s string) bool { return strings.Contains(s, "EXITED") })
+	if !strings.Contains(s, "keyward: warning: database "+e.db+" has mode 0644") {
+		t.Fatalf("the warning was not printed after quitting:\n%s", s)
+	}
+}

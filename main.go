@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -73,10 +74,15 @@ func main() {
 // app holds the global flags and the process's streams.
 type app struct {
 	dbPath string
-	actor  string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
+	// dbFromFlag: the path came from --db (not $KEYWARD_DB or the default).
+	dbFromFlag bool
+	create     bool // --create: make --db's missing directory
+	actor      string
+	warnMu     sync.Mutex
+	warnHeld   *[]string // see holdWarnings
+	stdin      io.Reader
+	stdout     io.Writer
+	stderr     io.Writer
 }
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -136,11 +142,50 @@ func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store,
 	opts := store.Options{
 		DefaultCatalog: demoCatalog,
 		Lock:           store.LockInfo{Command: cmd.CommandPath()},
+		// Only the default data directory is created on first run; a
+		// --db in a missing directory is most likely a typo.
+		NoCreateDir: a.dbFromFlag && !a.create,
+		Warn:        a.warn,
 	}
 	if tune != nil {
 		tune(&opts)
 	}
-	return store.Open(a.dbPath, opts)
+	st, err := store.Open(a.dbPath, opts)
+	var nd *store.NoDirError
+	if errors.As(err, &nd) {
+		return nil, fmt.Errorf("--db %s: %w; create it first, or pass --create to create it (0700)", a.dbPath, err)
+	}
+	return st, err
+}
+
+// warn prints a warning about files and modes on stderr, or, while a
+// TUI owns the terminal, keeps it for when it has quit.
+func (a *app) warn(msg string) {
+	line := "keyward: warning: " + model.Sanitize(msg)
+	a.warnMu.Lock()
+	defer a.warnMu.Unlock()
+	if a.warnHeld != nil {
+		*a.warnHeld = append(*a.warnHeld, line)
+		return
+	}
+	fmt.Fprintln(a.stderr, line)
+}
+
+// holdWarnings keeps warnings from reaching the terminal until the
+// returned function is called, which prints them.
+func (a *app) holdWarnings() (release func()) {
+	var held []string
+	a.warnMu.Lock()
+	a.warnHeld = &held
+	a.warnMu.Unlock()
+	return func() {
+		a.warnMu.Lock()
+		a.warnHeld = nil
+		a.warnMu.Unlock()
+		for _, line := range held {
+			fmt.Fprintln(a.stderr, line)
+		}
+	}
 }
 
 // withStore opens the database, runs fn and closes it, which flushes
@@ -184,6 +229,8 @@ func (a *app) runTUI(cmd *cobra.Command) error {
 	// unlocks) before keyward exits.
 	var st *store.Store
 	var openErr error
+	release := a.holdWarnings() // the TUI is about to own the terminal
+	defer release()
 	opened := make(chan struct{})
 	go func() {
 		defer close(opened)
@@ -220,6 +267,14 @@ Run with no subcommand to open the TUI on the database.
 The database is --db, else $KEYWARD_DB, else ~/.local/share/keyward/keyward.db
 (or $XDG_DATA_HOME/keyward/keyward.db). A new database gets a demo catalog
 of scopes and resources, and the local OS user as its first ADMIN operator.
+The default directory (and one named by $KEYWARD_DB) is created 0700 on
+first use; a --db directory must exist unless --create is given.
+
+Files beside the database (<db>.lock, <db>.masterkey, <db>.sock, the SSH
+host key) are never opened through a symbolic link and must belong to you;
+the master key and host key must be readable by you only (chmod 600). A
+symbolic link as the database path is refused: pass the real path. A
+database or directory that other users can read is used, with a warning.
 
 Exit codes: 0 success, 1 failure (or a refused key for verify),
 2 usage error or invalid input (nothing was written).`,
@@ -231,6 +286,12 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		PersistentPreRunE: func(cmd *cobra.Command, args []string) error {
+			if f := cmd.Flags().Lookup("db"); f != nil && f.Changed {
+				if a.dbPath == "" {
+					return usageErrorf("--db needs a path; got an empty one")
+				}
+				a.dbFromFlag = true
+			}
 			return a.resolveGlobals()
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -245,6 +306,7 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 	})
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.dbPath, "db", "", "database file (default $KEYWARD_DB, else the OS data dir + keyward/keyward.db)")
+	pf.BoolVar(&a.create, "create", false, "create --db's directory (0700) if it does not exist")
 	pf.StringVar(&a.actor, "as", "", "operator every change is attributed to (default $KEYWARD_OPERATOR, else the local OS user)")
 
 	root.AddCommand(a.keysCmd(), a.verifyCmd(), a.secretCmd(), a.operatorsCmd(),
@@ -1542,11 +1604,19 @@ func (a *app) backupCmd() *cobra.Command {
 file in the same directory that is renamed into place. An existing FILE is
 kept unless --force is given.
 
+While keyward serve holds the database, the copy is taken from the server
+(an online backup): it streams a consistent snapshot through the unix socket
+<db>.sock, which serves only processes of the user it runs as, and this
+command writes it to FILE in the same way. Writes made meanwhile (SSH
+sessions, last-used times) are either wholly in the copy or not at all.
+Any other holder (a TUI, another command) makes backup fail as in-use.
+
 The copy holds token hashes only. The shared secret in it is encrypted with
 the master key (<db>.masterkey), which is not part of the backup: keep a copy
 of that file separately and safely if you need the secret back.`,
-		Example: `  keyward backup /var/backups/keyward-$(date +%F).db`,
-		Args:    exactArgs("FILE"),
+		Example: `  keyward backup /var/backups/keyward-$(date +%F).db
+  keyward --db /srv/keyward/keyward.db backup /srv/backups/kw.db   # also while serve runs`,
+		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := args[0]
 			if !force {
@@ -1554,12 +1624,12 @@ of that file separately and safely if you need the secret back.`,
 					return usageErrorf("%s already exists; pass --force to overwrite it", dest)
 				}
 			}
-			return a.withStore(cmd, nil, func(st *store.Store) error {
-				if abs, err := filepath.Abs(dest); err == nil {
-					if dbAbs, err := filepath.Abs(st.Path()); err == nil && abs == dbAbs {
-						return usageErrorf("refusing to back the database up onto itself")
-					}
+			for _, own := range []string{a.dbPath, store.MasterKeyPath(a.dbPath), a.dbPath + ".lock", store.BackupSocketPath(a.dbPath)} {
+				if sameFile(dest, own) {
+					return usageErrorf("refusing to write the backup over %s, which keyward uses", own)
 				}
+			}
+			err := a.withStore(cmd, nil, func(st *store.Store) error {
 				var n int64
 				err := writeFileAtomic(dest, force, 0o600, func(w io.Writer) error {
 					var err error
@@ -1573,10 +1643,50 @@ of that file separately and safely if you need the secret back.`,
 					st.Path(), dest, n, store.MasterKeyPath(st.Path()))
 				return nil
 			})
+			if errors.Is(err, store.ErrLocked) {
+				// A serve holds the database: ask it (see server/backup.go).
+				return a.onlineBackup(dest, force, err)
+			}
+			return err
 		},
 	}
 	c.Flags().BoolVar(&force, "force", false, "overwrite FILE if it exists")
 	return c
+}
+
+// onlineBackup takes the backup from the keyward serve that holds the
+// database, through its backup socket, with the same guarantees as an
+// offline one: a consistent snapshot, written to a temporary file, synced
+// and renamed into place, mode 0600. locked is the error that sent us
+// here: if no server answers, it is what the user needs to see.
+func (a *app) onlineBackup(dest string, force bool, locked error) error {
+	var n int64
+	err := writeFileAtomic(dest, force, 0o600, func(w io.Writer) error {
+		var err error
+		n, err = server.FetchBackup(a.dbPath, w)
+		return err
+	})
+	if errors.Is(err, server.ErrNoBackupServer) {
+		return fmt.Errorf("%w (an online backup needs keyward serve to hold the database; %v)", locked, err)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(a.stdout, "Backed up %s to %s (%d bytes) from the running keyward serve. The master key %s is not included.\n",
+		a.dbPath, dest, n, store.MasterKeyPath(a.dbPath))
+	return nil
+}
+
+// sameFile reports whether a and b name the same path, or the same file.
+func sameFile(a, b string) bool {
+	if aa, err := filepath.Abs(a); err == nil {
+		if bb, err := filepath.Abs(b); err == nil && aa == bb {
+			return true
+		}
+	}
+	fa, err1 := os.Stat(a)
+	fb, err2 := os.Stat(b)
+	return err1 == nil && err2 == nil && os.SameFile(fa, fb)
 }
 
 // writeFileAtomic writes through a temporary file in dest's directory and
@@ -1643,7 +1753,10 @@ func (a *app) serveCmd() *cobra.Command {
 
 An empty address turns that side off. The SSH host key is generated once,
 by default beside the database. While serving, this process holds the
-database: other keyward commands on it report it as in use.
+database: other keyward commands on it report it as in use, with the
+"ssh -p PORT OPERATOR@HOST" to use instead (the bound port). keyward backup
+still works: serve hands it a consistent copy through the unix socket
+<db>.sock (0600; only processes of this user are served).
 Logs go to stderr.
 
 --procs sets how many threads run Go code at once (GOMAXPROCS). By default
@@ -1687,7 +1800,8 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 				runtime.GOMAXPROCS(n)
 			}
 			tune := func(o *store.Options) {
-				o.Lock.SSHAddr = sshAddr
+				// The SSH address goes into the lock file once it is
+				// bound (server.Serve), with the real port.
 				o.FlushInterval = flush
 				o.Lean = true // see store/slots.go: the verify path's heap is pointer-free
 			}
@@ -1695,13 +1809,14 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 				defer stop()
 				return server.Serve(ctx, server.Config{
-					Store:       st,
-					SSHAddr:     sshAddr,
-					HTTPAddr:    httpAddr,
-					HostKeyPath: hostKey,
-					IdleTimeout: idle,
-					SSHLimits:   lim,
-					Log:         a.stderr, // the server logs where it listens
+					Store:        st,
+					BackupSocket: store.BackupSocketPath(st.Path()),
+					SSHAddr:      sshAddr,
+					HTTPAddr:     httpAddr,
+					HostKeyPath:  hostKey,
+					IdleTimeout:  idle,
+					SSHLimits:    lim,
+					Log:          a.stderr, // the server logs where it listens
 				})
 			})
 		},

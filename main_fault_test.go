@@ -529,10 +529,10 @@ func TestFaultFileModes(t *testing.T) {
 	}
 	run("backup", backup)
 	want(backup, 0o600)
-	// The database created inside a nested, new directory: every new
-	// directory is 0700.
+	// The database created inside a nested, new directory (--create):
+	// every new directory is 0700.
 	nested := filepath.Join(e.dir, "n1", "n2", "k.db")
-	run("--db", nested, "keys", "list")
+	run("--db", nested, "--create", "keys", "list")
 	want(filepath.Join(e.dir, "n1", "n2"), 0o700)
 	want(nested, 0o600)
 }

@@ -39,6 +39,9 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	dir := t.TempDir()
 	bin := keywardBinary(t) // built once per test process; a build failure fails the test
 	db := filepath.Join(dir, "data", "keyward.db")
+	if err := os.Mkdir(filepath.Dir(db), 0o700); err != nil { // --db wants its directory
+		t.Fatal(err)
+	}
 	run := func(stdin string, args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--db", db}, args...)...)

@@ -62,6 +62,9 @@ type kwInstall struct {
 func newInstall(t *testing.T) *kwInstall {
 	t.Helper()
 	dir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil { // --db wants its directory
+		t.Fatal(err)
+	}
 	return &kwInstall{t: t, bin: keywardBinary(t), dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
 }
 

@@ -48,7 +48,8 @@ func catalogJSON(t testing.TB) []byte {
 // storeOptions opens the store as keyward serve does (Lean: key records
 // are read from the file, and kept only while a TUI session watches).
 func storeOptions(t testing.TB, clock *testClock) store.Options {
-	return store.Options{Bootstrap: rootOp, DefaultCatalog: catalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true, Lean: true}
+	return store.Options{Bootstrap: rootOp, DefaultCatalog: catalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true, Lean: true,
+		Warn: func(string) {}} // t.TempDir's numbered directories are 0755
 }
 
 func newEnv(t *testing.T) *testEnv {

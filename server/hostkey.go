@@ -11,38 +11,45 @@ import (
 	"path/filepath"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/store"
 )
 
 // loadOrCreateHostKey returns the SSH host key at path, generating an
-// ed25519 key there the first time (file 0600, directory 0700). An
-// existing key that group or others may read is refused, as sshd does:
-// whoever reads it can impersonate the server.
-func loadOrCreateHostKey(path string) (gossh.Signer, bool, error) {
+// ed25519 key there the first time (file 0600, directory 0700). It is read
+// and written with the store's rules for files beside the database
+// (store.ReadSecretFile, store.CreateSecretFile): never through a symbolic
+// link, only a regular file owned by this user, and refused when group or
+// others may read it, as sshd does: whoever reads it can impersonate the
+// server. warn receives a warning about the directory's mode.
+func loadOrCreateHostKey(path string, warn func(string)) (gossh.Signer, bool, error) {
 	if path == "" {
 		return nil, false, errors.New("no SSH host key path configured")
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, false, fmt.Errorf("creating host key directory: %w", err)
 	}
+	if w := store.DirWarning(filepath.Dir(path)); w != "" && warn != nil {
+		warn("ssh host key: " + w)
+	}
 	created := false
-	data, err := os.ReadFile(path)
+	data, err := store.ReadSecretFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		data, err = writeNewHostKey(path)
-		created = err == nil
+		data, err = newHostKey()
+		if err == nil {
+			err = store.CreateSecretFile(path, data)
+			created = err == nil
+		}
 		if errors.Is(err, fs.ErrExist) { // another process won the race
-			data, err = os.ReadFile(path)
+			data, err = store.ReadSecretFile(path)
 			created = false
 		}
 	}
+	if errors.Is(err, store.ErrUnsafeFile) {
+		return nil, false, fmt.Errorf("SSH host key %w", err)
+	}
 	if err != nil {
 		return nil, false, fmt.Errorf("SSH host key %s: %w", path, err)
-	}
-	fi, err := os.Stat(path)
-	if err != nil {
-		return nil, false, fmt.Errorf("SSH host key %s: %w", path, err)
-	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, false, fmt.Errorf("SSH host key %s has mode %04o; it must be readable only by its owner (chmod 600 %s)", path, fi.Mode().Perm(), path)
 	}
 	signer, err := gossh.ParsePrivateKey(data)
 	if err != nil {
@@ -51,12 +58,8 @@ func loadOrCreateHostKey(path string) (gossh.Signer, bool, error) {
 	return signer, created, nil
 }
 
-// writeNewHostKey creates path with a fresh ed25519 key in OpenSSH format
-// and returns its bytes. The key is written to a temporary file that is
-// then hard-linked into place, so a concurrent reader never sees a half
-// written key and two racing starts agree on one key (fs.ErrExist for the
-// loser).
-func writeNewHostKey(path string) ([]byte, error) {
+// newHostKey returns a fresh ed25519 key in OpenSSH format.
+func newHostKey() ([]byte, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, err
@@ -65,30 +68,5 @@ func writeNewHostKey(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	data := pem.EncodeToMemory(block)
-	f, err := os.CreateTemp(filepath.Dir(path), ".hostkey-*") // mode 0600
-	if err != nil {
-		return nil, err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		return nil, err
-	}
-	if err := os.Link(tmp, path); err != nil {
-		return nil, err
-	}
-	return data, nil
+	return pem.EncodeToMemory(block), nil
 }

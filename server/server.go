@@ -38,6 +38,10 @@ type Config struct {
 	Log io.Writer
 	// Ready, if set, is called with the bound addresses once listening.
 	Ready func(sshAddr, httpAddr string)
+	// BackupSocket, if set, is the unix socket through which `keyward
+	// backup` takes a consistent copy while this server holds the database
+	// (store.BackupSocketPath; see backup.go). Empty: no online backup.
+	BackupSocket string
 	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
 	// SSH sessions to end once ctx is cancelled (0: 10s).
 	ShutdownTimeout time.Duration
@@ -97,7 +101,7 @@ func Serve(ctx context.Context, cfg Config) error {
 		if path == "" {
 			path = filepath.Join(filepath.Dir(cfg.Store.Path()), HostKeyFile)
 		}
-		signer, created, err := loadOrCreateHostKey(path)
+		signer, created, err := loadOrCreateHostKey(path, func(w string) { log.Printf("warning: %s", w) })
 		if err != nil {
 			return fmt.Errorf("server: %w", err)
 		}
@@ -121,12 +125,35 @@ func Serve(ctx context.Context, cfg Config) error {
 		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log}, log)
 	}
 
+	var bk *backupSide
+	switch {
+	case cfg.BackupSocket == "":
+	case !backupSupported:
+		log.Printf("online backup: not offered on this OS (no peer credentials); stop the server to back up")
+	case len(cfg.BackupSocket) > maxSocketPath:
+		log.Printf("warning: online backup: not offered: the socket path %s is longer than the %d bytes a unix socket allows; use a shorter --db path, or stop the server to back up", cfg.BackupSocket, maxSocketPath)
+	default:
+		if bk, err = listenBackup(cfg.BackupSocket, cfg.Store, log); err != nil {
+			closeAll()
+			return fmt.Errorf("server: backup socket: %w", err)
+		}
+		log.Printf("backup socket %s (keyward backup FILE works while serving)", cfg.BackupSocket)
+	}
+
 	var sshAddr, httpAddr string
 	errs := make(chan error, 2)
 	var wg sync.WaitGroup
+	if bk != nil {
+		go bk.serve()
+	}
 	if sshLn != nil {
 		sshAddr = sshLn.Addr().String()
 		log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))
+		// The lock file tells other keyward commands where to connect:
+		// the bound address, so --ssh HOST:0 advertises the real port.
+		if err := cfg.Store.AdvertiseSSH(sshAddr); err != nil {
+			log.Printf("warning: lock file: %s", err)
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); errs <- sshS.serve(sshLn) }()
 	}
@@ -161,7 +188,11 @@ func Serve(ctx context.Context, cfg Config) error {
 	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
 	defer cancel()
 	var shut sync.WaitGroup
-	var httpErr, sshErr error
+	var httpErr, sshErr, bkErr error
+	if bk != nil {
+		shut.Add(1)
+		go func() { defer shut.Done(); bkErr = bk.shutdown(sctx) }()
+	}
 	if httpS != nil {
 		shut.Add(1)
 		go func() {
@@ -186,6 +217,9 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	if sshErr != nil {
 		log.Printf("ssh shutdown: %s", sshErr)
+	}
+	if bkErr != nil {
+		log.Printf("backup shutdown: %s", bkErr)
 	}
 	log.Printf("stopped")
 	return serveErr

@@ -452,7 +452,7 @@ func TestHostKeyRace(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			s, _, err := loadOrCreateHostKey(path)
+			s, _, err := loadOrCreateHostKey(path, nil)
 			if err != nil {
 				t.Error(err)
 				return
@@ -589,5 +589,55 @@ func TestSSHIdleTimeout(t *testing.T) {
 	}
 	if !strings.Contains(v.errText(), "idle") {
 		t.Errorf("stderr %q lacks the idle message", v.errText())
+	}
+}
+
+// TestHostKeyPlantedSymlink (issue 11.6): a host key path that is a
+// symbolic link is refused, even to a 0600 key this user owns (someone
+// who planted it would know the key the server then presents); the link's
+// target is neither used nor written, and a dangling link is not created
+// through.
+func TestHostKeyPlantedSymlink(t *testing.T) {
+	dir := t.TempDir()
+	known, err := newHostKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "planted_key")
+	if err := os.WriteFile(target, known, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, HostKeyFile)
+	if err := os.Symlink(target, path); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadOrCreateHostKey(path, nil); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+		t.Fatalf("symlinked host key: %v", err)
+	}
+	if b, _ := os.ReadFile(target); !bytes.Equal(b, known) {
+		t.Fatal("the link's target was changed")
+	}
+	ghost := filepath.Join(dir, "ghost")
+	dangling := filepath.Join(dir, "dangling")
+	if err := os.Symlink(ghost, dangling); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadOrCreateHostKey(dangling, nil); err == nil {
+		t.Fatal("a dangling host key link was accepted")
+	}
+	if _, err := os.Lstat(ghost); err == nil {
+		t.Fatal("a key was written through a dangling link")
+	}
+	// A private directory gives no warning; a 0755 one does.
+	var warned []string
+	priv := filepath.Join(dir, "priv", HostKeyFile)
+	if _, _, err := loadOrCreateHostKey(priv, func(w string) { warned = append(warned, w) }); err != nil || len(warned) != 0 {
+		t.Fatalf("new key in a private dir: %v %v", err, warned)
+	}
+	if err := os.Chmod(filepath.Dir(priv), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadOrCreateHostKey(priv, func(w string) { warned = append(warned, w) }); err != nil || len(warned) != 1 || !strings.Contains(warned[0], "0755") {
+		t.Fatalf("key in a 0755 dir: %v %v", err, warned)
 	}
 }

@@ -93,7 +93,7 @@ func TestLockedInProcessMessage(t *testing.T) {
 		t.Fatalf("second open: %v after %v", err, time.Since(start))
 	}
 	le := &store.LockedError{Path: "/x/k.db", Holder: &store.LockInfo{PID: 42, Command: "keyward serve", SSHAddr: "0.0.0.0:2222"}}
-	if msg := le.Error(); !strings.Contains(msg, "pid 42") || !strings.Contains(msg, "ssh -p 2222 localhost") {
+	if msg := le.Error(); !strings.Contains(msg, "pid 42") || !strings.Contains(msg, "ssh -p 2222 OPERATOR@localhost") {
 		t.Fatalf("message %q", msg)
 	}
 }

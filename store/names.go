@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -198,7 +197,10 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = time.Second
 	}
-	fi, err := os.Stat(path)
+	fi, err := lstatDB(path)
+	if errors.Is(err, ErrUnsafeFile) {
+		return PeekResult{}, err
+	}
 	if errors.Is(err, fs.ErrNotExist) {
 		return PeekResult{}, fmt.Errorf("no keyward database at %s: %w", path, fs.ErrNotExist)
 	}
@@ -212,7 +214,7 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 		// bbolt would try to initialise it: leave that to Open.
 		return PeekResult{}, fmt.Errorf("%s: %w (the file is empty)", path, ErrNoIndex)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.Timeout})
+	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.Timeout, OpenFile: dbOpenFile})
 	if err != nil {
 		return PeekResult{}, openError(path, err)
 	}

@@ -54,25 +54,23 @@ var secretAAD = []byte("keyward shared secret v1")
 
 func (s *Store) masterKey(create bool) ([]byte, error) {
 	p := MasterKeyPath(s.path)
-	data, err := os.ReadFile(p)
+	data, err := ReadSecretFile(p)
 	if errors.Is(err, os.ErrNotExist) && create {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {
 			return nil, err
 		}
-		f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-		if err != nil {
+		err := CreateSecretFile(p, []byte(hex.EncodeToString(key)+"\n"))
+		if err == nil {
+			return key, nil
+		}
+		if !errors.Is(err, os.ErrExist) {
 			return nil, fmt.Errorf("creating master key file %s: %w", p, err)
 		}
-		if _, err := f.WriteString(hex.EncodeToString(key) + "\n"); err != nil {
-			f.Close()
-			return nil, fmt.Errorf("writing master key file %s: %w", p, err)
-		}
-		if err := f.Sync(); err != nil {
-			f.Close()
-			return nil, err
-		}
-		return key, f.Close()
+		data, err = ReadSecretFile(p) // created meanwhile: use that one
+	}
+	if errors.Is(err, ErrUnsafeFile) {
+		return nil, fmt.Errorf("master key: %w", err)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("master key file %s is missing or unreadable (%v); the shared secret cannot be decrypted: rotate it to start over", p, err)

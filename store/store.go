@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -106,10 +107,8 @@ func (e *LockedError) Error() string {
 	msg := fmt.Sprintf("database %s is in use by another keyward process", e.Path)
 	if h := e.Holder; h != nil {
 		msg = fmt.Sprintf("database %s is in use by another keyward process (pid %d, %q)", e.Path, h.PID, h.Command)
-		if h.SSHAddr != "" {
-			host, port := splitHostPort(h.SSHAddr)
-			msg += fmt.Sprintf("; connect to it with: ssh -p %s %s, or stop that server", port, host)
-			return msg
+		if hint := sshHint(h.SSHAddr); hint != "" {
+			return msg + "; connect to it with: " + hint + ", or stop that server"
 		}
 	}
 	return msg + "; wait for it to finish or stop it"
@@ -117,16 +116,23 @@ func (e *LockedError) Error() string {
 
 func (e *LockedError) Unwrap() error { return ErrLocked }
 
-func splitHostPort(addr string) (string, string) {
-	i := strings.LastIndex(addr, ":")
-	if i < 0 {
-		return addr, "22"
+// sshHint turns the SSH address a server advertises in its lock file into
+// the command that reaches it: "ssh -p PORT OPERATOR@HOST", with the port
+// the listener is bound to and OPERATOR standing for the operator's name
+// (the login name must be one). A wildcard address is reached on
+// localhost. "" if addr is not HOST:PORT with a port above 0.
+func sshHint(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return ""
 	}
-	host := addr[:i]
-	if host == "" || host == "0.0.0.0" || host == "::" || host == "[::]" {
+	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
+		return ""
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		host = "localhost"
 	}
-	return host, addr[i+1:]
+	return fmt.Sprintf("ssh -p %s OPERATOR@%s", port, host)
 }
 
 // Options tune Open. The zero value is usable.
@@ -155,6 +161,13 @@ type Options struct {
 	// snapshots only while a subscriber (a TUI session) is watching.
 	// Otherwise every key's snapshot is kept from the load on.
 	Lean bool
+	// NoCreateDir refuses a path whose directory does not exist, rather
+	// than creating it (0700): a mistyped --db must not become a new,
+	// empty database somewhere else.
+	NoCreateDir bool
+	// Warn receives warnings about files and modes (a database or its
+	// directory that other users may read). Nil prints them to stderr.
+	Warn func(string)
 	// NoSync skips fsync on commit. Only for benchmarks and seeding
 	// throwaway databases.
 	NoSync bool
@@ -276,10 +289,30 @@ func Open(path string, opts Options) (*Store, error) {
 	if opts.TokenPrefix == "" {
 		opts.TokenPrefix = model.DefaultPrefix
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	if opts.Lock.Started.IsZero() {
+		opts.Lock.Started = time.Now().UTC()
+	}
+	if path == "" {
+		return nil, errors.New("no database path given")
+	}
+	if opts.Warn == nil {
+		opts.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "keyward: warning: "+model.Sanitize(msg)) }
+	}
+	dir := filepath.Dir(path)
+	if opts.NoCreateDir {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, &NoDirError{Dir: dir}
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating database directory: %w", err)
 	}
-	fi, statErr := os.Stat(path)
+	fi, statErr := lstatDB(path)
+	if statErr != nil && !errors.Is(statErr, fs.ErrNotExist) {
+		if errors.Is(statErr, ErrUnsafeFile) {
+			return nil, statErr
+		}
+		return nil, fmt.Errorf("opening database %s: %w", path, statErr)
+	}
 	if statErr == nil {
 		if err := checkFile(path, fi); err != nil {
 			return nil, err
@@ -293,7 +326,7 @@ func Open(path string, opts Options) (*Store, error) {
 	// No InitialMmapSize: it would save a bulk import's remaps, but bbolt
 	// then grows the file in 16 MiB steps, so every tiny DB is 16 MiB.
 	bopts := &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, NoFreelistSync: true,
-		FreelistType: bolt.FreelistMapType}
+		FreelistType: bolt.FreelistMapType, OpenFile: dbOpenFile}
 	db, err := bolt.Open(path, 0o600, bopts)
 	readOnly := false
 	if err != nil && statErr == nil && fi.Size() > 0 && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
@@ -310,6 +343,30 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
+	if !readOnly {
+		// The lock file is written before the (possibly long) load, so a
+		// planted file beside the database is refused at once.
+		// Only a refusal is fatal: a lock file that cannot be written
+		// for lack of space costs nothing but the holder's name in
+		// another process's message (reads must work on a full disk).
+		if err := writeLockInfo(path, opts.Lock); errors.Is(err, ErrUnsafeFile) {
+			db.Close()
+			return nil, fmt.Errorf("lock file: %w", err)
+		}
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if w := dbFileWarning(path, fi); w != "" {
+			opts.Warn(w)
+		}
+	}
+	if w := DirWarning(dir); w != "" {
+		opts.Warn(w)
+	}
+	if _, err := ReadSecretFile(MasterKeyPath(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Verification never needs it; revealing or rotating the shared
+		// secret refuses it (see masterKey). Say so now, not then.
+		opts.Warn(fmt.Sprintf("master key: %v; revealing or rotating the shared secret is refused until this is fixed", err))
+	}
 	s := &Store{
 		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
 		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
@@ -319,22 +376,24 @@ func Open(path string, opts Options) (*Store, error) {
 	if !opts.Lean {
 		s.slots.snaps = [][]*model.Key{}
 	}
-	if err := s.init(); err != nil {
+	fail := func(err error) (*Store, error) {
+		if !readOnly {
+			_ = os.Remove(lockPath(path))
+		}
 		db.Close()
 		return nil, err
 	}
+	if err := s.init(); err != nil {
+		return fail(err)
+	}
 	if err := s.load(); err != nil {
-		db.Close()
-		return nil, err
+		return fail(err)
 	}
 	if opts.Lean {
 		// The load decoded every key and kept none of it: hand that
 		// memory back now (a few ms: the lean heap is cheap to collect)
 		// rather than carry it as RSS until the scavenger gets to it.
 		debug.FreeOSMemory()
-	}
-	if !readOnly { // a reader shares the file: the lock file is the writer's
-		writeLockInfo(path, opts.Lock)
 	}
 	go s.flushLoop()
 	return s, nil
@@ -369,20 +428,45 @@ func openError(path string, err error) error {
 	return fmt.Errorf("opening database %s: %w", path, err)
 }
 
+// NoDirError is returned by Open with Options.NoCreateDir when the
+// database's directory does not exist.
+type NoDirError struct{ Dir string }
+
+func (e *NoDirError) Error() string {
+	return fmt.Sprintf("directory %s does not exist", e.Dir)
+}
+
+func (e *NoDirError) Unwrap() error { return fs.ErrNotExist }
+
 func lockPath(dbPath string) string { return dbPath + ".lock" }
 
-func writeLockInfo(path string, li LockInfo) {
+// writeLockInfo writes the lock file beside the database (see files.go:
+// never through a symbolic link, only a file of ours).
+func writeLockInfo(path string, li LockInfo) error {
 	li.PID = os.Getpid()
 	if li.Command == "" {
 		li.Command = "keyward"
 	}
-	li.Started = time.Now().UTC()
+	if li.Started.IsZero() {
+		li.Started = time.Now().UTC()
+	}
 	b, _ := json.Marshal(li)
-	_ = os.WriteFile(lockPath(path), b, 0o600)
+	return writeInPlace(lockPath(path), b)
+}
+
+// AdvertiseSSH rewrites the lock file with the address the SSH listener
+// is bound to (the real port, also with --ssh HOST:0), so that another
+// keyward refused by the lock can say where to connect.
+func (s *Store) AdvertiseSSH(addr string) error {
+	if s.readOnly {
+		return nil
+	}
+	s.opts.Lock.SSHAddr = addr
+	return writeLockInfo(s.path, s.opts.Lock)
 }
 
 func readLockInfo(path string) *LockInfo {
-	b, err := os.ReadFile(lockPath(path))
+	b, err := readSideFile(lockPath(path))
 	if err != nil {
 		return nil
 	}

@@ -1,0 +1,392 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// Files beside the database, the database path and the lock message,
+// through the built binary.
+
+// TestDBPathRules (issue 12.13): --db "" is a usage error; a --db in a
+// missing directory is refused and creates nothing, unless --create is
+// given (then the directory is 0700). The default location is still
+// created on first run.
+func TestDBPathRules(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	r := e.run("", "--db", "", "keys", "list")
+	if r.code != 2 || !strings.Contains(r.stderr, "--db needs a path") {
+		t.Errorf("--db \"\": %s", r)
+	}
+	typo := filepath.Join(e.dir, "tpyo", "keyward.db")
+	r = e.run("", "--db", typo, "keys", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, filepath.Dir(typo)+" does not exist") || !strings.Contains(r.stderr, "--create") {
+		t.Errorf("--db in a missing directory: %s", r)
+	}
+	if _, err := os.Stat(filepath.Dir(typo)); !os.IsNotExist(err) {
+		t.Fatalf("the missing directory was created: %v", err)
+	}
+	e.ok("--db", typo, "--create", "keys", "list")
+	if fi, err := os.Stat(filepath.Dir(typo)); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("--create made %v %v, want a 0700 directory", fi, err)
+	}
+	e.ok("--db", typo, "keys", "list") // it exists now
+
+	// The default: no --db, no $KEYWARD_DB, a fresh HOME.
+	home := t.TempDir()
+	cmd := exec.Command(binPath, "keys", "list")
+	cmd.Env = append(filterEnv(e.environ(), "KEYWARD_DB", "HOME"), "HOME="+home)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("keys list with the default database on a fresh HOME: %v\n%s", err, out)
+	}
+	if _, err := os.Stat(filepath.Join(home, ".local", "share", "keyward", "keyward.db")); err != nil {
+		t.Errorf("default database not created: %v", err)
+	}
+}
+
+func filterEnv(env []string, drop ...string) []string {
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		keep := true
+		for _, d := range drop {
+			keep = keep && name != d
+		}
+		if keep {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+// TestPlantedLockSymlinkCLI (issue 11.6): `ln -s victim keyward.db.lock;
+// keyward keys list` fails with a clear error and leaves the victim as it
+// was; so does a symlinked --db.
+func TestPlantedLockSymlinkCLI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("keys", "list")
+	victim := filepath.Join(e.dir, "victim")
+	const content = "someone else's file\n"
+	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, e.db+".lock"); err != nil {
+		t.Fatal(err)
+	}
+	r := e.run("", "keys", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, e.db+".lock") || !strings.Contains(r.stderr, "symbolic link") {
+		t.Errorf("keys list with a planted lock symlink: %s", r)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != content {
+		t.Fatalf("the victim was overwritten: %q", b)
+	}
+	os.Remove(e.db + ".lock")
+
+	link := filepath.Join(e.dir, "link.db")
+	if err := os.Symlink(e.db, link); err != nil {
+		t.Fatal(err)
+	}
+	r = e.run("", "--db", link, "keys", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, "symbolic link") || !strings.Contains(r.stderr, "--db "+e.db) {
+		t.Errorf("keys list through a symlinked --db: %s", r)
+	}
+}
+
+// TestLooseModeWarningsCLI (issue 11.8): a database and data directory
+// others can read are used with a warning on stderr; a master key others
+// can read is refused when the secret is shown.
+func TestLooseModeWarningsCLI(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("secret", "show")
+	if r := e.ok("keys", "list"); r.stderr != "" {
+		t.Fatalf("private files gave output on stderr: %s", r)
+	}
+	dir := filepath.Dir(e.db)
+	mk := e.db + ".masterkey"
+	for p, m := range map[string]os.FileMode{dir: 0o755, e.db: 0o644, mk: 0o644} {
+		if err := os.Chmod(p, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := e.ok("keys", "list")
+	for _, want := range []string{
+		"keyward: warning: directory " + dir + " has mode 0755",
+		"keyward: warning: database " + e.db + " has mode 0644",
+		"keyward: warning: master key: " + mk,
+	} {
+		if !strings.Contains(r.stderr, want) {
+			t.Errorf("stderr lacks %q: %s", want, r)
+		}
+	}
+	r = e.run("", "secret", "show")
+	if r.code != 1 || !strings.Contains(r.stderr, "chmod 600 "+mk) || strings.Contains(r.stdout, "kws_") {
+		t.Errorf("secret show with a 0644 master key: %s", r)
+	}
+}
+
+// TestLockMessageRealPort (issue 12.8): with serve --ssh 127.0.0.1:0, a
+// refused command names the port the server is bound to and a login
+// name: "ssh -p PORT OPERATOR@127.0.0.1", never "ssh -p 0".
+func TestLockMessageRealPort(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("keys", "list")
+	srv := e.startServeArgs("--ssh", "127.0.0.1:0")
+	m := regexp.MustCompile(`ssh listening on 127\.0\.0\.1:(\d+)`).FindStringSubmatch(srv.logs())
+	if m == nil {
+		t.Fatalf("no SSH address in the log: %s", srv.logs())
+	}
+	r := e.run("", "keys", "list")
+	want := "ssh -p " + m[1] + " OPERATOR@127.0.0.1"
+	if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "-p 0 ") {
+		t.Errorf("lock message lacks %q: %s", want, r)
+	}
+	srv.stop()
+}
+
+// startServeArgs starts serve with an HTTP listener plus args, and waits
+// until /healthz answers and the log shows every listener.
+func (e *env) startServeArgs(args ...string) *serveProc {
+	e.t.Helper()
+	addr := freeTCPAddr(e.t)
+	s := &serveProc{e: e, httpAddr: addr, logPath: filepath.Join(e.dir, "serve.log")}
+	logFile, err := os.Create(s.logPath)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer logFile.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	e.t.Cleanup(cancel)
+	s.cmd = e.command(ctx, append([]string{"serve", "--http", addr}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
+	if err := s.cmd.Start(); err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		resp, err := http.Get("http://" + addr + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			return s
+		}
+		if time.Now().After(deadline) {
+			e.t.Fatalf("serve never answered /healthz: %s", s.logs())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// freeTCPAddr returns a 127.0.0.1 address that was free a moment ago.
+func freeTCPAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// TestOnlineBackupWhileServing (issue 11.7): with a real `keyward serve`
+// holding the database and HTTP verifications writing last-used times
+// meanwhile, `keyward backup FILE` succeeds; the copy is 0600, opens with
+// `keyward --db FILE keys list` and holds every key. A serve killed with
+// SIGKILL leaves its socket behind, and that stale socket does not stop
+// the next serve (nor its online backup).
+func TestOnlineBackupWhileServing(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("dev", "seed", "--keys", "3000")
+	k := e.create("--name", "online-backup", "--scope", "coupons:read")
+	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
+	srv := e.startServeArgs("--ssh", "", "--flush-interval", "20ms")
+	if !strings.Contains(srv.logs(), "backup socket "+e.db+".sock") {
+		t.Fatalf("serve did not announce its backup socket: %s", srv.logs())
+	}
+
+	// Writers: verifications, whose last-used times are flushed every 20 ms.
+	stop := make(chan struct{})
+	var verified atomic.Int64
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf(`{"key": %q, "scope": "coupons:read"}`, k.Token)
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("POST", "http://"+srv.httpAddr+"/v1/keys/verify", strings.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+secret)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				verified.Add(1)
+			}
+		}()
+	}
+	for i := range 2 {
+		dest := filepath.Join(e.dir, fmt.Sprintf("online-%d.db", i))
+		before := verified.Load()
+		r := e.run("", "backup", dest)
+		if r.code != 0 || !strings.Contains(r.stdout, "from the running keyward serve") {
+			t.Fatalf("backup while serving: %s\nserve log:\n%s", r, srv.logs())
+		}
+		if verified.Load() == before {
+			t.Logf("round %d: no verification overlapped the backup", i)
+		}
+		if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Fatalf("backup file: %v %v, want mode 0600", fi, err)
+		}
+		if tmps, _ := filepath.Glob(filepath.Join(e.dir, ".online-*")); len(tmps) != 0 {
+			t.Fatalf("temporary files left behind: %v", tmps)
+		}
+		keys := decode[[]cliKey](t, e.ok("--db", dest, "keys", "list", "--json"))
+		found := false
+		for _, bk := range keys {
+			found = found || bk.ID == k.ID
+		}
+		if len(keys) != 3001 || !found {
+			t.Fatalf("backup %d holds %d keys (want 3001, with %s: %v)", i, len(keys), k.ID, found)
+		}
+		if r := e.run(k.Token+"\n", "--db", dest, "verify", "--scope", "coupons:read"); r.code != 0 {
+			t.Fatalf("the key does not verify against the backup: %s", r)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if verified.Load() == 0 {
+		t.Fatal("no verification ran during the backups")
+	}
+	// An existing FILE is still refused without --force, online too.
+	if r := e.run("", "backup", filepath.Join(e.dir, "online-0.db")); r.code != 2 || !strings.Contains(r.stderr, "--force") {
+		t.Errorf("backup over an existing file: %s", r)
+	}
+	if r := e.ok("backup", "--force", filepath.Join(e.dir, "online-0.db")); !strings.Contains(r.stdout, "from the running keyward serve") {
+		t.Errorf("backup --force while serving: %s", r)
+	}
+
+	// SIGKILL leaves the socket; the next serve replaces it.
+	if err := srv.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	srv.cmd.Wait()
+	if fi, err := os.Lstat(e.db + ".sock"); err != nil || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("a killed serve should leave its socket: %v %v", fi, err)
+	}
+	if _, err := os.Lstat(e.db + ".lock"); err != nil {
+		t.Fatalf("a killed serve should leave its lock file: %v", err)
+	}
+	// With no server, the stale socket does not fool backup: it is an
+	// offline backup again.
+	if r := e.ok("backup", filepath.Join(e.dir, "offline.db")); strings.Contains(r.stdout, "running keyward serve") {
+		t.Errorf("offline backup claimed a server: %s", r)
+	}
+	srv = e.startServeArgs("--ssh", "", "--flush-interval", "20ms")
+	if r := e.run("", "backup", filepath.Join(e.dir, "after-kill.db")); r.code != 0 {
+		t.Fatalf("backup after a restart over a stale socket: %s\n%s", r, srv.logs())
+	}
+	srv.stop()
+	if _, err := os.Lstat(e.db + ".sock"); !os.IsNotExist(err) {
+		t.Errorf("a clean stop should remove the socket: %v", err)
+	}
+}
+
+// TestBackupSocketPlanted: a file planted where serve's backup socket
+// goes is neither removed nor used: serve refuses to start, naming it.
+func TestBackupSocketPlanted(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	e.ok("keys", "list")
+	if err := os.WriteFile(e.db+".sock", []byte("planted"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := e.command(ctx, "serve", "--ssh", "", "--http", freeTCPAddr(t)).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), e.db+".sock") || !strings.Contains(string(out), "not a socket") {
+		t.Fatalf("serve over a planted socket path: %v\n%s", err, out)
+	}
+	if b, _ := os.ReadFile(e.db + ".sock"); string(b) != "planted" {
+		t.Fatalf("the planted file was changed")
+	}
+}
+
+// TestTUIWarningsWaitForQuit: warnings about files and modes do not
+// scribble over the TUI (whose database opens in the background while the
+// first page is shown); they are printed once it has quit.
+func TestTUIWarningsWaitForQuit(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("tmux"); err != nil {
+		t.Fatalf("tmux is needed for this test: %v", err)
+	}
+	e := newEnv(t)
+	e.create("--name", "warned", "--scope", "coupons:read") // a key: the TUI peeks first
+	if err := os.Chmod(e.db, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := fmt.Sprintf("kw-files-%d-%d", os.Getpid(), time.Now().UnixNano())
+	tmux := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
+		return string(out), err
+	}
+	args := []string{"new-session", "-d", "-s", "w", "-x", "120", "-y", "40"}
+	for _, kv := range e.environ() {
+		args = append(args, "-e", kv)
+	}
+	args = append(args, binPath+"; echo EXITED; sleep 30")
+	if out, err := tmux(args...); err != nil {
+		t.Fatalf("tmux new-session: %v\n%s", err, out)
+	}
+	defer tmux("kill-server")
+	wait := func(what string, cond func(string) bool) string {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for {
+			s, _ := tmux("capture-pane", "-p", "-J", "-t", "w")
+			if cond(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; screen:\n%s", what, s)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	wait("the loaded keys table", func(s string) bool { return strings.Contains(s, "warned") && !strings.Contains(s, "loading") })
+	time.Sleep(300 * time.Millisecond) // let anything stray reach the screen
+	if s, _ := tmux("capture-pane", "-p", "-J", "-t", "w"); strings.Contains(s, "warning") {
+		t.Fatalf("a warning reached the screen while the TUI runs:\n%s", s)
+	}
+	if out, err := tmux("send-keys", "-t", "w", "q"); err != nil {
+		t.Fatalf("tmux send-keys: %v %s", err, out)
+	}
+	s := wait("the TUI to quit", func(s string) bool { return strings.Contains(s, "EXITED") })
+	if !strings.Contains(s, "keyward: warning: database "+e.db+" has mode 0644") {
+		t.Fatalf("the warning was not printed after quitting:\n%s", s)
+	}
+}

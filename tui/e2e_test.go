@@ -118,7 +118,7 @@ func TestE2ETmux(t *testing.T) {
 	send("Enter")
 	waitFor("Stored it?")
 	send("y")
-	waitFor("1 keys")
+	waitFor(" 1 key ")
 	if strings.Contains(screen(), token) {
 		t.Fatal("the token is still on screen after leaving the reveal")
 	}

@@ -60,6 +60,9 @@ type Options struct {
 	Open       func() (*store.Store, error)
 	First      []*model.Key
 	FirstTotal int
+	// FirstOperators are the operators Peek read with First, so the
+	// first page's statuses are true (model.StatusOf) before Open is done.
+	FirstOperators []model.Operator
 }
 
 // Model is the root model New returns. Call Close after the program ends
@@ -91,10 +94,10 @@ func newRoot(opts Options) *root {
 	m := &root{c: c, help: help.New()}
 	if opts.Store == nil && opts.Open != nil {
 		m.open = opts.Open
-		m.stack = []screen{newPeekTable(c, opts.First, opts.FirstTotal)}
+		m.stack = []screen{newPeekTable(c, opts.First, opts.FirstOperators, opts.FirstTotal)}
 		return m
 	}
-	m.stack = []screen{newKeysTable(c, nil)}
+	m.stack = []screen{newKeysTable(c, nil, nil)}
 	m.attach(opts.Store)
 	return m
 }

@@ -111,7 +111,7 @@ func TestE2ETmux(t *testing.T) {
 		t.Fatalf("no token on the reveal screen:\n%s", s)
 	}
 	send("c")
-	waitFor("Copied with")
+	waitFor("Sent by OSC 52")
 	if buf := strings.TrimSpace(tmux("show-buffer")); buf != token {
 		t.Fatalf("tmux buffer = %q, want the token %q", buf, token)
 	}

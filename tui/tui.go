@@ -23,7 +23,8 @@ type Clipboard interface {
 	// error message fit to show the user (never atotto's raw error).
 	Copy(text string) error
 	// Clear empties the clipboard if it still holds text, where that can
-	// be known; OSC 52 clears unconditionally.
+	// be known; OSC 52 overwrites it with a blank unconditionally (and
+	// cannot confirm it).
 	Clear(text string) error
 	// Name says how copying works ("system clipboard", "OSC 52").
 	Name() string

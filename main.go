@@ -1521,12 +1521,14 @@ func (a *app) devCmd() *cobra.Command {
 		Short: "Fill the database with N realistic keys",
 		Long: `Fill the database with N realistic keys for demos and benchmarks: varied
 names and descriptions, all three roles, scopes and resources from the
-catalog, creation dates up to three years back, expiries (some never, some
-already past, some within the 14-day expiring window, most months to two
-years away), last use (some never, some more than 90 days ago, most
-recent) and some keys disabled. Their tokens are not printed or kept, so
-seeded keys never verify. The batch is audited as one event, not one per
-key. --seed makes the run repeatable.`,
+catalog, creation dates up to three years back but never before the seeding
+operator's account (verify refuses a key older than its creator as
+CREATOR_DISABLED, so on a new database every key is recent), expiries (some
+never, some already past, some within the 14-day expiring window, most months
+to two years away), last use (some never, some more than 90 days ago when the
+keys are old enough, most recent) and some keys disabled. Their tokens are not
+printed or kept, so seeded keys never verify. The batch is audited as one
+event, not one per key. --seed makes the run repeatable.`,
 		Example: `  KEYWARD_DB=/tmp/demo.db keyward dev seed --keys 100000
   keyward --db /tmp/demo.db dev seed --keys 500 --seed 7`,
 		Args: a.noArgs,

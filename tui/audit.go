@@ -240,7 +240,7 @@ func (e *auditEvent) Update(msg tea.Msg) (screen, tea.Cmd) {
 	return e, nil
 }
 
-func (e *auditEvent) View() string { return e.vp.View() }
+func (e *auditEvent) View() string { return viewWithMore(e.c.styles, e.vp) }
 
 func (e *auditEvent) content() string {
 	s, ev := e.c.styles, e.ev

@@ -173,7 +173,7 @@ func containsID(ids []string, id string) bool {
 	return false
 }
 
-func (d *detail) View() string { return d.vp.View() }
+func (d *detail) View() string { return viewWithMore(d.c.styles, d.vp) }
 
 // refresh re-renders the content into the viewport.
 func (d *detail) refresh() {

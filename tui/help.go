@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -50,7 +51,20 @@ func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	return h, nil
 }
 
-func (h *helpScreen) View() string { return h.vp.View() }
+func (h *helpScreen) View() string { return viewWithMore(h.c.styles, h.vp) }
+
+// viewWithMore renders a scrolling page; when more lies below the last
+// line, that line says so (at 80x24 the help used to end mid-list with no
+// sign that it scrolls).
+func viewWithMore(s *styles, vp viewport.Model) string {
+	v := vp.View()
+	if vp.AtBottom() || vp.TotalLineCount() <= vp.Height {
+		return v
+	}
+	lines := strings.Split(v, "\n")
+	lines[len(lines)-1] = s.Dim.Render(fit(fmt.Sprintf("  ↓ more below (↓/j, pgdn) · %d%%", int(vp.ScrollPercent()*100)), vp.Width))
+	return strings.Join(lines, "\n")
+}
 
 func (h *helpScreen) content() string {
 	s := h.c.styles

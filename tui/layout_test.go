@@ -163,3 +163,10 @@ func TestKeysTableFollowsOperator(t *testing.T) {
 	}
 	requireGolden(t, view)
 }
+
+// At 80x24 the help does not fit: its last line says that more follows
+// (it used to end mid-list with no sign that it scrolls).
+func TestLayoutHelpScrolls(t *testing.T) {
+	st, _ := layoutStore(t)
+	runScreen(t, newTestOptions(st, "alice"), 80, 24, []step{{wait: "3 keys"}, {keys: []string{"?"}, wait: "more below"}})
+}

@@ -95,11 +95,11 @@ func TestLayoutOperatorsAndDetail(t *testing.T) {
 			}
 			// bob-cron is the first row sorted by Created by ▼.
 			runScreen(t, newTestOptions(st, "alice"), size.w, size.h, []step{{wait: "3 keys"}, {keys: []string{"C", "C", "g"}, wait: "Created by ▼"},
-				{keys: []string{"enter"}, wait: "longer exists"}})
+				{keys: []string{"enter"}, wait: "key.create"}}) // once the history has loaded
 		})
 		t.Run(size.name+"/DetailScopes", func(t *testing.T) {
 			st, _ := layoutStore(t)
-			runScreen(t, newTestOptions(st, "alice"), size.w, size.h, []step{{wait: "3 keys"}, {keys: []string{"enter"}, wait: "exports:read"}})
+			runScreen(t, newTestOptions(st, "alice"), size.w, size.h, []step{{wait: "3 keys"}, {keys: []string{"enter"}, wait: "key.create"}}) // once the history has loaded
 		})
 	}
 }
@@ -112,7 +112,7 @@ func TestLayoutAuditEventWhole(t *testing.T) {
 			st, _ := layoutStore(t)
 			// The third newest event: creating billing-sync, whose
 			// detail (name, role, scopes, expiry) the list cuts.
-			runScreen(t, newTestOptions(st, "alice"), size.w, size.h, []step{{wait: "3 keys"}, {keys: []string{"a"}, wait: "newest first"},
+			runScreen(t, newTestOptions(st, "alice"), size.w, size.h, []step{{wait: "3 keys"}, {keys: []string{"a"}, wait: "operator.add"}, // loaded
 				{keys: []string{"j", "j", "enter"}, wait: "Sequence"}})
 		})
 	}

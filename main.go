@@ -237,7 +237,7 @@ func (a *app) runTUI(cmd *cobra.Command) error {
 		st, openErr = a.open(cmd, nil)
 	}()
 	err = tui.Run(tui.Options{
-		Actor: a.actor, First: first.Keys, FirstTotal: first.Total,
+		Actor: a.actor, First: first.Keys, FirstTotal: first.Total, FirstOperators: first.Operators,
 		Open: func() (*store.Store, error) {
 			<-opened
 			return st, openErr
@@ -391,8 +391,10 @@ func (a *app) keysListCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "list",
 		Short: "List every key",
-		Long: `List every key, oldest first. The STATUS column combines the stored status
-with the clock: ACTIVE, EXPIRING (within 14 days), EXPIRED or DISABLED.`,
+		Long: `List every key, oldest first. The STATUS column says what verify answers
+for the key (before any question of scope): ACTIVE, EXPIRING (within 14 days,
+still verifies), EXPIRED, DISABLED, or CREATOR_DISABLED (the key is active but
+the operator who created it is disabled or deleted, so verify refuses it).`,
 		Example: `  keyward keys list
   keyward keys list --json | jq -r '.[] | select(.last_used_at == null) | .id'`,
 		Args: a.noArgs,
@@ -406,10 +408,15 @@ with the clock: ACTIVE, EXPIRING (within 14 days), EXPIRED or DISABLED.`,
 					return keys[i].Name < keys[j].Name // a seeded batch shares one time
 				})
 				now := st.Now()
+				ops := map[string]*model.Operator{}
+				for _, op := range st.Operators() {
+					ops[op.Name] = &op
+				}
+				status := func(k *model.Key) model.DisplayStatus { return model.StatusOf(k, ops[k.CreatedBy], now) }
 				if asJSON {
 					out := make([]keyJSON, len(keys))
 					for i, k := range keys {
-						out[i] = toKeyJSON(k, now)
+						out[i] = toKeyJSON(k, status(k))
 					}
 					return writeJSON(a.stdout, out)
 				}
@@ -420,7 +427,7 @@ with the clock: ACTIVE, EXPIRING (within 14 days), EXPIRED or DISABLED.`,
 				tw := newTable(a.stdout)
 				fmt.Fprintln(tw, "ID\tNAME\tROLE\tSTATUS\tEXPIRES\tLAST USED\tCREATED BY")
 				for _, k := range keys {
-					row(tw, k.ID, k.Name, string(k.Role), string(k.Display(now)),
+					row(tw, k.ID, k.Name, string(k.Role), string(status(k)),
 						fmtDate(k.ExpiresAt, "never"), fmtTime(k.LastUsedAt, "Never"), k.CreatedBy)
 				}
 				return tw.Flush()
@@ -565,7 +572,7 @@ The expiry defaults to 365 days from now.`,
 				}
 				a.warnNever(k.ExpiresAt)
 				if asJSON {
-					return writeJSON(a.stdout, keyWithToken{toKeyJSON(k, now), token})
+					return writeJSON(a.stdout, keyWithToken{toKeyJSON(k, statusOf(st, k, now)), token})
 				}
 				fmt.Fprintf(a.stdout, "Created key %s (%s), role %s, expires %s.\n",
 					k.ID, model.Sanitize(k.Name), k.Role, fmtTime(k.ExpiresAt, "never"))
@@ -599,6 +606,9 @@ func (a *app) keysShowCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "show ID|NAME",
 		Short: "Show one key",
+		Long: `Show every field of one key. Status says what verify answers for the key
+(before any question of scope), as in keys list: ACTIVE, EXPIRING, EXPIRED,
+DISABLED or CREATOR_DISABLED (its creator is disabled or deleted).`,
 		Example: `  keyward keys show key_abcdefghijkl
   keyward keys show key_abcdefghijkl --json`,
 		Args: exactArgs("ID|NAME"),
@@ -608,7 +618,7 @@ func (a *app) keysShowCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				return a.printKey(k, st.Now(), asJSON)
+				return a.printKey(k, statusOf(st, k, st.Now()), st.Now(), asJSON)
 			})
 		},
 	}
@@ -616,9 +626,10 @@ func (a *app) keysShowCmd() *cobra.Command {
 	return c
 }
 
-func (a *app) printKey(k *model.Key, now time.Time, asJSON bool) error {
+// printKey prints k; status is its displayed status (statusOf).
+func (a *app) printKey(k *model.Key, status model.DisplayStatus, now time.Time, asJSON bool) error {
 	if asJSON {
-		return writeJSON(a.stdout, toKeyJSON(k, now))
+		return writeJSON(a.stdout, toKeyJSON(k, status))
 	}
 	scopes := strings.Join(k.Scopes, ", ")
 	if k.Role == model.RoleAdmin {
@@ -639,7 +650,7 @@ func (a *app) printKey(k *model.Key, now time.Time, asJSON bool) error {
 	row(tw, "Role", string(k.Role))
 	row(tw, "Scopes", scopes)
 	row(tw, "Resources", resources)
-	row(tw, "Status", string(k.Display(now)))
+	row(tw, "Status", string(status))
 	row(tw, "Created", fmtTime(&k.CreatedAt, "")+" by "+k.CreatedBy)
 	row(tw, "Expires", fmtTime(k.ExpiresAt, "never"))
 	row(tw, "Last used", lastUsed)
@@ -738,10 +749,10 @@ future.`,
 					a.warnNever(k.ExpiresAt)
 				}
 				if asJSON {
-					return writeJSON(a.stdout, toKeyJSON(k, now))
+					return writeJSON(a.stdout, toKeyJSON(k, statusOf(st, k, now)))
 				}
 				fmt.Fprintf(a.stdout, "Updated key %s.\n\n", k.ID)
-				return a.printKey(k, now, false)
+				return a.printKey(k, statusOf(st, k, now), now, false)
 			})
 		},
 	}
@@ -777,7 +788,7 @@ func (a *app) keysSetActiveCmd(active bool) *cobra.Command {
 					k, msg = cur, "Key %s (%s) was already %s.\n"
 				}
 				if asJSON {
-					return writeJSON(a.stdout, toKeyJSON(k, st.Now()))
+					return writeJSON(a.stdout, toKeyJSON(k, statusOf(st, k, st.Now())))
 				}
 				fmt.Fprintf(a.stdout, msg, k.ID, model.Sanitize(k.Name), past)
 				return nil
@@ -819,7 +830,7 @@ can be moved over; with the default 0 it stops at once. --grace takes
 					return err
 				}
 				if asJSON {
-					return writeJSON(a.stdout, keyWithToken{toKeyJSON(k, st.Now()), token})
+					return writeJSON(a.stdout, keyWithToken{toKeyJSON(k, statusOf(st, k, st.Now())), token})
 				}
 				fmt.Fprintf(a.stdout, "Regenerated key %s (%s).\n", k.ID, model.Sanitize(k.Name))
 				if k.GraceUntil != nil {
@@ -1322,7 +1333,7 @@ them, so it does not accept them.`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "Added operator %s (%s) with %d SSH key(s).\n", op.Name, op.Role, len(op.PublicKeys))
+				fmt.Fprintf(a.stdout, "Added operator %s (%s) with %s.\n", op.Name, op.Role, model.Count(len(op.PublicKeys), "SSH key", ""))
 				return nil
 			})
 		},
@@ -1529,7 +1540,7 @@ field given twice in one object, duplicate scopes or resources.`,
 				if err := st.ImportCatalog(a.actor, cat); err != nil {
 					return err
 				}
-				fmt.Fprintf(a.stdout, "Imported the catalog: %d scopes, %d resources.\n", len(cat.Scopes), len(cat.Resources))
+				fmt.Fprintf(a.stdout, "Imported the catalog: %s, %s.\n", model.Count(len(cat.Scopes), "scope", ""), model.Count(len(cat.Resources), "resource", ""))
 				return nil
 			})
 		},
@@ -1899,12 +1910,14 @@ func (a *app) devCmd() *cobra.Command {
 		Short: "Fill the database with N realistic keys",
 		Long: `Fill the database with N realistic keys for demos and benchmarks: varied
 names and descriptions, all three roles, scopes and resources from the
-catalog, creation dates up to three years back, expiries (some never, some
-already past, some within the 14-day expiring window, most months to two
-years away), last use (some never, some more than 90 days ago, most
-recent) and some keys disabled. Their tokens are not printed or kept, so
-seeded keys never verify. The batch is audited as one event, not one per
-key. --seed makes the run repeatable.`,
+catalog, creation dates up to three years back but never before the seeding
+operator's account (verify refuses a key older than its creator as
+CREATOR_DISABLED, so on a new database every key is recent), expiries (some
+never, some already past, some within the 14-day expiring window, most months
+to two years away), last use (some never, some more than 90 days ago when the
+keys are old enough, most recent) and some keys disabled. Their tokens are not
+printed or kept, so seeded keys never verify. The batch is audited as one
+event, not one per key. --seed makes the run repeatable.`,
 		Example: `  KEYWARD_DB=/tmp/demo.db keyward dev seed --keys 100000
   keyward --db /tmp/demo.db dev seed --keys 500 --seed 7`,
 		Args: a.noArgs,
@@ -1958,6 +1971,14 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 		}
 		return from.Add(time.Duration(rng.Int64N(int64(to.Sub(from)))))
 	}
+	oldest := now.Add(-3 * 365 * day)
+	if op, err := st.Operator(a.actor); err == nil && op.CreatedAt.After(oldest) {
+		oldest = op.CreatedAt.UTC()
+	}
+	latest := now.Add(-time.Hour)
+	if !latest.After(oldest) {
+		latest = now
+	}
 	batch := make([]store.SeedKey, 0, min(n, seedBatch))
 	for i := range n {
 		team := seedTeams[rng.IntN(len(seedTeams))]
@@ -1968,11 +1989,14 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 		if d := seedDescs[rng.IntN(len(seedDescs))]; d != "" {
 			spec.Description = fmt.Sprintf(d, team)
 		}
-		created := between(now.Add(-3*365*day), now.Add(-time.Hour))
+		// Not before the seeding operator's account: verify refuses a
+		// key older than its creator (CREATOR_DISABLED), and so does
+		// SeedKeys. On a new database the keys are therefore all recent.
+		created := between(oldest, latest)
 		switch r := rng.IntN(100); {
 		case r < 10: // never expires
 		case r < 18: // expired already
-			exp := between(created.Add(time.Hour), now)
+			exp := between(created.Add(min(time.Hour, now.Sub(created)/2)), now)
 			spec.ExpiresAt = &exp
 		case r < 23: // within the 14-day expiring window
 			exp := between(now.Add(time.Hour), now.Add(model.ExpiringWindow))
@@ -2043,8 +2067,8 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 	if fi, err := os.Stat(st.Path()); err == nil {
 		size = fmt.Sprintf("%.1f MiB", float64(fi.Size())/(1<<20))
 	}
-	fmt.Fprintf(a.stdout, "Seeded %d keys in %s (%.0f keys/s); the database now holds %d keys in %s.\n",
-		n, took.Round(time.Millisecond), float64(n)/took.Seconds(), st.KeyCount(), size)
+	fmt.Fprintf(a.stdout, "Seeded %s in %s (%.0f keys/s); the database now holds %s in %s.\n",
+		model.Count(n, "key", ""), took.Round(time.Millisecond), float64(n)/took.Seconds(), model.Count(st.KeyCount(), "key", ""), size)
 	return nil
 }
 
@@ -2052,7 +2076,10 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 // Output helpers
 
 // keyJSON is a key as the CLI prints it: model.Key's snake_case fields,
-// lists as [] rather than null, plus the status the table shows.
+// lists as [] rather than null, plus the status the table shows:
+// "status" stays the stored active/disabled (what enable and disable
+// set), "display_status" is what verify answers for the key
+// (model.StatusOf), CREATOR_DISABLED included.
 type keyJSON struct {
 	model.Key
 	DisplayStatus model.DisplayStatus `json:"display_status"`
@@ -2063,7 +2090,17 @@ type keyWithToken struct {
 	Token string `json:"token"`
 }
 
-func toKeyJSON(k *model.Key, now time.Time) keyJSON {
+// statusOf is k's displayed status at now: model.StatusOf with its
+// creator's account.
+func statusOf(st *store.Store, k *model.Key, now time.Time) model.DisplayStatus {
+	var creator *model.Operator
+	if op, err := st.Operator(k.CreatedBy); err == nil {
+		creator = &op
+	}
+	return model.StatusOf(k, creator, now)
+}
+
+func toKeyJSON(k *model.Key, status model.DisplayStatus) keyJSON {
 	c := k.Clone()
 	if c.Scopes == nil {
 		c.Scopes = []string{}
@@ -2071,7 +2108,7 @@ func toKeyJSON(k *model.Key, now time.Time) keyJSON {
 	if c.Resources == nil {
 		c.Resources = []string{}
 	}
-	return keyJSON{Key: *c, DisplayStatus: c.Display(now)}
+	return keyJSON{Key: *c, DisplayStatus: status}
 }
 
 func writeJSON(w io.Writer, v any) error {

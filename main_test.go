@@ -893,7 +893,14 @@ func TestDevSeed(t *testing.T) {
 	if len(roles) != 3 || disabled == 0 || disabled == len(keys) {
 		t.Errorf("seed is not varied: roles %v, %d disabled", roles, disabled)
 	}
-	if len(shown) != 4 || never == 0 || neverUsed == 0 || stale == 0 || neverUsed+stale == len(keys) {
+	// The operator who seeds a new database was made just now, and a key
+	// older than its creator's account is refused by verify
+	// (CREATOR_DISABLED): so no key is older than the account, and none
+	// can be unused for 90 days yet.
+	if shown[model.ShowCreatorDisabled] != 0 {
+		t.Errorf("seeded keys that verify would refuse as CREATOR_DISABLED: %v", shown)
+	}
+	if len(shown) != 4 || never == 0 || neverUsed == 0 || neverUsed+stale == len(keys) {
 		t.Errorf("seed is not varied: statuses %v, %d never expire, %d never used, %d unused 90 days", shown, never, neverUsed, stale)
 	}
 	if r := e.run("", "dev", "seed"); r.code != 2 {
@@ -1029,5 +1036,59 @@ func TestOperatorKeysCLI(t *testing.T) {
 	}
 	if r := e.ok("operators", "keys", "--help"); !strings.Contains(r.stdout, `keyward operators keys add "$USER"`) {
 		t.Errorf("operators keys --help lacks the bootstrap line:\n%s", r.stdout)
+	}
+}
+
+// keys list and keys show (text and JSON) say what verify answers: a key
+// whose creator is disabled or deleted is CREATOR_DISABLED there too, not
+// ACTIVE (issue 12.3). "status" stays the stored value.
+func TestCLIKeyStatusFollowsCreator(t *testing.T) {
+	e := newEnv(t)
+	e.ok("operators", "add", "bob", "--role", "admin")
+	e.ok("operators", "add", "carol", "--role", "admin")
+	bobs := e.create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
+	carols := e.create("--as", "carol", "--name", "carols-key", "--scope", "coupons:read")
+	mine := e.create("--name", "mine", "--scope", "coupons:read")
+	e.ok("operators", "disable", "bob")
+	e.ok("operators", "delete", "carol", "--yes")
+
+	type shown struct {
+		ID            string `json:"id"`
+		Status        string `json:"status"`
+		DisplayStatus string `json:"display_status"`
+	}
+	want := map[string]string{bobs.ID: "CREATOR_DISABLED", carols.ID: "CREATOR_DISABLED", mine.ID: "ACTIVE"}
+	for _, k := range []cliKey{bobs, carols, mine} {
+		code := model.Code(want[k.ID])
+		if want[k.ID] == "ACTIVE" {
+			code = model.CodeValid
+		}
+		expectCode(t, e.verify(k.Token, "--scope", "coupons:read"), code)
+
+		s := decode[shown](t, e.ok("keys", "show", k.ID, "--json"))
+		if s.DisplayStatus != want[k.ID] || s.Status != "active" {
+			t.Errorf("keys show %s --json: status %q display_status %q, want active / %s", k.Name, s.Status, s.DisplayStatus, want[k.ID])
+		}
+		out := e.ok("keys", "show", k.ID).stdout
+		if !regexp.MustCompile(`(?m)^Status\s+` + want[k.ID] + `$`).MatchString(out) {
+			t.Errorf("keys show %s: want Status %s in\n%s", k.Name, want[k.ID], out)
+		}
+	}
+	for _, s := range decode[[]shown](t, e.ok("keys", "list", "--json")) {
+		if s.DisplayStatus != want[s.ID] {
+			t.Errorf("keys list --json: %s display_status %q, want %s", s.ID, s.DisplayStatus, want[s.ID])
+		}
+	}
+	list := e.ok("keys", "list").stdout
+	for _, k := range []cliKey{bobs, carols, mine} {
+		if !regexp.MustCompile(`(?m)^` + k.ID + `\s+` + k.Name + `\s+\S+\s+` + want[k.ID] + `\s`).MatchString(list) {
+			t.Errorf("keys list: want %s %s in\n%s", k.Name, want[k.ID], list)
+		}
+	}
+	// Enabling the creator again makes the key verify, and show so.
+	e.ok("operators", "enable", "bob")
+	expectCode(t, e.verify(bobs.Token, "--scope", "coupons:read"), model.CodeValid)
+	if s := decode[shown](t, e.ok("keys", "show", bobs.ID, "--json")); s.DisplayStatus != "ACTIVE" {
+		t.Errorf("after enabling bob: display_status %q, want ACTIVE", s.DisplayStatus)
 	}
 }

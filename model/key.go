@@ -39,15 +39,21 @@ const (
 	StatusDisabled Status = "disabled"
 )
 
-// DisplayStatus is what the table shows: the stored status combined with
-// the expiry clock.
+// DisplayStatus is what the screens and the CLI show for a key: what a
+// verification answers for it now (before any question of scope), from
+// the stored status, the expiry clock and its creator's account. See
+// StatusOf.
 type DisplayStatus string
 
 const (
 	ShowActive   DisplayStatus = "ACTIVE"
 	ShowDisabled DisplayStatus = "DISABLED"
 	ShowExpired  DisplayStatus = "EXPIRED"
-	ShowExpiring DisplayStatus = "EXPIRING"
+	ShowExpiring DisplayStatus = "EXPIRING" // still verifies; expires within ExpiringWindow
+	// ShowCreatorDisabled: the key is active and in date, but the operator
+	// who created it is disabled or deleted, so verification refuses it
+	// with CREATOR_DISABLED.
+	ShowCreatorDisabled DisplayStatus = "CREATOR_DISABLED"
 )
 
 // ExpiringWindow is how close to expiry a key counts as "expiring soon".
@@ -87,18 +93,34 @@ func (k *Key) Expired(now time.Time) bool {
 	return k.ExpiresAt != nil && !now.Before(*k.ExpiresAt)
 }
 
-// Display returns the status column value at now.
-func (k *Key) Display(now time.Time) DisplayStatus {
-	switch {
-	case !k.Active():
+// StatusOf is the one derivation of a key's displayed status: what
+// verification answers for k at now, with creator the operator named by
+// k.CreatedBy (nil when there is none). The table, the detail page, the
+// status-bar counts, sorting, filtering and the CLI all use it, so no
+// screen shows ACTIVE for a key that verify refuses. It follows the
+// decision table's own order (keyRefusal, shared with DecideFacts).
+func StatusOf(k *Key, creator *Operator, now time.Time) DisplayStatus {
+	expires := int64(NeverExpires)
+	if k.ExpiresAt != nil {
+		expires = k.ExpiresAt.UnixNano()
+	}
+	switch keyRefusal(k.Active(), expires, CreatorActive(creator, k.CreatedAt.UnixNano()), now.UnixNano()) {
+	case CodeDisabled:
 		return ShowDisabled
-	case k.Expired(now):
+	case CodeExpired:
 		return ShowExpired
-	case k.ExpiresAt != nil && k.ExpiresAt.Sub(now) <= ExpiringWindow:
+	case CodeCreatorDisabled:
+		return ShowCreatorDisabled
+	}
+	if k.ExpiresAt != nil && k.ExpiresAt.Sub(now) <= ExpiringWindow {
 		return ShowExpiring
 	}
 	return ShowActive
 }
+
+// Verifies reports whether a key with this status passes verification
+// (scope and resource aside).
+func (s DisplayStatus) Verifies() bool { return s == ShowActive || s == ShowExpiring }
 
 // AllResources reports whether the key applies to every resource.
 func (k *Key) AllResources() bool { return k.Role == RoleAdmin || len(k.Resources) == 0 }

@@ -74,6 +74,32 @@ func Decide(in VerifyInput) VerifyResult {
 	return res
 }
 
+// keyRefusal is the head of the decision table, the part that depends on
+// the key alone (not on the scope or resource asked for): DISABLED,
+// EXPIRED or CREATOR_DISABLED in that order, or "" when the key itself
+// verifies. DecideFacts and StatusOf both use it, so what the screens
+// show and what verify answers cannot drift apart.
+func keyRefusal(active bool, expires int64, creatorActive bool, now int64) Code {
+	switch {
+	case !active:
+		return CodeDisabled
+	case now >= expires:
+		return CodeExpired
+	case !creatorActive:
+		return CodeCreatorDisabled
+	}
+	return ""
+}
+
+// CreatorActive reports whether creator, the operator named by a key's
+// CreatedBy (nil when no such operator exists), still vouches for a key
+// created at keyCreated (Unix ns): the account exists, is not disabled,
+// and is not a later account re-added under the same name (keys the old
+// one created stay refused).
+func CreatorActive(creator *Operator, keyCreated int64) bool {
+	return creator != nil && !creator.Disabled && creator.CreatedAt.UnixNano() <= keyCreated
+}
+
 // NeverExpires is KeyFacts.Expires of a key without expiry.
 const NeverExpires = math.MaxInt64
 
@@ -106,13 +132,13 @@ func FactsOf(k *Key) KeyFacts {
 // now is in Unix nanoseconds. The result's ExpiresAt is left to the caller.
 func DecideFacts(f *KeyFacts, creatorActive bool, scope, resource string, now int64) VerifyResult {
 	res := VerifyResult{KeyID: f.ID, Role: f.Role}
-	switch {
-	case !f.Active:
-		res.Code, res.Reason = CodeDisabled, "the key is disabled"
-	case now >= f.Expires:
-		res.Code, res.Reason = CodeExpired, "the key expired on "+time.Unix(0, f.Expires).UTC().Format(time.RFC3339)
-	case !creatorActive:
-		res.Code, res.Reason = CodeCreatorDisabled, "the operator who created the key is disabled or deleted"
+	switch res.Code = keyRefusal(f.Active, f.Expires, creatorActive, now); {
+	case res.Code == CodeDisabled:
+		res.Reason = "the key is disabled"
+	case res.Code == CodeExpired:
+		res.Reason = "the key expired on " + time.Unix(0, f.Expires).UTC().Format(time.RFC3339)
+	case res.Code == CodeCreatorDisabled:
+		res.Reason = "the operator who created the key is disabled or deleted"
 	case f.Role == RoleAdmin:
 		res.Code = CodeValid
 	case scope != "" && !slices.Contains(f.Scopes, scope):

@@ -115,8 +115,9 @@ func TestKeyDisplay(t *testing.T) {
 		{Key{Status: StatusActive, ExpiresAt: &past}, ShowExpired},
 		{Key{Status: StatusDisabled, ExpiresAt: &past}, ShowDisabled},
 	}
+	creator := &Operator{Name: "alice"} // created at the zero time: before every key
 	for i, c := range cases {
-		if got := c.k.Display(now); got != c.want {
+		if got := StatusOf(&c.k, creator, now); got != c.want {
 			t.Errorf("%d: Display = %s, want %s", i, got, c.want)
 		}
 	}

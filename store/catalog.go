@@ -117,7 +117,7 @@ func catalogDiff(a, b model.Catalog) string {
 	for _, x := range b.Resources {
 		br = append(br, id(x))
 	}
-	parts := []string{fmt.Sprintf("%d scopes, %d resources", len(bs), len(br))}
+	parts := []string{model.Count(len(bs), "scope", "") + ", " + model.Count(len(br), "resource", "")}
 	if d := listDiff("scopes", as, bs); d != "" {
 		parts = append(parts, d)
 	}

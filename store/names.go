@@ -2,6 +2,7 @@ package store
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -177,6 +178,9 @@ func deleteName(tx *bolt.Tx, name, id string) error {
 type PeekResult struct {
 	Keys  []*model.Key
 	Total int
+	// Operators are every operator: a key's displayed status depends on
+	// its creator's account (model.StatusOf).
+	Operators []model.Operator
 }
 
 // Peek reads the first n keys in name order (the order of foldName, which
@@ -265,7 +269,14 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 			}
 			res.Keys = append(res.Keys, key)
 		}
-		return nil
+		return tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
+			var op model.Operator
+			if err := json.Unmarshal(v, &op); err != nil {
+				return fmt.Errorf("%s: operator %q: %w", path, model.Sanitize(string(k)), err)
+			}
+			res.Operators = append(res.Operators, op)
+			return nil
+		})
 	})
 	if err != nil {
 		return PeekResult{}, err

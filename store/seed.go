@@ -43,6 +43,14 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		return 0, nil
 	}
 	now := s.now().UTC()
+	// A key made before its creator's account would be refused by
+	// verify as CREATOR_DISABLED (model.CreatorActive), and shown so.
+	s.mu.RLock()
+	var since time.Time
+	if op := s.ops[actor]; op != nil {
+		since = op.CreatedAt
+	}
+	s.mu.RUnlock()
 	specs := make([]model.KeySpec, len(keys))
 	seen := make(map[string]int, len(keys))
 	for i, sk := range keys {
@@ -57,6 +65,10 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		}
 		if j, dup := seen[foldName(spec.Name)]; dup {
 			return 0, fmt.Errorf("key %d: name %q repeats key %d", i+1, spec.Name, j+1)
+		}
+		if !sk.CreatedAt.IsZero() && sk.CreatedAt.Before(since) {
+			return 0, fmt.Errorf("key %d (%q): created %s, before operator %q's account (%s): verify would refuse it as CREATOR_DISABLED",
+				i+1, model.Sanitize(spec.Name), sk.CreatedAt.UTC().Format(time.RFC3339), actor, since.UTC().Format(time.RFC3339))
 		}
 		if sk.LastUsedAt != nil && sk.LastUsedAt.UnixNano() <= 0 {
 			return 0, fmt.Errorf("key %d: last used time %s is not after 1970", i+1, sk.LastUsedAt)
@@ -116,7 +128,7 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 			s.scheduleSeeded(t, nk)
 		}
 		t.changes = []Change{{Kind: Resync}}
-		return t.audit(model.ActKeyCreate, "", fmt.Sprintf("dev seed: %d keys of development data (one event for the batch, not one per key)", len(recs)))
+		return t.audit(model.ActKeyCreate, "", "dev seed: "+model.Count(len(recs), "key", "")+" of development data (one event for the batch, not one per key)")
 	})
 	if err != nil {
 		return 0, err

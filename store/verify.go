@@ -42,10 +42,9 @@ func (s *Store) Verify(token, scope, resource, source string) model.VerifyResult
 	// Only the entry's first line and its (shared, cached) grant are read
 	// (see facts.go).
 	f, g := s.facts(i)
-	op := s.ops[g.creator]
 	// An operator deleted and later re-added under the same name is a
 	// different account: keys the old one created stay refused.
-	creatorActive := op != nil && !op.Disabled && op.CreatedAt.UnixNano() <= s.slots.at(i).created
+	creatorActive := model.CreatorActive(s.ops[g.creator], s.slots.at(i).created)
 	if previous {
 		if until, ok := s.graces[f.ID]; !ok || !now.Before(until) {
 			s.mu.RUnlock()

@@ -6,7 +6,9 @@ import (
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/textinput"
+	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
@@ -23,7 +25,8 @@ type auditScreen struct {
 	view      []model.AuditEvent
 	err       error
 	loaded    bool
-	offset    int
+	offset    int // first row shown
+	cursor    int // the selected row: enter opens it whole
 	filter    textinput.Model
 	filtering bool
 }
@@ -60,7 +63,8 @@ func (a *auditScreen) Help() []key.Binding {
 	if a.filtering {
 		return []key.Binding{km.ApplyFilter, km.ClearFilter}
 	}
-	return []key.Binding{km.Up, km.Down, km.PageDown, km.Filter, km.Back, km.Help}
+	km.Detail.SetEnabled(len(a.view) > 0)
+	return []key.Binding{km.Detail, km.Up, km.Down, km.PageDown, km.Filter, km.Back, km.Help}
 }
 
 func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
@@ -102,18 +106,22 @@ func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		case key.Matches(msg, km.Filter):
 			a.filtering = true
 			return a, a.filter.Focus()
+		case key.Matches(msg, km.Detail):
+			if a.cursor < len(a.view) {
+				return a, push(newAuditEvent(a.c, a.view[a.cursor]))
+			}
 		case key.Matches(msg, km.Up):
-			a.offset--
+			a.cursor--
 		case key.Matches(msg, km.Down):
-			a.offset++
+			a.cursor++
 		case key.Matches(msg, km.PageUp):
-			a.offset -= page
+			a.cursor -= page
 		case key.Matches(msg, km.PageDown):
-			a.offset += page
+			a.cursor += page
 		case key.Matches(msg, km.Top):
-			a.offset = 0
+			a.cursor = 0
 		case key.Matches(msg, km.Bottom):
-			a.offset = len(a.view)
+			a.cursor = len(a.view)
 		}
 		a.clamp()
 	default:
@@ -144,6 +152,13 @@ func (a *auditScreen) apply() {
 func (a *auditScreen) rows() int { return max(a.c.height-3, 1) }
 
 func (a *auditScreen) clamp() {
+	a.cursor = max(min(a.cursor, len(a.view)-1), 0)
+	if a.cursor < a.offset {
+		a.offset = a.cursor
+	}
+	if a.cursor >= a.offset+a.rows() {
+		a.offset = a.cursor - a.rows() + 1
+	}
 	a.offset = max(min(a.offset, len(a.view)-a.rows()), 0)
 }
 
@@ -155,7 +170,7 @@ func (a *auditScreen) View() string {
 	} else if q := a.filter.Value(); q != "" {
 		b.WriteString(s.Dim.Render(clipText(fmt.Sprintf("filter %q · %d of %d · / edits · esc clears", clean(q), len(a.view), len(a.all)), w)))
 	} else {
-		b.WriteString(s.Dim.Render(clipText(fmt.Sprintf("%d events, newest first · / filters", len(a.all)), w)))
+		b.WriteString(s.Dim.Render(clipText(model.Count(len(a.all), "event", "")+", newest first · / filters", w)))
 	}
 	b.WriteByte('\n')
 	b.WriteString(s.ColHeader.Render(fit("Time (UTC)        Actor       Action           Target            Detail", w)) + "\n")
@@ -172,10 +187,86 @@ func (a *auditScreen) View() string {
 		ev := a.view[i]
 		line := ev.Time.UTC().Format("2006-01-02 15:04") + "  " + fit(clean(ev.Actor), 11) + " " +
 			fit(clean(ev.Action), 16) + " " + fit(clean(ev.Target), 17) + " " + clean(ev.Detail)
-		b.WriteString(clipText(line, w) + "\n")
+		if i == a.cursor {
+			b.WriteString(s.Selected.Render(fit(line, w)) + "\n")
+		} else {
+			b.WriteString(clipText(line, w) + "\n")
+		}
 	}
 	if len(a.view) > a.rows() {
 		b.WriteString(s.Dim.Render(fmt.Sprintf("%d–%d of %d", a.offset+1, end, len(a.view))))
 	}
 	return b.String()
+}
+
+// auditEvent shows one audit event whole: the list cuts long details to
+// the line, this wraps every field to the width and scrolls.
+type auditEvent struct {
+	c  *common
+	ev model.AuditEvent
+	vp viewport.Model
+}
+
+func newAuditEvent(c *common, ev model.AuditEvent) *auditEvent {
+	e := &auditEvent{c: c, ev: ev, vp: viewport.New(c.width, c.height)}
+	e.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	e.vp.SetContent(e.content())
+	return e
+}
+
+func (e *auditEvent) Init() tea.Cmd { return nil }
+func (e *auditEvent) Title() string { return fmt.Sprintf("Event %d", e.ev.Seq) }
+func (e *auditEvent) Typing() bool  { return false }
+
+func (e *auditEvent) SetSize(w, h int) {
+	e.vp.Width, e.vp.Height = w, h
+	e.vp.SetContent(e.content())
+}
+
+func (e *auditEvent) Help() []key.Binding {
+	km := e.c.keys
+	return []key.Binding{km.Up, km.Down, km.Back, km.Help}
+}
+
+func (e *auditEvent) Update(msg tea.Msg) (screen, tea.Cmd) {
+	if k, ok := msg.(tea.KeyMsg); ok {
+		if key.Matches(k, e.c.keys.Back, e.c.keys.Detail) {
+			return e, pop
+		}
+		var cmd tea.Cmd
+		e.vp, cmd = e.vp.Update(k)
+		return e, cmd
+	}
+	return e, nil
+}
+
+func (e *auditEvent) View() string { return viewWithMore(e.c.styles, e.vp) }
+
+func (e *auditEvent) content() string {
+	s, ev := e.c.styles, e.ev
+	var b strings.Builder
+	for _, f := range [][2]string{
+		{"Time", ev.Time.UTC().Format("2006-01-02 15:04:05 UTC")}, {"Actor", clean(ev.Actor)},
+		{"Action", clean(ev.Action)}, {"Target", clean(ev.Target)}, {"Sequence", fmt.Sprint(ev.Seq)},
+	} {
+		b.WriteString(s.Label.Render(f[0]) + clipText(f[1], max(e.c.width-16, 1)) + "\n")
+	}
+	b.WriteString("\n" + s.Bold.Render("Detail") + "\n")
+	detail := clean(ev.Detail)
+	if detail == "" {
+		detail = s.Dim.Render("(none)")
+	}
+	b.WriteString(wrapHard(s, detail, max(e.c.width-2, 10)))
+	return b.String()
+}
+
+// wrapHard wraps text to width cells, breaking words longer than the
+// line (ids, fingerprints) too, so nothing is cut off; every line is
+// indented by two spaces.
+func wrapHard(s *styles, text string, width int) string {
+	lines := strings.Split(ansi.Wrap(text, width, ""), "\n")
+	for i, l := range lines {
+		lines[i] = "  " + strings.TrimRight(l, " ")
+	}
+	return strings.Join(lines, "\n")
 }

@@ -66,7 +66,7 @@ func benchTable(b *testing.B, n int) *keysTable {
 	b.Helper()
 	c := &common{styles: newStyles(asciiRenderer()), keys: newKeyMap(false), now: func() time.Time { return testNow },
 		clip: &fakeClipboard{}, width: 120, height: 38}
-	return newKeysTable(c, cachedBenchKeys(n))
+	return newKeysTable(c, cachedBenchKeys(n), testOperators)
 }
 
 // sizes are the table sizes benchmarked. The 1M cases need about 1 GiB
@@ -146,7 +146,7 @@ func BenchmarkTableLoad(b *testing.B) {
 				copy(keys, src)
 				b.StartTimer()
 				start := cpuTime()
-				_ = newTableData(keys, colName, false, "", testNow)
+				_ = newTableData(keys, testOps, colName, false, "", testNow)
 				cpu += cpuTime() - start
 			}
 			// On a shared machine CPU time varies less than wall time.
@@ -179,7 +179,7 @@ func BenchmarkPatch(b *testing.B) {
 			}},
 		} {
 			b.Run(fmt.Sprintf("%d/%s", n, tc.name), func(b *testing.B) {
-				d := newTableData(keys, colLastUsed, false, "check", testNow)
+				d := newTableData(keys, testOps, colLastUsed, false, "check", testNow)
 				sortAll(d)
 				d.buildIDs()
 				m := min(tc.m, n)
@@ -197,7 +197,7 @@ func BenchmarkPatch(b *testing.B) {
 						changed[id] = tc.edit(keys[(j*7919)%n], round*m+j)
 					}
 					get := func(id string) *model.Key { return changed[id] }
-					d, _ = d.frozen().patch(get, ids, "")
+					d, _ = d.frozen().patch(get, ids, nil, "")
 				}
 			})
 		}
@@ -283,7 +283,7 @@ func BenchmarkTableMem(b *testing.B) {
 				copy(keys, src)
 				runtime.GC()
 				runtime.ReadMemStats(&before)
-				d := newTableData(keys, colName, false, "", testNow)
+				d := newTableData(keys, testOps, colName, false, "", testNow)
 				runtime.ReadMemStats(&built)
 				keep = d
 				b.StopTimer()

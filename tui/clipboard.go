@@ -40,11 +40,23 @@ func (o *osc52Clipboard) Copy(text string) error {
 	return o.write(base64.StdEncoding.EncodeToString([]byte(text)))
 }
 
-// Clear sends an empty OSC 52: the terminal cannot tell us what the
-// clipboard holds, so this is unconditional.
-func (o *osc52Clipboard) Clear(string) error        { return o.write("") }
-func (o *osc52Clipboard) clearIfSum([32]byte) error { return o.write("") }
-func (o *osc52Clipboard) Name() string              { return "OSC 52 (terminal clipboard)" }
+// oscBlank is the OSC 52 payload a clear sends: one space. An empty
+// payload clears the clipboard in xterm, kitty and ghostty, but tmux
+// ignores it (its maintainer will not let a program delete paste
+// buffers), so the secret stayed on tmux's clipboard while we said it
+// was cleared. A space replaces the secret everywhere: tmux makes it the
+// newest paste buffer and passes it on to the outer terminal. tmux keeps
+// the older buffer in its list, and no terminal confirms an OSC 52, so a
+// clear is reported as sent, never as done.
+const oscBlank = "IA==" // base64 of " "
+
+// Clear overwrites the clipboard with a blank: the terminal cannot tell
+// us what it holds, so this is unconditional.
+func (o *osc52Clipboard) Clear(string) error { return o.write(oscBlank) }
+func (o *osc52Clipboard) clearIfSum([32]byte) (clearResult, error) {
+	return clearSent, o.write(oscBlank)
+}
+func (o *osc52Clipboard) Name() string { return "OSC 52 (terminal clipboard)" }
 
 // nativeClipboard uses the system clipboard (atotto), and falls back to
 // OSC 52 when no clipboard tool is present or it fails (no X display, for
@@ -76,12 +88,14 @@ func (n *nativeClipboard) Copy(text string) error {
 }
 
 func (n *nativeClipboard) Clear(text string) error {
-	return n.clearIfSum(sha256.Sum256([]byte(text)))
+	_, err := n.clearIfSum(sha256.Sum256([]byte(text)))
+	return err
 }
 
 // clearIfSum empties the system clipboard only if it still holds the text
-// whose SHA-256 is sum, so we never wipe something the admin copied since.
-func (n *nativeClipboard) clearIfSum(sum [32]byte) error {
+// whose SHA-256 is sum, so we never wipe something the admin copied since,
+// and reads it back to know that it worked.
+func (n *nativeClipboard) clearIfSum(sum [32]byte) (clearResult, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.fellBack {
@@ -89,14 +103,18 @@ func (n *nativeClipboard) clearIfSum(sum [32]byte) error {
 	}
 	cur, err := clipboard.ReadAll()
 	if err != nil {
-		return nil
+		return 0, errors.New("could not read the clipboard to clear it: it may still hold the secret")
 	}
-	if sha256.Sum256([]byte(cur)) == sum {
-		if err := clipboard.WriteAll(""); err != nil {
-			return errors.New("could not clear the clipboard")
-		}
+	if sha256.Sum256([]byte(cur)) != sum {
+		return clearNotOurs, nil
 	}
-	return nil
+	if err := clipboard.WriteAll(""); err != nil {
+		return 0, errors.New("could not clear the clipboard: it still holds the secret")
+	}
+	if cur, err := clipboard.ReadAll(); err != nil || sha256.Sum256([]byte(cur)) == sum {
+		return 0, errors.New("the clipboard still holds the secret after clearing it")
+	}
+	return clearDone, nil
 }
 
 func (n *nativeClipboard) Name() string {
@@ -110,8 +128,30 @@ func (n *nativeClipboard) Name() string {
 
 // sumClearer is implemented by this package's clipboards: it lets the
 // 30-second clear run after the reveal screen has forgotten the secret,
-// holding only its hash.
-type sumClearer interface{ clearIfSum([32]byte) error }
+// holding only its hash, and says what the clear achieved.
+type sumClearer interface {
+	clearIfSum([32]byte) (clearResult, error)
+}
+
+// clearResult is what a clear achieved, as far as can be known.
+type clearResult int
+
+const (
+	clearSent    clearResult = iota + 1 // OSC 52: a blank was written; no terminal confirms it
+	clearDone                           // system clipboard: emptied, and read back so
+	clearNotOurs                        // system clipboard: it held something else; left alone
+)
+
+// message is the status-bar sentence for r: only what is known.
+func (r clearResult) message() string {
+	switch r {
+	case clearDone:
+		return "Clipboard cleared (30 s passed; checked)."
+	case clearNotOurs:
+		return "Clipboard left alone: it no longer held the secret."
+	}
+	return "Sent a blank over the clipboard (OSC 52; terminals do not confirm it)."
+}
 
 // onSSH reports whether this process runs inside an SSH session, where the
 // native clipboard would be the server's, not the admin's.

@@ -7,6 +7,7 @@ import (
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
+	"github.com/charmbracelet/x/ansi"
 
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
@@ -17,6 +18,7 @@ type detail struct {
 	c       *common
 	id      string
 	key     *model.Key
+	creator *model.Operator // the operator named by key.CreatedBy; nil when none
 	events  []model.AuditEvent
 	gone    bool
 	loadErr error
@@ -24,17 +26,18 @@ type detail struct {
 }
 
 type detailLoadedMsg struct {
-	id     string
-	key    *model.Key
-	events []model.AuditEvent
-	err    error
+	id      string
+	key     *model.Key
+	creator *model.Operator
+	events  []model.AuditEvent
+	err     error
 }
 
 // historyLimit bounds the per-key audit history shown.
 const historyLimit = 200
 
 func newDetail(c *common, k *model.Key) *detail {
-	d := &detail{c: c, id: k.ID, key: k, vp: viewport.New(c.width, c.height)}
+	d := &detail{c: c, id: k.ID, key: k, creator: creatorOf(c.st, k), vp: viewport.New(c.width, c.height)}
 	d.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
 	d.refresh()
 	return d
@@ -54,8 +57,21 @@ func (d *detail) load() tea.Cmd {
 			// Deleted: the history (with the delete) is still shown.
 			return detailLoadedMsg{id: id, events: evs, err: err}
 		}
-		return detailLoadedMsg{id: id, key: k, events: evs, err: aerr}
+		return detailLoadedMsg{id: id, key: k, creator: creatorOf(st, k), events: evs, err: aerr}
 	})
+}
+
+// creatorOf returns the operator who created k, or nil when there is none
+// (deleted), for model.StatusOf.
+func creatorOf(st *store.Store, k *model.Key) *model.Operator {
+	if st == nil {
+		return nil
+	}
+	op, err := st.Operator(k.CreatedBy)
+	if err != nil {
+		return nil
+	}
+	return &op
 }
 
 func (d *detail) Title() string { return "Key " + clean(d.id) }
@@ -97,12 +113,14 @@ func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
 		case msg.err != nil:
 			d.key, d.loadErr = msg.key, msg.err
 		default:
-			d.key, d.events = msg.key, msg.events
+			d.key, d.creator, d.events = msg.key, msg.creator, msg.events
 		}
 		d.refresh()
 	case feedMsg:
 		for _, ch := range msg.changes {
-			if ch.ID == d.id || ch.Kind == store.Resync || (ch.Kind == store.LastUsed && containsID(ch.IDs, d.id)) {
+			// An operator change can change the status (model.StatusOf).
+			if ch.ID == d.id || ch.Kind == store.Resync || ch.Kind == store.OperatorsChanged ||
+				(ch.Kind == store.LastUsed && containsID(ch.IDs, d.id)) {
 				return d, d.load()
 			}
 		}
@@ -124,6 +142,32 @@ func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
 	return d, nil
 }
 
+// statusText says what the stored status and st, the displayed status
+// (model.StatusOf), mean for verification, naming the reason.
+func statusText(k *model.Key, creator *model.Operator, st model.DisplayStatus) string {
+	switch st {
+	case model.ShowActive:
+		return "active: verifies"
+	case model.ShowExpiring:
+		return fmt.Sprintf("active: verifies, but expires within %d days", int(model.ExpiringWindow.Hours()/24))
+	case model.ShowDisabled:
+		return "disabled: verify answers DISABLED"
+	case model.ShowExpired:
+		return "active, but expired: verify answers EXPIRED"
+	case model.ShowCreatorDisabled:
+		why := "no longer exists"
+		switch {
+		case creator == nil:
+		case creator.Disabled:
+			why = "is disabled"
+		default:
+			why = "was deleted and re-added after this key was made"
+		}
+		return "active, but verify answers CREATOR_DISABLED: its creator " + clean(k.CreatedBy) + " " + why
+	}
+	return string(k.Status) + " (shown as " + string(st) + ")"
+}
+
 func containsID(ids []string, id string) bool {
 	for _, x := range ids {
 		if x == id {
@@ -133,7 +177,7 @@ func containsID(ids []string, id string) bool {
 	return false
 }
 
-func (d *detail) View() string { return d.vp.View() }
+func (d *detail) View() string { return viewWithMore(d.c.styles, d.vp) }
 
 // refresh re-renders the content into the viewport.
 func (d *detail) refresh() {
@@ -146,10 +190,20 @@ func (d *detail) content() string {
 	if d.gone {
 		b.WriteString(s.Warn.Render("This key no longer exists (deleted).") + "\n\n")
 	}
+	// A value too long for the line wraps under itself (a status
+	// explanation, a long "from" address) instead of being cut.
 	row := func(label, value string) {
-		b.WriteString(s.Label.Render(label) + clipText(value, d.c.width-17) + "\n")
+		lines := strings.Split(wrap(s, value, max(d.c.width-17, 10)), "\n")
+		for i, l := range lines {
+			if i == 0 {
+				b.WriteString(s.Label.Render(label))
+			} else {
+				b.WriteString(strings.Repeat(" ", 16))
+			}
+			b.WriteString(strings.TrimRight(l, " ") + "\n")
+		}
 	}
-	st := k.Display(now)
+	st := model.StatusOf(k, d.creator, now)
 	b.WriteString(s.Title.Render(clean(k.Name)) + "  " + s.statusStyle(st).Render(string(st)) + "\n")
 	if k.Description != "" {
 		b.WriteString(s.Dim.Render(wrap(s, clean(k.Description), max(d.c.width-2, 10))) + "\n")
@@ -157,7 +211,7 @@ func (d *detail) content() string {
 	b.WriteByte('\n')
 	row("ID", clean(k.ID))
 	row("Role", string(k.Role))
-	row("Status", string(k.Status)+" (shown as "+string(st)+")")
+	row("Status", statusText(k, d.creator, st))
 	exp := fmtTime(k.ExpiresAt)
 	if k.ExpiresAt == nil {
 		exp = "never ⚠ (no expiry)"
@@ -171,7 +225,10 @@ func (d *detail) content() string {
 	row("Updated", fmtTime(&k.UpdatedAt)+fmt.Sprintf(" (version %d)", k.Version))
 	used := "Never"
 	if k.LastUsedAt != nil {
-		used = fmtTime(k.LastUsedAt) + " (" + ago(k.LastUsedAt, now) + ")"
+		used = fmtTime(k.LastUsedAt)
+		if rel := ago(k.LastUsedAt, now); !strings.HasPrefix(used, rel) {
+			used += " (" + rel + ")" // not when ago gives the date again
+		}
 		if k.LastUsedFrom != "" {
 			used += " from " + clean(k.LastUsedFrom)
 		}
@@ -186,23 +243,33 @@ func (d *detail) content() string {
 	if k.Role == model.RoleAdmin {
 		b.WriteString("  every scope (ADMIN)\n")
 	}
-	for _, sc := range k.Scopes {
-		desc := ""
-		if c, ok := cat.Scope(sc); ok {
-			desc = "  " + s.Dim.Render(clean(c.Description))
+	// Names padded to the longest, so the descriptions line up.
+	nameW := func(names []string) int {
+		w := 0
+		for _, n := range names {
+			w = max(w, ansi.StringWidth(clean(n)))
 		}
-		b.WriteString("  " + clean(sc) + desc + "\n")
+		return w
+	}
+	sw := nameW(k.Scopes)
+	for _, sc := range k.Scopes {
+		line := "  " + clean(sc)
+		if c, ok := cat.Scope(sc); ok && c.Description != "" {
+			line = "  " + fit(clean(sc), sw) + "  " + s.Dim.Render(clean(c.Description))
+		}
+		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
 	b.WriteString("\n" + s.Bold.Render("Resources") + "\n")
 	if k.AllResources() {
 		b.WriteString("  all resources\n")
 	}
+	rw := nameW(k.Resources)
 	for _, r := range k.Resources {
-		desc := ""
+		line := "  " + clean(r)
 		if c, ok := cat.Resource(r); ok {
-			desc = "  " + s.Dim.Render(clean(c.Name)+" ("+clean(c.Kind)+")")
+			line = "  " + fit(clean(r), rw) + "  " + s.Dim.Render(clean(c.Name)+" ("+clean(c.Kind)+")")
 		}
-		b.WriteString("  " + clean(r) + desc + "\n")
+		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
 
 	b.WriteString("\n" + s.Bold.Render("History") + s.Dim.Render(" (newest first)") + "\n")

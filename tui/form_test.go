@@ -306,7 +306,7 @@ func TestEscapeInjection(t *testing.T) {
 	opts := newTestOptions(st, "alice")
 	m := newRoot(opts)
 	m.Update(teaSize(120, 30))
-	tbl := newKeysTable(m.c, []*model.Key{k})
+	tbl := newKeysTable(m.c, []*model.Key{k}, nil)
 	views := map[string]string{"table": tbl.View(), "detail": newDetail(m.c, k).View(),
 		"delete": deleteDialog(m.c, k).View(), "form": newKeyForm(m.c, k).View()}
 	for name, v := range views {

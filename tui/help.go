@@ -1,6 +1,7 @@
 package tui
 
 import (
+	"fmt"
 	"strings"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -50,7 +51,20 @@ func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	return h, nil
 }
 
-func (h *helpScreen) View() string { return h.vp.View() }
+func (h *helpScreen) View() string { return viewWithMore(h.c.styles, h.vp) }
+
+// viewWithMore renders a scrolling page; when more lies below the last
+// line, that line says so (at 80x24 the help used to end mid-list with no
+// sign that it scrolls).
+func viewWithMore(s *styles, vp viewport.Model) string {
+	v := vp.View()
+	if vp.AtBottom() || vp.TotalLineCount() <= vp.Height {
+		return v
+	}
+	lines := strings.Split(v, "\n")
+	lines[len(lines)-1] = s.Dim.Render(fit(fmt.Sprintf("  ↓ more below (↓/j, pgdn) · %d%%", int(vp.ScrollPercent()*100)), vp.Width))
+	return strings.Join(lines, "\n")
+}
 
 func (h *helpScreen) content() string {
 	s := h.c.styles
@@ -103,4 +117,63 @@ func (h *helpScreen) content() string {
 		out = append(out, a+strings.Repeat(" ", max(colW+2-ansi.StringWidth(a), 1))+b)
 	}
 	return strings.Join(out, "\n")
+}
+
+// shortDescs are the help bar's words for the longer help texts, used
+// when the full ones do not fit the width.
+var shortDescs = map[string]string{
+	"details": "open", "new key": "new", "regenerate": "regen", "shared secret": "secret",
+	"audit log": "audit", "add operator": "add", "change role": "role", "page down": "pg dn",
+	"page up": "pg up", "I've stored it": "stored", "change filter": "filter",
+}
+
+// footerHelp renders the help bar for width w. Every enabled binding
+// shows, in order: with its full words if they fit, else with short words
+// and narrower gaps. When even that is too wide, bindings are left out
+// from the end, but "? help", which lists them all, always stays, last.
+// (bubbles' ShortHelpView cut the tail instead: at 120 columns "o
+// operators" and "a audit log" were never shown.)
+func footerHelp(s *styles, bs []key.Binding, w int) string {
+	var on []key.Binding
+	var helpB *key.Binding
+	for i := range bs {
+		switch {
+		case !bs[i].Enabled():
+		case bs[i].Help().Key == "?" && helpB == nil:
+			helpB = &bs[i]
+		default:
+			on = append(on, bs[i])
+		}
+	}
+	item := func(b key.Binding, short bool) string {
+		d := b.Help().Desc
+		if sd, ok := shortDescs[d]; ok && short {
+			d = sd
+		}
+		return s.Help.ShortKey.Render(b.Help().Key) + " " + s.Help.ShortDesc.Render(d)
+	}
+	render := func(n int, short bool, sep string) string {
+		var items []string
+		for _, b := range on[:n] {
+			items = append(items, item(b, short))
+		}
+		if helpB != nil {
+			items = append(items, item(*helpB, short))
+		}
+		return strings.Join(items, s.Help.ShortSeparator.Render(sep))
+	}
+	for _, v := range []struct {
+		short bool
+		sep   string
+	}{{false, " • "}, {true, " • "}, {true, "  "}} {
+		if out := render(len(on), v.short, v.sep); ansi.StringWidth(out) <= w {
+			return out
+		}
+	}
+	for n := len(on) - 1; n >= 0; n-- {
+		if out := render(n, true, "  "); ansi.StringWidth(out) <= w {
+			return out
+		}
+	}
+	return clipText(render(0, true, "  "), w)
 }

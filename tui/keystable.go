@@ -2,6 +2,7 @@ package tui
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -30,9 +31,12 @@ type keysTable struct {
 	busy          bool
 	pending       []string // changed key ids not applied yet
 	pendingReload bool
-	focusID       string // after our own write, the key to select
-	jobFocus      string // the focusID the running job was started with
-	loads         int    // full loads so far (tests check that changes patch)
+	// opsChanged: an operator changed since the last job, so the keys
+	// that operator created may show another status (model.StatusOf).
+	opsChanged bool
+	focusID    string // after our own write, the key to select
+	jobFocus   string // the focusID the running job was started with
+	loads      int    // full loads so far (tests check that changes patch)
 	// peeking: d holds only the first page, peeked before the store was
 	// open, and the database holds peekTotal keys. The first full load
 	// clears it.
@@ -66,25 +70,27 @@ type keysLoadedMsg struct {
 	wantID   string
 }
 
-func newKeysTable(c *common, keys []*model.Key) *keysTable {
+// newKeysTable makes the table; keys (with the operators ops, for their
+// statuses) are shown at once unless nil.
+func newKeysTable(c *common, keys []*model.Key, ops []model.Operator) *keysTable {
 	ti := textinput.New()
 	ti.Prompt = "/ "
 	ti.Placeholder = "name, id or description"
 	ti.CharLimit = 64
 	t := &keysTable{c: c, filter: ti}
 	if keys != nil {
-		t.d = newTableData(keys, colName, false, "", c.now())
+		t.d = newTableData(keys, operatorMap(ops), colName, false, "", c.now())
 		t.loaded = true
 	} else {
-		t.d = newTableData(nil, colName, false, "", c.now())
+		t.d = newTableData(nil, nil, colName, false, "", c.now())
 	}
 	return t
 }
 
 // newPeekTable shows first, the first keys in name order, before the store
 // is open (Options.Open); total is the database's key count.
-func newPeekTable(c *common, first []*model.Key, total int) *keysTable {
-	t := newKeysTable(c, first)
+func newPeekTable(c *common, first []*model.Key, ops []model.Operator, total int) *keysTable {
+	t := newKeysTable(c, first, ops)
 	t.peeking, t.peekTotal = true, max(total, len(first))
 	return t
 }
@@ -102,14 +108,16 @@ func (t *keysTable) reload() tea.Cmd {
 		t.pendingReload = true
 		return nil
 	}
-	t.busy, t.pendingReload, t.pending, t.jobFocus = true, false, nil, t.focusID
+	t.busy, t.pendingReload, t.pending, t.jobFocus, t.opsChanged = true, false, nil, t.focusID, false
 	st, col, desc, q, now := t.c.st, t.d.col, t.d.desc, t.d.query(), t.c.now()
 	want := t.focusID
 	if k := t.selected(); k != nil && want == "" {
 		want = k.ID
 	}
 	return func() tea.Msg {
-		d := newTableData(st.Keys(), col, desc, q, now)
+		// Operators first: a change after this read comes by the feed.
+		ops := operatorMap(st.Operators())
+		d := newTableData(st.Keys(), ops, col, desc, q, now)
 		return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
 	}
 }
@@ -125,12 +133,17 @@ func (t *keysTable) refresh(ids ...string) tea.Cmd {
 		t.c.now().Sub(t.d.now) > reloadAfter {
 		return t.reload()
 	}
-	if len(t.pending) == 0 && t.focusID == "" {
+	if len(t.pending) == 0 && t.focusID == "" && !t.opsChanged {
 		return nil
 	}
 	t.busy, t.jobFocus = true, t.focusID
-	st, cur, base, ids, focus := t.c.st, t.d, t.d.frozen(), t.pending, t.focusID
-	t.pending = nil
+	st, cur, base, ids, focus, opsChanged := t.c.st, t.d, t.d.frozen(), t.pending, t.focusID, t.opsChanged
+	t.pending, t.opsChanged = nil, false
+	limit := min(patchLimit, max(len(t.d.all)/4, 64))
+	want := focus
+	if k := t.selected(); k != nil && want == "" {
+		want = k.ID
+	}
 	get := func(id string) *model.Key {
 		k, err := st.Key(id)
 		if err != nil {
@@ -139,7 +152,20 @@ func (t *keysTable) refresh(ids ...string) tea.Cmd {
 		return k
 	}
 	return func() tea.Msg {
-		d, j := base.patch(get, ids, focus)
+		var ops map[string]*model.Operator
+		if opsChanged {
+			// The keys of every operator whose account changed get
+			// their status re-derived; past the patch limit a full
+			// rebuild is cheaper.
+			ops = operatorMap(st.Operators())
+			more := base.keysOfChangedCreators(ops)
+			if len(ids)+len(more) > limit {
+				d := newTableData(st.Keys(), ops, base.col, base.desc, base.query(), base.now)
+				return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
+			}
+			ids = append(slices.Clip(ids), more...)
+		}
+		d, j := base.patch(get, ids, ops, focus)
 		return keysPatchedMsg{base: cur, d: d, focus: j}
 	}
 }
@@ -169,9 +195,11 @@ func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
 				ids = append(ids, ch.ID)
 			case store.LastUsed:
 				ids = append(ids, ch.IDs...)
+			case store.OperatorsChanged:
+				t.opsChanged = true
 			}
 		}
-		if t.pendingReload || len(ids) > 0 {
+		if t.pendingReload || len(ids) > 0 || t.opsChanged {
 			return t, t.refresh(ids...)
 		}
 	case keyChangedMsg:
@@ -263,7 +291,7 @@ func (t *keysTable) next() tea.Cmd {
 	if t.pendingReload {
 		return t.reload()
 	}
-	if len(t.pending) > 0 {
+	if len(t.pending) > 0 || t.opsChanged {
 		return t.refresh()
 	}
 	return nil
@@ -312,7 +340,7 @@ func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
 	km := t.c.keys
 	page := max(t.rows()-1, 1)
 	if t.peeking && !key.Matches(msg, km.Up, km.Down, km.PageUp, km.PageDown, km.Top, km.Bottom) {
-		return flash("Still loading %d keys: moving works now, everything else in a moment.", t.peekTotal)
+		return flash("Still loading %s: moving works now, everything else in a moment.", model.Count(t.peekTotal, "key", ""))
 	}
 	switch {
 	case key.Matches(msg, km.Up):
@@ -434,23 +462,38 @@ func (t *keysTable) Help() []key.Binding {
 	} else {
 		km.Toggle.SetHelp("t", "disable")
 	}
-	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Delete, km.Filter, km.Help, km.Quit,
-		km.Regenerate, km.Secret, km.Operators, km.Audit}
+	// In the order the help bar drops them from the end when narrow ("?
+	// help" always stays and lists them all).
+	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Delete, km.Filter, km.Quit,
+		km.Operators, km.Audit, km.Secret, km.Regenerate, km.Help}
 }
 
 // layout holds column widths for a terminal width.
 type layout struct{ name, role, status, expires, used, created int }
 
-func tableLayout(w int) layout {
-	l := layout{role: 8, status: 8, expires: 10, used: 9, created: 10}
-	fixed := 2 + l.role + l.status + l.expires + l.used + l.created + 5
-	if w-fixed < 18 {
-		l.created = 0
-		fixed -= 11
+// tableLayout sizes the columns for width w. Every column is as wide as
+// its longest value and its header with the sort mark ("Last used ▼",
+// "Created by ▲"), so neither a date nor the mark is cut; the status
+// column widens to CREATOR_DISABLED only while some key has that status
+// (wideStatus). Columns on the right go first when the name would get
+// too narrow.
+func tableLayout(w int, wideStatus bool, sorted column) layout {
+	l := layout{role: 8, status: 8, expires: 10, used: ansi.StringWidth("Last used ▲"), created: ansi.StringWidth("Created by ▲")}
+	if wideStatus {
+		l.status = len(model.ShowCreatorDisabled)
 	}
-	if w-fixed < 14 {
-		l.used = 0
-		fixed -= 10
+	fixed := 2 + l.role + l.status + l.expires + l.used + l.created + 5
+	// Created by goes first, then Last used; but the column sorted by
+	// stays, with its mark, and the other one goes instead.
+	drop := []*int{&l.created, &l.used}
+	if sorted == colCreated {
+		drop = []*int{&l.used, &l.created}
+	}
+	for i, minName := range []int{18, 14} {
+		if w-fixed < minName {
+			fixed -= *drop[i] + 1
+			*drop[i] = 0
+		}
 	}
 	l.name = max(w-fixed, 8)
 	return l
@@ -463,7 +506,7 @@ func (t *keysTable) View() string {
 		b.WriteString(t.filterLine())
 		b.WriteByte('\n')
 	}
-	l := tableLayout(w)
+	l := tableLayout(w, t.d.counts.creatorOff > 0, t.d.col)
 	b.WriteString(clipText(s.ColHeader.Render(t.header(l)), w))
 	b.WriteByte('\n')
 	rows := t.rows()
@@ -519,7 +562,7 @@ func (t *keysTable) row(k *model.Key, l layout, sel bool, now time.Time) string 
 		nameCell = name + "  "
 		descPart = fit(desc, l.name-nw-2)
 	}
-	st := k.Display(now)
+	st := model.StatusOf(k, t.d.ops[k.CreatedBy], now)
 	cells := []string{fit(string(k.Role), l.role), fit(string(st), l.status), fit(fmtDate(k.ExpiresAt), l.expires)}
 	if l.used > 0 {
 		cells = append(cells, fit(ago(k.LastUsedAt, now), l.used))
@@ -554,27 +597,50 @@ func (t *keysTable) statusLine() string {
 		n     int
 		label string
 	}
-	parts := []part{{c.active, "active"}, {c.disabled, "disabled"}, {c.expired, "expired"}, {c.expiring, "expiring"}, {c.unused, "unused 90d"}}
+	parts := []part{{c.active, "active"}, {c.disabled, "disabled"}, {c.creatorOff, "creator disabled"},
+		{c.expired, "expired"}, {c.expiring, "expiring"}, {c.unused, "unused 90d"}}
+	// The sort and the filter always show whole (a long filter is cut
+	// to a part of the line); the counts give way to them.
 	tail := fmt.Sprintf(" │ sort %s %s", t.d.col, dir)
 	if q := t.d.query(); q != "" {
-		tail += fmt.Sprintf(" │ filter %q", clean(q))
+		tail += " │ filter " + clipText(strconvQuote(clean(q)), max(t.c.width/3, 12))
 	}
+	w := t.c.width - ansi.StringWidth(tail)
 	if t.peeking {
-		text := fmt.Sprintf(" %d keys · loading… (showing the first %d)", t.peekTotal, t.d.len()) + tail
+		text := fitCounts(" "+model.Count(t.peekTotal, "key", "")+" · loading…", []string{fmt.Sprintf("(showing the first %d)", t.d.len())}, " ", w) + tail
 		return t.c.styles.Status.Render(fit(text, t.c.width))
 	}
-	build := func(skipZero bool) string {
-		text := fmt.Sprintf(" %d keys", c.total)
-		for _, p := range parts {
-			if !skipZero || p.n > 0 {
-				text += fmt.Sprintf("  %d %s", p.n, p.label)
-			}
+	var all, nonZero []string
+	for _, p := range parts {
+		all = append(all, fmt.Sprintf("%d %s", p.n, p.label))
+		if p.n > 0 {
+			nonZero = append(nonZero, fmt.Sprintf("%d %s", p.n, p.label))
 		}
-		return text + tail
 	}
-	text := build(false)
-	if ansi.StringWidth(text) > t.c.width {
-		text = build(true) // zero counts go first when space is short
+	head := " " + model.Count(c.total, "key", "")
+	text := fitCounts(head, all, "  ", w)
+	if ansi.StringWidth(text) > w || strings.HasSuffix(text, "…") {
+		text = fitCounts(head, nonZero, "  ", w) // zero counts go first when space is short
 	}
-	return t.c.styles.Status.Render(fit(text, t.c.width))
+	return t.c.styles.Status.Render(fit(text+tail, t.c.width))
 }
+
+// fitCounts joins head and as many of parts as fit in w cells, ending
+// with "…" when some were left out.
+func fitCounts(head string, parts []string, sep string, w int) string {
+	text := head
+	for i, p := range parts {
+		next := text + sep + p
+		rest := 0
+		if i < len(parts)-1 {
+			rest = len(sep) + 1 // room for the "…" that says more follow
+		}
+		if ansi.StringWidth(next)+rest > w {
+			return clipText(text+sep+"…", max(w, 0))
+		}
+		text = next
+	}
+	return clipText(text, max(w, 0))
+}
+
+func strconvQuote(s string) string { return fmt.Sprintf("%q", s) }

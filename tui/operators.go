@@ -213,7 +213,7 @@ func fingerprints(op model.Operator) string {
 func (o *operatorsScreen) View() string {
 	s, w := o.c.styles, o.c.width
 	var b strings.Builder
-	b.WriteString(s.ColHeader.Render(fit("  Name          Role      Status    Last login        Key fingerprints", w)) + "\n")
+	b.WriteString(s.ColHeader.Render(fit("  Name                 Role      Status    Last login        Key fingerprints", w)) + "\n")
 	if !o.loaded {
 		return b.String() + s.Dim.Render("Loading…")
 	}
@@ -226,10 +226,13 @@ func (o *operatorsScreen) View() string {
 		if op.LastLoginAt != nil {
 			login = op.LastLoginAt.UTC().Format("2006-01-02 15:04")
 		}
-		line := fit(clean(op.Name), 13) + " " + fit(string(op.Role), 9) + " " + fit(status, 9) + " " + fit(login, 17) + " " + fingerprints(op)
+		// "(you)" goes with the name, where a narrow terminal cannot
+		// cut it off (it used to end the line, after the fingerprints).
+		name := clean(op.Name)
 		if op.Name == o.c.name {
-			line += " (you)"
+			name = clipText(name, 20-len(" (you)")) + " (you)"
 		}
+		line := fit(name, 20) + " " + fit(string(op.Role), 9) + " " + fit(status, 9) + " " + fit(login, 17) + " " + fingerprints(op)
 		if i == o.cursor {
 			b.WriteString(s.Selected.Render(fit("› "+line, w)) + "\n")
 		} else {

@@ -22,7 +22,7 @@ func peekOptions(t *testing.T, st *store.Store, n int, release <-chan struct{}) 
 	keys := st.Keys()
 	slices.SortFunc(keys, func(a, b *model.Key) int { return compareFold(a.Name, b.Name) })
 	opts := newTestOptions(nil, "alice")
-	opts.First, opts.FirstTotal = keys[:n], len(keys)
+	opts.First, opts.FirstTotal, opts.FirstOperators = keys[:n], len(keys), st.Operators()
 	opts.Open = func() (*store.Store, error) {
 		<-release
 		return st, nil

@@ -44,11 +44,16 @@ type reveal struct {
 	info   revealInfo
 	asking bool
 	copied string // how it was copied, for the view
+	// unconfirmed: copied by OSC 52, which no terminal acknowledges.
+	unconfirmed bool
 }
 
 type copiedMsg struct {
 	via string
-	err error
+	// unconfirmed: sent by OSC 52, which no terminal acknowledges
+	// (tmux drops it unless set-clipboard is on).
+	unconfirmed bool
+	err         error
 }
 
 func newReveal(c *common, info revealInfo) *reveal { return &reveal{c: c, info: info} }
@@ -73,7 +78,10 @@ func (r *reveal) Update(msg tea.Msg) (screen, tea.Cmd) {
 		if msg.err != nil {
 			return r, flashErr(msg.err)
 		}
-		r.copied = msg.via
+		r.copied, r.unconfirmed = msg.via, msg.unconfirmed
+		if msg.unconfirmed {
+			return r, flash("Sent by %s; terminals do not confirm it. A blank replaces it in %d s.", msg.via, int(ClipboardClearAfter.Seconds()))
+		}
 		return r, flash("Copied with %s; cleared in %d s if still there.", msg.via, int(ClipboardClearAfter.Seconds()))
 	case tea.KeyMsg:
 		switch {
@@ -90,6 +98,20 @@ func (r *reveal) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 	}
 	return r, nil
+}
+
+// sentByOSC52 reports whether a copy with clip went out as OSC 52, which
+// a terminal neither confirms nor refuses.
+func sentByOSC52(clip Clipboard) bool {
+	switch c := clip.(type) {
+	case *osc52Clipboard:
+		return true
+	case *nativeClipboard:
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.fellBack
+	}
+	return false
 }
 
 // forget drops the secret from every field this screen holds.
@@ -111,20 +133,25 @@ func (r *reveal) copy() tea.Cmd {
 		if err := clip.Copy(secret); err != nil {
 			return copiedMsg{err: err}
 		}
-		return copiedMsg{via: clip.Name()}
+		return copiedMsg{via: clip.Name(), unconfirmed: sentByOSC52(clip)}
 	}
 	var clear tea.Cmd
 	if sc, ok := clip.(sumClearer); ok {
 		clear = tea.Tick(ClipboardClearAfter, func(time.Time) tea.Msg {
-			if err := sc.clearIfSum(sum); err != nil {
+			res, err := sc.clearIfSum(sum)
+			if err != nil {
 				return flashMsg{text: errText(err), bad: true}
 			}
-			return flashMsg{text: "Clipboard cleared (30 s passed)."}
+			return flashMsg{text: res.message()}
 		})
 	} else {
+		// Another Clipboard: we know only that we asked.
+		name := clip.Name()
 		clear = tea.Tick(ClipboardClearAfter, func(time.Time) tea.Msg {
-			_ = clip.Clear(secret)
-			return flashMsg{text: "Clipboard cleared (30 s passed)."}
+			if err := clip.Clear(secret); err != nil {
+				return flashMsg{text: errText(err), bad: true}
+			}
+			return flashMsg{text: "Asked " + name + " to clear the clipboard (30 s passed)."}
 		})
 	}
 	// Batch, not Sequence: the copy closure (which holds the secret) must not
@@ -149,7 +176,13 @@ func (r *reveal) View() string {
 		b.WriteString(wrap(s, n, w-2) + "\n")
 	}
 	if r.copied != "" {
-		b.WriteString(s.OK.Render("✓ Copied with "+r.copied+".") + "\n")
+		text := "✓ Copied with " + r.copied + "."
+		if r.unconfirmed {
+			text = "Sent by " + r.copied + ": on your clipboard if your terminal allows OSC 52 (tmux: set-clipboard on)."
+		}
+		for _, l := range strings.Split(wrap(s, text, w-2), "\n") {
+			b.WriteString(s.OK.Render(strings.TrimRight(l, " ")) + "\n")
+		}
 	}
 	b.WriteByte('\n')
 	if r.asking {

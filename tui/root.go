@@ -191,9 +191,7 @@ func (m *root) View() string {
 	body := padLines(m.top().View(), c.width, c.height)
 	footer := m.flash.view(s)
 	if footer == "" {
-		m.help.Styles = s.Help
-		m.help.Width = c.width
-		footer = m.help.ShortHelpView(m.top().Help())
+		footer = footerHelp(s, m.top().Help(), c.width)
 	}
 	return header + "\n" + body + "\n" + clipText(footer, c.width)
 }

@@ -47,6 +47,10 @@ func (c column) String() string {
 type tableData struct {
 	now time.Time
 	all []*model.Key // index space; nil once deleted
+	// ops is the operators at the snapshot, by name: a key's status
+	// depends on its creator's account (model.StatusOf). Never written;
+	// an operator change patches in a new map (patchOps).
+	ops map[string]*model.Operator
 	// Sort keys of all[i] (tablesort.go): Expires, Last used, and the
 	// creator, role and status packed in meta.
 	exp, used, meta []uint32
@@ -98,7 +102,7 @@ type filterLevel struct {
 }
 
 type counts struct {
-	total, active, disabled, expired, expiring, unused int
+	total, active, disabled, expired, expiring, creatorOff, unused int
 }
 
 // UnusedAfter is how long without use makes a key stale in the counts.
@@ -111,11 +115,11 @@ const UnusedAfter = 90 * 24 * time.Hour
 // garbage it leaves, which stays RSS until the next GC (far away behind
 // a 1 GiB store heap). So two scratch buffers serve the address sort and
 // then the name sort, and only those two orders are made here.
-func newTableData(all []*model.Key, col column, desc bool, query string, now time.Time) *tableData {
+func newTableData(all []*model.Key, ops map[string]*model.Operator, col column, desc bool, query string, now time.Time) *tableData {
 	n := len(all)
 	scratchA, scratchB := make([]uint64, n), make([]uint64, n)
 	all = inMemoryOrder(all, scratchA, scratchB)
-	d := &tableData{now: now, all: all, col: col, desc: desc, creatorN: map[string]uint32{}}
+	d := &tableData{now: now, all: all, ops: ops, col: col, desc: desc, creatorN: map[string]uint32{}}
 	d.exp, d.used, d.meta = make([]uint32, n), make([]uint32, n), make([]uint32, n)
 	// First pass: share the descriptions and size the haystack.
 	d.descOf = make([]uint16, n)
@@ -146,8 +150,9 @@ func newTableData(all []*model.Key, col column, desc bool, query string, now tim
 	// One pass over the keys (each a cache miss at 1M) fills the rest.
 	var odd []uint64 // names whose haystack text is not ASCII-folded bytes
 	for i, k := range all {
-		d.setSortKeys(int32(i), k)
-		d.counts.add(k, now, 1)
+		st := d.status(k)
+		d.setSortKeys(int32(i), k, st)
+		d.counts.add(k, st, now, 1)
 		d.segs = append(d.segs, int32(len(d.hay)))
 		var ascii bool
 		if d.hay, ascii = appendLower(d.hay, k.Name); !ascii {
@@ -255,10 +260,25 @@ func appendLower(b []byte, s string) (_ []byte, ascii bool) {
 	return b, true
 }
 
-// add counts k into c (sign 1) or takes it out (sign -1).
-func (c *counts) add(k *model.Key, now time.Time, sign int) {
+// operatorMap indexes operators by name, for model.StatusOf.
+func operatorMap(ops []model.Operator) map[string]*model.Operator {
+	m := make(map[string]*model.Operator, len(ops))
+	for i := range ops {
+		m[ops[i].Name] = &ops[i]
+	}
+	return m
+}
+
+// status is key k's displayed status at the snapshot's time.
+func (d *tableData) status(k *model.Key) model.DisplayStatus {
+	return model.StatusOf(k, d.ops[k.CreatedBy], d.now)
+}
+
+// add counts k, whose status is st, into c (sign 1) or takes it out
+// (sign -1).
+func (c *counts) add(k *model.Key, st model.DisplayStatus, now time.Time, sign int) {
 	c.total += sign
-	switch k.Display(now) {
+	switch st {
 	case model.ShowActive:
 		c.active += sign
 	case model.ShowDisabled:
@@ -268,6 +288,8 @@ func (c *counts) add(k *model.Key, now time.Time, sign int) {
 	case model.ShowExpiring:
 		c.expiring += sign
 		c.active += sign // still works
+	case model.ShowCreatorDisabled:
+		c.creatorOff += sign
 	}
 	last := k.CreatedAt
 	if k.LastUsedAt != nil {

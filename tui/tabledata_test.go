@@ -43,7 +43,7 @@ func oddKeys(n int, rng *rand.Rand) []*model.Key {
 
 func TestTableOrdersMatchReferenceLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	d := newTableData(oddKeys(20000, rng), colName, false, "", testNow)
+	d := newTableData(oddKeys(20000, rng), testOps, colName, false, "", testNow)
 	for c := range numColumns {
 		if got, want := idsOf(d, d.order(c)), refOrder(d, c); !slices.Equal(got, want) {
 			t.Errorf("column %s: order differs from the reference", c)
@@ -74,7 +74,7 @@ func TestTableFilterMatchesReference(t *testing.T) {
 		byID[k.ID] = k
 	}
 	get := func(id string) *model.Key { return byID[id] }
-	d := newTableData(slices.Clone(keys), colName, false, "", testNow)
+	d := newTableData(slices.Clone(keys), testOps, colName, false, "", testNow)
 	queries := []string{"u", "us", "used by", "USED BY THE", "note 1", "équipe", "ÉQUIPE 12", "key_0000001", "kelvin", "ärg",
 		"ch", "check", "team", "bill", "unique", "searchable", "charm"}
 	check := func(round int) {
@@ -95,7 +95,7 @@ func TestTableFilterMatchesReference(t *testing.T) {
 		for range 500 {
 			ids = append(ids, mutate(rng, byID, &next))
 		}
-		d, _ = d.frozen().patch(get, ids, "")
+		d, _ = d.frozen().patch(get, ids, nil, "")
 		if got, want := viewIDs(d), refFilter(d, "us"); !slices.Equal(got, want) {
 			t.Fatalf("round %d: patched filter gives %d keys, want %d", round, len(got), len(want))
 		}

@@ -105,14 +105,43 @@ type change struct {
 	old, new *model.Key // nil old: created; nil new: deleted
 }
 
+// keysOfChangedCreators returns the ids of the keys whose creator's
+// account differs between d.ops and ops (added, deleted, disabled,
+// enabled or re-added): their status may differ (model.StatusOf). It
+// scans the packed creator indexes, not the keys.
+func (d *tableData) keysOfChangedCreators(ops map[string]*model.Operator) []string {
+	changed := make([]bool, len(d.creators))
+	some := false
+	for x, name := range d.creators {
+		a, b := d.ops[name], ops[name]
+		changed[x] = (a == nil) != (b == nil) || a != nil && (a.Disabled != b.Disabled || !a.CreatedAt.Equal(b.CreatedAt))
+		some = some || changed[x]
+	}
+	if !some {
+		return nil
+	}
+	var ids []string
+	for j, m := range d.meta {
+		if changed[m>>metaCreator] && d.all[j] != nil {
+			ids = append(ids, d.all[j].ID)
+		}
+	}
+	return ids
+}
+
 // patch returns a new tableData with the keys ids re-read through get (nil
-// means the key no longer exists). b must be a frozen copy. It also
-// returns the index of focusID, or -1.
-func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID string) (*tableData, int32) {
+// means the key no longer exists). b must be a frozen copy. ops, unless
+// nil, replaces the operators (see keysOfChangedCreators): a key in ids
+// whose status it changes is patched even when the key itself did not
+// change. It also returns the index of focusID, or -1.
+func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[string]*model.Operator, focusID string) (*tableData, int32) {
 	if b.ids == nil {
 		b.buildIDs()
 	}
-	n := &tableData{now: b.now, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
+	if ops == nil {
+		ops = b.ops
+	}
+	n := &tableData{now: b.now, ops: ops, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
 		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg,
 		descs: b.descs, descSegs: b.descSegs, descOf: b.descOf}
 	n.all = slices.Clone(b.all)
@@ -131,11 +160,12 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 		k := get(id)
 		j, ok := n.ids.find(n.all, id)
 		switch {
-		case ok && n.all[j] == k:
+		case ok && n.all[j] == k && b.status(k) == n.status(k):
 			continue // already current
 		case ok:
-			chs = append(chs, change{j: j, old: n.all[j], new: k})
-			n.counts.add(n.all[j], n.now, -1)
+			old := n.all[j]
+			chs = append(chs, change{j: j, old: old, new: k})
+			n.counts.add(old, b.status(old), n.now, -1)
 			n.all[j] = k // nil: a tombstone in ids
 		case k != nil:
 			j = int32(len(n.all))
@@ -147,11 +177,12 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, focusID 
 			continue // created and deleted since
 		}
 		if k != nil {
-			n.counts.add(k, n.now, 1)
+			st := n.status(k)
+			n.counts.add(k, st, n.now, 1)
 			if _, known := n.creatorN[k.CreatedBy]; !known && !ownCreators {
 				n.creators, n.creatorN, ownCreators = slices.Clone(n.creators), cloneMap(n.creatorN), true
 			}
-			exp, used, meta := sortKeys(k, n.now, n.creatorOf(k.CreatedBy))
+			exp, used, meta := sortKeys(k, st, n.creatorOf(k.CreatedBy))
 			n.exp, n.used, n.meta = written(n.exp, j, exp, &owned[0]), written(n.used, j, used, &owned[1]), written(n.meta, j, meta, &owned[2])
 		}
 	}

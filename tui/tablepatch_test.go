@@ -31,7 +31,7 @@ func refOrder(d *tableData, col column) []string {
 		case colRole:
 			return int64(roleRank(k.Role))
 		case colStatus:
-			return int64(statusRank(k.Display(d.now)))
+			return int64(statusRank(d.status(k)))
 		case colExpires:
 			if k.ExpiresAt == nil {
 				return 1<<63 - 1
@@ -109,7 +109,7 @@ func testKeys(n int, rng *rand.Rand) []*model.Key {
 
 func TestTableSortsMatchReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	d := newTableData(testKeys(3000, rng), colName, false, "", testNow)
+	d := newTableData(testKeys(3000, rng), testOps, colName, false, "", testNow)
 	for c := range numColumns {
 		if got, want := idsOf(d, d.order(c)), refOrder(d, c); !slices.Equal(got, want) {
 			t.Errorf("column %s: order differs from the reference", c)
@@ -130,7 +130,7 @@ func TestTablePatchMatchesReload(t *testing.T) {
 			for _, k := range keys {
 				byID[k.ID] = k
 			}
-			d := newTableData(slices.Clone(keys), col, false, query, testNow)
+			d := newTableData(slices.Clone(keys), testOps, col, false, query, testNow)
 			sortAll(d)
 			next := 0
 			for round := range 6 {
@@ -143,7 +143,7 @@ func TestTablePatchMatchesReload(t *testing.T) {
 					focus = ids[0]
 				}
 				var j int32
-				d, j = d.frozen().patch(get, ids, focus)
+				d, j = d.frozen().patch(get, ids, nil, focus)
 				if focus != "" && byID[focus] != nil && (j < 0 || d.all[j].ID != focus) {
 					t.Fatalf("focus %s resolved to %d", focus, j)
 				}
@@ -151,7 +151,7 @@ func TestTablePatchMatchesReload(t *testing.T) {
 				for _, k := range byID {
 					live = append(live, k)
 				}
-				want := newTableData(live, col, false, query, testNow)
+				want := newTableData(live, testOps, col, false, query, testNow)
 				for c := range numColumns {
 					if d.orders[c] == nil {
 						continue
@@ -300,5 +300,77 @@ func TestLiveRefreshPatches(t *testing.T) {
 	d.typeText("brand")
 	if tbl.d.len() != 1 || tbl.selected().Name != "brand-new" {
 		t.Fatalf("filter after patches: %d rows", tbl.d.len())
+	}
+}
+
+// testOperators are the creators of the test keys, all active since
+// before any key; testOps indexes them.
+var (
+	testOperators = func() []model.Operator {
+		var ops []model.Operator
+		for _, n := range []string{"alice", "bob", "Bob", "carol", "dave", "erin"} {
+			ops = append(ops, model.Operator{Name: n, Role: model.OperatorAdmin})
+		}
+		return ops
+	}()
+	testOps = operatorMap(testOperators)
+)
+
+// An operator disabled, enabled, deleted or re-added changes the status
+// of the keys it created (model.StatusOf): the patch that the change
+// feed's OperatorsChanged starts must give what a full reload gives, in
+// the Status order, the counts and a status-sorted filtered view (issue
+// 12.3: the table kept showing ACTIVE).
+func TestTablePatchOperatorChanges(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	keys := testKeys(2000, rng)
+	byID := map[string]*model.Key{}
+	for _, k := range keys {
+		byID[k.ID] = k
+	}
+	get := func(id string) *model.Key { return byID[id] }
+	for _, query := range []string{"", "ch"} {
+		d := newTableData(slices.Clone(keys), testOps, colStatus, false, query, testNow)
+		sortAll(d)
+		ops := testOps
+		steps := []func(m map[string]*model.Operator){
+			func(m map[string]*model.Operator) { c := *m["alice"]; c.Disabled = true; m["alice"] = &c },
+			func(m map[string]*model.Operator) { delete(m, "carol") },
+			func(m map[string]*model.Operator) { c := *m["alice"]; c.Disabled = false; m["alice"] = &c },
+			// Re-added after its keys were made: they stay refused.
+			func(m map[string]*model.Operator) { m["carol"] = &model.Operator{Name: "carol", CreatedAt: testNow} },
+			func(m map[string]*model.Operator) {}, // nothing changed
+		}
+		for i, step := range steps {
+			next := cloneMap(ops)
+			step(next)
+			ids := d.keysOfChangedCreators(next)
+			d, _ = d.frozen().patch(get, ids, next, "")
+			ops = next
+			want := newTableData(slices.Clone(keys), ops, colStatus, false, query, testNow)
+			for c := range numColumns {
+				if d.orders[c] == nil {
+					continue
+				}
+				if got, exp := idsOf(d, d.orders[c]), idsOf(want, want.order(c)); !slices.Equal(got, exp) {
+					t.Fatalf("q=%q step %d: column %s differs after the operator patch", query, i, c)
+				}
+			}
+			if got, exp := viewIDs(d), viewIDs(want); !slices.Equal(got, exp) {
+				t.Fatalf("q=%q step %d: filtered view differs", query, i)
+			}
+			if d.counts != want.counts {
+				t.Fatalf("q=%q step %d: counts %+v, want %+v", query, i, d.counts, want.counts)
+			}
+			for r := range d.len() {
+				k := d.at(r)
+				if got, exp := d.status(k), model.StatusOf(k, ops[k.CreatedBy], testNow); got != exp {
+					t.Fatalf("step %d: %s shown %s, want %s", i, k.ID, got, exp)
+				}
+			}
+		}
+		if d.counts.creatorOff == 0 {
+			t.Fatal("no key ended CREATOR_DISABLED: the test proves nothing")
+		}
 	}
 }

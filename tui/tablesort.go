@@ -54,8 +54,9 @@ func clampUnix(t time.Time) uint32 {
 	return uint32(min(max(t.Unix(), 0), math.MaxUint32-1))
 }
 
-// sortKeys returns key k's Expires, Last used and meta sort keys.
-func sortKeys(k *model.Key, now time.Time, creator uint32) (exp, used, meta uint32) {
+// sortKeys returns key k's Expires, Last used and meta sort keys; st is
+// its displayed status.
+func sortKeys(k *model.Key, st model.DisplayStatus, creator uint32) (exp, used, meta uint32) {
 	exp = neverExpires
 	if k.ExpiresAt != nil {
 		exp = clampUnix(*k.ExpiresAt)
@@ -63,13 +64,13 @@ func sortKeys(k *model.Key, now time.Time, creator uint32) (exp, used, meta uint
 	if k.LastUsedAt != nil {
 		used = clampUnix(*k.LastUsedAt) + 1
 	}
-	meta = creator<<metaCreator | uint32(roleRank(k.Role))<<metaRole | uint32(statusRank(k.Display(now)))
+	meta = creator<<metaCreator | uint32(roleRank(k.Role))<<metaRole | uint32(statusRank(st))
 	return exp, used, meta
 }
 
 // setSortKeys fills key j's sort keys.
-func (d *tableData) setSortKeys(j int32, k *model.Key) {
-	d.exp[j], d.used[j], d.meta[j] = sortKeys(k, d.now, d.creatorOf(k.CreatedBy))
+func (d *tableData) setSortKeys(j int32, k *model.Key, st model.DisplayStatus) {
+	d.exp[j], d.used[j], d.meta[j] = sortKeys(k, st, d.creatorOf(k.CreatedBy))
 }
 
 // radixSort sorts a by its bits from byte digit lo up, stably, with
@@ -386,10 +387,12 @@ func statusRank(s model.DisplayStatus) int {
 		return 0
 	case model.ShowExpiring:
 		return 1
-	case model.ShowExpired:
+	case model.ShowCreatorDisabled:
 		return 2
-	case model.ShowDisabled:
+	case model.ShowExpired:
 		return 3
+	case model.ShowDisabled:
+		return 4
 	}
-	return 4
+	return 5
 }

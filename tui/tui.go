@@ -23,7 +23,8 @@ type Clipboard interface {
 	// error message fit to show the user (never atotto's raw error).
 	Copy(text string) error
 	// Clear empties the clipboard if it still holds text, where that can
-	// be known; OSC 52 clears unconditionally.
+	// be known; OSC 52 overwrites it with a blank unconditionally (and
+	// cannot confirm it).
 	Clear(text string) error
 	// Name says how copying works ("system clipboard", "OSC 52").
 	Name() string
@@ -64,6 +65,9 @@ type Options struct {
 	Open       func() (*store.Store, error)
 	First      []*model.Key
 	FirstTotal int
+	// FirstOperators are the operators Peek read with First, so the
+	// first page's statuses are true (model.StatusOf) before Open is done.
+	FirstOperators []model.Operator
 }
 
 // Model is the root model New returns. Call Close after the program ends
@@ -95,10 +99,10 @@ func newRoot(opts Options) *root {
 	m := &root{c: c, help: help.New()}
 	if opts.Store == nil && opts.Open != nil {
 		m.open = opts.Open
-		m.stack = []screen{newPeekTable(c, opts.First, opts.FirstTotal)}
+		m.stack = []screen{newPeekTable(c, opts.First, opts.FirstOperators, opts.FirstTotal)}
 		return m
 	}
-	m.stack = []screen{newKeysTable(c, nil)}
+	m.stack = []screen{newKeysTable(c, nil, nil)}
 	m.attach(opts.Store)
 	return m
 }

@@ -35,6 +35,9 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 	dir := t.TempDir()
 	bin := keywardBinary(t)
 	db := filepath.Join(dir, "data", "keyward.db")
+	if err := os.Mkdir(filepath.Dir(db), 0o700); err != nil {
+		t.Fatal(err)
+	}
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--db", db}, args...)...)

@@ -128,7 +128,7 @@ func (x *term) text(s string) {
 	time.Sleep(60 * time.Millisecond)
 }
 
-var journeyTable = regexp.MustCompile(` \d+ keys  | No keys yet`)
+var journeyTable = regexp.MustCompile(` \d+ keys?  | No keys yet`)
 
 // start runs keyward in the pane and waits for the full keys table.
 func (x *term) start() {

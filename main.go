@@ -1409,6 +1409,7 @@ func (a *app) serveCmd() *cobra.Command {
 	var sshAddr, httpAddr, hostKey string
 	var idle, flush time.Duration
 	var procs int
+	var requireScope bool
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Serve the TUI over SSH and the verification API over HTTP",
@@ -1429,7 +1430,11 @@ serve uses the CPU count but at least 4, even on a 1- or 2-CPU machine: a
 commit's fsync holds one of them while it waits for the disk, and with
 only 2 the verify API loses half its capacity during every admin write.
 The price: while verifies saturate the CPUs, admin writes are slower.
-A GOMAXPROCS environment variable is kept unless --procs is given.`,
+A GOMAXPROCS environment variable is kept unless --procs is given.
+
+Request line and headers may total 16 KiB (431 above), bodies 64 KiB.
+Without --require-scope, a verify that names no scope is VALID for any
+live key: it authenticates the key and says nothing about what it may do.`,
 		Example: `  keyward serve
   keyward serve --ssh 0.0.0.0:2222 --http ""
   keyward serve --http 127.0.0.1:9000 --idle-timeout 10m`,
@@ -1463,6 +1468,8 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 					HostKeyPath: hostKey,
 					IdleTimeout: idle,
 					Log:         a.stderr, // the server logs where it listens
+
+					RequireScope: requireScope,
 				})
 			})
 		},
@@ -1474,6 +1481,7 @@ A GOMAXPROCS environment variable is kept unless --procs is given.`,
 	fl.StringVar(&hostKey, "host-key", "", "SSH host key file (default: ssh_host_ed25519 beside the database)")
 	fl.DurationVar(&flush, "flush-interval", 10*time.Second, "how often last-used times are written")
 	fl.IntVar(&procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
+	fl.BoolVar(&requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 	return c
 }
 

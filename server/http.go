@@ -25,7 +25,15 @@ const (
 	httpReadTimeout       = 10 * time.Second
 	httpWriteTimeout      = 10 * time.Second
 	httpIdleTimeout       = 120 * time.Second
-	httpMaxHeaderBytes    = 16 << 10
+	// HTTPMaxHeaderBlock is the most bytes of request line and headers
+	// (with their CRLFs and the blank line) a request may have; more is
+	// answered 431. net/http reads MaxHeaderBytes plus 4096 bytes of
+	// "bufio slop" (Server.initialReadLimitSize) before it refuses, so
+	// MaxHeaderBytes is set that much lower to make the limit the
+	// documented 16 KiB. TestHTTPHeaderLimit pins it.
+	HTTPMaxHeaderBlock = 16 << 10
+	httpMaxHeaderBytes = HTTPMaxHeaderBlock - netHTTPHeaderSlack
+	netHTTPHeaderSlack = 4096
 )
 
 // verifyRequest is the body of POST /v1/keys/verify.
@@ -39,6 +47,9 @@ type verifyRequest struct {
 type httpAPI struct {
 	st  *store.Store
 	log *logSink
+	// requireScope refuses (400) a verify that names no scope: without
+	// one, VALID only authenticates the key (Config.RequireScope).
+	requireScope bool
 }
 
 // newHTTPServer returns an http.Server with every timeout set.
@@ -125,6 +136,9 @@ func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req, msg := decodeVerify(body)
+	if msg == "" && a.requireScope && req.Scope == "" {
+		msg = `"scope" is required: this server runs with --require-scope, so a key is never VALID without a scope`
+	}
 	if msg != "" {
 		a.fail(w, r, http.StatusBadRequest, msg)
 		return

@@ -26,6 +26,9 @@ type Config struct {
 	// SSHAddr and HTTPAddr are listen addresses; empty disables that side.
 	SSHAddr  string
 	HTTPAddr string
+	// RequireScope answers 400 to a verify without a scope, instead of
+	// VALID for any live key (authentication only).
+	RequireScope bool
 	// HostKeyPath is the ed25519 SSH host key, generated once (0600).
 	// Empty means "ssh_host_ed25519_key" beside the database.
 	HostKeyPath string
@@ -116,7 +119,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			closeAll()
 			return fmt.Errorf("server: http listen: %w", err)
 		}
-		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log}, log)
+		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope}, log)
 	}
 
 	var sshAddr, httpAddr string

@@ -1407,8 +1407,8 @@ func writeFileAtomic(dest string, overwrite bool, mode os.FileMode, fill func(io
 
 func (a *app) serveCmd() *cobra.Command {
 	var sshAddr, httpAddr, hostKey string
-	var idle, flush time.Duration
-	var procs int
+	var idle, flush, httpIdle time.Duration
+	var procs, httpMaxConns int
 	var requireScope bool
 	c := &cobra.Command{
 		Use:   "serve",
@@ -1432,6 +1432,13 @@ only 2 the verify API loses half its capacity during every admin write.
 The price: while verifies saturate the CPUs, admin writes are slower.
 A GOMAXPROCS environment variable is kept unless --procs is given.
 
+HTTP limits: at most --http-max-conns connections are open at once (by
+default 1024, lowered to fit the open-files limit, which serve raises to
+the hard limit at start; HTTP never takes more than half of it). At the
+cap, the connection idle the longest is closed to admit a new one, so a
+flood of idle connections cannot lock callers or /healthz out; only when
+every connection is in the middle of a request is a new one answered 503.
+Idle keep-alive connections are closed after --http-idle-timeout.
 Request line and headers may total 16 KiB (431 above), bodies 64 KiB.
 Without --require-scope, a verify that names no scope is VALID for any
 live key: it authenticates the key and says nothing about what it may do.`,
@@ -1445,6 +1452,12 @@ live key: it authenticates the key and says nothing about what it may do.`,
 			}
 			if procs < 0 {
 				return usageErrorf("--procs must be 0 (automatic) or more")
+			}
+			if httpMaxConns < 0 {
+				return usageErrorf("--http-max-conns must be 0 (automatic) or more")
+			}
+			if httpIdle < time.Second {
+				return usageErrorf("--http-idle-timeout must be at least 1s")
 			}
 			if hostKey == "" {
 				hostKey = filepath.Join(filepath.Dir(a.dbPath), "ssh_host_ed25519")
@@ -1469,7 +1482,9 @@ live key: it authenticates the key and says nothing about what it may do.`,
 					IdleTimeout: idle,
 					Log:         a.stderr, // the server logs where it listens
 
-					RequireScope: requireScope,
+					HTTPMaxConns:    httpMaxConns,
+					HTTPIdleTimeout: httpIdle,
+					RequireScope:    requireScope,
 				})
 			})
 		},
@@ -1481,6 +1496,8 @@ live key: it authenticates the key and says nothing about what it may do.`,
 	fl.StringVar(&hostKey, "host-key", "", "SSH host key file (default: ssh_host_ed25519 beside the database)")
 	fl.DurationVar(&flush, "flush-interval", 10*time.Second, "how often last-used times are written")
 	fl.IntVar(&procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
+	fl.IntVar(&httpMaxConns, "http-max-conns", 0, "most open HTTP connections; at the cap the longest idle is closed (0: 1024, lowered to fit ulimit -n)")
+	fl.DurationVar(&httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
 	fl.BoolVar(&requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 	return c
 }

@@ -405,3 +405,34 @@ func TestServeHTTPFloodUnderFDLimit(t *testing.T) {
 	}
 	p.stop(t)
 }
+
+// TestHTTPHeldBehindTheCap: what held before the connection cap still
+// holds through it: 505 for another HTTP version, and a header sent too
+// slowly is cut at the 5 s read-header timeout.
+func TestHTTPHeldBehindTheCap(t *testing.T) {
+	env := newEnv(t)
+	srv := env.serve(Config{SSHAddr: "-", HTTPMaxConns: 50})
+	c, err := net.Dial("tcp", srv.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if code, _, err := rawRoundTrip(c, "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n"); err != nil || code != 505 {
+		t.Errorf("HTTP/3.0 request line: %d %v; want 505", code, err)
+	}
+	slow, err := net.Dial("tcp", srv.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	start := time.Now()
+	if _, err := io.WriteString(slow, "GET /healthz HTTP/1.1\r\nHost: x\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = slow.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b, err := io.ReadAll(slow)
+	d := time.Since(start)
+	if err != nil || d < 4500*time.Millisecond || d > 7*time.Second {
+		t.Errorf("slow header: closed after %s (%v), answer %q; want closed at about 5 s", d.Round(time.Millisecond), err, b)
+	}
+}

@@ -33,6 +33,9 @@ type connLimiter struct {
 	mu    sync.Mutex
 	conns map[*limitedConn]struct{}
 
+	// seq orders connections by when they became idle (or were
+	// accepted): cheaper than reading the clock twice per request.
+	seq              atomic.Int64
 	evicted, refused atomic.Int64 // since the last log line
 	lastLog          atomic.Int64 // unix nanoseconds
 }
@@ -51,8 +54,9 @@ func newConnLimiter(ln net.Listener, max int, log *logSink) *connLimiter {
 type limitedConn struct {
 	net.Conn
 	l      *connLimiter
+	born   int64        // unix nanoseconds when accepted
 	state  atomic.Int32 // http.ConnState
-	since  atomic.Int64 // unix nanoseconds when it became idle or new
+	since  atomic.Int64 // l.seq when it became idle or was accepted
 	closed atomic.Bool
 }
 
@@ -81,7 +85,7 @@ func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
 		return
 	}
 	if st == http.StateIdle {
-		c.since.Store(time.Now().UnixNano())
+		c.since.Store(l.seq.Add(1))
 	}
 	c.state.Store(int32(st))
 }
@@ -92,10 +96,10 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		c := &limitedConn{Conn: nc, l: l}
-		c.state.Store(int32(http.StateNew))
 		now := time.Now().UnixNano()
-		c.since.Store(now)
+		c := &limitedConn{Conn: nc, l: l, born: now}
+		c.state.Store(int32(http.StateNew))
+		c.since.Store(l.seq.Add(1))
 		if l.admit(c, now) {
 			return c, nil
 		}
@@ -117,7 +121,7 @@ func (l *connLimiter) admit(c *limitedConn, now int64) bool {
 			switch http.ConnState(o.state.Load()) {
 			case http.StateIdle:
 			case http.StateNew:
-				if now-since < int64(staleNew) {
+				if now-o.born < int64(staleNew) {
 					continue
 				}
 			default:

@@ -218,6 +218,52 @@ func TestHTTPBusyConnectionsRefused503(t *testing.T) {
 	}
 }
 
+// TestHTTPSilentConnectionsEvicted: connections that send nothing hold a
+// slot for at most a second under pressure: then a new connection evicts
+// the oldest of them (before that, it is answered 503).
+func TestHTTPSilentConnectionsEvicted(t *testing.T) {
+	const capConns = 5
+	env := newEnv(t)
+	srv := env.serve(Config{SSHAddr: "-", HTTPMaxConns: capConns})
+	var silent []net.Conn
+	defer func() {
+		for _, c := range silent {
+			c.Close()
+		}
+	}()
+	for range capConns {
+		c, err := net.Dial("tcp", srv.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		silent = append(silent, c)
+	}
+	waitFor(t, 2*time.Second, "the silent connections accepted", func() bool { return serverConns(t, srv.httpAddr) == capConns })
+	try := func() int {
+		c, err := net.Dial("tcp", srv.httpAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		code, _, err := rawRoundTrip(c, healthzReq)
+		if err != nil {
+			t.Fatalf("healthz: %v", err)
+		}
+		return code
+	}
+	if code := try(); code != 503 {
+		t.Errorf("new connection while %d silent ones are under 1 s old: %d, want 503", capConns, code)
+	}
+	time.Sleep(staleNew + 100*time.Millisecond)
+	if code := try(); code != 200 {
+		t.Errorf("new connection once the silent ones are over 1 s old: %d, want 200", code)
+	}
+	_ = silent[0].SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := silent[0].Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("the oldest silent connection: %v, want EOF (evicted)", err)
+	}
+}
+
 // TestHTTPIdleTimeoutConfigured: idle keep-alive connections are closed
 // after Config.HTTPIdleTimeout (--http-idle-timeout).
 func TestHTTPIdleTimeoutConfigured(t *testing.T) {
@@ -434,5 +480,23 @@ func TestHTTPHeldBehindTheCap(t *testing.T) {
 	d := time.Since(start)
 	if err != nil || d < 4500*time.Millisecond || d > 7*time.Second {
 		t.Errorf("slow header: closed after %s (%v), answer %q; want closed at about 5 s", d.Round(time.Millisecond), err, b)
+	}
+}
+
+// BenchmarkConnStateHook is the limiter's work per request: the two
+// ConnState calls (active, then idle) net/http makes around each one.
+func BenchmarkConnStateHook(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	lim := newConnLimiter(ln, 10, newLogSink(io.Discard))
+	c := &limitedConn{l: lim}
+	var nc net.Conn = c
+	b.ReportAllocs()
+	for b.Loop() {
+		lim.connState(nc, http.StateActive)
+		lim.connState(nc, http.StateIdle)
 	}
 }

@@ -1748,8 +1748,9 @@ func writeFileAtomic(dest string, overwrite bool, mode os.FileMode, fill func(io
 
 func (a *app) serveCmd() *cobra.Command {
 	var sshAddr, httpAddr, hostKey string
-	var idle, flush time.Duration
-	var procs int
+	var idle, flush, httpIdle time.Duration
+	var procs, httpMaxConns int
+	var requireScope bool
 	var lim server.SSHLimits
 	var termSize string
 	c := &cobra.Command{
@@ -1788,7 +1789,18 @@ SSH limits (what one client may cost; see README, "SSH limits"):
   --max-sessions-per-operator  TUI sessions of one operator
   --max-channels-per-conn  channels open at once on one connection
   --max-term-size         larger terminal sizes (COLSxROWS) are clamped
---max-startups is lowered to a quarter of the open-file limit if higher.`,
+--max-startups is lowered to a quarter of the open-file limit if higher.
+
+HTTP limits: at most --http-max-conns connections are open at once (by
+default 1024, lowered to fit the open-files limit, which serve raises to
+the hard limit at start; HTTP never takes more than half of it). At the
+cap, the connection idle the longest is closed to admit a new one, so a
+flood of idle connections cannot lock callers or /healthz out; only when
+every connection is in the middle of a request is a new one answered 503.
+Idle keep-alive connections are closed after --http-idle-timeout.
+Request line and headers may total 16 KiB (431 above), bodies 64 KiB.
+Without --require-scope, a verify that names no scope is VALID for any
+live key: it authenticates the key and says nothing about what it may do.`,
 		Example: `  keyward serve
   keyward serve --ssh 0.0.0.0:2222 --http ""
   keyward serve --http 127.0.0.1:9000 --idle-timeout 10m`,
@@ -1802,6 +1814,12 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 			}
 			if err := checkSSHLimits(&lim, termSize); err != nil {
 				return err
+			}
+			if httpMaxConns < 0 {
+				return usageErrorf("--http-max-conns must be 0 (automatic) or more")
+			}
+			if httpIdle < time.Second {
+				return usageErrorf("--http-idle-timeout must be at least 1s")
 			}
 			if hostKey == "" {
 				hostKey = filepath.Join(filepath.Dir(a.dbPath), "ssh_host_ed25519")
@@ -1828,6 +1846,10 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 					IdleTimeout:  idle,
 					SSHLimits:    lim,
 					Log:          a.stderr, // the server logs where it listens
+
+					HTTPMaxConns:    httpMaxConns,
+					HTTPIdleTimeout: httpIdle,
+					RequireScope:    requireScope,
 				})
 			})
 		},
@@ -1846,6 +1868,9 @@ SSH limits (what one client may cost; see README, "SSH limits"):
 	fl.IntVar(&lim.MaxSessionsPerOperator, "max-sessions-per-operator", server.DefaultMaxSessionsPerOperator, "SSH TUI sessions per operator")
 	fl.IntVar(&lim.MaxChannelsPerConn, "max-channels-per-conn", server.DefaultMaxChannelsPerConn, "channels open at once on one SSH connection")
 	fl.StringVar(&termSize, "max-term-size", fmt.Sprintf("%dx%d", server.DefaultMaxTermWidth, server.DefaultMaxTermHeight), "largest terminal COLSxROWS an SSH client may claim (larger is clamped)")
+	fl.IntVar(&httpMaxConns, "http-max-conns", 0, "most open HTTP connections; at the cap the longest idle is closed (0: 1024, lowered to fit ulimit -n)")
+	fl.DurationVar(&httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
+	fl.BoolVar(&requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 	return c
 }
 

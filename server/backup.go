@@ -126,19 +126,19 @@ func (b *backupSide) handle(c *net.UnixConn) {
 	uid, err := peerUID(c)
 	if err != nil || uid != os.Geteuid() {
 		b.log.Printf("backup socket: refused a connection from uid %d (%v): only uid %d may take backups", uid, err, os.Geteuid())
-		refuse(c, "permission denied")
+		refuseBackup(c, "permission denied")
 		return
 	}
 	line, err := readLine(c)
 	if err != nil || line != strings.TrimSuffix(backupRequest, "\n") {
-		refuse(c, "bad request")
+		refuseBackup(c, "bad request")
 		return
 	}
 	select {
 	case b.busy <- struct{}{}:
 		defer func() { <-b.busy }()
 	default:
-		refuse(c, "another backup is running; try again when it has finished")
+		refuseBackup(c, "another backup is running; try again when it has finished")
 		return
 	}
 	_ = c.SetDeadline(time.Time{})
@@ -160,11 +160,11 @@ func (b *backupSide) handle(c *net.UnixConn) {
 	b.log.Printf("backup: sent a %d-byte snapshot in %s", n, time.Since(start).Round(time.Millisecond))
 }
 
-// refuse answers "ERR msg" and ends the connection. What the peer sent
+// refuseBackup answers "ERR msg" and ends the connection. What the peer sent
 // and was not read is drained first (bounded by size and by the deadline
 // already set), so that the close does not reset the connection before the
 // peer has read the answer.
-func refuse(c *net.UnixConn, msg string) {
+func refuseBackup(c *net.UnixConn, msg string) {
 	fmt.Fprintf(c, "ERR %s\n", msg)
 	_ = c.CloseWrite()
 	_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))

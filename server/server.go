@@ -26,6 +26,16 @@ type Config struct {
 	// SSHAddr and HTTPAddr are listen addresses; empty disables that side.
 	SSHAddr  string
 	HTTPAddr string
+	// HTTPMaxConns caps the HTTP listener's open connections (0:
+	// DefaultHTTPMaxConns, lowered to fit the open-files limit). At the
+	// cap the longest-idle connection is closed to admit a new one; see
+	// connLimiter.
+	HTTPMaxConns int
+	// HTTPIdleTimeout closes idle keep-alive HTTP connections (0: 30s).
+	HTTPIdleTimeout time.Duration
+	// RequireScope answers 400 to a verify without a scope, instead of
+	// VALID for any live key (authentication only).
+	RequireScope bool
 	// HostKeyPath is the ed25519 SSH host key, generated once (0600).
 	// Empty means "ssh_host_ed25519_key" beside the database.
 	HostKeyPath string
@@ -81,6 +91,7 @@ func Serve(ctx context.Context, cfg Config) error {
 	if err := ensureSecret(cfg.Store); err != nil {
 		return fmt.Errorf("server: shared secret: %w", err)
 	}
+	nofile := openFiles(log)
 
 	var (
 		sshLn, httpLn net.Listener
@@ -110,7 +121,7 @@ func Serve(ctx context.Context, cfg Config) error {
 			verb = "generated"
 		}
 		log.Printf("ssh host key %s %s (%s)", gossh.FingerprintSHA256(signer.PublicKey()), path, verb)
-		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, cfg.SSHLimits, log); err != nil {
+		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, cfg.SSHLimits, nofile, log); err != nil {
 			return fmt.Errorf("server: ssh: %w", err)
 		}
 		if sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
@@ -118,11 +129,18 @@ func Serve(ctx context.Context, cfg Config) error {
 		}
 	}
 	if cfg.HTTPAddr != "" {
+		maxConns, idle, lerr := httpLimits(cfg, log, nofile)
+		if lerr != nil {
+			closeAll()
+			return fmt.Errorf("server: http: %w", lerr)
+		}
 		if httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 			closeAll()
 			return fmt.Errorf("server: http listen: %w", err)
 		}
-		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log}, log)
+		lim := newConnLimiter(httpLn, maxConns, log)
+		httpLn = lim
+		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope}, log, idle, lim)
 	}
 
 	var bk *backupSide
@@ -223,6 +241,42 @@ func Serve(ctx context.Context, cfg Config) error {
 	}
 	log.Printf("stopped")
 	return serveErr
+}
+
+// openFiles raises the open-files limit to the hard limit, logs what it
+// became and returns it (0: unknown). Every connection is a descriptor:
+// a low soft limit would let one listener's flood starve the other.
+func openFiles(log *logSink) uint64 {
+	nofile, before, err := raiseOpenFiles()
+	switch {
+	case err != nil:
+		log.Printf("open files limit %d (could not raise the soft limit to the hard one: %s)", nofile, err)
+	case nofile != before:
+		log.Printf("open files limit %d (raised from %d)", nofile, before)
+	case nofile > 0:
+		log.Printf("open files limit %d (the hard limit)", nofile)
+	}
+	return nofile
+}
+
+// httpLimits returns the HTTP side's connection cap and idle timeout, and
+// logs them.
+func httpLimits(cfg Config, log *logSink, nofile uint64) (int, time.Duration, error) {
+	maxConns, err := httpConnBudget(cfg.HTTPMaxConns, nofile)
+	if err != nil {
+		return 0, 0, err
+	}
+	idle := cfg.HTTPIdleTimeout
+	if idle <= 0 {
+		idle = httpIdleTimeout
+	}
+	scope := "a verify without a scope authenticates the key only"
+	if cfg.RequireScope {
+		scope = "a verify must name a scope"
+	}
+	log.Printf("http: at most %d connections (the longest idle is closed for a new one), idle keep-alive %s, headers %d KiB; %s",
+		maxConns, idle, HTTPMaxHeaderBlock>>10, scope)
+	return maxConns, idle, nil
 }
 
 // ensureSecret makes sure HTTP callers have a shared secret to present.

@@ -86,11 +86,11 @@ type ctxKey struct{ name string }
 
 var sessionKey = &ctxKey{"keyward-session"}
 
-func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SSHLimits, log *logSink) (*sshSide, error) {
+func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SSHLimits, nofile uint64, log *logSink) (*sshSide, error) {
 	if idle <= 0 {
 		idle = DefaultIdleTimeout
 	}
-	lim, note := lim.withDefaults().fitFDs(openFileLimit())
+	lim, note := lim.withDefaults().fitFDs(nofile)
 	if note != "" {
 		log.Printf("%s", note)
 	}

@@ -388,7 +388,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 	op := newSSHKey(t)
 	k.ok("operators", "add", "op", "--role", "admin", "--key", op.line)
 	const grace, maxStartups, perSource = time.Second, 32, 8
-	p := k.serveUnderFDLimit(256, "--login-grace", grace.String(), "--max-startups", fmt.Sprint(maxStartups),
+	p := k.serveUnderFDLimit(512, "--login-grace", grace.String(), "--max-startups", fmt.Sprint(maxStartups),
 		"--max-startups-per-source", fmt.Sprint(perSource))
 	pid := p.cmd.Process.Pid
 	base := fdCount(t, pid)

@@ -180,10 +180,14 @@ func (e *env) startServeArgs(args ...string) *serveProc {
 	e.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
+		// The log is written in batches (up to 10 ms behind): the line
+		// that comes last at start must be there too, not only /healthz.
 		resp, err := http.Get("http://" + addr + "/healthz")
 		if err == nil {
 			resp.Body.Close()
-			return s
+			if strings.Contains(s.logs(), "http listening on") {
+				return s
+			}
 		}
 		if time.Now().After(deadline) {
 			e.t.Fatalf("serve never answered /healthz: %s", s.logs())

@@ -139,7 +139,13 @@ func (k *opKeysScreen) View() string {
 	case k.gone:
 		return s.Error.Render(fmt.Sprintf("Operator %q no longer exists.", clean(k.name)))
 	}
-	b.WriteString(s.ColHeader.Render(fit("  Fingerprint                                         Type                 Comment", w)) + "\n")
+	// Type is as wide as the longest type listed, and "(this session)"
+	// comes before the comment, so a narrow terminal cuts only the comment.
+	typeW := len("Type")
+	for _, pk := range k.keys {
+		typeW = max(typeW, len(pk.Type))
+	}
+	b.WriteString(s.ColHeader.Render(fit("  "+fit("Fingerprint", 51)+" "+fit("Type", typeW)+" Comment", w)) + "\n")
 	if len(k.keys) == 0 {
 		b.WriteString("\n" + clipText(fmt.Sprintf("  %s has no SSH key: it can only work locally.", clean(k.name)), w) + "\n")
 		if !k.c.readonly {
@@ -147,9 +153,14 @@ func (k *opKeysScreen) View() string {
 		}
 	}
 	for i, pk := range k.keys {
-		line := fit(pk.Fingerprint(), 51) + " " + fit(pk.Type, 20) + " " + clean(pk.Comment)
+		line := fit(pk.Fingerprint(), 51) + " " + fit(pk.Type, typeW)
 		if k.ownKey(&pk) {
 			line += " (this session)"
+		}
+		// The comment takes what is left of the row, so it is what a
+		// narrow terminal cuts.
+		if c, room := clean(pk.Comment), w-2-len(line)-1; c != "" && room > 1 {
+			line += " " + clipText(c, room)
 		}
 		if i == k.cursor {
 			b.WriteString(s.Selected.Render(fit("› "+line, w)) + "\n")
@@ -158,7 +169,7 @@ func (k *opKeysScreen) View() string {
 		}
 	}
 	if k.bad > 0 {
-		b.WriteString(s.Error.Render(fmt.Sprintf("  %d stored key line(s) could not be read.", k.bad)) + "\n")
+		b.WriteString(s.Error.Render(fmt.Sprintf("  %s could not be read.", model.Count(k.bad, "stored key line", ""))) + "\n")
 	}
 	return b.String()
 }

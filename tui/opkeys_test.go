@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/binary"
+	tea "github.com/charmbracelet/bubbletea"
 	"strings"
 	"testing"
 
@@ -71,6 +72,12 @@ func TestOperatorKeysRemoveAndSelf(t *testing.T) {
 	if !strings.Contains(d.view(), "(this session)") {
 		t.Fatalf("own session key not marked:\n%s", d.view())
 	}
+	// At 80 columns the marker still shows; only the comment is cut.
+	d.send(tea.WindowSizeMsg{Width: 80, Height: 24})
+	if !strings.Contains(d.view(), "(this session)") {
+		t.Fatalf("own session key not marked at 80 columns:\n%s", d.view())
+	}
+	d.send(tea.WindowSizeMsg{Width: 110, Height: 30})
 	d.keys("d")
 	if _, ok := d.m.top().(*opKeysScreen); !ok {
 		t.Fatalf("d on the session's own key opened %s", d.m.top().Title())

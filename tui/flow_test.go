@@ -133,6 +133,11 @@ func TestFormCustomDateErrorsOnTheDateField(t *testing.T) {
 	if v := ansi.Strip(d.view()); !strings.Contains(v, "Expiry date (UTC)") || strings.Contains(v, "YYYY-MM-DD,") {
 		t.Fatalf("date field missing, or an error before anything was typed:\n%s", v)
 	}
+	// The placeholder shows the format whole (huh narrows an input to its
+	// character limit, which cut it to "YYYY-MM…").
+	if v := ansi.Strip(d.view()); !strings.Contains(v, "> YYYY-MM-DD") {
+		t.Fatalf("the date field's placeholder is not shown whole:\n%s", v)
+	}
 	for _, in := range []string{"next week", "2020-01-01"} {
 		d.keys("ctrl+u")
 		d.send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(in)})

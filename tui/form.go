@@ -82,6 +82,11 @@ func newKeyForm(c *common, k *model.Key) *keyForm {
 	return f
 }
 
+// dateInputLimit is 12, not 10: huh narrows an input to its character
+// limit, and the prompt and cursor take two of the ten cells, which cut the
+// placeholder to "YYYY-MM…". The validator refuses anything but a date.
+const dateInputLimit = 12
+
 func (f *keyForm) Title() string {
 	if f.orig != nil {
 		return "Edit " + clean(f.orig.Name)
@@ -184,7 +189,7 @@ func (f *keyForm) build() {
 				Validate(f.validator("expires")),
 		).Title("Lifetime"),
 		huh.NewGroup(
-			huh.NewInput().Key("custom").Title("Expiry date (UTC)").Placeholder("YYYY-MM-DD").CharLimit(10).
+			huh.NewInput().Key("custom").Title("Expiry date (UTC)").Placeholder("YYYY-MM-DD").CharLimit(dateInputLimit).
 				Description("The key stops working at 00:00 UTC that day. shift+tab goes back to the choices.").
 				Value(&v.Custom).Validate(f.validator("custom")),
 		).Title("Lifetime").WithHideFunc(func() bool { return v.Expiry != expCustom }),

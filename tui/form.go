@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/charmbracelet/bubbles/key"
@@ -53,6 +54,33 @@ type keyForm struct {
 	banner string
 	saving bool
 	gate   formGate
+	// seen is a copy of v for huh's dynamic title, options and
+	// description: huh runs those functions in tea.Cmd goroutines while
+	// its Update writes v, so they read this copy, taken at the end of
+	// every Update (before the commands it returned run).
+	seen seenValues
+}
+
+type seenValues struct {
+	mu sync.Mutex
+	v  formValues
+}
+
+// remember copies f.v for the dynamic functions; see keyForm.seen.
+func (f *keyForm) remember() {
+	c := *f.v
+	c.Scopes, c.Resources = slices.Clone(c.Scopes), slices.Clone(c.Resources)
+	f.seen.mu.Lock()
+	f.seen.v = c
+	f.seen.mu.Unlock()
+}
+
+// seenValues returns the copy remember took (safe in any goroutine).
+func (f *keyForm) seenValues() *formValues {
+	f.seen.mu.Lock()
+	defer f.seen.mu.Unlock()
+	c := f.seen.v
+	return &c
 }
 
 type formSavedMsg struct {
@@ -116,6 +144,7 @@ func (f *keyForm) Help() []key.Binding {
 
 // build (re)creates the huh form over f.v.
 func (f *keyForm) build() {
+	f.remember()
 	v, cat := f.v, f.cat
 	isAdmin := func() bool { return v.Role == model.RoleAdmin }
 
@@ -167,8 +196,8 @@ func (f *keyForm) build() {
 				Options(resOpts...).Value(&v.Resources).Height(min(len(resOpts)+2, 9)).Filterable(false).
 				Validate(f.validatorList("resources")),
 			huh.NewMultiSelect[string]().Key("scopes").
-				TitleFunc(func() string { return scopesTitle(v) }, []any{&v.Role, &v.Resources}).
-				OptionsFunc(func() []huh.Option[string] { return scopeOptions(&cat, v) }, []any{&v.Role, &v.Resources}).
+				TitleFunc(func() string { return scopesTitle(f.seenValues()) }, []any{&v.Role, &v.Resources}).
+				OptionsFunc(func() []huh.Option[string] { return scopeOptions(&cat, f.seenValues()) }, []any{&v.Role, &v.Resources}).
 				Value(&v.Scopes).Height(9).Filterable(false).
 				Validate(f.validatorList("scopes")),
 		).Title("Access").WithHideFunc(isAdmin),
@@ -181,7 +210,7 @@ func (f *keyForm) build() {
 		huh.NewGroup(
 			huh.NewSelect[string]().Key("expires").Title("Expires").Options(expiry...).Value(&v.Expiry).
 				DescriptionFunc(func() string {
-					if v.Expiry == expNever || (v.Expiry == expKeep && f.orig != nil && f.orig.ExpiresAt == nil) {
+					if e := f.seenValues().Expiry; e == expNever || (e == expKeep && f.orig != nil && f.orig.ExpiresAt == nil) {
 						return "⚠ A key that never expires stays valid until someone deletes it."
 					}
 					return "Expiring keys limit the damage of a leaked secret."
@@ -399,6 +428,7 @@ func (f *keyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 	}
 	var cmd tea.Cmd
 	f.form, cmd = f.gate.update(f.form, msg)
+	f.remember()
 	switch f.form.State {
 	case huh.StateAborted:
 		return f, tea.Batch(pop, flash("Cancelled; nothing was saved."))

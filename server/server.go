@@ -37,7 +37,7 @@ type Config struct {
 	// VALID for any live key (authentication only).
 	RequireScope bool
 	// HostKeyPath is the ed25519 SSH host key, generated once (0600).
-	// Empty means "ssh_host_ed25519_key" beside the database.
+	// Empty means HostKeyFile beside the database.
 	HostKeyPath string
 	// IdleTimeout ends idle SSH sessions (0: default 30m).
 	IdleTimeout time.Duration
@@ -60,8 +60,10 @@ type Config struct {
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
 const DefaultShutdownTimeout = 10 * time.Second
 
-// HostKeyFile is the host key's file name beside the database.
-const HostKeyFile = "ssh_host_ed25519_key"
+// HostKeyFile is the host key's file name beside the database: the one
+// default of the project (the CLI has always used it, so an install keeps
+// its key).
+const HostKeyFile = "ssh_host_ed25519"
 
 // Serve listens until ctx is cancelled, then shuts down gracefully: both
 // listeners stop accepting, in-flight HTTP requests finish and SSH

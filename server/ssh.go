@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -61,6 +62,7 @@ type sshSide struct {
 	lim   SSHLimits
 	conns *connTracker
 	srv   *ssh.Server
+	ln    net.Listener // bound by listenSSH
 
 	closing atomic.Bool
 	mu      sync.Mutex
@@ -85,6 +87,32 @@ type liveSession struct {
 type ctxKey struct{ name string }
 
 var sessionKey = &ctxKey{"keyward-session"}
+
+// listenSSH loads (or generates) the host key, builds the SSH side and
+// binds its listener.
+func listenSSH(cfg Config, nofile uint64, log *logSink) (*sshSide, error) {
+	path := cfg.HostKeyPath
+	if path == "" {
+		path = filepath.Join(filepath.Dir(cfg.Store.Path()), HostKeyFile)
+	}
+	signer, created, err := loadOrCreateHostKey(path, func(w string) { log.Printf("warning: %s", w) })
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
+	verb := "loaded"
+	if created {
+		verb = "generated"
+	}
+	log.Printf("ssh host key %s %s (%s)", gossh.FingerprintSHA256(signer.PublicKey()), path, verb)
+	s, err := newSSHSide(cfg.Store, signer, cfg.IdleTimeout, cfg.SSHLimits, nofile, log)
+	if err != nil {
+		return nil, fmt.Errorf("server: ssh: %w", err)
+	}
+	if s.ln, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
+		return nil, fmt.Errorf("server: ssh listen: %w", err)
+	}
+	return s, nil
+}
 
 func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SSHLimits, nofile uint64, log *logSink) (*sshSide, error) {
 	if idle <= 0 {
@@ -517,17 +545,17 @@ func (s *sshSide) watchIdle(ctx context.Context, sio *sessionIO, p *tea.Program)
 	}
 }
 
-// serve accepts connections on ln until shutdown.
-func (s *sshSide) serve(ln net.Listener) error {
+// serve accepts connections until shutdown (then it returns nil).
+func (s *sshSide) serve() error {
 	s.mu.Lock()
 	if !s.closing.Load() && s.watch == nil {
 		s.watch = s.st.Watch()
 		go s.watchOperators(s.watch)
 	}
 	s.mu.Unlock()
-	err := s.srv.Serve(&limitListener{Listener: ln, t: s.conns})
-	if err == ssh.ErrServerClosed {
-		return nil
+	err := s.srv.Serve(&limitListener{Listener: s.ln, t: s.conns})
+	if err == ssh.ErrServerClosed || s.closing.Load() {
+		return nil // shutdown, which may have closed the listener first
 	}
 	return err
 }
@@ -550,6 +578,7 @@ func (s *sshSide) shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	shut := make(chan error, 1)
 	go func() { shut <- s.srv.Shutdown(ctx) }() // closes the listener first
+	_ = s.ln.Close()                            // also when serve never ran
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	var err error

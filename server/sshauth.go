@@ -92,85 +92,120 @@ func (s *sshSide) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 // and counted: a connection refused maxRefusedPerConn times is closed.
 func (s *sshSide) authorize(next ssh.Handler) ssh.Handler {
 	return func(sess ssh.Session) {
-		defer func() {
-			if r := recover(); r != nil {
-				s.log.Printf("ssh session panic user=%s err=%s", sess.User(), fmt.Sprint(r))
-				wish.Fatalln(sess, "keyward: internal error; the session was closed")
-			}
-		}()
+		defer s.recoverSession(sess)
 		tc := trackedFrom(sess.Context())
-		refuse := func(op model.Operator, reason, msg string) {
-			fp := ""
-			if pk := sess.PublicKey(); pk != nil {
-				fp = gossh.FingerprintSHA256(pk)
-			}
-			s.fold.Printf("refused:"+reason+":"+op.Name, "ssh session refused user=%s role=%s key=%s from=%s reason=%s", sess.User(), string(op.Role), fp, sess.RemoteAddr(), reason)
-			wish.Fatalln(sess, msg)
-			if tc != nil && tc.refusedSession() {
-				s.fold.Printf("refusals:"+op.Name, "ssh connection closed user=%s from=%s reason=%d refused sessions", sess.User(), sess.RemoteAddr(), maxRefusedPerConn)
-			}
-		}
-		op, why := s.sessionOperator(sess)
-		if why != "" {
-			refuse(model.Operator{}, why, "keyward: access denied")
-			return
-		}
-		if _, _, isPty := sess.Pty(); !isPty {
-			refuse(op, "no PTY", "Requires an active PTY (ssh -t)")
-			return
-		}
-		if len(sess.RawCommand()) > 0 {
-			refuse(op, "command", commandRefused)
-			return
-		}
-		if tc == nil {
-			refuse(op, "untracked connection", "keyward: internal error")
-			return
-		}
-		first, err := tc.startSession(op.Name)
-		if err != nil {
-			refuse(op, err.Error(), fmt.Sprintf("keyward: %s already has %d sessions open (--max-sessions-per-operator); close one first", op.Name, s.lim.MaxSessionsPerOperator))
+		op, ok := s.admitSession(sess, tc)
+		if !ok {
 			return
 		}
 		defer tc.endSession(op.Name)
-		if first {
-			// One login per authenticated connection, however many
-			// sessions it then opens.
-			if err := s.st.RecordLogin(op.Name, sess.RemoteAddr().String()); err != nil {
-				s.log.Printf("ssh login not recorded user=%s err=%s", op.Name, err)
-			}
-		}
 		fp := gossh.FingerprintSHA256(sess.PublicKey())
 		ls := &liveSession{sess: sess, name: op.Name, role: op.Role,
 			actor: model.Actor{Name: op.Name, ID: op.ID, KeyFingerprint: fp}.String()}
-		s.mu.Lock()
-		if s.closing.Load() {
-			s.mu.Unlock()
+		if !s.track(ls) {
 			wish.Fatalln(sess, "keyward: the server is shutting down")
 			return
 		}
-		s.live[sess] = ls
-		s.mu.Unlock()
-		defer func() {
-			s.mu.Lock()
-			delete(s.live, sess)
-			s.mu.Unlock()
-		}()
+		defer s.untrack(ls)
 		// The watch sees every operator change from now on; one made
 		// since sessionOperator looked is caught here.
 		s.check(ls)
 		sess.Context().SetValue(sessionKey, ls)
 		s.log.Printf("ssh session start user=%s role=%s key=%s from=%s", op.Name, op.Role, fp, sess.RemoteAddr())
 		next(sess)
-		s.mu.Lock()
-		ended := ls.ended
-		s.mu.Unlock()
-		switch {
-		case ended != "":
-			wish.Fatalln(sess, "keyward: "+ended+"; the session was closed")
-		case s.closing.Load():
-			wish.Errorf(sess, "keyward: the server is shutting down\r\n")
+		s.farewell(ls)
+	}
+}
+
+// recoverSession, deferred, turns a panic in a session into a closed
+// session, so one broken session cannot take the server down.
+func (s *sshSide) recoverSession(sess ssh.Session) {
+	if r := recover(); r != nil {
+		s.log.Printf("ssh session panic user=%s err=%s", sess.User(), fmt.Sprint(r))
+		wish.Fatalln(sess, "keyward: internal error; the session was closed")
+	}
+}
+
+// admitSession checks the session's operator (again, on the key that
+// signed), its PTY, that it asks for no command and the per-operator
+// session cap; it refuses the session (false) or counts it and records
+// the connection's login (true).
+func (s *sshSide) admitSession(sess ssh.Session, tc *trackedConn) (model.Operator, bool) {
+	op, why := s.sessionOperator(sess)
+	if why != "" {
+		s.refuse(sess, tc, model.Operator{}, why, "keyward: access denied")
+		return op, false
+	}
+	if _, _, isPty := sess.Pty(); !isPty {
+		s.refuse(sess, tc, op, "no PTY", "Requires an active PTY (ssh -t)")
+		return op, false
+	}
+	if len(sess.RawCommand()) > 0 {
+		s.refuse(sess, tc, op, "command", commandRefused)
+		return op, false
+	}
+	if tc == nil {
+		s.refuse(sess, tc, op, "untracked connection", "keyward: internal error")
+		return op, false
+	}
+	first, err := tc.startSession(op.Name)
+	if err != nil {
+		s.refuse(sess, tc, op, err.Error(), fmt.Sprintf("keyward: %s already has %d sessions open (--max-sessions-per-operator); close one first", op.Name, s.lim.MaxSessionsPerOperator))
+		return op, false
+	}
+	if first {
+		// One login per authenticated connection, however many
+		// sessions it then opens.
+		if err := s.st.RecordLogin(op.Name, sess.RemoteAddr().String()); err != nil {
+			s.log.Printf("ssh login not recorded user=%s err=%s", op.Name, err)
 		}
+	}
+	return op, true
+}
+
+// refuse ends a session for reason (logged, folded) with msg to the
+// client, and counts the refusal against the connection (tc may be nil).
+func (s *sshSide) refuse(sess ssh.Session, tc *trackedConn, op model.Operator, reason, msg string) {
+	fp := ""
+	if pk := sess.PublicKey(); pk != nil {
+		fp = gossh.FingerprintSHA256(pk)
+	}
+	s.fold.Printf("refused:"+reason+":"+op.Name, "ssh session refused user=%s role=%s key=%s from=%s reason=%s", sess.User(), string(op.Role), fp, sess.RemoteAddr(), reason)
+	wish.Fatalln(sess, msg)
+	if tc != nil && tc.refusedSession() {
+		s.fold.Printf("refusals:"+op.Name, "ssh connection closed user=%s from=%s reason=%d refused sessions", sess.User(), sess.RemoteAddr(), maxRefusedPerConn)
+	}
+}
+
+// track adds ls to the live sessions, unless the server is shutting down
+// (false).
+func (s *sshSide) track(ls *liveSession) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing.Load() {
+		return false
+	}
+	s.live[ls.sess] = ls
+	return true
+}
+
+func (s *sshSide) untrack(ls *liveSession) {
+	s.mu.Lock()
+	delete(s.live, ls.sess)
+	s.mu.Unlock()
+}
+
+// farewell tells the operator why a session ended, when it was not their
+// own doing: their access was withdrawn, or the server is shutting down.
+func (s *sshSide) farewell(ls *liveSession) {
+	s.mu.Lock()
+	ended := ls.ended
+	s.mu.Unlock()
+	switch {
+	case ended != "":
+		wish.Fatalln(ls.sess, "keyward: "+ended+"; the session was closed")
+	case s.closing.Load():
+		wish.Errorf(ls.sess, "keyward: the server is shutting down\r\n")
 	}
 }
 

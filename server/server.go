@@ -1,5 +1,14 @@
 // Package server is `keyward serve`: the SSH listener (one TUI program per
-// session) and the HTTP verification API, both over one open store.
+// session) and the HTTP verification API, both over one open store, and
+// the online-backup socket beside it.
+//
+// Start at Server (this file): New, Serve and Shutdown over three parts,
+// each with its own listener and shutdown. The SSH side is ssh.go (its
+// lifecycle), sshauth.go (who may log in, and while), sshsession.go (the
+// TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
+// (what a client may cost) and sshlog.go; the HTTP side is httpside.go
+// (listener and limits), http.go and body.go (the verify API) and
+// connlimit.go; the backup socket is backup.go. log.go is the one log sink.
 package server
 
 import (
@@ -16,7 +25,7 @@ import (
 	"github.com/keyward/keyward/store"
 )
 
-// Config configures Serve.
+// Config configures New and Serve.
 type Config struct {
 	Store *store.Store
 	// SSHAddr and HTTPAddr are listen addresses; empty disables that side.

@@ -46,11 +46,12 @@ const DefaultIdleTimeout = 30 * time.Minute
 //     sees, so this holds across nodes too.
 //   - Each session gets its own renderer and an OSC 52 clipboard written to
 //     the session; every change is attributed to the operator.
-//   - What a client may cost is bounded (sshlimits.go): connections pass a
-//     tracker (login grace, pre-auth caps in total and per source,
-//     connections and sessions per operator, channels per connection),
-//     and each session channel's requests are filtered (terminal sizes
-//     clamped, agent forwarding refused) before the library sees them.
+//   - What a client may cost is bounded (sshlimits.go, sshconn.go,
+//     sshchannel.go): connections pass a tracker (login grace, pre-auth
+//     caps in total and per source, connections and sessions per
+//     operator, channels per connection), and each session channel's
+//     requests are filtered (terminal sizes clamped, agent forwarding
+//     refused) before the library sees them.
 type sshSide struct {
 	st    *store.Store
 	log   *logSink

@@ -63,6 +63,28 @@ type backupSide struct {
 	conns map[*net.UnixConn]struct{}
 }
 
+// openBackup opens the online-backup socket cfg names, when this OS and
+// the path's length allow one; otherwise it logs why there is none and
+// returns nil.
+func openBackup(cfg Config, log *logSink) (*backupSide, error) {
+	switch {
+	case cfg.BackupSocket == "":
+		return nil, nil
+	case !backupSupported:
+		log.Printf("online backup: not offered on this OS (no peer credentials); stop the server to back up")
+		return nil, nil
+	case len(cfg.BackupSocket) > maxSocketPath:
+		log.Printf("warning: online backup: not offered: the socket path %s is longer than the %d bytes a unix socket allows; use a shorter --db path, or stop the server to back up", cfg.BackupSocket, maxSocketPath)
+		return nil, nil
+	}
+	bk, err := listenBackup(cfg.BackupSocket, cfg.Store, log)
+	if err != nil {
+		return nil, fmt.Errorf("server: backup socket: %w", err)
+	}
+	log.Printf("backup socket %s (keyward backup FILE works while serving)", cfg.BackupSocket)
+	return bk, nil
+}
+
 // listenBackup binds the backup socket at path: a stale socket of ours is
 // replaced, anything else there is refused (store.PrepareSocketPath).
 func listenBackup(path string, st *store.Store, log *logSink) (*backupSide, error) {

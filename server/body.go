@@ -32,75 +32,8 @@ func decodeVerify(body []byte) (verifyRequest, string) {
 		return req, `request body must be a JSON object {"key","scope","resource"}`
 	}
 	p.i++
-	var seen [3]bool
-	for first := true; ; first = false {
-		p.ws()
-		if p.eof() {
-			return req, p.syntax()
-		}
-		if first && p.b[p.i] == '}' {
-			p.i++
-			break
-		}
-		name, ok := p.str()
-		if !ok {
-			return req, p.syntax()
-		}
-		p.ws()
-		if p.eof() || p.b[p.i] != ':' {
-			return req, p.syntax()
-		}
-		p.i++
-		p.ws()
-		field := -1
-		switch name {
-		case "key":
-			field = 0
-		case "scope":
-			field = 1
-		case "resource":
-			field = 2
-		default:
-			return req, "unknown field " + strconv.Quote(model.Sanitize(truncUTF8(name, 64))) + " (allowed: key, scope, resource)"
-		}
-		if seen[field] {
-			return req, `field "` + name + `" appears twice`
-		}
-		seen[field] = true
-		if p.eof() {
-			return req, p.syntax()
-		}
-		if p.b[p.i] != '"' {
-			if p.valueStart() {
-				return req, `field "` + name + `" must be a string`
-			}
-			return req, p.syntax()
-		}
-		v, ok := p.str()
-		if !ok {
-			return req, p.syntax()
-		}
-		switch field {
-		case 0:
-			req.Key = v
-		case 1:
-			req.Scope = v
-		case 2:
-			req.Resource = v
-		}
-		p.ws()
-		if p.eof() {
-			return req, p.syntax()
-		}
-		if p.b[p.i] == ',' {
-			p.i++
-			continue
-		}
-		if p.b[p.i] == '}' {
-			p.i++
-			break
-		}
-		return req, p.syntax()
+	if msg := p.members(&req); msg != "" {
+		return req, msg
 	}
 	p.ws()
 	if !p.eof() {
@@ -110,6 +43,84 @@ func decodeVerify(body []byte) (verifyRequest, string) {
 		return req, `"key" is required`
 	}
 	return req, ""
+}
+
+// members reads the verify object's members, after its '{' up to and
+// including its '}', into req. It returns a message for a 400, or "".
+func (p *jsonParser) members(req *verifyRequest) string {
+	var seen [3]bool
+	for first := true; ; first = false {
+		p.ws()
+		if p.eof() {
+			return p.syntax()
+		}
+		if first && p.b[p.i] == '}' {
+			p.i++
+			return ""
+		}
+		if msg := p.member(req, &seen); msg != "" {
+			return msg
+		}
+		p.ws()
+		if p.eof() {
+			return p.syntax()
+		}
+		switch p.b[p.i] {
+		case ',':
+			p.i++
+		case '}':
+			p.i++
+			return ""
+		default:
+			return p.syntax()
+		}
+	}
+}
+
+// member reads one member, "name": "value", into req: the name must be
+// key, scope or resource and not in seen, the value a string.
+func (p *jsonParser) member(req *verifyRequest, seen *[3]bool) string {
+	name, ok := p.str()
+	if !ok {
+		return p.syntax()
+	}
+	p.ws()
+	if p.eof() || p.b[p.i] != ':' {
+		return p.syntax()
+	}
+	p.i++
+	p.ws()
+	var field int
+	var dst *string
+	switch name {
+	case "key":
+		field, dst = 0, &req.Key
+	case "scope":
+		field, dst = 1, &req.Scope
+	case "resource":
+		field, dst = 2, &req.Resource
+	default:
+		return "unknown field " + strconv.Quote(model.Sanitize(truncUTF8(name, 64))) + " (allowed: key, scope, resource)"
+	}
+	if seen[field] {
+		return `field "` + name + `" appears twice`
+	}
+	seen[field] = true
+	if p.eof() {
+		return p.syntax()
+	}
+	if p.b[p.i] != '"' {
+		if p.valueStart() {
+			return `field "` + name + `" must be a string`
+		}
+		return p.syntax()
+	}
+	v, ok := p.str()
+	if !ok {
+		return p.syntax()
+	}
+	*dst = v
+	return ""
 }
 
 // jsonParser reads the few JSON forms a verify body may hold.

@@ -2,9 +2,7 @@ package server
 
 import (
 	"errors"
-	"fmt"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"strconv"
@@ -18,68 +16,6 @@ import (
 
 // MaxVerifyBody is the largest verify request body accepted (413 above).
 const MaxVerifyBody = 64 << 10
-
-// HTTP server limits. Verification is a small request and a small answer,
-// so every phase is bounded tightly.
-const (
-	httpReadHeaderTimeout = 5 * time.Second
-	httpReadTimeout       = 10 * time.Second
-	httpWriteTimeout      = 10 * time.Second
-	// httpIdleTimeout is the default for Config.HTTPIdleTimeout: long
-	// enough for a gateway's pool to reuse a connection between bursts,
-	// short enough that idle connections do not pile up (it was 120 s).
-	httpIdleTimeout = 30 * time.Second
-	// HTTPMaxHeaderBlock is the most bytes of request line and headers
-	// (with their CRLFs and the blank line) a request may have; more is
-	// answered 431. net/http reads MaxHeaderBytes plus 4096 bytes of
-	// "bufio slop" (Server.initialReadLimitSize) before it refuses, so
-	// MaxHeaderBytes is set that much lower to make the limit the
-	// documented 16 KiB. TestHTTPHeaderLimit pins it.
-	HTTPMaxHeaderBlock = 16 << 10
-	httpMaxHeaderBytes = HTTPMaxHeaderBlock - netHTTPHeaderSlack
-	netHTTPHeaderSlack = 4096
-)
-
-// Connection budget of the HTTP listener (Config.HTTPMaxConns).
-const (
-	// DefaultHTTPMaxConns is the cap when none is given (lowered to fit
-	// the open-files limit). An idle connection costs about 20 KiB, so
-	// the cap bounds the HTTP side near 20 MiB and 1024 descriptors.
-	DefaultHTTPMaxConns = 1024
-	// fdReserve descriptors are kept out of every listener's budget for
-	// the database, its lock, the host key, logs and the listeners.
-	fdReserve = 256
-	// minHTTPConns is the smallest budget serve starts with.
-	minHTTPConns = 16
-)
-
-// httpConnBudget returns the HTTP connection cap for a requested value (0:
-// the default) under an open-files limit nofile (0: unknown). HTTP may
-// use at most half of what is left after fdReserve, so an HTTP flood
-// cannot take the descriptors the SSH side and the store need. A default
-// that does not fit is lowered; a requested value that does not fit is an
-// error, as is a limit too low for minHTTPConns.
-func httpConnBudget(requested int, nofile uint64) (int, error) {
-	if requested < 0 {
-		return 0, fmt.Errorf("the HTTP connection cap must be 0 (default) or more, not %d", requested)
-	}
-	avail := int64(math.MaxInt32)
-	if nofile > 0 && nofile < math.MaxInt32 {
-		avail = (int64(nofile) - fdReserve) / 2
-	}
-	if requested == 0 {
-		if avail < minHTTPConns {
-			return 0, fmt.Errorf("the open-files limit (ulimit -n) is %d; serve needs at least %d (%d for HTTP connections, as many for SSH, %d reserved)",
-				nofile, fdReserve+2*minHTTPConns, minHTTPConns, fdReserve)
-		}
-		return int(min(DefaultHTTPMaxConns, avail)), nil
-	}
-	if int64(requested) > avail {
-		return 0, fmt.Errorf("--http-max-conns %d needs an open-files limit of at least %d (twice the cap, half kept for SSH, plus %d reserved), but it is %d: raise ulimit -n or lower --http-max-conns",
-			requested, 2*int64(requested)+fdReserve, fdReserve, nofile)
-	}
-	return requested, nil
-}
 
 // verifyRequest is the body of POST /v1/keys/verify.
 type verifyRequest struct {
@@ -95,24 +31,6 @@ type httpAPI struct {
 	// requireScope refuses (400) a verify that names no scope: without
 	// one, VALID only authenticates the key (Config.RequireScope).
 	requireScope bool
-}
-
-// newHTTPServer returns an http.Server with every timeout set, whose
-// connections are counted by lim (nil: not counted).
-func newHTTPServer(h http.Handler, log *logSink, idle time.Duration, lim *connLimiter) *http.Server {
-	s := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: httpReadHeaderTimeout,
-		ReadTimeout:       httpReadTimeout,
-		WriteTimeout:      httpWriteTimeout,
-		IdleTimeout:       idle,
-		MaxHeaderBytes:    httpMaxHeaderBytes,
-		ErrorLog:          newStdLogger(log, "http: "),
-	}
-	if lim != nil {
-		s.ConnState = lim.connState
-	}
-	return s
 }
 
 var (

@@ -1,5 +1,14 @@
 // Package server is `keyward serve`: the SSH listener (one TUI program per
-// session) and the HTTP verification API, both over one open store.
+// session) and the HTTP verification API, both over one open store, and
+// the online-backup socket beside it.
+//
+// Start at Server (this file): New, Serve and Shutdown over three parts,
+// each with its own listener and shutdown. The SSH side is ssh.go (its
+// lifecycle), sshauth.go (who may log in, and while), sshsession.go (the
+// TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
+// (what a client may cost) and sshlog.go; the HTTP side is httpside.go
+// (listener and limits), http.go and body.go (the verify API) and
+// connlimit.go; the backup socket is backup.go. log.go is the one log sink.
 package server
 
 import (
@@ -8,19 +17,15 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
-
-	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
-// Config configures Serve.
+// Config configures New and Serve.
 type Config struct {
 	Store *store.Store
 	// SSHAddr and HTTPAddr are listen addresses; empty disables that side.
@@ -37,7 +42,7 @@ type Config struct {
 	// VALID for any live key (authentication only).
 	RequireScope bool
 	// HostKeyPath is the ed25519 SSH host key, generated once (0600).
-	// Empty means "ssh_host_ed25519_key" beside the database.
+	// Empty means HostKeyFile beside the database.
 	HostKeyPath string
 	// IdleTimeout ends idle SSH sessions (0: default 30m).
 	IdleTimeout time.Duration
@@ -60,24 +65,72 @@ type Config struct {
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
 const DefaultShutdownTimeout = 10 * time.Second
 
-// HostKeyFile is the host key's file name beside the database.
-const HostKeyFile = "ssh_host_ed25519_key"
+// HostKeyFile is the host key's file name beside the database: the one
+// default of the project (the CLI has always used it, so an install keeps
+// its key).
+const HostKeyFile = "ssh_host_ed25519"
+
+// Server is `keyward serve`: up to three parts over one open store, each
+// with its own listener and its own shutdown: the SSH side (sshSide, one
+// TUI program per session), the HTTP side (httpSide, the verify API) and
+// the online-backup socket (backupSide). New binds the listeners, Serve
+// runs the parts until its context ends or one of them fails, and
+// Shutdown stops them and flushes buffered last-used data.
+type Server struct {
+	cfg    Config
+	log    *logSink
+	ssh    *sshSide    // nil: no SSH address
+	http   *httpSide   // nil: no HTTP address
+	backup *backupSide // nil: no online backup
+
+	errs     chan error     // what a part's serve loop returned
+	running  sync.WaitGroup // the parts' serve loops
+	quit     chan struct{}  // closed when Shutdown starts
+	shutOnce sync.Once
+	shutErr  error
+}
 
 // Serve listens until ctx is cancelled, then shuts down gracefully: both
 // listeners stop accepting, in-flight HTTP requests finish and SSH
 // sessions are asked to end (each bounded by ShutdownTimeout), and
 // buffered last-used data is flushed. The caller closes the store.
 func Serve(ctx context.Context, cfg Config) error {
+	s, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return s.Serve(ctx)
+}
+
+// New checks cfg, makes sure the shared secret exists, raises the
+// open-files limit and binds every listener cfg asks for. The listeners
+// accept nothing until Serve; Shutdown releases them either way.
+func New(cfg Config) (*Server, error) {
+	cfg, err := cfg.checked()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: newLogSink(cfg.Log), errs: make(chan error, 2), quit: make(chan struct{})}
+	if err := s.open(); err != nil {
+		s.close()
+		s.log.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// checked refuses a Config that cannot serve and fills its defaults.
+func (cfg Config) checked() (Config, error) {
 	if cfg.Store == nil {
-		return errors.New("server: no store")
+		return cfg, errors.New("server: no store")
 	}
 	if cfg.SSHAddr == "" && cfg.HTTPAddr == "" {
-		return errors.New("server: nothing to serve (give an SSH or an HTTP address)")
+		return cfg, errors.New("server: nothing to serve (give an SSH or an HTTP address)")
 	}
 	if cfg.Store.ReadOnly() {
 		// Serving writes: logins, last-used times, every change made over
 		// SSH. Refuse at start rather than fail on the first of them.
-		return fmt.Errorf("server: database %s is read-only; serve records logins and last-used times, so it needs a writable database", cfg.Store.Path())
+		return cfg, fmt.Errorf("server: database %s is read-only; serve records logins and last-used times, so it needs a writable database", cfg.Store.Path())
 	}
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
@@ -85,162 +138,155 @@ func Serve(ctx context.Context, cfg Config) error {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
-	log := newLogSink(cfg.Log)
-	defer log.Close()
+	return cfg, nil
+}
 
-	if err := ensureSecret(cfg.Store); err != nil {
+// open builds the parts and binds their listeners, SSH first.
+func (s *Server) open() error {
+	if err := ensureSecret(s.cfg.Store); err != nil {
 		return fmt.Errorf("server: shared secret: %w", err)
 	}
-	nofile := openFiles(log)
+	nofile := openFiles(s.log)
+	var err error
+	if s.cfg.SSHAddr != "" {
+		if s.ssh, err = listenSSH(s.cfg, nofile, s.log); err != nil {
+			return err
+		}
+	}
+	if s.cfg.HTTPAddr != "" {
+		if s.http, err = listenHTTP(s.cfg, nofile, s.log); err != nil {
+			return err
+		}
+	}
+	s.backup, err = openBackup(s.cfg, s.log)
+	return err
+}
 
-	var (
-		sshLn, httpLn net.Listener
-		sshS          *sshSide
-		httpS         *http.Server
-		err           error
-	)
-	closeAll := func() {
-		if sshLn != nil {
-			sshLn.Close()
-		}
-		if httpLn != nil {
-			httpLn.Close()
-		}
+// close releases the listeners of a Server that never served.
+func (s *Server) close() {
+	if s.ssh != nil {
+		s.ssh.ln.Close()
 	}
-	if cfg.SSHAddr != "" {
-		path := cfg.HostKeyPath
-		if path == "" {
-			path = filepath.Join(filepath.Dir(cfg.Store.Path()), HostKeyFile)
-		}
-		signer, created, err := loadOrCreateHostKey(path, func(w string) { log.Printf("warning: %s", w) })
-		if err != nil {
-			return fmt.Errorf("server: %w", err)
-		}
-		verb := "loaded"
-		if created {
-			verb = "generated"
-		}
-		log.Printf("ssh host key %s %s (%s)", gossh.FingerprintSHA256(signer.PublicKey()), path, verb)
-		if sshS, err = newSSHSide(cfg.Store, signer, cfg.IdleTimeout, cfg.SSHLimits, nofile, log); err != nil {
-			return fmt.Errorf("server: ssh: %w", err)
-		}
-		if sshLn, err = net.Listen("tcp", cfg.SSHAddr); err != nil {
-			return fmt.Errorf("server: ssh listen: %w", err)
-		}
+	if s.http != nil {
+		s.http.ln.Close()
 	}
-	if cfg.HTTPAddr != "" {
-		maxConns, idle, lerr := httpLimits(cfg, log, nofile)
-		if lerr != nil {
-			closeAll()
-			return fmt.Errorf("server: http: %w", lerr)
-		}
-		if httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-			closeAll()
-			return fmt.Errorf("server: http listen: %w", err)
-		}
-		lim := newConnLimiter(httpLn, maxConns, log)
-		httpLn = lim
-		httpS = newHTTPServer(&httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope}, log, idle, lim)
-	}
+}
 
-	var bk *backupSide
-	switch {
-	case cfg.BackupSocket == "":
-	case !backupSupported:
-		log.Printf("online backup: not offered on this OS (no peer credentials); stop the server to back up")
-	case len(cfg.BackupSocket) > maxSocketPath:
-		log.Printf("warning: online backup: not offered: the socket path %s is longer than the %d bytes a unix socket allows; use a shorter --db path, or stop the server to back up", cfg.BackupSocket, maxSocketPath)
-	default:
-		if bk, err = listenBackup(cfg.BackupSocket, cfg.Store, log); err != nil {
-			closeAll()
-			return fmt.Errorf("server: backup socket: %w", err)
-		}
-		log.Printf("backup socket %s (keyward backup FILE works while serving)", cfg.BackupSocket)
+// Serve runs the parts until ctx is cancelled, Shutdown is called, or a
+// part stops on its own (an error), then shuts down within
+// Config.ShutdownTimeout. It returns the part's error, if any, joined
+// with Shutdown's. Call it once.
+func (s *Server) Serve(ctx context.Context) error {
+	sshAddr, httpAddr := s.start()
+	if s.cfg.Ready != nil {
+		s.cfg.Ready(sshAddr, httpAddr)
 	}
-
-	var sshAddr, httpAddr string
-	errs := make(chan error, 2)
-	var wg sync.WaitGroup
-	if bk != nil {
-		go bk.serve()
-	}
-	if sshLn != nil {
-		sshAddr = sshLn.Addr().String()
-		log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))
-		// The lock file tells other keyward commands where to connect:
-		// the bound address, so --ssh HOST:0 advertises the real port.
-		if err := cfg.Store.AdvertiseSSH(sshAddr); err != nil {
-			log.Printf("warning: lock file: %s", err)
-		}
-		wg.Add(1)
-		go func() { defer wg.Done(); errs <- sshS.serve(sshLn) }()
-	}
-	if httpLn != nil {
-		httpAddr = httpLn.Addr().String()
-		log.Printf("http listening on %s (POST /v1/keys/verify, GET /healthz)", httpAddr)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			if err := httpS.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				errs <- err
-				return
-			}
-			errs <- nil
-		}()
-	}
-	if cfg.Ready != nil {
-		cfg.Ready(sshAddr, httpAddr)
-	}
-
 	var serveErr error
 	select {
 	case <-ctx.Done():
-	case serveErr = <-errs:
+	case <-s.quit:
+	case serveErr = <-s.errs:
 		if serveErr == nil {
 			serveErr = errors.New("server: a listener stopped unexpectedly")
 		}
-		log.Printf("server error: %s; shutting down", serveErr)
+		s.log.Printf("server error: %s; shutting down", serveErr)
 	}
-
-	log.Printf("shutting down (waiting up to %s for requests and sessions)", cfg.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	var shut sync.WaitGroup
-	var httpErr, sshErr, bkErr error
-	if bk != nil {
-		shut.Add(1)
-		go func() { defer shut.Done(); bkErr = bk.shutdown(sctx) }()
-	}
-	if httpS != nil {
-		shut.Add(1)
-		go func() {
-			defer shut.Done()
-			if httpErr = httpS.Shutdown(sctx); httpErr != nil {
-				_ = httpS.Close()
-			}
-		}()
-	}
-	if sshS != nil {
-		shut.Add(1)
-		go func() { defer shut.Done(); sshErr = sshS.shutdown(sctx) }()
-	}
-	shut.Wait()
-	wg.Wait()
-	if err := cfg.Store.FlushLastUsed(); err != nil {
-		log.Printf("flushing last-used: %s", err)
+	if err := s.shutdown(sctx, "up to "+s.cfg.ShutdownTimeout.String()); err != nil {
 		serveErr = errors.Join(serveErr, err)
 	}
-	if httpErr != nil {
-		log.Printf("http shutdown: %s", httpErr)
-	}
-	if sshErr != nil {
-		log.Printf("ssh shutdown: %s", sshErr)
-	}
-	if bkErr != nil {
-		log.Printf("backup shutdown: %s", bkErr)
-	}
-	log.Printf("stopped")
 	return serveErr
+}
+
+// start sets each part's serve loop going and returns the bound addresses.
+func (s *Server) start() (sshAddr, httpAddr string) {
+	if s.backup != nil {
+		go s.backup.serve()
+	}
+	if s.ssh != nil {
+		sshAddr = s.ssh.ln.Addr().String()
+		s.log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))
+		// The lock file tells other keyward commands where to connect:
+		// the bound address, so --ssh HOST:0 advertises the real port.
+		if err := s.cfg.Store.AdvertiseSSH(sshAddr); err != nil {
+			s.log.Printf("warning: lock file: %s", err)
+		}
+		s.run(s.ssh.serve)
+	}
+	if s.http != nil {
+		httpAddr = s.http.ln.Addr().String()
+		s.log.Printf("http listening on %s (POST /v1/keys/verify, GET /healthz)", httpAddr)
+		s.run(s.http.serve)
+	}
+	return sshAddr, httpAddr
+}
+
+// run starts one part's serve loop; what it returns goes to s.errs.
+func (s *Server) run(serve func() error) {
+	s.running.Add(1)
+	go func() {
+		defer s.running.Done()
+		s.errs <- serve()
+	}()
+}
+
+// Shutdown stops every part within ctx (see Serve) and flushes buffered
+// last-used data; a Serve running returns. It returns the flush error;
+// the parts' shutdown errors are logged. Later calls wait for the first
+// and return its result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	wait := "until the context ends"
+	if d, ok := ctx.Deadline(); ok {
+		wait = "up to " + time.Until(d).Round(time.Millisecond).String()
+	}
+	return s.shutdown(ctx, wait)
+}
+
+func (s *Server) shutdown(ctx context.Context, wait string) error {
+	s.shutOnce.Do(func() {
+		close(s.quit)
+		s.shutErr = s.stop(ctx, wait)
+	})
+	return s.shutErr
+}
+
+// stop shuts the parts down at once, waits for their serve loops, flushes
+// last-used data and closes the log.
+func (s *Server) stop(ctx context.Context, wait string) error {
+	s.log.Printf("shutting down (waiting %s for requests and sessions)", wait)
+	var parts sync.WaitGroup
+	var httpErr, sshErr, bkErr error
+	each := func(errp *error, shutdown func(context.Context) error) {
+		parts.Add(1)
+		go func() { defer parts.Done(); *errp = shutdown(ctx) }()
+	}
+	if s.backup != nil {
+		each(&bkErr, s.backup.shutdown)
+	}
+	if s.http != nil {
+		each(&httpErr, s.http.shutdown)
+	}
+	if s.ssh != nil {
+		each(&sshErr, s.ssh.shutdown)
+	}
+	parts.Wait()
+	s.running.Wait()
+	err := s.cfg.Store.FlushLastUsed()
+	if err != nil {
+		s.log.Printf("flushing last-used: %s", err)
+	}
+	for _, e := range []struct {
+		part string
+		err  error
+	}{{"http", httpErr}, {"ssh", sshErr}, {"backup", bkErr}} {
+		if e.err != nil {
+			s.log.Printf("%s shutdown: %s", e.part, e.err)
+		}
+	}
+	s.log.Printf("stopped")
+	s.log.Close()
+	return err
 }
 
 // openFiles raises the open-files limit to the hard limit, logs what it
@@ -257,26 +303,6 @@ func openFiles(log *logSink) uint64 {
 		log.Printf("open files limit %d (the hard limit)", nofile)
 	}
 	return nofile
-}
-
-// httpLimits returns the HTTP side's connection cap and idle timeout, and
-// logs them.
-func httpLimits(cfg Config, log *logSink, nofile uint64) (int, time.Duration, error) {
-	maxConns, err := httpConnBudget(cfg.HTTPMaxConns, nofile)
-	if err != nil {
-		return 0, 0, err
-	}
-	idle := cfg.HTTPIdleTimeout
-	if idle <= 0 {
-		idle = httpIdleTimeout
-	}
-	scope := "a verify without a scope authenticates the key only"
-	if cfg.RequireScope {
-		scope = "a verify must name a scope"
-	}
-	log.Printf("http: at most %d connections (the longest idle is closed for a new one), idle keep-alive %s, headers %d KiB; %s",
-		maxConns, idle, HTTPMaxHeaderBlock>>10, scope)
-	return maxConns, idle, nil
 }
 
 // ensureSecret makes sure HTTP callers have a shared secret to present.

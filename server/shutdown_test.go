@@ -1,8 +1,13 @@
 package server
 
 import (
+	"context"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -95,5 +100,65 @@ func TestSSHShutdownEndsEverySession(t *testing.T) {
 		case <-sigs:
 		case <-time.After(time.Second):
 		}
+	}
+}
+
+// TestServerLifecycle: New binds both listeners; Shutdown without Serve
+// releases them (the ports can be bound again) and flushes; Shutdown
+// while Serve runs makes Serve return, and a second Shutdown returns the
+// first one's result.
+func TestServerLifecycle(t *testing.T) {
+	env := newEnv(t)
+	cfg := Config{Store: env.st, SSHAddr: "127.0.0.1:0", HTTPAddr: "127.0.0.1:0", Log: io.Discard,
+		HostKeyPath: filepath.Join(env.dir, "hostkeys", HostKeyFile)}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sshAddr, httpAddr := s.ssh.ln.Addr().String(), s.http.ln.Addr().String()
+	if err := s.Shutdown(t.Context()); err != nil {
+		t.Fatalf("Shutdown without Serve: %v", err)
+	}
+	for _, a := range []string{sshAddr, httpAddr} {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			t.Fatalf("listener %s not released by Shutdown: %v", a, err)
+		}
+		ln.Close()
+	}
+
+	logs := &syncBuffer{}
+	cfg.Log = logs
+	ready := make(chan string, 1)
+	cfg.Ready = func(_, h string) { ready <- h }
+	if s, err = New(cfg); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	h := <-ready
+	resp, err := http.Get("http://" + h + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return after Shutdown")
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatalf("second Shutdown: %v", err)
+	}
+	if n := strings.Count(logs.String(), "stopped"); n != 1 {
+		t.Fatalf(`"stopped" logged %d times:\n%s`, n, logs)
 	}
 }

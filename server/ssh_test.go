@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -441,6 +442,39 @@ func TestSSHHostKeyGeneratedOnce(t *testing.T) {
 	err = Serve(t.Context(), Config{Store: env.st, SSHAddr: "127.0.0.1:0", HostKeyPath: path, Log: io.Discard})
 	if err == nil || !strings.Contains(err.Error(), "chmod 600") {
 		t.Fatalf("world-readable host key: %v", err)
+	}
+}
+
+// TestSSHHostKeyDefaultName: with no host key path, serve keeps its host
+// key as ssh_host_ed25519 beside the database, the one name the CLI and
+// the README have always used, so an install keeps its key whichever
+// layer picks the default.
+func TestSSHHostKeyDefaultName(t *testing.T) {
+	env := newEnv(t)
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	ready, done := make(chan struct{}), make(chan error, 1)
+	go func() {
+		done <- Serve(ctx, Config{Store: env.st, SSHAddr: "127.0.0.1:0", Log: io.Discard,
+			Ready: func(string, string) { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-done:
+		t.Fatalf("Serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not get ready")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	want := filepath.Join(filepath.Dir(env.st.Path()), "ssh_host_ed25519")
+	if _, err := os.Stat(want); err != nil {
+		t.Fatalf("host key not at the default path: %v", err)
+	}
+	if _, err := os.Stat(want + "_key"); err == nil {
+		t.Fatalf("a second host key name was created: %s_key", want)
 	}
 }
 

@@ -65,106 +65,26 @@ var (
 // limit: seeding 1M keys in one transaction peaks at about 2.8 GiB RSS.
 const seedBatch = 2_000_000
 
+// seed adds n generated keys to st in batches of seedBatch and says how
+// long it took.
 func (a *app) seed(st *store.Store, n int, seed uint64) error {
 	cat := st.Catalog()
 	if len(cat.Scopes) == 0 {
 		return errors.New("the catalog has no scopes; import one first (keyward catalog import FILE)")
 	}
-	rng := rand.New(rand.NewPCG(seed, uint64(st.KeyCount())))
-	offset := st.KeyCount()
-	now := st.Now().UTC()
+	g := &seeder{rng: rand.New(rand.NewPCG(seed, uint64(st.KeyCount()))), cat: cat, offset: st.KeyCount(), now: st.Now().UTC()}
 	started := time.Now()
-	const day = 24 * time.Hour
-	between := func(from, to time.Time) time.Time { // uniform in [from, to)
-		if !to.After(from) {
-			return from
-		}
-		return from.Add(time.Duration(rng.Int64N(int64(to.Sub(from)))))
+	g.oldest = g.now.Add(-3 * 365 * day)
+	if op, err := st.Operator(a.actor); err == nil && op.CreatedAt.After(g.oldest) {
+		g.oldest = op.CreatedAt.UTC()
 	}
-	oldest := now.Add(-3 * 365 * day)
-	if op, err := st.Operator(a.actor); err == nil && op.CreatedAt.After(oldest) {
-		oldest = op.CreatedAt.UTC()
-	}
-	latest := now.Add(-time.Hour)
-	if !latest.After(oldest) {
-		latest = now
+	g.latest = g.now.Add(-time.Hour)
+	if !g.latest.After(g.oldest) {
+		g.latest = g.now
 	}
 	batch := make([]store.SeedKey, 0, min(n, seedBatch))
 	for i := range n {
-		team := seedTeams[rng.IntN(len(seedTeams))]
-		spec := model.KeySpec{
-			Name:   fmt.Sprintf("%s-%s-%04d", team, seedPurposes[rng.IntN(len(seedPurposes))], offset+i),
-			Active: rng.IntN(100) >= 8,
-		}
-		if d := seedDescs[rng.IntN(len(seedDescs))]; d != "" {
-			spec.Description = fmt.Sprintf(d, team)
-		}
-		// Not before the seeding operator's account: verify refuses a
-		// key older than its creator (CREATOR_DISABLED), and so does
-		// SeedKeys. On a new database the keys are therefore all recent.
-		created := between(oldest, latest)
-		switch r := rng.IntN(100); {
-		case r < 10: // never expires
-		case r < 18: // expired already
-			exp := between(created.Add(min(time.Hour, now.Sub(created)/2)), now)
-			spec.ExpiresAt = &exp
-		case r < 23: // within the 14-day expiring window
-			exp := between(now.Add(time.Hour), now.Add(model.ExpiringWindow))
-			spec.ExpiresAt = &exp
-		default:
-			exp := between(now.Add(15*day), now.Add(730*day))
-			spec.ExpiresAt = &exp
-		}
-		switch r := rng.IntN(10); {
-		case r == 0:
-			spec.Role = model.RoleAdmin
-		case r < 7:
-			spec.Role = model.RoleEditor
-		default:
-			spec.Role = model.RoleReadonly
-		}
-		if spec.Role != model.RoleAdmin {
-			if rng.IntN(10) < 4 && len(cat.Resources) > 0 {
-				for _, j := range rng.Perm(len(cat.Resources))[:1+rng.IntN(min(2, len(cat.Resources)))] {
-					spec.Resources = append(spec.Resources, cat.Resources[j].ID)
-				}
-			}
-			offered := cat.OfferedScopes(spec.Role, len(spec.Resources) > 0)
-			if len(offered) == 0 {
-				spec.Resources = nil
-				offered = cat.OfferedScopes(spec.Role, false)
-			}
-			if len(offered) == 0 {
-				spec.Role = model.RoleAdmin
-			}
-			if spec.Role != model.RoleAdmin {
-				for _, j := range rng.Perm(len(offered))[:1+rng.IntN(min(3, len(offered)))] {
-					spec.Scopes = append(spec.Scopes, offered[j].Name)
-				}
-			}
-		}
-		sk := store.SeedKey{Spec: spec, CreatedAt: created}
-		switch r := rng.IntN(100); {
-		case r < 25: // never used
-		case r < 45: // unused for more than 90 days
-			if at := between(created, now.Add(-91*day)); at.After(created) {
-				sk.LastUsedAt = &at
-			}
-		default: // recently, mostly within the last day
-			from := now.Add(-90 * day)
-			if rng.IntN(3) > 0 {
-				from = now.Add(-day)
-			}
-			if from.Before(created) {
-				from = created
-			}
-			at := between(from, now)
-			sk.LastUsedAt = &at
-		}
-		if sk.LastUsedAt != nil {
-			sk.LastUsedFrom = seedSources[rng.IntN(len(seedSources))]
-		}
-		batch = append(batch, sk)
+		batch = append(batch, g.key(i))
 		if len(batch) == cap(batch) || i == n-1 {
 			if _, err := st.SeedKeys(a.actor, batch); err != nil {
 				return err
@@ -179,5 +99,126 @@ func (a *app) seed(st *store.Store, n int, seed uint64) error {
 	}
 	fmt.Fprintf(a.stdout, "Seeded %s in %s (%.0f keys/s); the database now holds %s in %s.\n",
 		model.Count(n, "key", ""), took.Round(time.Millisecond), float64(n)/took.Seconds(), model.Count(st.KeyCount(), "key", ""), size)
+	return nil
+}
+
+const day = 24 * time.Hour
+
+// seeder makes the keys of one dev seed run. Its random draws come in a
+// fixed order, so --seed repeats a run.
+type seeder struct {
+	rng    *rand.Rand
+	cat    model.Catalog
+	offset int // keys already in the database: names go on from there
+	// now is the store's time; keys are created in [oldest, latest).
+	now, oldest, latest time.Time
+}
+
+// between is a uniform time in [from, to), or from if the span is empty.
+func (g *seeder) between(from, to time.Time) time.Time {
+	if !to.After(from) {
+		return from
+	}
+	return from.Add(time.Duration(g.rng.Int64N(int64(to.Sub(from)))))
+}
+
+// key makes the i-th key of the run.
+func (g *seeder) key(i int) store.SeedKey {
+	rng := g.rng
+	team := seedTeams[rng.IntN(len(seedTeams))]
+	spec := model.KeySpec{
+		Name:   fmt.Sprintf("%s-%s-%04d", team, seedPurposes[rng.IntN(len(seedPurposes))], g.offset+i),
+		Active: rng.IntN(100) >= 8,
+	}
+	if d := seedDescs[rng.IntN(len(seedDescs))]; d != "" {
+		spec.Description = fmt.Sprintf(d, team)
+	}
+	// Not before the seeding operator's account: verify refuses a
+	// key older than its creator (CREATOR_DISABLED), and so does
+	// SeedKeys. On a new database the keys are therefore all recent.
+	created := g.between(g.oldest, g.latest)
+	spec.ExpiresAt = g.expiry(created)
+	g.grants(&spec)
+	sk := store.SeedKey{Spec: spec, CreatedAt: created}
+	sk.LastUsedAt = g.lastUsed(created)
+	if sk.LastUsedAt != nil {
+		sk.LastUsedFrom = seedSources[rng.IntN(len(seedSources))]
+	}
+	return sk
+}
+
+// expiry is nil (never) for some keys, already past for some, within the
+// expiring window for some, and months to two years away for most.
+func (g *seeder) expiry(created time.Time) *time.Time {
+	now := g.now
+	var exp time.Time
+	switch r := g.rng.IntN(100); {
+	case r < 10: // never expires
+		return nil
+	case r < 18: // expired already
+		exp = g.between(created.Add(min(time.Hour, now.Sub(created)/2)), now)
+	case r < 23: // within the 14-day expiring window
+		exp = g.between(now.Add(time.Hour), now.Add(model.ExpiringWindow))
+	default:
+		exp = g.between(now.Add(15*day), now.Add(730*day))
+	}
+	return &exp
+}
+
+// grants picks the role, and for non-ADMIN keys resources and scopes
+// from the catalog.
+func (g *seeder) grants(spec *model.KeySpec) {
+	rng, cat := g.rng, g.cat
+	switch r := rng.IntN(10); {
+	case r == 0:
+		spec.Role = model.RoleAdmin
+	case r < 7:
+		spec.Role = model.RoleEditor
+	default:
+		spec.Role = model.RoleReadonly
+	}
+	if spec.Role == model.RoleAdmin {
+		return
+	}
+	if rng.IntN(10) < 4 && len(cat.Resources) > 0 {
+		for _, j := range rng.Perm(len(cat.Resources))[:1+rng.IntN(min(2, len(cat.Resources)))] {
+			spec.Resources = append(spec.Resources, cat.Resources[j].ID)
+		}
+	}
+	offered := cat.OfferedScopes(spec.Role, len(spec.Resources) > 0)
+	if len(offered) == 0 {
+		spec.Resources = nil
+		offered = cat.OfferedScopes(spec.Role, false)
+	}
+	if len(offered) == 0 {
+		spec.Role = model.RoleAdmin
+		return
+	}
+	for _, j := range rng.Perm(len(offered))[:1+rng.IntN(min(3, len(offered)))] {
+		spec.Scopes = append(spec.Scopes, offered[j].Name)
+	}
+}
+
+// lastUsed is nil (never) for some keys, more than 90 days ago for some
+// (when they are old enough), and recent, mostly within a day, for most.
+func (g *seeder) lastUsed(created time.Time) *time.Time {
+	now := g.now
+	switch r := g.rng.IntN(100); {
+	case r < 25: // never used
+	case r < 45: // unused for more than 90 days
+		if at := g.between(created, now.Add(-91*day)); at.After(created) {
+			return &at
+		}
+	default: // recently, mostly within the last day
+		from := now.Add(-90 * day)
+		if g.rng.IntN(3) > 0 {
+			from = now.Add(-day)
+		}
+		if from.Before(created) {
+			from = created
+		}
+		at := g.between(from, now)
+		return &at
+	}
 	return nil
 }

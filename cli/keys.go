@@ -10,6 +10,7 @@ import (
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 func (a *app) keysCmd() *cobra.Command {
@@ -242,85 +243,116 @@ future.`,
   keyward keys edit key_abcdefghijkl --role readonly --scope coupons:read`,
 		Args: exactArgs("ID|NAME"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			fl := cmd.Flags()
-			changed := false
-			for _, n := range []string{"name", "description", "role", "scope", "resource", "expires", "clear-resources"} {
-				changed = changed || fl.Changed(n)
+			e := keyEdit{f: &f, fl: cmd.Flags(), clearResources: clearResources}
+			if err := e.check(); err != nil {
+				return err
 			}
-			if !changed {
-				return usageErrorf("nothing to change: give at least one of --name, --description, --role, --scope, --resource, --clear-resources, --expires")
-			}
-			if fl.Changed("resource") && clearResources {
-				return usageErrorf("--resource and --clear-resources contradict each other")
-			}
-			var role model.Role
-			if fl.Changed("role") {
-				r, err := parseRoleFlag(f.role)
-				if err != nil {
-					return err
-				}
-				role = r
-			}
-			return a.withStore(cmd, nil, func(st *store.Store) error {
-				cur, err := st.ResolveKey(args[0])
-				if err != nil {
-					return err
-				}
-				now := st.Now()
-				spec := model.SpecOf(cur)
-				if fl.Changed("name") {
-					spec.Name = f.name
-				}
-				if fl.Changed("description") {
-					spec.Description = f.description
-				}
-				if fl.Changed("role") {
-					spec.Role = role
-					if role == model.RoleAdmin && !fl.Changed("scope") && !fl.Changed("resource") {
-						spec.Scopes, spec.Resources = nil, nil
-					}
-				}
-				if fl.Changed("scope") {
-					spec.Scopes = f.scopes
-				}
-				if fl.Changed("resource") {
-					spec.Resources = f.resources
-				}
-				if clearResources {
-					spec.Resources = nil
-				}
-				if fl.Changed("expires") {
-					if spec.ExpiresAt, err = parseExpiry(f.expires, now); err != nil {
-						return err
-					}
-				}
-				k, err := st.EditKey(a.actor, cur.ID, cur.Version, spec)
-				if err != nil {
-					return err
-				}
-				// No change means no write: the key keeps its version. (The
-				// store reports that as nil or as the unchanged key.)
-				if k == nil || k.Version == cur.Version {
-					k = cur
-					if !asJSON {
-						fmt.Fprintf(a.stdout, "Key %s is unchanged: the values given are the ones it has.\n", k.ID)
-						return nil
-					}
-				} else if fl.Changed("expires") {
-					a.warnNever(k.ExpiresAt)
-				}
-				if asJSON {
-					return writeJSON(a.stdout, toKeyJSON(k, statusOf(st, k, now)))
-				}
-				fmt.Fprintf(a.stdout, "Updated key %s.\n\n", k.ID)
-				return a.printKey(k, statusOf(st, k, now), now, false)
-			})
+			return a.withStore(cmd, nil, func(st *store.Store) error { return a.editKey(st, args[0], &e, asJSON) })
 		},
 	}
 	f.register(c.Flags(), "")
 	c.Flags().BoolVar(&clearResources, "clear-resources", false, "remove the resource limit: the key applies to every resource")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the updated key as JSON")
 	return c
+}
+
+// keyEdit is one keys edit: the flags given, checked and then applied
+// to the key's current spec.
+type keyEdit struct {
+	f              *keyFlags
+	fl             *pflag.FlagSet
+	clearResources bool
+	role           model.Role // --role, parsed by check
+}
+
+// check refuses an edit that changes nothing or contradicts itself, and
+// parses --role, before the database is opened.
+func (e *keyEdit) check() error {
+	fl := e.fl
+	changed := false
+	for _, n := range []string{"name", "description", "role", "scope", "resource", "expires", "clear-resources"} {
+		changed = changed || fl.Changed(n)
+	}
+	if !changed {
+		return usageErrorf("nothing to change: give at least one of --name, --description, --role, --scope, --resource, --clear-resources, --expires")
+	}
+	if fl.Changed("resource") && e.clearResources {
+		return usageErrorf("--resource and --clear-resources contradict each other")
+	}
+	if fl.Changed("role") {
+		r, err := parseRoleFlag(e.f.role)
+		if err != nil {
+			return err
+		}
+		e.role = r
+	}
+	return nil
+}
+
+// apply changes spec where a flag was given.
+func (e *keyEdit) apply(spec *model.KeySpec, now time.Time) error {
+	fl, f := e.fl, e.f
+	if fl.Changed("name") {
+		spec.Name = f.name
+	}
+	if fl.Changed("description") {
+		spec.Description = f.description
+	}
+	if fl.Changed("role") {
+		spec.Role = e.role
+		if e.role == model.RoleAdmin && !fl.Changed("scope") && !fl.Changed("resource") {
+			spec.Scopes, spec.Resources = nil, nil
+		}
+	}
+	if fl.Changed("scope") {
+		spec.Scopes = f.scopes
+	}
+	if fl.Changed("resource") {
+		spec.Resources = f.resources
+	}
+	if e.clearResources {
+		spec.Resources = nil
+	}
+	if fl.Changed("expires") {
+		var err error
+		if spec.ExpiresAt, err = parseExpiry(f.expires, now); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// editKey applies e to the key ref names and prints the result.
+func (a *app) editKey(st *store.Store, ref string, e *keyEdit, asJSON bool) error {
+	cur, err := st.ResolveKey(ref)
+	if err != nil {
+		return err
+	}
+	now := st.Now()
+	spec := model.SpecOf(cur)
+	if err := e.apply(&spec, now); err != nil {
+		return err
+	}
+	k, err := st.EditKey(a.actor, cur.ID, cur.Version, spec)
+	if err != nil {
+		return err
+	}
+	// No change means no write: the key keeps its version. (The
+	// store reports that as nil or as the unchanged key.)
+	if k == nil || k.Version == cur.Version {
+		k = cur
+		if !asJSON {
+			fmt.Fprintf(a.stdout, "Key %s is unchanged: the values given are the ones it has.\n", k.ID)
+			return nil
+		}
+	} else if e.fl.Changed("expires") {
+		a.warnNever(k.ExpiresAt)
+	}
+	if asJSON {
+		return writeJSON(a.stdout, toKeyJSON(k, statusOf(st, k, now)))
+	}
+	fmt.Fprintf(a.stdout, "Updated key %s.\n\n", k.ID)
+	return a.printKey(k, statusOf(st, k, now), now, false)
 }
 
 func (a *app) keysSetActiveCmd(active bool) *cobra.Command {

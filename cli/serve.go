@@ -14,19 +14,11 @@ import (
 	"github.com/keyward/keyward/server"
 	"github.com/keyward/keyward/store"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
-func (a *app) serveCmd() *cobra.Command {
-	var sshAddr, httpAddr, hostKey string
-	var idle, flush, httpIdle time.Duration
-	var procs, httpMaxConns int
-	var requireScope bool
-	var lim server.SSHLimits
-	var termSize string
-	c := &cobra.Command{
-		Use:   "serve",
-		Short: "Serve the TUI over SSH and the verification API over HTTP",
-		Long: `Serve until interrupted (SIGINT or SIGTERM):
+// serveLong is serve's --help text.
+const serveLong = `Serve until interrupted (SIGINT or SIGTERM):
 
   --ssh   the TUI over SSH, one session per operator, authenticated by the
           operators' registered public keys (keyward operators add --key)
@@ -70,78 +62,112 @@ every connection is in the middle of a request is a new one answered 503.
 Idle keep-alive connections are closed after --http-idle-timeout.
 Request line and headers may total 16 KiB (431 above), bodies 64 KiB.
 Without --require-scope, a verify that names no scope is VALID for any
-live key: it authenticates the key and says nothing about what it may do.`,
+live key: it authenticates the key and says nothing about what it may do.`
+
+// serveOptions are serve's flags.
+type serveOptions struct {
+	sshAddr, httpAddr, hostKey string
+	idle, flush, httpIdle      time.Duration
+	procs, httpMaxConns        int
+	requireScope               bool
+	lim                        server.SSHLimits
+	termSize                   string
+}
+
+func (a *app) serveCmd() *cobra.Command {
+	var o serveOptions
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Serve the TUI over SSH and the verification API over HTTP",
+		Long:  serveLong,
 		Example: `  keyward serve
   keyward serve --ssh 0.0.0.0:2222 --http ""
   keyward serve --http 127.0.0.1:9000 --idle-timeout 10m`,
 		Args: a.noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if sshAddr == "" && httpAddr == "" {
-				return usageErrorf("both --ssh and --http are off; nothing to serve")
-			}
-			if procs < 0 {
-				return usageErrorf("--procs must be 0 (automatic) or more")
-			}
-			if err := checkSSHLimits(&lim, termSize); err != nil {
+			if err := o.check(); err != nil {
 				return err
 			}
-			if httpMaxConns < 0 {
-				return usageErrorf("--http-max-conns must be 0 (automatic) or more")
-			}
-			if httpIdle < time.Second {
-				return usageErrorf("--http-idle-timeout must be at least 1s")
-			}
-			if hostKey == "" {
-				hostKey = filepath.Join(filepath.Dir(a.dbPath), server.HostKeyFile)
-			}
-			cur := runtime.GOMAXPROCS(0)
-			if n := serveProcs(procs, a.getenv("GOMAXPROCS"), cur); n != cur {
-				runtime.GOMAXPROCS(n)
-			}
-			tune := func(o *store.Options) {
-				// The SSH address goes into the lock file once it is
-				// bound (server.Serve), with the real port.
-				o.FlushInterval = flush
-				o.Lean = true // see store/slots.go: the verify path's heap is pointer-free
-			}
-			return a.withStore(cmd, tune, func(st *store.Store) error {
-				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-				defer stop()
-				return server.Serve(ctx, server.Config{
-					Store:        st,
-					BackupSocket: store.BackupSocketPath(st.Path()),
-					SSHAddr:      sshAddr,
-					HTTPAddr:     httpAddr,
-					HostKeyPath:  hostKey,
-					IdleTimeout:  idle,
-					SSHLimits:    lim,
-					Log:          a.stderr, // the server logs where it listens
-
-					HTTPMaxConns:    httpMaxConns,
-					HTTPIdleTimeout: httpIdle,
-					RequireScope:    requireScope,
-				})
-			})
+			return a.serve(cmd, &o)
 		},
 	}
-	fl := c.Flags()
-	fl.StringVar(&sshAddr, "ssh", "127.0.0.1:2222", `SSH listen address ("" turns SSH off)`)
-	fl.StringVar(&httpAddr, "http", "127.0.0.1:8080", `HTTP listen address ("" turns HTTP off)`)
-	fl.DurationVar(&idle, "idle-timeout", 30*time.Minute, "end SSH sessions idle this long")
-	fl.StringVar(&hostKey, "host-key", "", "SSH host key file (default: "+server.HostKeyFile+" beside the database)")
-	fl.DurationVar(&flush, "flush-interval", 10*time.Second, "how often last-used times are written")
-	fl.IntVar(&procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
-	fl.DurationVar(&lim.LoginGrace, "login-grace", server.DefaultLoginGrace, "close SSH connections with no open session after this long (from connect, and after the last session)")
-	fl.IntVar(&lim.MaxStartups, "max-startups", server.DefaultMaxStartups, "SSH connections not yet logged in, in total")
-	fl.IntVar(&lim.MaxStartupsPerSource, "max-startups-per-source", server.DefaultMaxStartupsPerSource, "SSH connections not yet logged in, per source (IPv4 address, IPv6 /64)")
-	fl.IntVar(&lim.MaxConnsPerOperator, "max-conns-per-operator", server.DefaultMaxConnsPerOperator, "logged-in SSH connections per operator")
-	fl.IntVar(&lim.MaxSessionsPerOperator, "max-sessions-per-operator", server.DefaultMaxSessionsPerOperator, "SSH TUI sessions per operator")
-	fl.IntVar(&lim.MaxChannelsPerConn, "max-channels-per-conn", server.DefaultMaxChannelsPerConn, "channels open at once on one SSH connection")
-	fl.StringVar(&termSize, "max-term-size", fmt.Sprintf("%dx%d", server.DefaultMaxTermWidth, server.DefaultMaxTermHeight), "largest terminal COLSxROWS an SSH client may claim (larger is clamped)")
-	fl.IntVar(&httpMaxConns, "http-max-conns", 0, "most open HTTP connections; at the cap the longest idle is closed (0: 1024, lowered to fit ulimit -n)")
-	fl.DurationVar(&httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
-	fl.BoolVar(&requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
+	o.register(c.Flags())
 	return c
+}
+
+func (o *serveOptions) register(fl *pflag.FlagSet) {
+	fl.StringVar(&o.sshAddr, "ssh", "127.0.0.1:2222", `SSH listen address ("" turns SSH off)`)
+	fl.StringVar(&o.httpAddr, "http", "127.0.0.1:8080", `HTTP listen address ("" turns HTTP off)`)
+	fl.DurationVar(&o.idle, "idle-timeout", 30*time.Minute, "end SSH sessions idle this long")
+	fl.StringVar(&o.hostKey, "host-key", "", "SSH host key file (default: "+server.HostKeyFile+" beside the database)")
+	fl.DurationVar(&o.flush, "flush-interval", 10*time.Second, "how often last-used times are written")
+	fl.IntVar(&o.procs, "procs", 0, "GOMAXPROCS for the server (0: the CPU count, but at least 4)")
+	fl.DurationVar(&o.lim.LoginGrace, "login-grace", server.DefaultLoginGrace, "close SSH connections with no open session after this long (from connect, and after the last session)")
+	fl.IntVar(&o.lim.MaxStartups, "max-startups", server.DefaultMaxStartups, "SSH connections not yet logged in, in total")
+	fl.IntVar(&o.lim.MaxStartupsPerSource, "max-startups-per-source", server.DefaultMaxStartupsPerSource, "SSH connections not yet logged in, per source (IPv4 address, IPv6 /64)")
+	fl.IntVar(&o.lim.MaxConnsPerOperator, "max-conns-per-operator", server.DefaultMaxConnsPerOperator, "logged-in SSH connections per operator")
+	fl.IntVar(&o.lim.MaxSessionsPerOperator, "max-sessions-per-operator", server.DefaultMaxSessionsPerOperator, "SSH TUI sessions per operator")
+	fl.IntVar(&o.lim.MaxChannelsPerConn, "max-channels-per-conn", server.DefaultMaxChannelsPerConn, "channels open at once on one SSH connection")
+	fl.StringVar(&o.termSize, "max-term-size", fmt.Sprintf("%dx%d", server.DefaultMaxTermWidth, server.DefaultMaxTermHeight), "largest terminal COLSxROWS an SSH client may claim (larger is clamped)")
+	fl.IntVar(&o.httpMaxConns, "http-max-conns", 0, "most open HTTP connections; at the cap the longest idle is closed (0: 1024, lowered to fit ulimit -n)")
+	fl.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
+	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
+}
+
+// check validates the flags, before anything is opened or listened on.
+func (o *serveOptions) check() error {
+	if o.sshAddr == "" && o.httpAddr == "" {
+		return usageErrorf("both --ssh and --http are off; nothing to serve")
+	}
+	if o.procs < 0 {
+		return usageErrorf("--procs must be 0 (automatic) or more")
+	}
+	if err := checkSSHLimits(&o.lim, o.termSize); err != nil {
+		return err
+	}
+	if o.httpMaxConns < 0 {
+		return usageErrorf("--http-max-conns must be 0 (automatic) or more")
+	}
+	if o.httpIdle < time.Second {
+		return usageErrorf("--http-idle-timeout must be at least 1s")
+	}
+	return nil
+}
+
+// serve holds the database and serves until SIGINT or SIGTERM.
+func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
+	hostKey := o.hostKey
+	if hostKey == "" {
+		hostKey = filepath.Join(filepath.Dir(a.dbPath), server.HostKeyFile)
+	}
+	cur := runtime.GOMAXPROCS(0)
+	if n := serveProcs(o.procs, a.getenv("GOMAXPROCS"), cur); n != cur {
+		runtime.GOMAXPROCS(n)
+	}
+	tune := func(so *store.Options) {
+		// The SSH address goes into the lock file once it is
+		// bound (server.Serve), with the real port.
+		so.FlushInterval = o.flush
+		so.Lean = true // see store/slots.go: the verify path's heap is pointer-free
+	}
+	return a.withStore(cmd, tune, func(st *store.Store) error {
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		return server.Serve(ctx, server.Config{
+			Store:        st,
+			BackupSocket: store.BackupSocketPath(st.Path()),
+			SSHAddr:      o.sshAddr,
+			HTTPAddr:     o.httpAddr,
+			HostKeyPath:  hostKey,
+			IdleTimeout:  o.idle,
+			SSHLimits:    o.lim,
+			Log:          a.stderr, // the server logs where it listens
+
+			HTTPMaxConns:    o.httpMaxConns,
+			HTTPIdleTimeout: o.httpIdle,
+			RequireScope:    o.requireScope,
+		})
+	})
 }
 
 // checkSSHLimits validates serve's SSH limit flags and parses

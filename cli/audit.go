@@ -44,7 +44,7 @@ keys are named by id and a short token hint.`,
 				tw := newTable(a.stdout)
 				fmt.Fprintln(tw, "TIME\tACTOR\tACTION\tTARGET\tDETAIL")
 				for _, ev := range evs {
-					row(tw, fmtTime(&ev.Time, ""), ev.Actor, ev.Action, ev.Target, ev.Detail)
+					row(tw, model.FormatTime(&ev.Time, ""), ev.Actor, ev.Action, ev.Target, ev.Detail)
 				}
 				return tw.Flush()
 			})

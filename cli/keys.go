@@ -68,7 +68,7 @@ the operator who created it is disabled or deleted, so verify refuses it).`,
 				fmt.Fprintln(tw, "ID\tNAME\tROLE\tSTATUS\tEXPIRES\tLAST USED\tCREATED BY")
 				for _, k := range keys {
 					row(tw, k.ID, k.Name, string(k.Role), string(status(k)),
-						fmtDate(k.ExpiresAt, "never"), fmtTime(k.LastUsedAt, "Never"), k.CreatedBy)
+						fmtDate(k.ExpiresAt, "never"), model.FormatTime(k.LastUsedAt, "Never"), k.CreatedBy)
 				}
 				return tw.Flush()
 			})
@@ -137,7 +137,7 @@ The expiry defaults to 365 days from now.`,
 					return writeJSON(a.stdout, keyWithToken{toKeyJSON(k, statusOf(st, k, now)), token})
 				}
 				fmt.Fprintf(a.stdout, "Created key %s (%s), role %s, expires %s.\n",
-					k.ID, model.Sanitize(k.Name), k.Role, fmtTime(k.ExpiresAt, "never"))
+					k.ID, model.Sanitize(k.Name), k.Role, model.FormatTime(k.ExpiresAt, "never"))
 				a.noteInactive(k)
 				a.printToken(token)
 				return nil
@@ -201,7 +201,7 @@ func (a *app) printKey(k *model.Key, status model.DisplayStatus, now time.Time, 
 	if k.AllResources() {
 		resources = "all"
 	}
-	lastUsed := fmtTime(k.LastUsedAt, "Never")
+	lastUsed := model.FormatTime(k.LastUsedAt, "Never")
 	if k.LastUsedAt != nil && k.LastUsedFrom != "" {
 		lastUsed += " from " + k.LastUsedFrom
 	}
@@ -213,12 +213,12 @@ func (a *app) printKey(k *model.Key, status model.DisplayStatus, now time.Time, 
 	row(tw, "Scopes", scopes)
 	row(tw, "Resources", resources)
 	row(tw, "Status", string(status))
-	row(tw, "Created", fmtTime(&k.CreatedAt, "")+" by "+k.CreatedBy)
-	row(tw, "Expires", fmtTime(k.ExpiresAt, "never"))
+	row(tw, "Created", model.FormatTime(&k.CreatedAt, "")+" by "+k.CreatedBy)
+	row(tw, "Expires", model.FormatTime(k.ExpiresAt, "never"))
 	row(tw, "Last used", lastUsed)
 	row(tw, "Token hint", k.Hint+"…")
 	if k.GraceUntil != nil && now.Before(*k.GraceUntil) {
-		row(tw, "Previous token", "valid until "+fmtTime(k.GraceUntil, ""))
+		row(tw, "Previous token", "valid until "+model.FormatTime(k.GraceUntil, ""))
 	}
 	row(tw, "Version", strconv.FormatUint(k.Version, 10))
 	return tw.Flush()
@@ -427,7 +427,7 @@ can be moved over; with the default 0 it stops at once. --grace takes
 				}
 				fmt.Fprintf(a.stdout, "Regenerated key %s (%s).\n", k.ID, model.Sanitize(k.Name))
 				if k.GraceUntil != nil {
-					fmt.Fprintf(a.stdout, "The previous token keeps working until %s.\n", fmtTime(k.GraceUntil, ""))
+					fmt.Fprintf(a.stdout, "The previous token keeps working until %s.\n", model.FormatTime(k.GraceUntil, ""))
 				} else {
 					fmt.Fprintln(a.stdout, "The previous token no longer works.")
 				}

@@ -187,7 +187,7 @@ func (a *app) operatorsListCmd() *cobra.Command {
 						status = "disabled"
 					}
 					row(tw, op.Name, string(op.Role), status, strconv.Itoa(len(op.PublicKeys)),
-						op.CreatedBy, fmtTime(op.LastLoginAt, "Never"))
+						op.CreatedBy, model.FormatTime(op.LastLoginAt, "Never"))
 				}
 				return tw.Flush()
 			})

@@ -70,13 +70,6 @@ func row(tw io.Writer, cells ...string) {
 	fmt.Fprintln(tw, strings.Join(clean, "\t"))
 }
 
-func fmtTime(t *time.Time, none string) string {
-	if t == nil {
-		return none
-	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
-}
-
 func fmtDate(t *time.Time, none string) string {
 	if t == nil {
 		return none

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 	"github.com/spf13/cobra"
 )
@@ -31,9 +32,9 @@ func (a *app) printSecret(secret string, meta store.SecretMeta, asJSON bool) err
 		return writeJSON(a.stdout, secretJSON{Secret: secret, CreatedAt: meta.CreatedAt, RotatedAt: meta.RotatedAt})
 	}
 	fmt.Fprintf(a.stdout, "Shared secret (created %s, rotated %s). Keep it private:\n\n%s\n\n",
-		fmtTime(meta.CreatedAt, "now"), fmtTime(meta.RotatedAt, "never"), secret)
+		model.FormatTime(meta.CreatedAt, "now"), model.FormatTime(meta.RotatedAt, "never"), secret)
 	if meta.PreviousValidUntil != nil {
-		fmt.Fprintf(a.stdout, "The previous secret keeps working until %s.\n", fmtTime(meta.PreviousValidUntil, ""))
+		fmt.Fprintf(a.stdout, "The previous secret keeps working until %s.\n", model.FormatTime(meta.PreviousValidUntil, ""))
 	}
 	return nil
 }
@@ -113,10 +114,10 @@ func (a *app) secretInfoCmd() *cobra.Command {
 				}
 				tw := newTable(a.stdout)
 				row(tw, "Hint", meta.Hint+"…")
-				row(tw, "Created", fmtTime(meta.CreatedAt, ""))
-				row(tw, "Rotated", fmtTime(meta.RotatedAt, "never"))
+				row(tw, "Created", model.FormatTime(meta.CreatedAt, ""))
+				row(tw, "Rotated", model.FormatTime(meta.RotatedAt, "never"))
 				if meta.PreviousValidUntil != nil {
-					row(tw, "Previous valid until", fmtTime(meta.PreviousValidUntil, ""))
+					row(tw, "Previous valid until", model.FormatTime(meta.PreviousValidUntil, ""))
 				}
 				row(tw, "Master key", store.MasterKeyPath(st.Path()))
 				return tw.Flush()

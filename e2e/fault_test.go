@@ -1,4 +1,4 @@
-package main
+package e2e
 
 // Fault tests through the real binary: a read-only database file, a full
 // disk, damaged or foreign files at --db, and the modes of every file
@@ -23,6 +23,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/store"
 )
 
@@ -98,7 +99,7 @@ func tuiKeys(t *testing.T, e *env, keys []string, what string, done func(string)
 		envs = append(envs, "-e", kv)
 	}
 	args := append([]string{"new-session", "-d", "-s", "f", "-x", "120", "-y", "40"}, envs...)
-	args = append(args, binPath+"; sleep 30")
+	args = append(args, testkit.Binary(t)+"; sleep 30")
 	if out, err := tmux(args...); err != nil {
 		t.Fatalf("tmux new-session: %v\n%s", err, out)
 	}
@@ -469,7 +470,7 @@ func TestFaultFileModes(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		cmd := exec.CommandContext(ctx, "sh", append([]string{"-c", `umask 000; exec "$@"`, "sh", binPath}, args...)...)
+		cmd := exec.CommandContext(ctx, "sh", append([]string{"-c", `umask 000; exec "$@"`, "sh", testkit.Binary(t)}, args...)...)
 		cmd.Env = e.environ()
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
@@ -514,7 +515,7 @@ func TestFaultFileModes(t *testing.T) {
 	ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	srv := exec.CommandContext(ctx, "sh", "-c", `umask 000; exec "$@"`, "sh", binPath, "serve", "--ssh", sshAddr, "--http", httpAddr)
+	srv := exec.CommandContext(ctx, "sh", "-c", `umask 000; exec "$@"`, "sh", testkit.Binary(t), "serve", "--ssh", sshAddr, "--http", httpAddr)
 	srv.Env = e.environ()
 	srv.Stdout, srv.Stderr = io.Discard, io.Discard
 	if err := srv.Start(); err != nil {

@@ -1,7 +1,8 @@
-package main
+package cli
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -144,7 +145,7 @@ func TestCreateInactiveSaysSo(t *testing.T) {
 // purpose, and operators add --key refuses authorized_keys options.
 func TestDocsMatchBehaviour(t *testing.T) {
 	t.Parallel()
-	readme, err := os.ReadFile("README.md")
+	readme, err := os.ReadFile(filepath.Join("..", "README.md"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,189 +1,19 @@
-package main
+package cli
 
 import (
 	"bytes"
-	"context"
-	"crypto/ed25519"
-	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
-	"fmt"
-	"net"
-	"net/http"
+	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/spf13/cobra"
-
 	"github.com/keyward/keyward/model"
+	"github.com/spf13/cobra"
 )
-
-// binPath is the keyward binary built once for every test.
-var binPath string
-
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "keyward-cli-test-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binPath = filepath.Join(dir, "keyward")
-	goTool, err := exec.LookPath("go")
-	if err != nil {
-		goTool = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	build := exec.Command(goTool, "build", "-o", binPath, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building keyward: %v\n%s", err, out)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-// env is one isolated keyward installation: its own HOME and database.
-type env struct {
-	t   *testing.T
-	dir string
-	db  string
-}
-
-func newEnv(t *testing.T) *env {
-	t.Helper()
-	dir := t.TempDir()
-	return &env{t: t, dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
-}
-
-// environ is the subprocess environment: the test's, minus anything that
-// could point keyward elsewhere, plus this env's HOME and database.
-func (e *env) environ() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "KEYWARD_") || name == "HOME" || name == "XDG_DATA_HOME" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, "HOME="+e.dir, "KEYWARD_DB="+e.db, "NO_COLOR=1")
-}
-
-func (e *env) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Env = e.environ()
-	cmd.Dir = e.dir
-	return cmd
-}
-
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-// run runs keyward with stdin and waits for it.
-func (e *env) run(stdin string, args ...string) result {
-	e.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := e.command(ctx, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatalf("running keyward %v: %v", args, err)
-	}
-	return r
-}
-
-// ok runs keyward and fails the test unless it exits 0.
-func (e *env) ok(args ...string) result {
-	e.t.Helper()
-	r := e.run("", args...)
-	if r.code != 0 {
-		e.t.Fatalf("keyward %s: %s", strings.Join(args, " "), r)
-	}
-	return r
-}
-
-type cliKey struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Role         string     `json:"role"`
-	Scopes       []string   `json:"scopes"`
-	Resources    []string   `json:"resources"`
-	Status       string     `json:"status"`
-	CreatedBy    string     `json:"created_by"`
-	ExpiresAt    *time.Time `json:"expires_at"`
-	LastUsedAt   *time.Time `json:"last_used_at"`
-	LastUsedFrom string     `json:"last_used_from"`
-	Token        string     `json:"token"`
-}
-
-func decode[T any](t *testing.T, r result) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
-		t.Fatalf("stdout is not the expected JSON: %v\n%s", err, r)
-	}
-	return v
-}
-
-// create makes a key with --json and returns it with its token.
-func (e *env) create(args ...string) cliKey {
-	e.t.Helper()
-	k := decode[cliKey](e.t, e.ok(append([]string{"keys", "create", "--json"}, args...)...))
-	if k.ID == "" || k.Token == "" {
-		e.t.Fatalf("create returned no id or token: %+v", k)
-	}
-	return k
-}
-
-func (e *env) keys() []cliKey {
-	e.t.Helper()
-	return decode[[]cliKey](e.t, e.ok("keys", "list", "--json"))
-}
-
-func (e *env) key(id string) cliKey {
-	e.t.Helper()
-	return decode[cliKey](e.t, e.ok("keys", "show", id, "--json"))
-}
-
-func (e *env) verify(token string, args ...string) result {
-	e.t.Helper()
-	return e.run(token+"\n", append([]string{"verify"}, args...)...)
-}
-
-// expectCode checks a human verify result: its code on stdout and the exit
-// status that goes with it.
-func expectCode(t *testing.T, r result, code model.Code) {
-	t.Helper()
-	wantExit := 1
-	if code == model.CodeValid {
-		wantExit = 0
-	}
-	first, _, _ := strings.Cut(strings.TrimSpace(r.stdout), ":")
-	if first != string(code) || r.code != wantExit {
-		t.Fatalf("want %s (exit %d), got: %s", code, wantExit, r)
-	}
-}
-
-var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)
 
 // The issue's acceptance flow, as a new user would type it.
 func TestAcceptanceFlow(t *testing.T) {
@@ -330,12 +160,6 @@ func TestVerifyInput(t *testing.T) {
 	}
 }
 
-// auditLen counts audit events.
-func (e *env) auditLen() int {
-	e.t.Helper()
-	return len(decode[[]model.AuditEvent](e.t, e.ok("audit", "--json")))
-}
-
 // Bad input gets a specific error naming the flag, exit 2, and nothing is
 // written.
 func TestBadInputWritesNothing(t *testing.T) {
@@ -460,58 +284,26 @@ func TestTokenNeverLeaks(t *testing.T) {
 	}
 }
 
-// A second process fails fast, naming the file and its holder, while a
-// long-running keyward holds the database.
-func TestLockedDatabase(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	e.ok("keys", "list") // create the database
-	srv := e.startServe()
-
-	start := time.Now()
-	r := e.run("", "keys", "list")
-	took := time.Since(start)
-	if took > 2*time.Second {
-		t.Errorf("keys list took %v against a locked database; want ≤ 2s", took)
-	}
-	if r.code != 1 {
-		t.Fatalf("want exit 1, got %s", r)
-	}
-	for _, want := range []string{"keyward: ", e.db, "in use", `"keyward serve"`} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("stderr lacks %q: %s", want, r.stderr)
-		}
-	}
-
-	// Once the holder stops, the database is free again.
-	srv.stop()
-	e.ok("keys", "list")
-}
-
 // verify reads its token before opening the database, so one waiting on
 // stdin does not lock other commands out.
 func TestVerifyWaitingDoesNotHoldTheDatabase(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	k := e.create("--name", "slow-pipe", "--scope", "coupons:read")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	waiting := e.command(ctx, "verify")
-	stdin, err := waiting.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	waiting.Stdout = &out
-	if err := waiting.Start(); err != nil {
-		t.Fatal(err)
-	}
+	pr, pw := io.Pipe()
+	done := make(chan result, 1)
+	go func() { done <- e.runFrom(pr, "verify") }()
 	time.Sleep(300 * time.Millisecond)
 	e.ok("keys", "disable", k.ID)
-	stdin.Write([]byte(k.Token + "\n"))
-	stdin.Close()
-	if err := waiting.Wait(); err == nil || out.String() != "DISABLED: the key is disabled\n" {
-		t.Fatalf("verify: %v, %q", err, out.String())
+	pw.Write([]byte(k.Token + "\n"))
+	pw.Close()
+	select {
+	case r := <-done:
+		if r.code != 1 || r.stdout != "DISABLED: the key is disabled\n" {
+			t.Fatalf("verify: %s", r)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("verify never returned")
 	}
 }
 
@@ -682,122 +474,6 @@ func TestOperators(t *testing.T) {
 	if !strings.Contains(list, me) || strings.Contains(list, "alice") {
 		t.Errorf("operators list:\n%s", list)
 	}
-}
-
-// serveProc is a running keyward serve, HTTP only, on a free port.
-type serveProc struct {
-	e        *env
-	cmd      *exec.Cmd
-	httpAddr string
-	logPath  string
-}
-
-// startServe starts the server and waits until /healthz answers.
-func (e *env) startServe() *serveProc {
-	e.t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	s := &serveProc{e: e, httpAddr: addr, logPath: filepath.Join(e.dir, "serve.log")}
-	logFile, err := os.Create(s.logPath)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	defer logFile.Close() // the child has its own descriptor
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	e.t.Cleanup(cancel)
-	s.cmd = e.command(ctx, "serve", "--ssh", "", "--http", addr)
-	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
-	if err := s.cmd.Start(); err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			return s
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("serve never answered /healthz: %s", s.logs())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (s *serveProc) logs() string {
-	b, _ := os.ReadFile(s.logPath)
-	return string(b)
-}
-
-// stop sends SIGINT and expects a clean exit.
-func (s *serveProc) stop() {
-	s.e.t.Helper()
-	if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
-		s.e.t.Fatal(err)
-	}
-	if err := s.cmd.Wait(); err != nil {
-		s.e.t.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, s.logs())
-	}
-}
-
-// serve wires the store into the HTTP API: a key created by the CLI
-// verifies over HTTP, the CLI is locked out meanwhile, SIGINT stops the
-// server cleanly and the last use is on disk afterwards.
-func TestServeHTTP(t *testing.T) {
-	t.Parallel()
-	e := newEnv(t)
-	k := e.create("--name", "gateway", "--scope", "coupons:read")
-	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
-
-	srv := e.startServe()
-	base := "http://" + srv.httpAddr
-
-	body := fmt.Sprintf(`{"key": %q, "scope": "coupons:read"}`, k.Token)
-	req, _ := http.NewRequest("POST", base+"/v1/keys/verify", strings.NewReader(body))
-	req.Header.Set("Authorization", "Bearer "+secret)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var res model.VerifyResult
-	err = json.NewDecoder(resp.Body).Decode(&res)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || res.Code != model.CodeValid || res.KeyID != k.ID {
-		t.Fatalf("HTTP verify: status %d, %+v, %v", resp.StatusCode, res, err)
-	}
-
-	if r := e.run("", "keys", "list"); r.code != 1 || !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, `"keyward serve"`) {
-		t.Errorf("keys list while serving: %s", r)
-	}
-
-	srv.stop()
-	if logs := srv.logs(); strings.Contains(logs, k.Token) || strings.Contains(logs, secret) {
-		t.Errorf("serve logged a token or the shared secret")
-	}
-	got := e.key(k.ID)
-	if got.LastUsedAt == nil || got.LastUsedFrom != "127.0.0.1" {
-		t.Errorf("after HTTP verify: last_used_at=%v from %q", got.LastUsedAt, got.LastUsedFrom)
-	}
-}
-
-// testPublicKey returns a fresh "ssh-ed25519 AAAA..." line.
-func testPublicKey(t *testing.T) string {
-	t.Helper()
-	pub, _, err := ed25519.GenerateKey(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var blob []byte
-	for _, part := range [][]byte{[]byte("ssh-ed25519"), pub} {
-		blob = binary.BigEndian.AppendUint32(blob, uint32(len(part)))
-		blob = append(blob, part...)
-	}
-	return "ssh-ed25519 " + base64.StdEncoding.EncodeToString(blob)
 }
 
 func TestCatalogAndBackup(t *testing.T) {

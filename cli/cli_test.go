@@ -645,6 +645,14 @@ func TestOperatorKeysCLI(t *testing.T) {
 		t.Errorf("keys list --json: %v", keys)
 	}
 	pub := testPublicKey(t)
+	// Counts are spelt out properly (it said "1 SSH key(s)").
+	other := testPublicKey(t)
+	if r := e.ok("operators", "keys", "add", me, "--key", other); !strings.Contains(r.stdout, "(1 SSH key).") {
+		t.Errorf("keys add output: %s", r)
+	}
+	if r := e.ok("operators", "keys", "remove", me, other); !strings.Contains(r.stdout, "(0 SSH keys left)") {
+		t.Errorf("keys remove output: %s", r)
+	}
 	added := decode[map[string]string](t, e.ok("operators", "keys", "add", me, "--key", pub+" me@laptop", "--json"))
 	if !strings.HasPrefix(added["fingerprint"], "SHA256:") || added["comment"] != "me@laptop" || added["type"] != "ssh-ed25519" {
 		t.Fatalf("keys add --json: %v", added)
@@ -707,8 +715,8 @@ func TestOperatorKeysCLI(t *testing.T) {
 			del++
 		}
 	}
-	if add != 1 || del != 1 {
-		t.Errorf("audit: %d key additions and %d removals, want 1 and 1", add, del)
+	if add != 2 || del != 2 {
+		t.Errorf("audit: %d key additions and %d removals, want 2 and 2", add, del)
 	}
 	if r := e.ok("operators", "keys", "--help"); !strings.Contains(r.stdout, `keyward operators keys add "$USER"`) {
 		t.Errorf("operators keys --help lacks the bootstrap line:\n%s", r.stdout)

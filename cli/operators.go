@@ -122,7 +122,7 @@ operator yet.`,
 				if asJSON {
 					return writeJSON(a.stdout, opKeyOf(pk))
 				}
-				fmt.Fprintf(a.stdout, "Added key %s to operator %s (%d SSH key(s)).\n", pk.Fingerprint(), op.Name, len(op.PublicKeys))
+				fmt.Fprintf(a.stdout, "Added key %s to operator %s (%s).\n", pk.Fingerprint(), op.Name, model.Count(len(op.PublicKeys), "SSH key", ""))
 				return nil
 			})
 		},
@@ -152,7 +152,7 @@ SSH sessions that logged in with that key end at once.`,
 				if asJSON {
 					return writeJSON(a.stdout, map[string]any{"operator": op.Name, "removed": fp, "keys_left": len(op.PublicKeys)})
 				}
-				fmt.Fprintf(a.stdout, "Removed key %s from operator %s (%d SSH key(s) left); SSH sessions that logged in with it end.\n", fp, op.Name, len(op.PublicKeys))
+				fmt.Fprintf(a.stdout, "Removed key %s from operator %s (%s left); SSH sessions that logged in with it end.\n", fp, op.Name, model.Count(len(op.PublicKeys), "SSH key", ""))
 				return nil
 			})
 		},

@@ -28,10 +28,16 @@ import (
 type slowFile struct {
 	f      *os.File
 	writes atomic.Int64
+	// overlap, if set, is called before the first write returns: the
+	// transfer then waits for a concurrent write to have happened, so the
+	// test does not depend on the scheduler giving the writer a turn.
+	overlap func()
 }
 
 func (s *slowFile) Write(p []byte) (int, error) {
-	s.writes.Add(1)
+	if s.writes.Add(1) == 1 && s.overlap != nil {
+		s.overlap()
+	}
 	time.Sleep(3 * time.Millisecond)
 	return s.f.Write(p)
 }
@@ -80,8 +86,14 @@ func TestOnlineBackupConcurrentWrites(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sf := &slowFile{f: f}
 	createdBefore := created.Load()
+	sf := &slowFile{f: f, overlap: func() {
+		// The server is mid-transfer (its read transaction is open):
+		// wait, bounded, until a key has been created meanwhile.
+		for deadline := time.Now().Add(10 * time.Second); created.Load() == createdBefore && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}}
 	n, err := FetchBackup(env.path, sf)
 	createdDuring := created.Load() - createdBefore
 	close(stop)

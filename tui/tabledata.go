@@ -105,9 +105,6 @@ type counts struct {
 	total, active, disabled, expired, expiring, creatorOff, unused int
 }
 
-// UnusedAfter is how long without use makes a key stale in the counts.
-const UnusedAfter = 90 * 24 * time.Hour
-
 // newTableData builds the table's data with the name order and col's.
 // It may keep all (under 4096 keys it does, as its index space).
 //
@@ -291,11 +288,7 @@ func (c *counts) add(k *model.Key, st model.DisplayStatus, now time.Time, sign i
 	case model.ShowCreatorDisabled:
 		c.creatorOff += sign
 	}
-	last := k.CreatedAt
-	if k.LastUsedAt != nil {
-		last = *k.LastUsedAt
-	}
-	if now.Sub(last) >= UnusedAfter {
+	if k.Unused(now) {
 		c.unused += sign
 	}
 }

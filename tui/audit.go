@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/textinput"
@@ -269,4 +270,41 @@ func wrapHard(s *styles, text string, width int) string {
 		lines[i] = "  " + strings.TrimRight(l, " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// containsFold reports whether h contains the lowercased needle n, folding
+// ASCII without allocating; non-ASCII needles take the slow path.
+func containsFold(h, n string) bool {
+	if len(n) == 0 {
+		return true
+	}
+	for i := 0; i < len(n); i++ {
+		if n[i] >= utf8.RuneSelf {
+			return strings.Contains(strings.ToLower(h), n)
+		}
+	}
+	first := n[0]
+	upper := first
+	if first >= 'a' && first <= 'z' {
+		upper = first - 'a' + 'A'
+	}
+	for i := 0; i+len(n) <= len(h); i++ {
+		if c := h[i]; c != first && c != upper {
+			continue
+		}
+		j := 1
+		for ; j < len(n); j++ {
+			c := h[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != n[j] {
+				break
+			}
+		}
+		if j == len(n) {
+			return true
+		}
+	}
+	return false
 }

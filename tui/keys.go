@@ -13,13 +13,14 @@ import (
 
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
+	"github.com/keyward/keyward/tui/keytable"
 )
 
 // keysTable is the home screen: a virtualised table that renders only the
 // visible rows, so moving costs the same with 1k or 1M keys.
 type keysTable struct {
 	c         *common
-	d         *tableData
+	d         *keytable.Data
 	cursor    int // index in display order
 	offset    int // first visible row
 	filter    textinput.Model
@@ -47,8 +48,8 @@ type keysTable struct {
 // keysPatchedMsg is the table's data with some keys re-read from the
 // store, built off the UI goroutine from base (the data it replaces).
 type keysPatchedMsg struct {
-	base  *tableData
-	d     *tableData
+	base  *keytable.Data
+	d     *keytable.Data
 	focus int32 // index of the key to select, or -1
 }
 
@@ -65,7 +66,7 @@ const reloadAfter = 10 * time.Minute
 
 // keysLoadedMsg is a snapshot sorted and filtered off the UI goroutine.
 type keysLoadedMsg struct {
-	d        *tableData
+	d        *keytable.Data
 	selected int // index of the requested key id, or -1
 	wantID   string
 }
@@ -79,10 +80,10 @@ func newKeysTable(c *common, keys []*model.Key, ops []model.Operator) *keysTable
 	ti.CharLimit = 64
 	t := &keysTable{c: c, filter: ti}
 	if keys != nil {
-		t.d = newTableData(keys, operatorMap(ops), colName, false, "", c.now())
+		t.d = keytable.New(keys, keytable.OperatorMap(ops), keytable.ColName, false, "", c.now())
 		t.loaded = true
 	} else {
-		t.d = newTableData(nil, nil, colName, false, "", c.now())
+		t.d = keytable.New(nil, nil, keytable.ColName, false, "", c.now())
 	}
 	return t
 }
@@ -109,16 +110,16 @@ func (t *keysTable) reload() tea.Cmd {
 		return nil
 	}
 	t.busy, t.pendingReload, t.pending, t.jobFocus, t.opsChanged = true, false, nil, t.focusID, false
-	st, col, desc, q, now := t.c.st, t.d.col, t.d.desc, t.d.query(), t.c.now()
+	st, col, desc, q, now := t.c.st, t.d.Col(), t.d.Desc(), t.d.Query(), t.c.now()
 	want := t.focusID
 	if k := t.selected(); k != nil && want == "" {
 		want = k.ID
 	}
 	return func() tea.Msg {
 		// Operators first: a change after this read comes by the feed.
-		ops := operatorMap(st.Operators())
-		d := newTableData(st.Keys(), ops, col, desc, q, now)
-		return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
+		ops := keytable.OperatorMap(st.Operators())
+		d := keytable.New(st.Keys(), ops, col, desc, q, now)
+		return keysLoadedMsg{d: d, selected: d.IndexOfID(want), wantID: want}
 	}
 }
 
@@ -129,17 +130,17 @@ func (t *keysTable) refresh(ids ...string) tea.Cmd {
 	if t.busy {
 		return nil
 	}
-	if t.pendingReload || !t.loaded || len(t.pending) > min(patchLimit, max(len(t.d.all)/4, 64)) ||
-		t.c.now().Sub(t.d.now) > reloadAfter {
+	if t.pendingReload || !t.loaded || len(t.pending) > min(patchLimit, max(t.d.Size()/4, 64)) ||
+		t.c.now().Sub(t.d.Now()) > reloadAfter {
 		return t.reload()
 	}
 	if len(t.pending) == 0 && t.focusID == "" && !t.opsChanged {
 		return nil
 	}
 	t.busy, t.jobFocus = true, t.focusID
-	st, cur, base, ids, focus, opsChanged := t.c.st, t.d, t.d.frozen(), t.pending, t.focusID, t.opsChanged
+	st, cur, base, ids, focus, opsChanged := t.c.st, t.d, t.d.Frozen(), t.pending, t.focusID, t.opsChanged
 	t.pending, t.opsChanged = nil, false
-	limit := min(patchLimit, max(len(t.d.all)/4, 64))
+	limit := min(patchLimit, max(t.d.Size()/4, 64))
 	want := focus
 	if k := t.selected(); k != nil && want == "" {
 		want = k.ID
@@ -157,20 +158,20 @@ func (t *keysTable) refresh(ids ...string) tea.Cmd {
 			// The keys of every operator whose account changed get
 			// their status re-derived; past the patch limit a full
 			// rebuild is cheaper.
-			ops = operatorMap(st.Operators())
-			more := base.keysOfChangedCreators(ops)
+			ops = keytable.OperatorMap(st.Operators())
+			more := base.KeysOfChangedCreators(ops)
 			if len(ids)+len(more) > limit {
-				d := newTableData(st.Keys(), ops, base.col, base.desc, base.query(), base.now)
-				return keysLoadedMsg{d: d, selected: d.indexOfID(want), wantID: want}
+				d := keytable.New(st.Keys(), ops, base.Col(), base.Desc(), base.Query(), base.Now())
+				return keysLoadedMsg{d: d, selected: d.IndexOfID(want), wantID: want}
 			}
 			ids = append(slices.Clip(ids), more...)
 		}
-		d, j := base.patch(get, ids, ops, focus)
+		d, j := base.Patch(get, ids, ops, focus)
 		return keysPatchedMsg{base: cur, d: d, focus: j}
 	}
 }
 
-func (t *keysTable) selected() *model.Key { return t.d.at(t.cursor) }
+func (t *keysTable) selected() *model.Key { return t.d.At(t.cursor) }
 
 func (t *keysTable) Title() string { return "Keys" }
 func (t *keysTable) Typing() bool  { return t.filtering }
@@ -235,8 +236,8 @@ func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 	d := msg.d
 	t.adopt(d)
 	idx := msg.selected
-	if k := d.at(idx); k == nil || k.ID != prev {
-		idx = d.indexOfID(prev)
+	if k := d.At(idx); k == nil || k.ID != prev {
+		idx = d.IndexOfID(prev)
 	}
 	if idx >= 0 {
 		t.cursor = idx
@@ -247,12 +248,8 @@ func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
 
 // adopt makes d the table's data, re-applying the sort and filter the
 // admin chose while d was being built.
-func (t *keysTable) adopt(d *tableData) {
-	if d.col != t.d.col {
-		d.setSort(t.d.col)
-	}
-	d.desc = t.d.desc
-	d.setQuery(t.d.query())
+func (t *keysTable) adopt(d *keytable.Data) {
+	d.SetView(t.d.Col(), t.d.Desc(), t.d.Query())
 	t.d = d
 	t.loaded = true
 }
@@ -262,7 +259,7 @@ func (t *keysTable) patched(msg keysPatchedMsg) tea.Cmd {
 	if msg.base != t.d { // cannot happen: one job at a time
 		return t.reload()
 	}
-	sel := t.d.idxAt(t.cursor)
+	sel := t.d.IdxAt(t.cursor)
 	focused := t.jobFocus != ""
 	t.jobDone()
 	t.adopt(msg.d)
@@ -270,7 +267,7 @@ func (t *keysTable) patched(msg keysPatchedMsg) tea.Cmd {
 	if focused && msg.focus >= 0 {
 		want = msg.focus
 	}
-	if i := t.d.rowOf(want); i >= 0 {
+	if i := t.d.RowOf(want); i >= 0 {
 		t.cursor = i
 	}
 	t.clampCursor()
@@ -286,7 +283,7 @@ func (t *keysTable) jobDone() {
 }
 
 // next starts the job that waits. (Columns are sorted when picked, see
-// tablesort.go.)
+// keytable/sort.go.)
 func (t *keysTable) next() tea.Cmd {
 	if t.pendingReload {
 		return t.reload()
@@ -323,16 +320,16 @@ func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
 // applyQuery filters and keeps the cursor on the same key if it is still
 // shown, else goes to the top.
 func (t *keysTable) applyQuery(q string) {
-	sel := t.d.idxAt(t.cursor)
-	t.d.setQuery(q)
-	t.cursor = max(t.d.rowOf(sel), 0)
+	sel := t.d.IdxAt(t.cursor)
+	t.d.SetQuery(q)
+	t.cursor = max(t.d.RowOf(sel), 0)
 	t.clampCursor()
 }
 
-func (t *keysTable) sortBy(col column) {
-	sel := t.d.idxAt(t.cursor)
-	t.d.setSort(col)
-	t.cursor = max(t.d.rowOf(sel), 0)
+func (t *keysTable) sortBy(col keytable.Column) {
+	sel := t.d.IdxAt(t.cursor)
+	t.d.SetSort(col)
+	t.cursor = max(t.d.RowOf(sel), 0)
 	t.clampCursor()
 }
 
@@ -352,31 +349,31 @@ func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
 	case key.Matches(msg, km.PageDown):
 		t.move(page)
 	case key.Matches(msg, km.Top):
-		t.move(-t.d.len())
+		t.move(-t.d.Len())
 	case key.Matches(msg, km.Bottom):
-		t.move(t.d.len())
+		t.move(t.d.Len())
 	case key.Matches(msg, km.Filter):
 		t.filtering = true
-		t.filter.SetValue(t.d.query())
+		t.filter.SetValue(t.d.Query())
 		t.filter.CursorEnd()
 		return t.filter.Focus()
 	case key.Matches(msg, km.Back):
-		if t.d.query() != "" {
+		if t.d.Query() != "" {
 			t.filter.SetValue("")
 			t.applyQuery("")
 		}
 	case key.Matches(msg, km.SortName):
-		t.sortBy(colName)
+		t.sortBy(keytable.ColName)
 	case key.Matches(msg, km.SortRole):
-		t.sortBy(colRole)
+		t.sortBy(keytable.ColRole)
 	case key.Matches(msg, km.SortStatus):
-		t.sortBy(colStatus)
+		t.sortBy(keytable.ColStatus)
 	case key.Matches(msg, km.SortExpires):
-		t.sortBy(colExpires)
+		t.sortBy(keytable.ColExpires)
 	case key.Matches(msg, km.SortLastUsed):
-		t.sortBy(colLastUsed)
+		t.sortBy(keytable.ColLastUsed)
 	case key.Matches(msg, km.SortCreated):
-		t.sortBy(colCreated)
+		t.sortBy(keytable.ColCreated)
 	case key.Matches(msg, km.New):
 		return push(newKeyForm(t.c, nil))
 	case key.Matches(msg, km.Detail, km.Edit, km.Toggle, km.Regenerate, km.Delete):
@@ -418,7 +415,7 @@ func (t *keysTable) move(delta int) {
 }
 
 func (t *keysTable) clampCursor() {
-	n := t.d.len()
+	n := t.d.Len()
 	t.cursor = max(min(t.cursor, n-1), 0)
 	t.clampOffset()
 }
@@ -431,7 +428,7 @@ func (t *keysTable) clampOffset() {
 	if t.cursor >= t.offset+rows {
 		t.offset = t.cursor - rows + 1
 	}
-	t.offset = max(min(t.offset, t.d.len()-rows), 0)
+	t.offset = max(min(t.offset, t.d.Len()-rows), 0)
 }
 
 // rows is how many key rows fit: the body minus header, status and filter.
@@ -443,7 +440,7 @@ func (t *keysTable) rows() int {
 	return max(h, 1)
 }
 
-func (t *keysTable) showFilterLine() bool { return t.filtering || t.d.query() != "" }
+func (t *keysTable) showFilterLine() bool { return t.filtering || t.d.Query() != "" }
 
 func (t *keysTable) Help() []key.Binding {
 	km := t.c.keys
@@ -468,25 +465,25 @@ func (t *keysTable) Help() []key.Binding {
 		km.Operators, km.Audit, km.Secret, km.Regenerate, km.Help}
 }
 
-// layout holds column widths for a terminal width.
+// layout holds keytable.Column widths for a terminal width.
 type layout struct{ name, role, status, expires, used, created int }
 
-// tableLayout sizes the columns for width w. Every column is as wide as
+// tableLayout sizes the columns for width w. Every keytable.Column is as wide as
 // its longest value and its header with the sort mark ("Last used ▼",
 // "Created by ▲"), so neither a date nor the mark is cut; the status
-// column widens to CREATOR_DISABLED only while some key has that status
+// keytable.Column widens to CREATOR_DISABLED only while some key has that status
 // (wideStatus). Columns on the right go first when the name would get
 // too narrow.
-func tableLayout(w int, wideStatus bool, sorted column) layout {
+func tableLayout(w int, wideStatus bool, sorted keytable.Column) layout {
 	l := layout{role: 8, status: 8, expires: 10, used: ansi.StringWidth("Last used ▲"), created: ansi.StringWidth("Created by ▲")}
 	if wideStatus {
 		l.status = len(model.ShowCreatorDisabled)
 	}
 	fixed := 2 + l.role + l.status + l.expires + l.used + l.created + 5
-	// Created by goes first, then Last used; but the column sorted by
+	// Created by goes first, then Last used; but the keytable.Column sorted by
 	// stays, with its mark, and the other one goes instead.
 	drop := []*int{&l.created, &l.used}
-	if sorted == colCreated {
+	if sorted == keytable.ColCreated {
 		drop = []*int{&l.used, &l.created}
 	}
 	for i, minName := range []int{18, 14} {
@@ -506,22 +503,22 @@ func (t *keysTable) View() string {
 		b.WriteString(t.filterLine())
 		b.WriteByte('\n')
 	}
-	l := tableLayout(w, t.d.counts.creatorOff > 0, t.d.col)
+	l := tableLayout(w, t.d.Counts().CreatorOff > 0, t.d.Col())
 	b.WriteString(clipText(s.ColHeader.Render(t.header(l)), w))
 	b.WriteByte('\n')
 	rows := t.rows()
 	switch {
 	case !t.loaded:
 		b.WriteString(s.Empty.Render("Loading keys…"))
-	case t.d.counts.total == 0:
+	case t.d.Counts().Total == 0:
 		b.WriteString(s.Empty.Render("No keys yet.\n\nPress n to create your first API key."))
-	case t.d.len() == 0:
-		b.WriteString(s.Empty.Render(fmt.Sprintf("No keys match %q.\n\nPress esc to clear the filter.", clean(t.d.query()))))
+	case t.d.Len() == 0:
+		b.WriteString(s.Empty.Render(fmt.Sprintf("No keys match %q.\n\nPress esc to clear the filter.", clean(t.d.Query()))))
 	default:
 		now := t.c.now()
-		end := min(t.offset+rows, t.d.len())
+		end := min(t.offset+rows, t.d.Len())
 		for i := t.offset; i < end; i++ {
-			b.WriteString(t.row(t.d.at(i), l, i == t.cursor, now))
+			b.WriteString(t.row(t.d.At(i), l, i == t.cursor, now))
 			if i < end-1 {
 				b.WriteByte('\n')
 			}
@@ -532,10 +529,10 @@ func (t *keysTable) View() string {
 }
 
 func (t *keysTable) header(l layout) string {
-	cell := func(c column, width int) string {
+	cell := func(c keytable.Column, width int) string {
 		label := c.String()
-		if c == t.d.col {
-			if t.d.desc {
+		if c == t.d.Col() {
+			if t.d.Desc() {
 				label += " ▼"
 			} else {
 				label += " ▲"
@@ -543,12 +540,12 @@ func (t *keysTable) header(l layout) string {
 		}
 		return fit(label, width)
 	}
-	parts := []string{"  " + cell(colName, l.name), cell(colRole, l.role), cell(colStatus, l.status), cell(colExpires, l.expires)}
+	parts := []string{"  " + cell(keytable.ColName, l.name), cell(keytable.ColRole, l.role), cell(keytable.ColStatus, l.status), cell(keytable.ColExpires, l.expires)}
 	if l.used > 0 {
-		parts = append(parts, cell(colLastUsed, l.used))
+		parts = append(parts, cell(keytable.ColLastUsed, l.used))
 	}
 	if l.created > 0 {
-		parts = append(parts, cell(colCreated, l.created))
+		parts = append(parts, cell(keytable.ColCreated, l.created))
 	}
 	return strings.Join(parts, " ")
 }
@@ -562,7 +559,7 @@ func (t *keysTable) row(k *model.Key, l layout, sel bool, now time.Time) string 
 		nameCell = name + "  "
 		descPart = fit(desc, l.name-nw-2)
 	}
-	st := model.StatusOf(k, t.d.ops[k.CreatedBy], now)
+	st := model.StatusOf(k, t.d.Creator(k), now)
 	cells := []string{fit(string(k.Role), l.role), fit(string(st), l.status), fit(fmtDate(k.ExpiresAt), l.expires)}
 	if l.used > 0 {
 		cells = append(cells, fit(ago(k.LastUsedAt, now), l.used))
@@ -579,35 +576,35 @@ func (t *keysTable) row(k *model.Key, l layout, sel bool, now time.Time) string 
 
 func (t *keysTable) filterLine() string {
 	s := t.c.styles
-	info := fmt.Sprintf("  %d of %d", t.d.len(), t.d.counts.total)
+	info := fmt.Sprintf("  %d of %d", t.d.Len(), t.d.Counts().Total)
 	if t.filtering {
 		t.filter.Width = max(t.c.width-len(info)-4, 10)
 		return t.filter.View() + s.Dim.Render(info)
 	}
-	return s.Dim.Render(clipText(fmt.Sprintf("filter %q%s · / edits · esc clears", clean(t.d.query()), info), t.c.width))
+	return s.Dim.Render(clipText(fmt.Sprintf("filter %q%s · / edits · esc clears", clean(t.d.Query()), info), t.c.width))
 }
 
 func (t *keysTable) statusLine() string {
-	c := t.d.counts
+	c := t.d.Counts()
 	dir := "▲"
-	if t.d.desc {
+	if t.d.Desc() {
 		dir = "▼"
 	}
 	type part struct {
 		n     int
 		label string
 	}
-	parts := []part{{c.active, "active"}, {c.disabled, "disabled"}, {c.creatorOff, "creator disabled"},
-		{c.expired, "expired"}, {c.expiring, "expiring"}, {c.unused, "unused 90d"}}
+	parts := []part{{c.Active, "active"}, {c.Disabled, "disabled"}, {c.CreatorOff, "creator disabled"},
+		{c.Expired, "expired"}, {c.Expiring, "expiring"}, {c.Unused, "unused 90d"}}
 	// The sort and the filter always show whole (a long filter is cut
 	// to a part of the line); the counts give way to them.
-	tail := fmt.Sprintf(" │ sort %s %s", t.d.col, dir)
-	if q := t.d.query(); q != "" {
+	tail := fmt.Sprintf(" │ sort %s %s", t.d.Col(), dir)
+	if q := t.d.Query(); q != "" {
 		tail += " │ filter " + clipText(strconvQuote(clean(q)), max(t.c.width/3, 12))
 	}
 	w := t.c.width - ansi.StringWidth(tail)
 	if t.peeking {
-		text := fitCounts(" "+model.Count(t.peekTotal, "key", "")+" · loading…", []string{fmt.Sprintf("(showing the first %d)", t.d.len())}, " ", w) + tail
+		text := fitCounts(" "+model.Count(t.peekTotal, "key", "")+" · loading…", []string{fmt.Sprintf("(showing the first %d)", t.d.Len())}, " ", w) + tail
 		return t.c.styles.Status.Render(fit(text, t.c.width))
 	}
 	var all, nonZero []string
@@ -617,7 +614,7 @@ func (t *keysTable) statusLine() string {
 			nonZero = append(nonZero, fmt.Sprintf("%d %s", p.n, p.label))
 		}
 	}
-	head := " " + model.Count(c.total, "key", "")
+	head := " " + model.Count(c.Total, "key", "")
 	text := fitCounts(head, all, "  ", w)
 	if ansi.StringWidth(text) > w || strings.HasSuffix(text, "…") {
 		text = fitCounts(head, nonZero, "  ", w) // zero counts go first when space is short

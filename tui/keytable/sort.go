@@ -1,4 +1,4 @@
-package tui
+package keytable
 
 import (
 	"cmp"
@@ -15,7 +15,7 @@ import (
 // Sorting a million keys through *model.Key pointers costs seconds: every
 // comparison chases two pointers into a heap far bigger than the cache.
 // So each key's sort keys are laid out once, when the snapshot is built,
-// in compact per-column arrays (4 bytes a key each: tableData.exp, used,
+// in compact per-column arrays (4 bytes a key each: Data.exp, used,
 // meta), and every column's order is computed from those without
 // comparisons where possible:
 //
@@ -29,7 +29,7 @@ import (
 //     position) words, so ties stay in name order too.
 //
 // Every column therefore orders by (column value, name rank), a total
-// order that the live patches (tablepatch.go) keep with binary searches.
+// order that the live patches (patch.go) keep with binary searches.
 //
 // Only the name order is built with the snapshot; another column is
 // sorted when the admin picks it (10-45 ms at 1M) and cached until the
@@ -69,7 +69,7 @@ func sortKeys(k *model.Key, st model.DisplayStatus, creator uint32) (exp, used, 
 }
 
 // setSortKeys fills key j's sort keys.
-func (d *tableData) setSortKeys(j int32, k *model.Key, st model.DisplayStatus) {
+func (d *Data) setSortKeys(j int32, k *model.Key, st model.DisplayStatus) {
 	d.exp[j], d.used[j], d.meta[j] = sortKeys(k, st, d.creatorOf(k.CreatedBy))
 }
 
@@ -122,7 +122,7 @@ const nameChunks = 16
 // sorted by comparison. A round reads its chunk of every name in index
 // order, which is haystack order, so the haystack streams by instead of
 // being read at random.
-func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
+func (d *Data) sortByName(a, b []uint64, odd []uint64) []int32 {
 	n := len(d.all)
 	out := make([]int32, n)
 	for i := range out {
@@ -225,7 +225,7 @@ func hayChunk(h []byte) uint32 {
 	return w &^ (math.MaxUint32 >> (bits.LeadingZeros32(z) &^ 7))
 }
 
-func (d *tableData) cmpName(x, y int32) int {
+func (d *Data) cmpName(x, y int32) int {
 	a, b := d.all[x], d.all[y]
 	if c := compareFold(a.Name, b.Name); c != 0 {
 		return c
@@ -253,37 +253,37 @@ func creatorRanks(creators []string) []uint32 {
 }
 
 // colKey returns key i's value in column col (not Name); ranks are the
-// creator ranks for colCreated.
-func (d *tableData) colKey(col column, i int32, ranks []uint32) uint32 {
+// creator ranks for ColCreated.
+func (d *Data) colKey(col Column, i int32, ranks []uint32) uint32 {
 	switch col {
-	case colRole:
+	case ColRole:
 		return d.meta[i] >> metaRole & 3
-	case colStatus:
+	case ColStatus:
 		return d.meta[i] & metaStatus
-	case colExpires:
+	case ColExpires:
 		return d.exp[i]
-	case colLastUsed:
+	case ColLastUsed:
 		return d.used[i]
-	case colCreated:
+	case ColCreated:
 		return ranks[d.meta[i]>>metaCreator]
 	}
 	return 0
 }
 
 // sortColumn computes col's order from the sort keys and the name order.
-func (d *tableData) sortColumn(col column) []int32 {
-	byName := d.orders[colName]
-	if col == colName {
+func (d *Data) sortColumn(col Column) []int32 {
+	byName := d.orders[ColName]
+	if col == ColName {
 		return byName
 	}
 	var ranks []uint32
 	buckets := 8
-	if col == colCreated {
+	if col == ColCreated {
 		ranks = creatorRanks(d.creators)
 		buckets = len(d.creators)
 	}
 	out := make([]int32, len(byName))
-	if col == colRole || col == colStatus || col == colCreated {
+	if col == ColRole || col == ColStatus || col == ColCreated {
 		// Counting sort over the name order: stable, O(n). The keys are
 		// gathered first, so the random reads of the sort keys happen once.
 		keys := make([]uint32, len(byName))
@@ -318,8 +318,8 @@ func (d *tableData) sortColumn(col column) []int32 {
 // colCmp returns the comparison that col's order follows: the column
 // value, then the name rank (ranks must be the creator ranks, and
 // d.nameRank set).
-func (d *tableData) colCmp(col column, ranks []uint32) func(x, y int32) int {
-	if col == colName {
+func (d *Data) colCmp(col Column, ranks []uint32) func(x, y int32) int {
+	if col == ColName {
 		return d.cmpName
 	}
 	return func(x, y int32) int {

@@ -73,7 +73,7 @@ var testOperators = func() []model.Operator {
 
 func benchTable(b *testing.B, n int) *keysTable {
 	b.Helper()
-	c := &common{styles: newStyles(asciiRenderer()), keys: newKeyMap(false), now: func() time.Time { return testNow },
+	c := &common{styles: newStyles(asciiRenderer()), now: func() time.Time { return testNow },
 		clip: &fakeClipboard{}, width: 120, height: 38}
 	return newKeysTable(c, cachedBenchKeys(n), testOperators)
 }

@@ -23,6 +23,7 @@ type detail struct {
 	gone    bool
 	loadErr error
 	vp      viewport.Model
+	keys    keyState
 }
 
 type detailLoadedMsg struct {
@@ -38,7 +39,7 @@ const historyLimit = 200
 
 func newDetail(c *common, k *model.Key) *detail {
 	d := &detail{c: c, id: k.ID, key: k, creator: creatorOf(c.st, k), vp: viewport.New(c.width, c.height)}
-	d.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	d.vp.KeyMap = scrollKeys()
 	d.refresh()
 	return d
 }
@@ -82,22 +83,24 @@ func (d *detail) SetSize(w, h int) {
 	d.refresh()
 }
 
+func (d *detail) keyState() *keyState { return &d.keys }
+
+// updateKeys: a deleted key offers no action, and t says what it does
+// to the key.
+func (d *detail) updateKeys() {
+	why := ""
+	if d.gone {
+		why = "the key was deleted"
+	}
+	d.keys.set(why, bindEdit, bindToggle, bindRegenerate, bindDelete)
+	d.keys.relabel(bindToggle, toggleLabel(d.key))
+}
+
 func (d *detail) Help() []key.Binding {
-	km := d.c.keys
-	live := !d.gone
-	for _, b := range []*key.Binding{&km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
-		d.c.enable(b, live)
-	}
-	if d.key != nil && !d.key.Active() {
-		km.Toggle.SetHelp("t", "activate")
-	} else {
-		km.Toggle.SetHelp("t", "disable")
-	}
-	return []key.Binding{km.Up, km.Down, km.Edit, km.Toggle, km.Regenerate, km.Delete, km.Back, km.Help}
+	return d.c.help(&d.keys, bindUp, bindDown, bindEdit, bindToggle, bindRegenerate, bindDelete, bindBack, bindHelp)
 }
 
 func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := d.c.keys
 	switch msg := msg.(type) {
 	case detailLoadedMsg:
 		if msg.id != d.id {
@@ -129,11 +132,12 @@ func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
 			return d, d.load()
 		}
 	case tea.KeyMsg:
+		on := d.c.matcher(&d.keys, msg)
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			return d, pop
-		case !d.gone && key.Matches(msg, km.Edit, km.Toggle, km.Regenerate, km.Delete):
-			return d, keyAction(d.c, msg, d.key)
+		case !d.gone && on(bindEdit, bindToggle, bindRegenerate, bindDelete):
+			return d, keyAction(d.c, on, d.key)
 		}
 		var cmd tea.Cmd
 		d.vp, cmd = d.vp.Update(msg)

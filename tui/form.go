@@ -106,7 +106,7 @@ func (f *keyForm) bannerHeight() int {
 }
 
 func (f *keyForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
 }
 
 // build (re)creates the huh form over f.v.

@@ -1,159 +1,221 @@
 package tui
 
-import "github.com/charmbracelet/bubbles/key"
+import (
+	"slices"
 
-// keyMap holds every binding of the TUI. Screens read their bindings from
-// here and enable or disable them for the current state (SetEnabled), so the
-// help bar and the ? screen list exactly what works, nothing more. Bindings
-// marked dangerous in dangerous() are disabled for READONLY operators.
-type keyMap struct {
-	// global
-	Help      key.Binding
-	Back      key.Binding
-	Cancel    key.Binding
-	Quit      key.Binding
-	ForceQuit key.Binding
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/viewport"
+	tea "github.com/charmbracelet/bubbletea"
+)
 
-	// moving in lists
-	Up       key.Binding
-	Down     key.Binding
-	Top      key.Binding
-	Bottom   key.Binding
-	PageUp   key.Binding
-	PageDown key.Binding
-
-	// keys table
-	Detail       key.Binding
-	Filter       key.Binding
-	SortName     key.Binding
-	SortRole     key.Binding
-	SortStatus   key.Binding
-	SortExpires  key.Binding
-	SortLastUsed key.Binding
-	SortCreated  key.Binding
-	New          key.Binding
-	Edit         key.Binding
-	Toggle       key.Binding
-	Regenerate   key.Binding
-	Delete       key.Binding
-	Secret       key.Binding
-	Operators    key.Binding
-	Audit        key.Binding
-
-	// filter input
-	ClearFilter key.Binding
-	ApplyFilter key.Binding
-
-	// reveal
-	Copy  key.Binding
-	Leave key.Binding
-
-	// shared secret
-	RevealSecret key.Binding
-	RotateSecret key.Binding
-
-	// operators
-	AddOperator    key.Binding
-	ToggleOperator key.Binding
-	DeleteOperator key.Binding
-	RoleOperator   key.Binding
-	OperatorKeys   key.Binding
-	AddOpKey       key.Binding
-	RemoveOpKey    key.Binding
-
-	// dialogs
-	Yes    key.Binding
-	No     key.Binding
-	Switch key.Binding
-	Choose key.Binding
-	Press  key.Binding
+// binding is the one record of a key binding, as k9s's KeyAction and
+// lazygit's Binding are: the keys it answers to, its help text, whether
+// it changes state, and where the ? screen lists it. Everything else
+// derives from it:
+//   - matching: common.matcher, which also asks whether the binding works
+//     now (common.disabled);
+//   - hiding while changes are off (a READONLY operator, a read-only file,
+//     Options.ReadOnly): every dangerous binding is off, with the reason
+//     (common.disabled), so the help bar, the ? screen and the keys agree,
+//     and the root says why when one is pressed;
+//   - the help bar: each screen's Help lists its bindings in the order
+//     they give way when narrow (common.help);
+//   - the ? screen: every binding with a section, in declaration order.
+//
+// Records are immutable and shared by every session. What depends on a
+// screen's state (a binding off for now, and why; "t activate" for a
+// disabled key) is that screen's keyState, which it sets in updateKeys
+// after every Update, never while drawing.
+type binding struct {
+	keys      []string // what tea.KeyMsg.String() gives for them
+	help      string   // the keys as the help shows them ("↑/k")
+	desc      string   // what the binding does, in the help
+	dangerous bool     // it changes state: off while changes are off
+	section   string   // its group on the ? screen; "" for none
 }
 
-func newKeyMap(readonly bool) *keyMap {
-	b := func(keys []string, k, desc string) key.Binding {
-		return key.NewBinding(key.WithKeys(keys...), key.WithHelp(k, desc))
+// bindings is every binding in declaration order, which is the ? screen's
+// order: keep each section's bindings together.
+var bindings []*binding
+
+// bind declares a binding that only looks or moves.
+func bind(section, help, desc string, keys ...string) *binding {
+	b := &binding{keys: keys, help: help, desc: desc, section: section}
+	bindings = append(bindings, b)
+	return b
+}
+
+// write declares a dangerous binding: one that changes keys, operators or
+// the shared secret. The store refuses those changes as well.
+func write(section, help, desc string, keys ...string) *binding {
+	b := bind(section, help, desc, keys...)
+	b.dangerous = true
+	return b
+}
+
+var (
+	bindUp           = bind("Keys table", "↑/k", "up", "up", "k")
+	bindDown         = bind("Keys table", "↓/j", "down", "down", "j")
+	bindTop          = bind("Keys table", "g", "first", "g", "home")
+	bindBottom       = bind("Keys table", "G", "last", "G", "end")
+	bindPageUp       = bind("Keys table", "pgup", "page up", "pgup", "ctrl+b")
+	bindPageDown     = bind("Keys table", "pgdn", "page down", "pgdown", "ctrl+f", " ")
+	bindDetail       = bind("Keys table", "enter", "details", "enter")
+	bindFilter       = bind("Keys table", "/", "filter", "/")
+	bindSortName     = bind("Keys table", "N", "sort by name", "N")
+	bindSortRole     = bind("Keys table", "R", "sort by role", "R")
+	bindSortStatus   = bind("Keys table", "S", "sort by status", "S")
+	bindSortExpires  = bind("Keys table", "E", "sort by expiry", "E")
+	bindSortLastUsed = bind("Keys table", "L", "sort by last used", "L")
+	bindSortCreated  = bind("Keys table", "C", "sort by creator", "C")
+	bindNew          = write("Keys table", "n", "new key", "n")
+	bindEdit         = write("Keys table", "e", "edit", "e")
+	bindToggle       = write("Keys table", "t", "disable", "t") // "activate" on a disabled key
+	bindRegenerate   = write("Keys table", "r", "regenerate", "r")
+	bindDelete       = write("Keys table", "d", "delete", "d", "delete")
+
+	bindSecret    = bind("Screens", "s", "shared secret", "s")
+	bindOperators = bind("Screens", "o", "operators", "o")
+	bindAudit     = bind("Screens", "a", "audit log", "a")
+	bindHelp      = bind("Screens", "?", "help", "?")
+
+	bindCopy  = bind("Reveal", "c", "copy", "c")
+	bindLeave = bind("Reveal", "enter/esc", "I've stored it", "enter", "esc")
+
+	bindRevealSecret = write("Shared secret", "v", "reveal", "v")
+	bindRotateSecret = write("Shared secret", "r", "rotate", "r")
+
+	bindAddOperator    = write("Operators", "n", "add operator", "n")
+	bindToggleOperator = write("Operators", "t", "disable", "t") // "enable" on a disabled operator
+	bindRoleOperator   = write("Operators", "p", "change role", "p")
+	bindDeleteOperator = write("Operators", "d", "delete", "d", "delete")
+	bindOperatorKeys   = bind("Operators", "enter", "ssh keys", "enter")
+
+	bindAddOpKey    = write("SSH keys", "n", "add key", "n")
+	bindRemoveOpKey = write("SSH keys", "d", "remove key", "d", "delete")
+
+	bindYes    = bind("Dialogs", "y", "confirm", "y", "Y")
+	bindNo     = bind("Dialogs", "n/esc", "cancel", "n", "N", "esc")
+	bindSwitch = bind("Dialogs", "tab/←→", "switch button", "tab", "shift+tab", "left", "right", "h", "l")
+	bindChoose = bind("Dialogs", "↑/↓", "choose", "up", "down", "k", "j")
+	bindPress  = bind("Dialogs", "enter", "press button", "enter")
+
+	bindBack      = bind("Everywhere", "esc", "back", "esc")
+	bindQuit      = bind("Everywhere", "q", "quit", "q")
+	bindForceQuit = bind("Everywhere", "ctrl+c", "quit now", "ctrl+c")
+
+	// Not on the ? screen: they belong to a text field or a form, whose
+	// help bar shows them.
+	bindCancel      = bind("", "esc", "cancel", "esc")
+	bindClearFilter = bind("", "esc", "clear filter", "esc")
+	bindApplyFilter = bind("", "enter", "keep filter", "enter")
+)
+
+// has reports whether msg is one of b's keys, whether or not b works now.
+func (b *binding) has(msg tea.KeyMsg) bool { return slices.Contains(b.keys, msg.String()) }
+
+// keyBinding is b as a bubbles key.Binding, for the help bar and for
+// bubbles components (the viewport), with help text desc.
+func (b *binding) keyBinding(desc string, on bool) key.Binding {
+	kb := key.NewBinding(key.WithKeys(b.keys...), key.WithHelp(b.help, desc))
+	kb.SetEnabled(on)
+	return kb
+}
+
+// scrollKeys is the viewport keymap of the scrolling pages.
+func scrollKeys() viewport.KeyMap {
+	kb := func(b *binding) key.Binding { return b.keyBinding(b.desc, true) }
+	return viewport.KeyMap{Up: kb(bindUp), Down: kb(bindDown), PageUp: kb(bindPageUp), PageDown: kb(bindPageDown)}
+}
+
+// keyState is one screen's state of the bindings: the ones that do
+// nothing now, with the reason, and help texts that follow the selection.
+// A screen that has one sets it in updateKeys, which the root calls after
+// each of the screen's Updates (as charmbracelet/pop's updateKeymap), so
+// Help and View only read it. The zero value, and nil, leave every
+// binding as declared.
+type keyState struct {
+	off    map[*binding]string
+	labels map[*binding]string
+}
+
+// keyed is a screen with a keyState.
+type keyed interface {
+	keyState() *keyState
+	updateKeys()
+}
+
+// keyStateOf returns s's keyState, or nil when it has none.
+func keyStateOf(s screen) *keyState {
+	if k, ok := s.(keyed); ok {
+		return k.keyState()
 	}
-	km := &keyMap{
-		Help:      b([]string{"?"}, "?", "help"),
-		Back:      b([]string{"esc"}, "esc", "back"),
-		Cancel:    b([]string{"esc"}, "esc", "cancel"),
-		Quit:      b([]string{"q"}, "q", "quit"),
-		ForceQuit: b([]string{"ctrl+c"}, "ctrl+c", "quit now"),
+	return nil
+}
 
-		Up:       b([]string{"up", "k"}, "↑/k", "up"),
-		Down:     b([]string{"down", "j"}, "↓/j", "down"),
-		Top:      b([]string{"g", "home"}, "g", "first"),
-		Bottom:   b([]string{"G", "end"}, "G", "last"),
-		PageUp:   b([]string{"pgup", "ctrl+b"}, "pgup", "page up"),
-		PageDown: b([]string{"pgdown", "ctrl+f", " "}, "pgdn", "page down"),
-
-		Detail:       b([]string{"enter"}, "enter", "details"),
-		Filter:       b([]string{"/"}, "/", "filter"),
-		SortName:     b([]string{"N"}, "N", "sort by name"),
-		SortRole:     b([]string{"R"}, "R", "sort by role"),
-		SortStatus:   b([]string{"S"}, "S", "sort by status"),
-		SortExpires:  b([]string{"E"}, "E", "sort by expiry"),
-		SortLastUsed: b([]string{"L"}, "L", "sort by last used"),
-		SortCreated:  b([]string{"C"}, "C", "sort by creator"),
-		New:          b([]string{"n"}, "n", "new key"),
-		Edit:         b([]string{"e"}, "e", "edit"),
-		Toggle:       b([]string{"t"}, "t", "disable"),
-		Regenerate:   b([]string{"r"}, "r", "regenerate"),
-		Delete:       b([]string{"d", "delete"}, "d", "delete"),
-		Secret:       b([]string{"s"}, "s", "shared secret"),
-		Operators:    b([]string{"o"}, "o", "operators"),
-		Audit:        b([]string{"a"}, "a", "audit log"),
-
-		ClearFilter: b([]string{"esc"}, "esc", "clear filter"),
-		ApplyFilter: b([]string{"enter"}, "enter", "keep filter"),
-
-		Copy:  b([]string{"c"}, "c", "copy"),
-		Leave: b([]string{"enter", "esc"}, "enter/esc", "I've stored it"),
-
-		RevealSecret: b([]string{"v"}, "v", "reveal"),
-		RotateSecret: b([]string{"r"}, "r", "rotate"),
-
-		AddOperator:    b([]string{"n"}, "n", "add operator"),
-		ToggleOperator: b([]string{"t"}, "t", "disable"),
-		DeleteOperator: b([]string{"d", "delete"}, "d", "delete"),
-		RoleOperator:   b([]string{"p"}, "p", "change role"),
-		OperatorKeys:   b([]string{"enter"}, "enter", "ssh keys"),
-		AddOpKey:       b([]string{"n"}, "n", "add key"),
-		RemoveOpKey:    b([]string{"d", "delete"}, "d", "remove key"),
-
-		Yes:    b([]string{"y", "Y"}, "y", "confirm"),
-		No:     b([]string{"n", "N", "esc"}, "n/esc", "cancel"),
-		Switch: b([]string{"tab", "shift+tab", "left", "right", "h", "l"}, "tab/←→", "switch button"),
-		Choose: b([]string{"up", "down", "k", "j"}, "↑/↓", "choose"),
-		Press:  b([]string{"enter"}, "enter", "press button"),
+// updateKeys lets s set its keyState for its current state.
+func updateKeys(s screen) {
+	if k, ok := s.(keyed); ok {
+		k.updateKeys()
 	}
-	if readonly {
-		for _, d := range km.dangerous() {
-			d.SetEnabled(false)
+}
+
+// set turns bs off for the reason why, or on when why is "".
+func (s *keyState) set(why string, bs ...*binding) {
+	if s.off == nil {
+		s.off = map[*binding]string{}
+	}
+	for _, b := range bs {
+		if why == "" {
+			delete(s.off, b)
+		} else {
+			s.off[b] = why
 		}
 	}
-	return km
 }
 
-// dangerous lists the bindings that change state. A READONLY operator
-// never sees them (the store refuses those calls as well).
-func (km *keyMap) dangerous() []*key.Binding {
-	return []*key.Binding{&km.New, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete,
-		&km.RevealSecret, &km.RotateSecret, &km.AddOperator, &km.ToggleOperator,
-		&km.DeleteOperator, &km.RoleOperator, &km.AddOpKey, &km.RemoveOpKey}
-}
-
-// enable sets a binding's state, but never re-enables a dangerous binding
-// for a READONLY operator.
-func (c *common) enable(b *key.Binding, on bool) {
-	if c.readonly {
-		for _, d := range c.keys.dangerous() {
-			if d == b {
-				on = false
-			}
-		}
+// relabel gives b the help text desc on this screen.
+func (s *keyState) relabel(b *binding, desc string) {
+	if s.labels == nil {
+		s.labels = map[*binding]string{}
 	}
-	b.SetEnabled(on)
+	s.labels[b] = desc
+}
+
+// label is b's help text on this screen.
+func (s *keyState) label(b *binding) string {
+	if s != nil && s.labels[b] != "" {
+		return s.labels[b]
+	}
+	return b.desc
+}
+
+// clone copies s, so that a later update of s leaves the copy alone.
+func (s *keyState) clone() *keyState {
+	if s == nil {
+		return nil
+	}
+	c := &keyState{off: map[*binding]string{}, labels: map[*binding]string{}}
+	for b, why := range s.off {
+		c.off[b] = why
+	}
+	for b, l := range s.labels {
+		c.labels[b] = l
+	}
+	return c
+}
+
+// disabled says why b does nothing now on the screen whose keyState is s,
+// or "" when it works: a dangerous binding while changes are off, then
+// the screen's own reason.
+func (c *common) disabled(s *keyState, b *binding) string {
+	if b.dangerous && c.readonly {
+		return c.readonlyReason()
+	}
+	if s != nil {
+		return s.off[b]
+	}
+	return ""
 }
 
 // readonlyReason says why a change is not offered.
@@ -164,24 +226,26 @@ func (c *common) readonlyReason() string {
 	return "You are a READONLY operator: you may look, not change."
 }
 
-// helpSection is one titled group of bindings on the ? screen.
-type helpSection struct {
-	title    string
-	bindings []key.Binding
+// help returns bs, as they are now on the screen whose keyState is s, for
+// the help bar (which leaves out the ones off).
+func (c *common) help(s *keyState, bs ...*binding) []key.Binding {
+	out := make([]key.Binding, len(bs))
+	for i, b := range bs {
+		out[i] = b.keyBinding(s.label(b), c.disabled(s, b) == "")
+	}
+	return out
 }
 
-// sections returns the full keymap, grouped, for the ? screen.
-func (km *keyMap) sections() []helpSection {
-	return []helpSection{
-		{"Keys table", []key.Binding{km.Up, km.Down, km.Top, km.Bottom, km.PageUp, km.PageDown, km.Detail, km.Filter,
-			km.SortName, km.SortRole, km.SortStatus, km.SortExpires, km.SortLastUsed, km.SortCreated,
-			km.New, km.Edit, km.Toggle, km.Regenerate, km.Delete}},
-		{"Screens", []key.Binding{km.Secret, km.Operators, km.Audit, km.Help}},
-		{"Reveal", []key.Binding{km.Copy, km.Leave}},
-		{"Shared secret", []key.Binding{km.RevealSecret, km.RotateSecret}},
-		{"Operators", []key.Binding{km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.OperatorKeys}},
-		{"SSH keys", []key.Binding{km.AddOpKey, km.RemoveOpKey}},
-		{"Dialogs", []key.Binding{km.Yes, km.No, km.Switch, km.Choose, km.Press}},
-		{"Everywhere", []key.Binding{km.Back, km.Quit, km.ForceQuit}},
+// matcher returns a test of msg for a screen's key switch: whether msg
+// is the key of one of bs that works now on the screen whose keyState is
+// s.
+func (c *common) matcher(s *keyState, msg tea.KeyMsg) func(bs ...*binding) bool {
+	return func(bs ...*binding) bool {
+		for _, b := range bs {
+			if b.has(msg) && c.disabled(s, b) == "" {
+				return true
+			}
+		}
+		return false
 	}
 }

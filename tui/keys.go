@@ -43,6 +43,7 @@ type keysTable struct {
 	// clears it.
 	peeking   bool
 	peekTotal int
+	keys      keyState
 }
 
 // keysPatchedMsg is the table's data with some keys re-read from the
@@ -85,6 +86,7 @@ func newKeysTable(c *common, keys []*model.Key, ops []model.Operator) *keysTable
 	} else {
 		t.d = keytable.New(nil, nil, keytable.ColName, false, "", c.now())
 	}
+	t.updateKeys()
 	return t
 }
 
@@ -295,15 +297,15 @@ func (t *keysTable) next() tea.Cmd {
 }
 
 func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
-	km := t.c.keys
+	on := t.c.matcher(&t.keys, msg)
 	switch {
-	case key.Matches(msg, km.ClearFilter):
+	case on(bindClearFilter):
 		t.filtering = false
 		t.filter.Blur()
 		t.filter.SetValue("")
 		t.applyQuery("")
 		return nil
-	case key.Matches(msg, km.ApplyFilter), msg.Type == tea.KeyDown, msg.Type == tea.KeyUp:
+	case on(bindApplyFilter), msg.Type == tea.KeyDown, msg.Type == tea.KeyUp:
 		t.filtering = false
 		t.filter.Blur()
 		if msg.Type != tea.KeyEnter {
@@ -334,76 +336,90 @@ func (t *keysTable) sortBy(col keytable.Column) {
 }
 
 func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
-	km := t.c.keys
-	page := max(t.rows()-1, 1)
-	if t.peeking && !key.Matches(msg, km.Up, km.Down, km.PageUp, km.PageDown, km.Top, km.Bottom) {
+	on := t.c.matcher(&t.keys, msg)
+	if t.peeking && !on(bindUp, bindDown, bindPageUp, bindPageDown, bindTop, bindBottom) {
 		return flash("Still loading %s: moving works now, everything else in a moment.", model.Count(t.peekTotal, "key", ""))
 	}
+	if t.moveKey(on) {
+		return nil
+	}
+	for _, s := range sortKeys {
+		if on(s.b) {
+			t.sortBy(s.col)
+			return nil
+		}
+	}
 	switch {
-	case key.Matches(msg, km.Up):
-		t.move(-1)
-	case key.Matches(msg, km.Down):
-		t.move(1)
-	case key.Matches(msg, km.PageUp):
-		t.move(-page)
-	case key.Matches(msg, km.PageDown):
-		t.move(page)
-	case key.Matches(msg, km.Top):
-		t.move(-t.d.Len())
-	case key.Matches(msg, km.Bottom):
-		t.move(t.d.Len())
-	case key.Matches(msg, km.Filter):
+	case on(bindFilter):
 		t.filtering = true
 		t.filter.SetValue(t.d.Query())
 		t.filter.CursorEnd()
 		return t.filter.Focus()
-	case key.Matches(msg, km.Back):
+	case on(bindBack):
 		if t.d.Query() != "" {
 			t.filter.SetValue("")
 			t.applyQuery("")
 		}
-	case key.Matches(msg, km.SortName):
-		t.sortBy(keytable.ColName)
-	case key.Matches(msg, km.SortRole):
-		t.sortBy(keytable.ColRole)
-	case key.Matches(msg, km.SortStatus):
-		t.sortBy(keytable.ColStatus)
-	case key.Matches(msg, km.SortExpires):
-		t.sortBy(keytable.ColExpires)
-	case key.Matches(msg, km.SortLastUsed):
-		t.sortBy(keytable.ColLastUsed)
-	case key.Matches(msg, km.SortCreated):
-		t.sortBy(keytable.ColCreated)
-	case key.Matches(msg, km.New):
+	case on(bindNew):
 		return push(newKeyForm(t.c, nil))
-	case key.Matches(msg, km.Detail, km.Edit, km.Toggle, km.Regenerate, km.Delete):
+	case on(bindDetail, bindEdit, bindToggle, bindRegenerate, bindDelete):
 		if k := t.selected(); k != nil {
-			return keyAction(t.c, msg, k)
+			return keyAction(t.c, on, k)
 		}
-	case key.Matches(msg, km.Secret):
+	case on(bindSecret):
 		return push(newSecretScreen(t.c))
-	case key.Matches(msg, km.Operators):
+	case on(bindOperators):
 		return push(newOperatorsScreen(t.c))
-	case key.Matches(msg, km.Audit):
+	case on(bindAudit):
 		return push(newAuditScreen(t.c, ""))
 	}
 	return nil
 }
 
-// keyAction opens the screen or dialog for an action on k; the table and
-// the detail screen share it.
-func keyAction(c *common, msg tea.KeyMsg, k *model.Key) tea.Cmd {
-	km := c.keys
+// sortKeys are the keys that sort the table, each by its column.
+var sortKeys = []struct {
+	b   *binding
+	col keytable.Column
+}{
+	{bindSortName, keytable.ColName}, {bindSortRole, keytable.ColRole}, {bindSortStatus, keytable.ColStatus},
+	{bindSortExpires, keytable.ColExpires}, {bindSortLastUsed, keytable.ColLastUsed}, {bindSortCreated, keytable.ColCreated},
+}
+
+// moveKey moves the cursor when on matches a moving key, and says so.
+func (t *keysTable) moveKey(on func(...*binding) bool) bool {
+	page := max(t.rows()-1, 1)
 	switch {
-	case key.Matches(msg, km.Detail):
+	case on(bindUp):
+		t.move(-1)
+	case on(bindDown):
+		t.move(1)
+	case on(bindPageUp):
+		t.move(-page)
+	case on(bindPageDown):
+		t.move(page)
+	case on(bindTop):
+		t.move(-t.d.Len())
+	case on(bindBottom):
+		t.move(t.d.Len())
+	default:
+		return false
+	}
+	return true
+}
+
+// keyAction opens the screen or dialog for an action on k; the table and
+// the detail screen share it. on is the calling screen's key test.
+func keyAction(c *common, on func(...*binding) bool, k *model.Key) tea.Cmd {
+	switch {
+	case on(bindDetail):
 		return push(newDetail(c, k))
-	case key.Matches(msg, km.Edit):
+	case on(bindEdit):
 		return push(newKeyForm(c, k))
-	case key.Matches(msg, km.Toggle):
+	case on(bindToggle):
 		return push(toggleDialog(c, k))
-	case key.Matches(msg, km.Regenerate):
+	case on(bindRegenerate):
 		return push(regenerateDialog(c, k))
-	case key.Matches(msg, km.Delete):
+	case on(bindDelete):
 		return push(deleteDialog(c, k))
 	}
 	return nil
@@ -442,36 +458,48 @@ func (t *keysTable) rows() int {
 
 func (t *keysTable) showFilterLine() bool { return t.filtering || t.d.Query() != "" }
 
+func (t *keysTable) keyState() *keyState { return &t.keys }
+
+// updateKeys: the actions on a key need a selected one, and t says what
+// it does to that key.
+func (t *keysTable) updateKeys() {
+	k := t.selected()
+	why := ""
+	if k == nil {
+		why = "no key selected"
+	}
+	t.keys.set(why, bindDetail, bindEdit, bindToggle, bindRegenerate, bindDelete)
+	t.keys.relabel(bindToggle, toggleLabel(k))
+}
+
+// toggleLabel is what t does to k: activate a disabled key, else disable.
+func toggleLabel(k *model.Key) string {
+	if k != nil && !k.Active() {
+		return "activate"
+	}
+	return "disable"
+}
+
 func (t *keysTable) Help() []key.Binding {
-	km := t.c.keys
-	if t.filtering {
-		return []key.Binding{km.ApplyFilter, km.ClearFilter}
-	}
-	if t.peeking {
-		return []key.Binding{km.Up, km.Down, km.PageDown, km.Help, km.Quit}
-	}
-	has := t.selected() != nil
-	for _, b := range []*key.Binding{&km.Detail, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
-		t.c.enable(b, has)
-	}
-	if k := t.selected(); k != nil && !k.Active() {
-		km.Toggle.SetHelp("t", "activate")
-	} else {
-		km.Toggle.SetHelp("t", "disable")
+	switch {
+	case t.filtering:
+		return t.c.help(&t.keys, bindApplyFilter, bindClearFilter)
+	case t.peeking:
+		return t.c.help(&t.keys, bindUp, bindDown, bindPageDown, bindHelp, bindQuit)
 	}
 	// In the order the help bar drops them from the end when narrow ("?
 	// help" always stays and lists them all).
-	return []key.Binding{km.Detail, km.New, km.Edit, km.Toggle, km.Delete, km.Filter, km.Quit,
-		km.Operators, km.Audit, km.Secret, km.Regenerate, km.Help}
+	return t.c.help(&t.keys, bindDetail, bindNew, bindEdit, bindToggle, bindDelete, bindFilter, bindQuit,
+		bindOperators, bindAudit, bindSecret, bindRegenerate, bindHelp)
 }
 
-// layout holds keytable.Column widths for a terminal width.
+// layout holds column widths for a terminal width.
 type layout struct{ name, role, status, expires, used, created int }
 
-// tableLayout sizes the columns for width w. Every keytable.Column is as wide as
+// tableLayout sizes the columns for width w. Every column is as wide as
 // its longest value and its header with the sort mark ("Last used ▼",
 // "Created by ▲"), so neither a date nor the mark is cut; the status
-// keytable.Column widens to CREATOR_DISABLED only while some key has that status
+// column widens to CREATOR_DISABLED only while some key has that status
 // (wideStatus). Columns on the right go first when the name would get
 // too narrow.
 func tableLayout(w int, wideStatus bool, sorted keytable.Column) layout {
@@ -480,7 +508,7 @@ func tableLayout(w int, wideStatus bool, sorted keytable.Column) layout {
 		l.status = len(model.ShowCreatorDisabled)
 	}
 	fixed := 2 + l.role + l.status + l.expires + l.used + l.created + 5
-	// Created by goes first, then Last used; but the keytable.Column sorted by
+	// Created by goes first, then Last used; but the column sorted by
 	// stays, with its mark, and the other one goes instead.
 	drop := []*int{&l.created, &l.used}
 	if sorted == keytable.ColCreated {

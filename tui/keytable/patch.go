@@ -131,7 +131,7 @@ func (d *Data) KeysOfChangedCreators(ops map[string]*model.Operator) []string {
 
 // Patch returns a new Data with the keys ids re-read through get (nil
 // means the key no longer exists). b must be a frozen copy. ops, unless
-// nil, replaces the operators (see keysOfChangedCreators): a key in ids
+// nil, replaces the operators (see KeysOfChangedCreators): a key in ids
 // whose status it changes is patched even when the key itself did not
 // change. It also returns the index of focusID, or -1.
 func (b *Data) Patch(get func(id string) *model.Key, ids []string, ops map[string]*model.Operator, focusID string) (*Data, int32) {
@@ -148,6 +148,26 @@ func (b *Data) Patch(get func(id string) *model.Key, ids []string, ops map[strin
 	// The sort key arrays are copied on first write: a last-used flush
 	// changes only used (4 of 12 bytes a key to copy).
 	n.exp, n.used, n.meta = b.exp, b.used, b.meta
+	chs := n.applyChanges(b, get, ids)
+	focus := int32(-1)
+	if j, ok := n.ids.find(n.all, focusID); ok {
+		focus = j
+	}
+	if len(chs) == 0 {
+		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
+		return n, focus
+	}
+	n.patchText(chs)
+	n.patchOrders(b, chs)
+	n.patchLevels(b.levels, chs)
+	return n, focus
+}
+
+// applyChanges re-reads the keys ids through get into n, a patch of b
+// still sharing b's slices: it updates the keys, the id index, the counts
+// and the sort keys (copying each array on its first write), and returns
+// the keys that changed.
+func (n *Data) applyChanges(b *Data, get func(id string) *model.Key, ids []string) []change {
 	var owned [3]bool
 	ownCreators := false
 	var chs []change
@@ -186,16 +206,13 @@ func (b *Data) Patch(get func(id string) *model.Key, ids []string, ops map[strin
 			n.exp, n.used, n.meta = written(n.exp, j, exp, &owned[0]), written(n.used, j, used, &owned[1]), written(n.meta, j, meta, &owned[2])
 		}
 	}
-	focus := int32(-1)
-	if j, ok := n.ids.find(n.all, focusID); ok {
-		focus = j
-	}
-	if len(chs) == 0 {
-		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
-		return n, focus
-	}
-	n.patchText(chs)
+	return chs
+}
 
+// patchOrders gives n b's sort orders with the changed keys moved: in
+// every column a change moves them in, which are removed and inserted
+// back (mergeOrder); a column b never sorted stays unsorted.
+func (n *Data) patchOrders(b *Data, chs []change) {
 	// Which columns does each change move? A renamed, new or deleted key
 	// moves in every column (name order breaks the ties).
 	words := (len(n.all) + 63) / 64
@@ -243,8 +260,6 @@ func (b *Data) Patch(get func(id string) *model.Key, ids []string, ops map[strin
 			n.orders[c] = mergeOrder(b.orders[c], marks[c], adds[c], n.colCmp(c, ranks))
 		}
 	}
-	n.patchLevels(b.levels, chs)
-	return n, focus
 }
 
 // written returns a with a[j] = v, copied first unless owned already

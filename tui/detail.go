@@ -189,11 +189,20 @@ func (d *detail) refresh() {
 }
 
 func (d *detail) content() string {
-	s, k, now := d.c.styles, d.key, d.c.now()
 	var b strings.Builder
 	if d.gone {
-		b.WriteString(s.Warn.Render("This key no longer exists (deleted).") + "\n\n")
+		b.WriteString(d.c.styles.Warn.Render("This key no longer exists (deleted).") + "\n\n")
 	}
+	d.writeFields(&b)
+	d.writeGrants(&b)
+	d.writeHistory(&b)
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// writeFields writes the key's name, status and description, then one
+// labelled row per field.
+func (d *detail) writeFields(b *strings.Builder) {
+	s, k, now := d.c.styles, d.key, d.c.now()
 	// A value too long for the line wraps under itself (a status
 	// explanation, a long "from" address) instead of being cut.
 	row := func(label, value string) {
@@ -238,7 +247,12 @@ func (d *detail) content() string {
 		}
 	}
 	row("Last used", used)
+}
 
+// writeGrants writes the key's scopes and resources, described from the
+// catalog.
+func (d *detail) writeGrants(b *strings.Builder) {
+	s, k := d.c.styles, d.key
 	b.WriteString("\n" + s.Bold.Render("Scopes") + "\n")
 	var cat model.Catalog
 	if d.c.st != nil {
@@ -275,7 +289,11 @@ func (d *detail) content() string {
 		}
 		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
+}
 
+// writeHistory writes the key's audit events, newest first.
+func (d *detail) writeHistory(b *strings.Builder) {
+	s := d.c.styles
 	b.WriteString("\n" + s.Bold.Render("History") + s.Dim.Render(" (newest first)") + "\n")
 	if d.loadErr != nil {
 		b.WriteString(s.Error.Render(errText(d.loadErr)) + "\n")
@@ -287,5 +305,4 @@ func (d *detail) content() string {
 		line := fmt.Sprintf("  %s  %-15s %-10s %s", ev.Time.UTC().Format("2006-01-02 15:04"), clean(ev.Action), clean(ev.Actor), clean(ev.Detail))
 		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
-	return strings.TrimRight(b.String(), "\n")
 }

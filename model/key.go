@@ -59,6 +59,10 @@ const (
 // ExpiringWindow is how close to expiry a key counts as "expiring soon".
 const ExpiringWindow = 14 * 24 * time.Hour
 
+// UnusedAfter is how long without use makes a key stale ("unused 90d" in
+// the keys table's counts).
+const UnusedAfter = 90 * 24 * time.Hour
+
 // DefaultLifetime is the expiry of a new key unless told otherwise.
 const DefaultLifetime = 365 * 24 * time.Hour
 
@@ -116,6 +120,16 @@ func StatusOf(k *Key, creator *Operator, now time.Time) DisplayStatus {
 		return ShowExpiring
 	}
 	return ShowActive
+}
+
+// Unused reports whether k has gone UnusedAfter or longer without use at
+// now; a key never used counts from its creation.
+func (k *Key) Unused(now time.Time) bool {
+	last := k.CreatedAt
+	if k.LastUsedAt != nil {
+		last = *k.LastUsedAt
+	}
+	return now.Sub(last) >= UnusedAfter
 }
 
 // Verifies reports whether a key with this status passes verification

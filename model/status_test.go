@@ -60,3 +60,26 @@ func TestStatusOfSaysWhatVerifyAnswers(t *testing.T) {
 		t.Errorf("expiring key of a disabled creator: shown %s, want %s (verify refuses it)", got, ShowCreatorDisabled)
 	}
 }
+
+// TestUnused: a key is stale from UnusedAfter since its last use, or
+// since its creation when never used.
+func TestUnused(t *testing.T) {
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	at := func(d time.Duration) *time.Time { t := now.Add(-d); return &t }
+	for _, c := range []struct {
+		created time.Duration
+		used    *time.Time
+		want    bool
+	}{
+		{UnusedAfter, nil, true},
+		{UnusedAfter - time.Second, nil, false},
+		{2 * UnusedAfter, at(UnusedAfter - time.Second), false},
+		{2 * UnusedAfter, at(UnusedAfter), true},
+		{time.Hour, at(0), false},
+	} {
+		k := &Key{CreatedAt: now.Add(-c.created), LastUsedAt: c.used}
+		if got := k.Unused(now); got != c.want {
+			t.Errorf("created %v ago, used %v: Unused %v, want %v", c.created, c.used, got, c.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package tui
 import (
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/textinput"
@@ -29,6 +30,7 @@ type auditScreen struct {
 	cursor    int // the selected row: enter opens it whole
 	filter    textinput.Model
 	filtering bool
+	keys      keyState
 }
 
 type auditLoadedMsg struct {
@@ -58,17 +60,25 @@ func (a *auditScreen) load() tea.Cmd {
 	})
 }
 
-func (a *auditScreen) Help() []key.Binding {
-	km := a.c.keys
-	if a.filtering {
-		return []key.Binding{km.ApplyFilter, km.ClearFilter}
+func (a *auditScreen) keyState() *keyState { return &a.keys }
+
+// updateKeys: enter opens the selected event, so it needs one.
+func (a *auditScreen) updateKeys() {
+	why := ""
+	if len(a.view) == 0 {
+		why = "no event shown"
 	}
-	km.Detail.SetEnabled(len(a.view) > 0)
-	return []key.Binding{km.Detail, km.Up, km.Down, km.PageDown, km.Filter, km.Back, km.Help}
+	a.keys.set(why, bindDetail)
+}
+
+func (a *auditScreen) Help() []key.Binding {
+	if a.filtering {
+		return a.c.help(&a.keys, bindApplyFilter, bindClearFilter)
+	}
+	return a.c.help(&a.keys, bindDetail, bindUp, bindDown, bindPageDown, bindFilter, bindBack, bindHelp)
 }
 
 func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := a.c.keys
 	switch msg := msg.(type) {
 	case auditLoadedMsg:
 		a.all, a.err, a.loaded = msg.evs, msg.err, true
@@ -76,14 +86,15 @@ func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	case feedMsg:
 		return a, a.load()
 	case tea.KeyMsg:
+		on := a.c.matcher(&a.keys, msg)
 		if a.filtering {
 			switch {
-			case key.Matches(msg, km.ClearFilter):
+			case on(bindClearFilter):
 				a.filtering = false
 				a.filter.SetValue("")
 				a.filter.Blur()
 				a.apply()
-			case key.Matches(msg, km.ApplyFilter):
+			case on(bindApplyFilter):
 				a.filtering = false
 				a.filter.Blur()
 			default:
@@ -96,31 +107,31 @@ func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		page := max(a.rows()-1, 1)
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			if a.filter.Value() != "" {
 				a.filter.SetValue("")
 				a.apply()
 				return a, nil
 			}
 			return a, pop
-		case key.Matches(msg, km.Filter):
+		case on(bindFilter):
 			a.filtering = true
 			return a, a.filter.Focus()
-		case key.Matches(msg, km.Detail):
+		case on(bindDetail):
 			if a.cursor < len(a.view) {
 				return a, push(newAuditEvent(a.c, a.view[a.cursor]))
 			}
-		case key.Matches(msg, km.Up):
+		case on(bindUp):
 			a.cursor--
-		case key.Matches(msg, km.Down):
+		case on(bindDown):
 			a.cursor++
-		case key.Matches(msg, km.PageUp):
+		case on(bindPageUp):
 			a.cursor -= page
-		case key.Matches(msg, km.PageDown):
+		case on(bindPageDown):
 			a.cursor += page
-		case key.Matches(msg, km.Top):
+		case on(bindTop):
 			a.cursor = 0
-		case key.Matches(msg, km.Bottom):
+		case on(bindBottom):
 			a.cursor = len(a.view)
 		}
 		a.clamp()
@@ -209,7 +220,7 @@ type auditEvent struct {
 
 func newAuditEvent(c *common, ev model.AuditEvent) *auditEvent {
 	e := &auditEvent{c: c, ev: ev, vp: viewport.New(c.width, c.height)}
-	e.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	e.vp.KeyMap = scrollKeys()
 	e.vp.SetContent(e.content())
 	return e
 }
@@ -224,13 +235,12 @@ func (e *auditEvent) SetSize(w, h int) {
 }
 
 func (e *auditEvent) Help() []key.Binding {
-	km := e.c.keys
-	return []key.Binding{km.Up, km.Down, km.Back, km.Help}
+	return e.c.help(nil, bindUp, bindDown, bindBack, bindHelp)
 }
 
 func (e *auditEvent) Update(msg tea.Msg) (screen, tea.Cmd) {
 	if k, ok := msg.(tea.KeyMsg); ok {
-		if key.Matches(k, e.c.keys.Back, e.c.keys.Detail) {
+		if e.c.matcher(nil, k)(bindBack, bindDetail) {
 			return e, pop
 		}
 		var cmd tea.Cmd
@@ -269,4 +279,41 @@ func wrapHard(s *styles, text string, width int) string {
 		lines[i] = "  " + strings.TrimRight(l, " ")
 	}
 	return strings.Join(lines, "\n")
+}
+
+// containsFold reports whether h contains the lowercased needle n, folding
+// ASCII without allocating; non-ASCII needles take the slow path.
+func containsFold(h, n string) bool {
+	if len(n) == 0 {
+		return true
+	}
+	for i := 0; i < len(n); i++ {
+		if n[i] >= utf8.RuneSelf {
+			return strings.Contains(strings.ToLower(h), n)
+		}
+	}
+	first := n[0]
+	upper := first
+	if first >= 'a' && first <= 'z' {
+		upper = first - 'a' + 'A'
+	}
+	for i := 0; i+len(n) <= len(h); i++ {
+		if c := h[i]; c != first && c != upper {
+			continue
+		}
+		j := 1
+		for ; j < len(n); j++ {
+			c := h[i+j]
+			if c >= 'A' && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != n[j] {
+				break
+			}
+		}
+		if j == len(n) {
+			return true
+		}
+	}
+	return false
 }

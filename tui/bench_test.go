@@ -4,15 +4,14 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"runtime"
 	"slices"
-	"syscall"
 	"testing"
 	"time"
 
 	tea "github.com/charmbracelet/bubbletea"
 
 	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/tui/keytable"
 )
 
 // benchKeyCache shares the (immutable) key sets between benchmarks: a
@@ -62,9 +61,19 @@ func shuffledKeys(n int) []*model.Key {
 	return keys
 }
 
+// testOperators are the creators of the bench keys, all active since
+// before any key.
+var testOperators = func() []model.Operator {
+	var ops []model.Operator
+	for _, n := range []string{"alice", "bob", "Bob", "carol", "dave", "erin"} {
+		ops = append(ops, model.Operator{Name: n, Role: model.OperatorAdmin})
+	}
+	return ops
+}()
+
 func benchTable(b *testing.B, n int) *keysTable {
 	b.Helper()
-	c := &common{styles: newStyles(asciiRenderer()), keys: newKeyMap(false), now: func() time.Time { return testNow },
+	c := &common{styles: newStyles(asciiRenderer()), now: func() time.Time { return testNow },
 		clip: &fakeClipboard{}, width: 120, height: 38}
 	return newKeysTable(c, cachedBenchKeys(n), testOperators)
 }
@@ -102,15 +111,17 @@ func BenchmarkMove(b *testing.B) {
 	}
 }
 
-// A sort keystroke on a column never sorted on this snapshot (cold): the
-// cached order is dropped before every press. The name order is built
-// with the snapshot, so Name is always warm and not listed.
+// A sort keystroke on a column never sorted on this snapshot (cold): N
+// before every press drops the column's cached order (only Name's is
+// kept besides the current column's, see keytable.Data.SetSort). The
+// name order is built with the snapshot, so Name is always warm and not
+// listed.
 func BenchmarkSortCold(b *testing.B) {
 	for _, n := range sizes {
 		for _, col := range []struct {
 			key string
-			c   column
-		}{{"R", colRole}, {"S", colStatus}, {"E", colExpires}, {"L", colLastUsed}, {"C", colCreated}} {
+			c   keytable.Column
+		}{{"R", keytable.ColRole}, {"S", keytable.ColStatus}, {"E", keytable.ColExpires}, {"L", keytable.ColLastUsed}, {"C", keytable.ColCreated}} {
 			b.Run(fmt.Sprintf("%d/%s", n, col.c), func(b *testing.B) {
 				t := benchTable(b, n)
 				b.ReportAllocs()
@@ -118,86 +129,9 @@ func BenchmarkSortCold(b *testing.B) {
 				for i := 0; i < b.N; i++ {
 					b.StopTimer()
 					t.Update(keyMsg("N"))
-					t.d.orders[col.c] = nil
 					b.StartTimer()
 					t.Update(keyMsg(col.key))
 					_ = t.View()
-				}
-			})
-		}
-	}
-}
-
-// Building the table's data from a snapshot: what start-up and a full
-// reload (Resync) cost on top of reading the store, before the first
-// frame. The other columns are sorted afterwards in the background.
-func BenchmarkTableLoad(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			// The store hands keys over in map order; a table's own slice
-			// would be in address order already.
-			src := shuffledKeys(n)
-			keys := make([]*model.Key, n)
-			b.ReportAllocs()
-			b.ResetTimer()
-			var cpu time.Duration
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				copy(keys, src)
-				b.StartTimer()
-				start := cpuTime()
-				_ = newTableData(keys, testOps, colName, false, "", testNow)
-				cpu += cpuTime() - start
-			}
-			// On a shared machine CPU time varies less than wall time.
-			b.ReportMetric(float64(cpu)/1e6/float64(b.N), "cpu-ms/op")
-		})
-	}
-}
-
-// Patching live changes in (off the UI goroutine): a last-used flush of
-// 3000 keys, and one key renamed, with every column's order cached and a
-// filter active.
-func BenchmarkPatch(b *testing.B) {
-	for _, n := range sizes {
-		keys := cachedBenchKeys(n)
-		for _, tc := range []struct {
-			name string
-			m    int
-			edit func(k *model.Key, i int) *model.Key
-		}{
-			{"lastused3000", 3000, func(k *model.Key, i int) *model.Key {
-				c := *k
-				at := testNow.Add(time.Duration(i) * time.Second)
-				c.LastUsedAt = &at
-				return &c
-			}},
-			{"rename1", 1, func(k *model.Key, i int) *model.Key {
-				c := *k
-				c.Name = fmt.Sprintf("renamed-%d", i)
-				return &c
-			}},
-		} {
-			b.Run(fmt.Sprintf("%d/%s", n, tc.name), func(b *testing.B) {
-				d := newTableData(keys, testOps, colLastUsed, false, "check", testNow)
-				sortAll(d)
-				d.buildIDs()
-				m := min(tc.m, n)
-				ids := make([]string, m)
-				for i := range ids {
-					ids[i] = keys[(i*7919)%n].ID
-				}
-				round := 0
-				b.ReportAllocs()
-				b.ResetTimer()
-				for i := 0; i < b.N; i++ {
-					round++
-					changed := make(map[string]*model.Key, m)
-					for j, id := range ids {
-						changed[id] = tc.edit(keys[(j*7919)%n], round*m+j)
-					}
-					get := func(id string) *model.Key { return changed[id] }
-					d, _ = d.frozen().patch(get, ids, nil, "")
 				}
 			})
 		}
@@ -263,57 +197,4 @@ func BenchmarkFilterNarrow(b *testing.B) {
 			}
 		})
 	}
-}
-
-// Memory: what the table's data allocates per key to build
-// (build-alloc-B/key: TotalAlloc, so garbage counts too: it stays RSS
-// until the next GC, far away behind a 1 GiB store heap), what it keeps
-// (retained-B/key: the live heap after a GC, the key set excluded), and
-// both again once every column has been sorted (alloc-B/key,
-// sorted-retained-B/key).
-func BenchmarkTableMem(b *testing.B) {
-	for _, n := range sizes {
-		b.Run(fmt.Sprint(n), func(b *testing.B) {
-			src := shuffledKeys(n)
-			keys := make([]*model.Key, n)
-			var before, built, retained, after runtime.MemStats
-			var keep *tableData
-			for i := 0; i < b.N; i++ {
-				keep = nil
-				copy(keys, src)
-				runtime.GC()
-				runtime.ReadMemStats(&before)
-				d := newTableData(keys, testOps, colName, false, "", testNow)
-				runtime.ReadMemStats(&built)
-				keep = d
-				b.StopTimer()
-				runtime.GC()
-				runtime.ReadMemStats(&retained)
-				b.StartTimer()
-				sortAll(d)
-				runtime.ReadMemStats(&after)
-			}
-			b.StopTimer()
-			allocAll := built.TotalAlloc - before.TotalAlloc + after.TotalAlloc - retained.TotalAlloc
-			runtime.GC()
-			runtime.ReadMemStats(&after)
-			runtime.KeepAlive(keep)
-			runtime.KeepAlive(src) // or the last GC frees them and hides 16 B/key of orders
-			runtime.KeepAlive(keys)
-			perKey := func(x float64) float64 { return x / float64(n) }
-			b.ReportMetric(perKey(float64(built.TotalAlloc-before.TotalAlloc)), "build-alloc-B/key")
-			b.ReportMetric(perKey(float64(retained.HeapInuse)-float64(before.HeapInuse)), "retained-B/key")
-			b.ReportMetric(perKey(float64(allocAll)), "alloc-B/key")
-			b.ReportMetric(perKey(float64(after.HeapInuse)-float64(before.HeapInuse)), "sorted-retained-B/key")
-		})
-	}
-}
-
-// cpuTime is the process's user + system CPU time so far.
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

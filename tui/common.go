@@ -15,7 +15,7 @@ import (
 )
 
 // common is the context every screen shares: the store, who is acting,
-// their rights, styles, keys, clipboard, clock and the terminal size.
+// their rights, styles, clipboard, clock and the terminal size.
 type common struct {
 	st *store.Store
 	// actor is what the store's writes are made as (model.Actor: the
@@ -31,7 +31,6 @@ type common struct {
 	roWhy   string
 	forceRO bool // Options.ReadOnly
 	styles  *styles
-	keys    *keyMap
 	clip    Clipboard
 	now     func() time.Time
 	width   int
@@ -47,7 +46,9 @@ type screen interface {
 	SetSize(w, h int)
 	// Title names the screen in the header.
 	Title() string
-	// Help returns the bindings that work right now, for the help bar.
+	// Help returns the screen's bindings as they are now, for the help
+	// bar; it only reads (a screen with state of its own sets it in
+	// updateKeys, see keyed).
 	Help() []key.Binding
 	// Typing reports whether a text field has focus, so that q types a
 	// letter instead of quitting.

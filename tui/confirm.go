@@ -25,6 +25,7 @@ type confirmDialog struct {
 	choice  int
 	onOK    bool // focus on the confirm button; false = Cancel
 	run     func(choice int) tea.Cmd
+	keys    keyState
 }
 
 // keyChangedMsg tells the table one of our own writes landed.
@@ -35,10 +36,19 @@ func (d *confirmDialog) Title() string    { return d.action + "?" }
 func (d *confirmDialog) Typing() bool     { return false }
 func (d *confirmDialog) SetSize(w, h int) {}
 
+func (d *confirmDialog) keyState() *keyState { return &d.keys }
+
+// updateKeys: ↑/↓ choose only among choices.
+func (d *confirmDialog) updateKeys() {
+	why := ""
+	if len(d.choices) == 0 {
+		why = "nothing to choose"
+	}
+	d.keys.set(why, bindChoose)
+}
+
 func (d *confirmDialog) Help() []key.Binding {
-	km := d.c.keys
-	km.Choose.SetEnabled(len(d.choices) > 0)
-	return []key.Binding{km.Yes, km.No, km.Switch, km.Choose, km.Press}
+	return d.c.help(&d.keys, bindYes, bindNo, bindSwitch, bindChoose, bindPress)
 }
 
 func (d *confirmDialog) Update(msg tea.Msg) (screen, tea.Cmd) {
@@ -46,20 +56,20 @@ func (d *confirmDialog) Update(msg tea.Msg) (screen, tea.Cmd) {
 	if !ok {
 		return d, nil
 	}
-	km := d.c.keys
+	on := d.c.matcher(&d.keys, k)
 	switch {
-	case key.Matches(k, km.Yes):
+	case on(bindYes):
 		return d, d.confirm()
-	case key.Matches(k, km.No):
+	case on(bindNo):
 		return d, pop
-	case key.Matches(k, km.Press):
+	case on(bindPress):
 		if d.onOK {
 			return d, d.confirm()
 		}
 		return d, pop
-	case key.Matches(k, km.Switch):
+	case on(bindSwitch):
 		d.onOK = !d.onOK
-	case len(d.choices) > 0 && key.Matches(k, km.Choose):
+	case len(d.choices) > 0 && on(bindChoose):
 		if k.String() == "up" || k.String() == "k" {
 			d.choice = max(d.choice-1, 0)
 		} else {

@@ -23,6 +23,7 @@ type detail struct {
 	gone    bool
 	loadErr error
 	vp      viewport.Model
+	keys    keyState
 }
 
 type detailLoadedMsg struct {
@@ -38,7 +39,7 @@ const historyLimit = 200
 
 func newDetail(c *common, k *model.Key) *detail {
 	d := &detail{c: c, id: k.ID, key: k, creator: creatorOf(c.st, k), vp: viewport.New(c.width, c.height)}
-	d.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	d.vp.KeyMap = scrollKeys()
 	d.refresh()
 	return d
 }
@@ -82,22 +83,24 @@ func (d *detail) SetSize(w, h int) {
 	d.refresh()
 }
 
+func (d *detail) keyState() *keyState { return &d.keys }
+
+// updateKeys: a deleted key offers no action, and t says what it does
+// to the key.
+func (d *detail) updateKeys() {
+	why := ""
+	if d.gone {
+		why = "the key was deleted"
+	}
+	d.keys.set(why, bindEdit, bindToggle, bindRegenerate, bindDelete)
+	d.keys.relabel(bindToggle, toggleLabel(d.key))
+}
+
 func (d *detail) Help() []key.Binding {
-	km := d.c.keys
-	live := !d.gone
-	for _, b := range []*key.Binding{&km.Edit, &km.Toggle, &km.Regenerate, &km.Delete} {
-		d.c.enable(b, live)
-	}
-	if d.key != nil && !d.key.Active() {
-		km.Toggle.SetHelp("t", "activate")
-	} else {
-		km.Toggle.SetHelp("t", "disable")
-	}
-	return []key.Binding{km.Up, km.Down, km.Edit, km.Toggle, km.Regenerate, km.Delete, km.Back, km.Help}
+	return d.c.help(&d.keys, bindUp, bindDown, bindEdit, bindToggle, bindRegenerate, bindDelete, bindBack, bindHelp)
 }
 
 func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := d.c.keys
 	switch msg := msg.(type) {
 	case detailLoadedMsg:
 		if msg.id != d.id {
@@ -129,11 +132,12 @@ func (d *detail) Update(msg tea.Msg) (screen, tea.Cmd) {
 			return d, d.load()
 		}
 	case tea.KeyMsg:
+		on := d.c.matcher(&d.keys, msg)
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			return d, pop
-		case !d.gone && key.Matches(msg, km.Edit, km.Toggle, km.Regenerate, km.Delete):
-			return d, keyAction(d.c, msg, d.key)
+		case !d.gone && on(bindEdit, bindToggle, bindRegenerate, bindDelete):
+			return d, keyAction(d.c, on, d.key)
 		}
 		var cmd tea.Cmd
 		d.vp, cmd = d.vp.Update(msg)
@@ -185,11 +189,20 @@ func (d *detail) refresh() {
 }
 
 func (d *detail) content() string {
-	s, k, now := d.c.styles, d.key, d.c.now()
 	var b strings.Builder
 	if d.gone {
-		b.WriteString(s.Warn.Render("This key no longer exists (deleted).") + "\n\n")
+		b.WriteString(d.c.styles.Warn.Render("This key no longer exists (deleted).") + "\n\n")
 	}
+	d.writeFields(&b)
+	d.writeGrants(&b)
+	d.writeHistory(&b)
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// writeFields writes the key's name, status and description, then one
+// labelled row per field.
+func (d *detail) writeFields(b *strings.Builder) {
+	s, k, now := d.c.styles, d.key, d.c.now()
 	// A value too long for the line wraps under itself (a status
 	// explanation, a long "from" address) instead of being cut.
 	row := func(label, value string) {
@@ -234,7 +247,12 @@ func (d *detail) content() string {
 		}
 	}
 	row("Last used", used)
+}
 
+// writeGrants writes the key's scopes and resources, described from the
+// catalog.
+func (d *detail) writeGrants(b *strings.Builder) {
+	s, k := d.c.styles, d.key
 	b.WriteString("\n" + s.Bold.Render("Scopes") + "\n")
 	var cat model.Catalog
 	if d.c.st != nil {
@@ -271,7 +289,11 @@ func (d *detail) content() string {
 		}
 		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
+}
 
+// writeHistory writes the key's audit events, newest first.
+func (d *detail) writeHistory(b *strings.Builder) {
+	s := d.c.styles
 	b.WriteString("\n" + s.Bold.Render("History") + s.Dim.Render(" (newest first)") + "\n")
 	if d.loadErr != nil {
 		b.WriteString(s.Error.Render(errText(d.loadErr)) + "\n")
@@ -283,5 +305,4 @@ func (d *detail) content() string {
 		line := fmt.Sprintf("  %s  %-15s %-10s %s", ev.Time.UTC().Format("2006-01-02 15:04"), clean(ev.Action), clean(ev.Actor), clean(ev.Detail))
 		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
-	return strings.TrimRight(b.String(), "\n")
 }

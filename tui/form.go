@@ -139,46 +139,15 @@ func (f *keyForm) bannerHeight() int {
 }
 
 func (f *keyForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
 }
 
 // build (re)creates the huh form over f.v.
 func (f *keyForm) build() {
 	f.remember()
-	v, cat := f.v, f.cat
+	v := f.v
 	isAdmin := func() bool { return v.Role == model.RoleAdmin }
-
-	expiry := []huh.Option[string]{
-		huh.NewOption("30 days", exp30), huh.NewOption("90 days", exp90),
-		huh.NewOption("1 year (recommended)", exp1y), huh.NewOption("Custom date…", expCustom),
-		huh.NewOption("Never (not recommended)", expNever),
-	}
-	if f.orig != nil {
-		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+fmtDate(f.orig.ExpiresAt), expKeep)}, expiry...)
-	}
-
-	var resOpts []huh.Option[string]
-	for _, r := range cat.Resources {
-		resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s %s (%s)", clean(r.ID), clean(r.Name), clean(r.Kind)), r.ID))
-	}
-	// A resource the key has but the catalog lacks is shown, selected, so
-	// a save never drops it unseen: huh keeps only values it has options for.
-	for _, r := range v.Resources {
-		if _, ok := cat.Resource(r); !ok {
-			resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s ⚠ not in the catalog; deselect it", clean(r)), r).Selected(true))
-		}
-	}
-	var allScopes []string
-	for _, s := range cat.Scopes {
-		allScopes = append(allScopes, clean(s.Name))
-	}
-	var allRes []string
-	for _, r := range cat.Resources {
-		allRes = append(allRes, clean(r.ID))
-	}
-	s := f.c.styles
-
-	f.form = huh.NewForm(
+	groups := []*huh.Group{
 		huh.NewGroup(
 			huh.NewInput().Key("name").Title("Name").Placeholder("ci-deploy-bot").CharLimit(inputLimit).
 				Value(&v.Name).Validate(f.validator("name")),
@@ -190,6 +159,32 @@ func (f *keyForm) build() {
 				huh.NewOption("READONLY  like EDITOR, :read scopes only", model.RoleReadonly),
 			).Value(&v.Role),
 		).Title(f.Title()),
+	}
+	groups = append(groups, f.accessGroups(isAdmin)...)
+	groups = append(groups, f.lifetimeGroups()...)
+	groups = append(groups, huh.NewGroup(
+		huh.NewConfirm().Key("active").Title("Active?").
+			Description("An inactive key is refused until you activate it.").
+			Affirmative("Yes").Negative("No").Value(&v.Active),
+	).Title("Status"))
+	f.form = huh.NewForm(groups...).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
+	f.SetSize(f.c.width, f.c.height)
+}
+
+// accessGroups are the resource and scope pickers, for EDITOR and
+// READONLY, and in their place for ADMIN a note on what it gets.
+func (f *keyForm) accessGroups(isAdmin func() bool) []*huh.Group {
+	v, cat, s := f.v, f.cat, f.c.styles
+	resOpts := f.resourceOptions()
+	var allScopes []string
+	for _, s := range cat.Scopes {
+		allScopes = append(allScopes, clean(s.Name))
+	}
+	var allRes []string
+	for _, r := range cat.Resources {
+		allRes = append(allRes, clean(r.ID))
+	}
+	return []*huh.Group{
 		huh.NewGroup(
 			huh.NewMultiSelect[string]().Key("resources").Title("Resources").
 				Description("None chosen means all resources.").
@@ -203,10 +198,42 @@ func (f *keyForm) build() {
 		).Title("Access").WithHideFunc(isAdmin),
 		huh.NewGroup(
 			huh.NewNote().Title("Access").Description(
-				"Admins get every scope on every resource.\n\n"+
-					s.Dim.Render("Scopes:    "+strings.Join(allScopes, ", "))+"\n"+
+				"Admins get every scope on every resource.\n\n" +
+					s.Dim.Render("Scopes:    "+strings.Join(allScopes, ", ")) + "\n" +
 					s.Dim.Render("Resources: "+strings.Join(allRes, ", "))),
 		).WithHideFunc(func() bool { return !isAdmin() }),
+	}
+}
+
+// resourceOptions are the catalog's resources, and any the key has that
+// the catalog lacks.
+func (f *keyForm) resourceOptions() []huh.Option[string] {
+	var resOpts []huh.Option[string]
+	for _, r := range f.cat.Resources {
+		resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s %s (%s)", clean(r.ID), clean(r.Name), clean(r.Kind)), r.ID))
+	}
+	// A resource the key has but the catalog lacks is shown, selected, so
+	// a save never drops it unseen: huh keeps only values it has options for.
+	for _, r := range f.v.Resources {
+		if _, ok := f.cat.Resource(r); !ok {
+			resOpts = append(resOpts, huh.NewOption(fmt.Sprintf("%-12s ⚠ not in the catalog; deselect it", clean(r)), r).Selected(true))
+		}
+	}
+	return resOpts
+}
+
+// lifetimeGroups are the expiry choice and, for "Custom date…", the date.
+func (f *keyForm) lifetimeGroups() []*huh.Group {
+	v := f.v
+	expiry := []huh.Option[string]{
+		huh.NewOption("30 days", exp30), huh.NewOption("90 days", exp90),
+		huh.NewOption("1 year (recommended)", exp1y), huh.NewOption("Custom date…", expCustom),
+		huh.NewOption("Never (not recommended)", expNever),
+	}
+	if f.orig != nil {
+		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+fmtDate(f.orig.ExpiresAt), expKeep)}, expiry...)
+	}
+	return []*huh.Group{
 		huh.NewGroup(
 			huh.NewSelect[string]().Key("expires").Title("Expires").Options(expiry...).Value(&v.Expiry).
 				DescriptionFunc(func() string {
@@ -222,13 +249,7 @@ func (f *keyForm) build() {
 				Description("The key stops working at 00:00 UTC that day. shift+tab goes back to the choices.").
 				Value(&v.Custom).Validate(f.validator("custom")),
 		).Title("Lifetime").WithHideFunc(func() bool { return v.Expiry != expCustom }),
-		huh.NewGroup(
-			huh.NewConfirm().Key("active").Title("Active?").
-				Description("An inactive key is refused until you activate it.").
-				Affirmative("Yes").Negative("No").Value(&v.Active),
-		).Title("Status"),
-	).WithTheme(s.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
-	f.SetSize(f.c.width, f.c.height)
+	}
 }
 
 // formKeyMap is huh's keymap with esc as cancel. ctrl+c is the root's.

@@ -10,18 +10,20 @@ import (
 	"github.com/charmbracelet/x/ansi"
 )
 
-// helpScreen lists the whole keymap, generated from the key.Bindings.
-// Disabled bindings (not applicable now, or not allowed for a READONLY
-// operator) are left out, so help never promises what a key won't do.
+// helpScreen lists the whole keymap: every binding with a section, in
+// declaration order (keymap.go). The ones that do not work on the screen
+// it was opened from (not applicable there now, or not allowed while
+// changes are off) are left out, so help never promises what a key won't
+// do.
 type helpScreen struct {
-	c  *common
-	vp viewport.Model
+	c    *common
+	from *keyState // a copy of the state of the screen it was opened from
+	vp   viewport.Model
 }
 
 func newHelpScreen(c *common, from screen) *helpScreen {
-	from.Help() // let the screen we came from set its bindings' state
-	h := &helpScreen{c: c, vp: viewport.New(c.width, c.height)}
-	h.vp.KeyMap = viewport.KeyMap{Up: c.keys.Up, Down: c.keys.Down, PageUp: c.keys.PageUp, PageDown: c.keys.PageDown}
+	h := &helpScreen{c: c, from: keyStateOf(from).clone(), vp: viewport.New(c.width, c.height)}
+	h.vp.KeyMap = scrollKeys()
 	h.vp.SetContent(h.content())
 	return h
 }
@@ -36,12 +38,12 @@ func (h *helpScreen) SetSize(w, hh int) {
 }
 
 func (h *helpScreen) Help() []key.Binding {
-	return []key.Binding{h.c.keys.Up, h.c.keys.Down, h.c.keys.Back}
+	return h.c.help(nil, bindUp, bindDown, bindBack)
 }
 
 func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	if k, ok := msg.(tea.KeyMsg); ok {
-		if key.Matches(k, h.c.keys.Back, h.c.keys.Help) {
+		if h.c.matcher(nil, k)(bindBack, bindHelp) {
 			return h, pop
 		}
 		var cmd tea.Cmd
@@ -68,20 +70,7 @@ func viewWithMore(s *styles, vp viewport.Model) string {
 
 func (h *helpScreen) content() string {
 	s := h.c.styles
-	var blocks []string
-	for _, sec := range h.c.keys.sections() {
-		var lines []string
-		for _, b := range sec.bindings {
-			if !b.Enabled() {
-				continue
-			}
-			lines = append(lines, s.Help.FullKey.Render(fit(b.Help().Key, 10))+" "+s.Help.FullDesc.Render(b.Help().Desc))
-		}
-		if len(lines) == 0 {
-			continue
-		}
-		blocks = append(blocks, s.Title.Render(sec.title)+"\n"+strings.Join(lines, "\n"))
-	}
+	blocks := h.sections()
 	switch {
 	case h.c.roWhy != "":
 		blocks = append(blocks, s.Dim.Render(wrap(s, h.c.roWhy+" Actions that change keys, operators or the secret are hidden.", 36)))
@@ -93,6 +82,39 @@ func (h *helpScreen) content() string {
 	if h.c.width < 2*colW+2 {
 		return strings.Join(blocks, "\n\n")
 	}
+	return twoColumns(blocks, colW)
+}
+
+// sections renders each section of the keymap as a titled block of the
+// bindings that work on the screen help was opened from; a section with
+// none is left out.
+func (h *helpScreen) sections() []string {
+	s := h.c.styles
+	var blocks, lines []string
+	section := ""
+	flush := func() {
+		if len(lines) > 0 {
+			blocks = append(blocks, s.Title.Render(section)+"\n"+strings.Join(lines, "\n"))
+		}
+		lines = nil
+	}
+	for _, b := range bindings {
+		if b.section != section {
+			flush()
+			section = b.section
+		}
+		if b.section == "" || h.c.disabled(h.from, b) != "" {
+			continue
+		}
+		lines = append(lines, s.Help.FullKey.Render(fit(b.help, 10))+" "+s.Help.FullDesc.Render(h.from.label(b)))
+	}
+	flush()
+	return blocks
+}
+
+// twoColumns lays blocks out in two columns colW+2 cells apart, each
+// block going to the shorter column.
+func twoColumns(blocks []string, colW int) string {
 	var left, right []string
 	lh, rh := 0, 0
 	for _, b := range blocks {

@@ -1,187 +1,491 @@
 package tui
 
-import "github.com/charmbracelet/bubbles/key"
+import (
+	"slices"
+	"time"
 
-// keyMap holds every binding of the TUI. Screens read their bindings from
-// here and enable or disable them for the current state (SetEnabled), so the
-// help bar and the ? screen list exactly what works, nothing more. Bindings
-// marked dangerous in dangerous() are disabled for READONLY operators.
-type keyMap struct {
-	// global
-	Help      key.Binding
-	Back      key.Binding
-	Cancel    key.Binding
-	Quit      key.Binding
-	ForceQuit key.Binding
+	"github.com/charmbracelet/bubbles/key"
+	"github.com/charmbracelet/bubbles/textinput"
+	tea "github.com/charmbracelet/bubbletea"
 
-	// moving in lists
-	Up       key.Binding
-	Down     key.Binding
-	Top      key.Binding
-	Bottom   key.Binding
-	PageUp   key.Binding
-	PageDown key.Binding
+	"github.com/keyward/keyward/model"
+	"github.com/keyward/keyward/store"
+	"github.com/keyward/keyward/tui/keytable"
+)
 
-	// keys table
-	Detail       key.Binding
-	Filter       key.Binding
-	SortName     key.Binding
-	SortRole     key.Binding
-	SortStatus   key.Binding
-	SortExpires  key.Binding
-	SortLastUsed key.Binding
-	SortCreated  key.Binding
-	New          key.Binding
-	Edit         key.Binding
-	Toggle       key.Binding
-	Regenerate   key.Binding
-	Delete       key.Binding
-	Secret       key.Binding
-	Operators    key.Binding
-	Audit        key.Binding
-
-	// filter input
-	ClearFilter key.Binding
-	ApplyFilter key.Binding
-
-	// reveal
-	Copy  key.Binding
-	Leave key.Binding
-
-	// shared secret
-	RevealSecret key.Binding
-	RotateSecret key.Binding
-
-	// operators
-	AddOperator    key.Binding
-	ToggleOperator key.Binding
-	DeleteOperator key.Binding
-	RoleOperator   key.Binding
-	OperatorKeys   key.Binding
-	AddOpKey       key.Binding
-	RemoveOpKey    key.Binding
-
-	// dialogs
-	Yes    key.Binding
-	No     key.Binding
-	Switch key.Binding
-	Choose key.Binding
-	Press  key.Binding
+// keysTable is the home screen: a virtualised table that renders only the
+// visible rows, so moving costs the same with 1k or 1M keys.
+type keysTable struct {
+	c         *common
+	d         *keytable.Data
+	cursor    int // index in display order
+	offset    int // first visible row
+	filter    textinput.Model
+	filtering bool
+	loaded    bool
+	// Store changes are applied by one background job at a time: a full
+	// reload (start-up, Resync) or a patch of the changed keys. Changes
+	// arriving meanwhile wait in pending and go into the next job.
+	busy          bool
+	pending       []string // changed key ids not applied yet
+	pendingReload bool
+	// opsChanged: an operator changed since the last job, so the keys
+	// that operator created may show another status (model.StatusOf).
+	opsChanged bool
+	focusID    string // after our own write, the key to select
+	jobFocus   string // the focusID the running job was started with
+	loads      int    // full loads so far (tests check that changes patch)
+	// peeking: d holds only the first page, peeked before the store was
+	// open, and the database holds peekTotal keys. The first full load
+	// clears it.
+	peeking   bool
+	peekTotal int
+	keys      keyState
 }
 
-func newKeyMap(readonly bool) *keyMap {
-	b := func(keys []string, k, desc string) key.Binding {
-		return key.NewBinding(key.WithKeys(keys...), key.WithHelp(k, desc))
+// keysPatchedMsg is the table's data with some keys re-read from the
+// store, built off the UI goroutine from base (the data it replaces).
+type keysPatchedMsg struct {
+	base  *keytable.Data
+	d     *keytable.Data
+	focus int32 // index of the key to select, or -1
+}
+
+func (keysPatchedMsg) broadcast() {}
+
+// patchLimit: past this many changed keys (or a quarter of the table) a
+// full reload is cheaper than patching.
+const patchLimit = 200_000
+
+// reloadAfter: statuses (EXPIRING, EXPIRED) and the counts are computed
+// at the snapshot's time; patches keep that time, so after this long the
+// next change reloads everything instead.
+const reloadAfter = 10 * time.Minute
+
+// keysLoadedMsg is a snapshot sorted and filtered off the UI goroutine.
+type keysLoadedMsg struct {
+	d        *keytable.Data
+	selected int // index of the requested key id, or -1
+	wantID   string
+}
+
+// newKeysTable makes the table; keys (with the operators ops, for their
+// statuses) are shown at once unless nil.
+func newKeysTable(c *common, keys []*model.Key, ops []model.Operator) *keysTable {
+	ti := textinput.New()
+	ti.Prompt = "/ "
+	ti.Placeholder = "name, id or description"
+	ti.CharLimit = 64
+	t := &keysTable{c: c, filter: ti}
+	if keys != nil {
+		t.d = keytable.New(keys, keytable.OperatorMap(ops), keytable.ColName, false, "", c.now())
+		t.loaded = true
+	} else {
+		t.d = keytable.New(nil, nil, keytable.ColName, false, "", c.now())
 	}
-	km := &keyMap{
-		Help:      b([]string{"?"}, "?", "help"),
-		Back:      b([]string{"esc"}, "esc", "back"),
-		Cancel:    b([]string{"esc"}, "esc", "cancel"),
-		Quit:      b([]string{"q"}, "q", "quit"),
-		ForceQuit: b([]string{"ctrl+c"}, "ctrl+c", "quit now"),
+	t.updateKeys()
+	return t
+}
 
-		Up:       b([]string{"up", "k"}, "↑/k", "up"),
-		Down:     b([]string{"down", "j"}, "↓/j", "down"),
-		Top:      b([]string{"g", "home"}, "g", "first"),
-		Bottom:   b([]string{"G", "end"}, "G", "last"),
-		PageUp:   b([]string{"pgup", "ctrl+b"}, "pgup", "page up"),
-		PageDown: b([]string{"pgdown", "ctrl+f", " "}, "pgdn", "page down"),
+// newPeekTable shows first, the first keys in name order, before the store
+// is open (Options.Open); total is the database's key count.
+func newPeekTable(c *common, first []*model.Key, ops []model.Operator, total int) *keysTable {
+	t := newKeysTable(c, first, ops)
+	t.peeking, t.peekTotal = true, max(total, len(first))
+	return t
+}
 
-		Detail:       b([]string{"enter"}, "enter", "details"),
-		Filter:       b([]string{"/"}, "/", "filter"),
-		SortName:     b([]string{"N"}, "N", "sort by name"),
-		SortRole:     b([]string{"R"}, "R", "sort by role"),
-		SortStatus:   b([]string{"S"}, "S", "sort by status"),
-		SortExpires:  b([]string{"E"}, "E", "sort by expiry"),
-		SortLastUsed: b([]string{"L"}, "L", "sort by last used"),
-		SortCreated:  b([]string{"C"}, "C", "sort by creator"),
-		New:          b([]string{"n"}, "n", "new key"),
-		Edit:         b([]string{"e"}, "e", "edit"),
-		Toggle:       b([]string{"t"}, "t", "disable"),
-		Regenerate:   b([]string{"r"}, "r", "regenerate"),
-		Delete:       b([]string{"d", "delete"}, "d", "delete"),
-		Secret:       b([]string{"s"}, "s", "shared secret"),
-		Operators:    b([]string{"o"}, "o", "operators"),
-		Audit:        b([]string{"a"}, "a", "audit log"),
-
-		ClearFilter: b([]string{"esc"}, "esc", "clear filter"),
-		ApplyFilter: b([]string{"enter"}, "enter", "keep filter"),
-
-		Copy:  b([]string{"c"}, "c", "copy"),
-		Leave: b([]string{"enter", "esc"}, "enter/esc", "I've stored it"),
-
-		RevealSecret: b([]string{"v"}, "v", "reveal"),
-		RotateSecret: b([]string{"r"}, "r", "rotate"),
-
-		AddOperator:    b([]string{"n"}, "n", "add operator"),
-		ToggleOperator: b([]string{"t"}, "t", "disable"),
-		DeleteOperator: b([]string{"d", "delete"}, "d", "delete"),
-		RoleOperator:   b([]string{"p"}, "p", "change role"),
-		OperatorKeys:   b([]string{"enter"}, "enter", "ssh keys"),
-		AddOpKey:       b([]string{"n"}, "n", "add key"),
-		RemoveOpKey:    b([]string{"d", "delete"}, "d", "remove key"),
-
-		Yes:    b([]string{"y", "Y"}, "y", "confirm"),
-		No:     b([]string{"n", "N", "esc"}, "n/esc", "cancel"),
-		Switch: b([]string{"tab", "shift+tab", "left", "right", "h", "l"}, "tab/←→", "switch button"),
-		Choose: b([]string{"up", "down", "k", "j"}, "↑/↓", "choose"),
-		Press:  b([]string{"enter"}, "enter", "press button"),
+func (t *keysTable) Init() tea.Cmd {
+	if t.loaded || t.c.st == nil {
+		return nil
 	}
-	if readonly {
-		for _, d := range km.dangerous() {
-			d.SetEnabled(false)
+	return t.reload()
+}
+
+// reload snapshots the store and sorts/filters it in a tea.Cmd.
+func (t *keysTable) reload() tea.Cmd {
+	if t.busy {
+		t.pendingReload = true
+		return nil
+	}
+	t.busy, t.pendingReload, t.pending, t.jobFocus, t.opsChanged = true, false, nil, t.focusID, false
+	st, col, desc, q, now := t.c.st, t.d.Col(), t.d.Desc(), t.d.Query(), t.c.now()
+	want := t.focusID
+	if k := t.selected(); k != nil && want == "" {
+		want = k.ID
+	}
+	return func() tea.Msg {
+		// Operators first: a change after this read comes by the feed.
+		ops := keytable.OperatorMap(st.Operators())
+		d := keytable.New(st.Keys(), ops, col, desc, q, now)
+		return keysLoadedMsg{d: d, selected: d.IndexOfID(want), wantID: want}
+	}
+}
+
+// refresh applies changed keys: queued while a job runs, patched in the
+// background otherwise, or a full reload when that is cheaper.
+func (t *keysTable) refresh(ids ...string) tea.Cmd {
+	t.pending = append(t.pending, ids...)
+	if t.busy {
+		return nil
+	}
+	if t.pendingReload || !t.loaded || len(t.pending) > min(patchLimit, max(t.d.Size()/4, 64)) ||
+		t.c.now().Sub(t.d.Now()) > reloadAfter {
+		return t.reload()
+	}
+	if len(t.pending) == 0 && t.focusID == "" && !t.opsChanged {
+		return nil
+	}
+	t.busy, t.jobFocus = true, t.focusID
+	st, cur, base, ids, focus, opsChanged := t.c.st, t.d, t.d.Frozen(), t.pending, t.focusID, t.opsChanged
+	t.pending, t.opsChanged = nil, false
+	limit := min(patchLimit, max(t.d.Size()/4, 64))
+	want := focus
+	if k := t.selected(); k != nil && want == "" {
+		want = k.ID
+	}
+	get := func(id string) *model.Key {
+		k, err := st.Key(id)
+		if err != nil {
+			return nil
 		}
+		return k
 	}
-	return km
+	return func() tea.Msg {
+		var ops map[string]*model.Operator
+		if opsChanged {
+			// The keys of every operator whose account changed get
+			// their status re-derived; past the patch limit a full
+			// rebuild is cheaper.
+			ops = keytable.OperatorMap(st.Operators())
+			more := base.KeysOfChangedCreators(ops)
+			if len(ids)+len(more) > limit {
+				d := keytable.New(st.Keys(), ops, base.Col(), base.Desc(), base.Query(), base.Now())
+				return keysLoadedMsg{d: d, selected: d.IndexOfID(want), wantID: want}
+			}
+			ids = append(slices.Clip(ids), more...)
+		}
+		d, j := base.Patch(get, ids, ops, focus)
+		return keysPatchedMsg{base: cur, d: d, focus: j}
+	}
 }
 
-// dangerous lists the bindings that change state. A READONLY operator
-// never sees them (the store refuses those calls as well).
-func (km *keyMap) dangerous() []*key.Binding {
-	return []*key.Binding{&km.New, &km.Edit, &km.Toggle, &km.Regenerate, &km.Delete,
-		&km.RevealSecret, &km.RotateSecret, &km.AddOperator, &km.ToggleOperator,
-		&km.DeleteOperator, &km.RoleOperator, &km.AddOpKey, &km.RemoveOpKey}
-}
+func (t *keysTable) selected() *model.Key { return t.d.At(t.cursor) }
 
-// enable sets a binding's state, but never re-enables a dangerous binding
-// for a READONLY operator.
-func (c *common) enable(b *key.Binding, on bool) {
-	if c.readonly {
-		for _, d := range c.keys.dangerous() {
-			if d == b {
-				on = false
+func (t *keysTable) Title() string { return "Keys" }
+func (t *keysTable) Typing() bool  { return t.filtering }
+
+func (t *keysTable) SetSize(w, h int) { t.clampOffset() }
+
+func (t *keysTable) Update(msg tea.Msg) (screen, tea.Cmd) {
+	switch msg := msg.(type) {
+	case storeOpenedMsg:
+		return t, t.reload()
+	case keysLoadedMsg:
+		return t, t.loadedSnapshot(msg)
+	case keysPatchedMsg:
+		return t, t.patched(msg)
+	case feedMsg:
+		var ids []string
+		for _, ch := range msg.changes {
+			switch ch.Kind {
+			case store.Resync:
+				t.pendingReload = true
+			case store.KeyCreated, store.KeyUpdated, store.KeyDeleted:
+				ids = append(ids, ch.ID)
+			case store.LastUsed:
+				ids = append(ids, ch.IDs...)
+			case store.OperatorsChanged:
+				t.opsChanged = true
 			}
 		}
+		if t.pendingReload || len(ids) > 0 || t.opsChanged {
+			return t, t.refresh(ids...)
+		}
+	case keyChangedMsg:
+		// Our own write: apply it now and move the cursor to that key.
+		t.focusID = msg.id
+		return t, t.refresh(msg.id)
+	case tea.KeyMsg:
+		if t.filtering {
+			return t, t.updateFilter(msg)
+		}
+		return t, t.handleKey(msg)
+	case tea.MouseMsg:
+		return t, nil
+	default:
+		if t.filtering {
+			var cmd tea.Cmd
+			t.filter, cmd = t.filter.Update(msg)
+			return t, cmd
+		}
 	}
-	b.SetEnabled(on)
+	return t, nil
 }
 
-// readonlyReason says why a change is not offered.
-func (c *common) readonlyReason() string {
-	if c.roWhy != "" {
-		return c.roWhy
+func (t *keysTable) loadedSnapshot(msg keysLoadedMsg) tea.Cmd {
+	t.busy = false
+	t.peeking = false
+	t.loads++
+	prev := t.focusID
+	if k := t.selected(); k != nil && prev == "" {
+		prev = k.ID
 	}
-	return "You are a READONLY operator: you may look, not change."
+	t.jobDone()
+	d := msg.d
+	t.adopt(d)
+	idx := msg.selected
+	if k := d.At(idx); k == nil || k.ID != prev {
+		idx = d.IndexOfID(prev)
+	}
+	if idx >= 0 {
+		t.cursor = idx
+	}
+	t.clampCursor()
+	return t.next()
 }
 
-// helpSection is one titled group of bindings on the ? screen.
-type helpSection struct {
-	title    string
-	bindings []key.Binding
+// adopt makes d the table's data, re-applying the sort and filter the
+// admin chose while d was being built.
+func (t *keysTable) adopt(d *keytable.Data) {
+	d.SetView(t.d.Col(), t.d.Desc(), t.d.Query())
+	t.d = d
+	t.loaded = true
 }
 
-// sections returns the full keymap, grouped, for the ? screen.
-func (km *keyMap) sections() []helpSection {
-	return []helpSection{
-		{"Keys table", []key.Binding{km.Up, km.Down, km.Top, km.Bottom, km.PageUp, km.PageDown, km.Detail, km.Filter,
-			km.SortName, km.SortRole, km.SortStatus, km.SortExpires, km.SortLastUsed, km.SortCreated,
-			km.New, km.Edit, km.Toggle, km.Regenerate, km.Delete}},
-		{"Screens", []key.Binding{km.Secret, km.Operators, km.Audit, km.Help}},
-		{"Reveal", []key.Binding{km.Copy, km.Leave}},
-		{"Shared secret", []key.Binding{km.RevealSecret, km.RotateSecret}},
-		{"Operators", []key.Binding{km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.OperatorKeys}},
-		{"SSH keys", []key.Binding{km.AddOpKey, km.RemoveOpKey}},
-		{"Dialogs", []key.Binding{km.Yes, km.No, km.Switch, km.Choose, km.Press}},
-		{"Everywhere", []key.Binding{km.Back, km.Quit, km.ForceQuit}},
+func (t *keysTable) patched(msg keysPatchedMsg) tea.Cmd {
+	t.busy = false
+	if msg.base != t.d { // cannot happen: one job at a time
+		return t.reload()
 	}
+	sel := t.d.IdxAt(t.cursor)
+	focused := t.jobFocus != ""
+	t.jobDone()
+	t.adopt(msg.d)
+	want := sel
+	if focused && msg.focus >= 0 {
+		want = msg.focus
+	}
+	if i := t.d.RowOf(want); i >= 0 {
+		t.cursor = i
+	}
+	t.clampCursor()
+	return t.next()
+}
+
+// jobDone forgets the focus the finished job applied (a newer one waits).
+func (t *keysTable) jobDone() {
+	if t.focusID == t.jobFocus {
+		t.focusID = ""
+	}
+	t.jobFocus = ""
+}
+
+// next starts the job that waits. (Columns are sorted when picked, see
+// keytable/sort.go.)
+func (t *keysTable) next() tea.Cmd {
+	if t.pendingReload {
+		return t.reload()
+	}
+	if len(t.pending) > 0 || t.opsChanged {
+		return t.refresh()
+	}
+	return nil
+}
+
+func (t *keysTable) updateFilter(msg tea.KeyMsg) tea.Cmd {
+	on := t.c.matcher(&t.keys, msg)
+	switch {
+	case on(bindClearFilter):
+		t.filtering = false
+		t.filter.Blur()
+		t.filter.SetValue("")
+		t.applyQuery("")
+		return nil
+	case on(bindApplyFilter), msg.Type == tea.KeyDown, msg.Type == tea.KeyUp:
+		t.filtering = false
+		t.filter.Blur()
+		if msg.Type != tea.KeyEnter {
+			return t.handleKey(msg)
+		}
+		return nil
+	}
+	var cmd tea.Cmd
+	t.filter, cmd = t.filter.Update(msg)
+	t.applyQuery(t.filter.Value())
+	return cmd
+}
+
+// applyQuery filters and keeps the cursor on the same key if it is still
+// shown, else goes to the top.
+func (t *keysTable) applyQuery(q string) {
+	sel := t.d.IdxAt(t.cursor)
+	t.d.SetQuery(q)
+	t.cursor = max(t.d.RowOf(sel), 0)
+	t.clampCursor()
+}
+
+func (t *keysTable) sortBy(col keytable.Column) {
+	sel := t.d.IdxAt(t.cursor)
+	t.d.SetSort(col)
+	t.cursor = max(t.d.RowOf(sel), 0)
+	t.clampCursor()
+}
+
+func (t *keysTable) handleKey(msg tea.KeyMsg) tea.Cmd {
+	on := t.c.matcher(&t.keys, msg)
+	if t.peeking && !on(bindUp, bindDown, bindPageUp, bindPageDown, bindTop, bindBottom) {
+		return flash("Still loading %s: moving works now, everything else in a moment.", model.Count(t.peekTotal, "key", ""))
+	}
+	if t.moveKey(on) {
+		return nil
+	}
+	for _, s := range sortKeys {
+		if on(s.b) {
+			t.sortBy(s.col)
+			return nil
+		}
+	}
+	switch {
+	case on(bindFilter):
+		t.filtering = true
+		t.filter.SetValue(t.d.Query())
+		t.filter.CursorEnd()
+		return t.filter.Focus()
+	case on(bindBack):
+		if t.d.Query() != "" {
+			t.filter.SetValue("")
+			t.applyQuery("")
+		}
+	case on(bindNew):
+		return push(newKeyForm(t.c, nil))
+	case on(bindDetail, bindEdit, bindToggle, bindRegenerate, bindDelete):
+		if k := t.selected(); k != nil {
+			return keyAction(t.c, on, k)
+		}
+	case on(bindSecret):
+		return push(newSecretScreen(t.c))
+	case on(bindOperators):
+		return push(newOperatorsScreen(t.c))
+	case on(bindAudit):
+		return push(newAuditScreen(t.c, ""))
+	}
+	return nil
+}
+
+// sortKeys are the keys that sort the table, each by its column.
+var sortKeys = []struct {
+	b   *binding
+	col keytable.Column
+}{
+	{bindSortName, keytable.ColName}, {bindSortRole, keytable.ColRole}, {bindSortStatus, keytable.ColStatus},
+	{bindSortExpires, keytable.ColExpires}, {bindSortLastUsed, keytable.ColLastUsed}, {bindSortCreated, keytable.ColCreated},
+}
+
+// moveKey moves the cursor when on matches a moving key, and says so.
+func (t *keysTable) moveKey(on func(...*binding) bool) bool {
+	page := max(t.rows()-1, 1)
+	switch {
+	case on(bindUp):
+		t.move(-1)
+	case on(bindDown):
+		t.move(1)
+	case on(bindPageUp):
+		t.move(-page)
+	case on(bindPageDown):
+		t.move(page)
+	case on(bindTop):
+		t.move(-t.d.Len())
+	case on(bindBottom):
+		t.move(t.d.Len())
+	default:
+		return false
+	}
+	return true
+}
+
+// keyAction opens the screen or dialog for an action on k; the table and
+// the detail screen share it. on is the calling screen's key test.
+func keyAction(c *common, on func(...*binding) bool, k *model.Key) tea.Cmd {
+	switch {
+	case on(bindDetail):
+		return push(newDetail(c, k))
+	case on(bindEdit):
+		return push(newKeyForm(c, k))
+	case on(bindToggle):
+		return push(toggleDialog(c, k))
+	case on(bindRegenerate):
+		return push(regenerateDialog(c, k))
+	case on(bindDelete):
+		return push(deleteDialog(c, k))
+	}
+	return nil
+}
+
+func (t *keysTable) move(delta int) {
+	t.cursor += delta
+	t.clampCursor()
+}
+
+func (t *keysTable) clampCursor() {
+	n := t.d.Len()
+	t.cursor = max(min(t.cursor, n-1), 0)
+	t.clampOffset()
+}
+
+func (t *keysTable) clampOffset() {
+	rows := t.rows()
+	if t.cursor < t.offset {
+		t.offset = t.cursor
+	}
+	if t.cursor >= t.offset+rows {
+		t.offset = t.cursor - rows + 1
+	}
+	t.offset = max(min(t.offset, t.d.Len()-rows), 0)
+}
+
+// rows is how many key rows fit: the body minus header, status and filter.
+func (t *keysTable) rows() int {
+	h := t.c.height - 2
+	if t.showFilterLine() {
+		h--
+	}
+	return max(h, 1)
+}
+
+func (t *keysTable) showFilterLine() bool { return t.filtering || t.d.Query() != "" }
+
+func (t *keysTable) keyState() *keyState { return &t.keys }
+
+// updateKeys: the actions on a key need a selected one, and t says what
+// it does to that key.
+func (t *keysTable) updateKeys() {
+	k := t.selected()
+	why := ""
+	if k == nil {
+		why = "no key selected"
+	}
+	t.keys.set(why, bindDetail, bindEdit, bindToggle, bindRegenerate, bindDelete)
+	t.keys.relabel(bindToggle, toggleLabel(k))
+}
+
+// toggleLabel is what t does to k: activate a disabled key, else disable.
+func toggleLabel(k *model.Key) string {
+	if k != nil && !k.Active() {
+		return "activate"
+	}
+	return "disable"
+}
+
+func (t *keysTable) Help() []key.Binding {
+	switch {
+	case t.filtering:
+		return t.c.help(&t.keys, bindApplyFilter, bindClearFilter)
+	case t.peeking:
+		return t.c.help(&t.keys, bindUp, bindDown, bindPageDown, bindHelp, bindQuit)
+	}
+	// In the order the help bar drops them from the end when narrow ("?
+	// help" always stays and lists them all).
+	return t.c.help(&t.keys, bindDetail, bindNew, bindEdit, bindToggle, bindDelete, bindFilter, bindQuit,
+		bindOperators, bindAudit, bindSecret, bindRegenerate, bindHelp)
 }

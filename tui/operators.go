@@ -21,6 +21,7 @@ type operatorsScreen struct {
 	ops    []model.Operator
 	cursor int
 	loaded bool
+	keys   keyState
 }
 
 type operatorsLoadedMsg struct{ ops []model.Operator }
@@ -44,27 +45,35 @@ func (o *operatorsScreen) selected() *model.Operator {
 	return &o.ops[o.cursor]
 }
 
-func (o *operatorsScreen) Help() []key.Binding {
-	km := o.c.keys
+func (o *operatorsScreen) keyState() *keyState { return &o.keys }
+
+// updateKeys: the actions need a selected operator, and no one disables,
+// demotes or deletes themself (the store refuses too, with ErrSelf):
+// they could not undo it. t says what it does to the operator.
+func (o *operatorsScreen) updateKeys() {
 	sel := o.selected()
-	// No one disables, demotes or deletes themself (the store refuses
-	// too, with ErrSelf): they could not undo it.
-	other := sel != nil && sel.Name != o.c.name
-	for _, b := range []*key.Binding{&km.ToggleOperator, &km.DeleteOperator, &km.RoleOperator} {
-		o.c.enable(b, other)
+	none, self := "", ""
+	switch {
+	case sel == nil:
+		none, self = "no operator selected", "no operator selected"
+	case sel.Name == o.c.name:
+		self = "you cannot change your own account"
 	}
-	o.c.enable(&km.AddOperator, true)
-	km.OperatorKeys.SetEnabled(sel != nil)
+	o.keys.set(self, bindToggleOperator, bindDeleteOperator, bindRoleOperator)
+	o.keys.set(none, bindOperatorKeys)
+	label := "disable"
 	if sel != nil && sel.Disabled {
-		km.ToggleOperator.SetHelp("t", "enable")
-	} else {
-		km.ToggleOperator.SetHelp("t", "disable")
+		label = "enable"
 	}
-	return []key.Binding{km.Up, km.Down, km.OperatorKeys, km.AddOperator, km.ToggleOperator, km.RoleOperator, km.DeleteOperator, km.Back, km.Help}
+	o.keys.relabel(bindToggleOperator, label)
+}
+
+func (o *operatorsScreen) Help() []key.Binding {
+	return o.c.help(&o.keys, bindUp, bindDown, bindOperatorKeys, bindAddOperator, bindToggleOperator, bindRoleOperator,
+		bindDeleteOperator, bindBack, bindHelp)
 }
 
 func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := o.c.keys
 	switch msg := msg.(type) {
 	case operatorsLoadedMsg:
 		name := ""
@@ -85,28 +94,27 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			}
 		}
 	case tea.KeyMsg:
-		o.Help() // refresh binding state before matching
-		sel := o.selected()
+		on, sel := o.c.matcher(&o.keys, msg), o.selected()
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			return o, pop
-		case key.Matches(msg, km.Up):
+		case on(bindUp):
 			o.cursor = max(o.cursor-1, 0)
-		case key.Matches(msg, km.Down):
+		case on(bindDown):
 			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
-		case key.Matches(msg, km.Top, km.PageUp):
+		case on(bindTop, bindPageUp):
 			o.cursor = 0
-		case key.Matches(msg, km.Bottom, km.PageDown):
+		case on(bindBottom, bindPageDown):
 			o.cursor = max(len(o.ops)-1, 0)
-		case key.Matches(msg, km.AddOperator):
+		case on(bindAddOperator):
 			return o, push(newOperatorForm(o.c))
-		case sel != nil && key.Matches(msg, km.OperatorKeys):
+		case sel != nil && on(bindOperatorKeys):
 			return o, push(newOpKeysScreen(o.c, sel.Name))
-		case sel != nil && key.Matches(msg, km.ToggleOperator):
+		case sel != nil && on(bindToggleOperator):
 			return o, push(o.toggleDialog(*sel))
-		case sel != nil && key.Matches(msg, km.RoleOperator):
+		case sel != nil && on(bindRoleOperator):
 			return o, push(o.roleDialog(*sel))
-		case sel != nil && key.Matches(msg, km.DeleteOperator):
+		case sel != nil && on(bindDeleteOperator):
 			return o, push(o.deleteDialog(*sel))
 		}
 	}
@@ -290,7 +298,7 @@ func (f *operatorForm) Title() string    { return "Add operator" }
 func (f *operatorForm) Typing() bool     { return true }
 func (f *operatorForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
 func (f *operatorForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
 }
 
 func (f *operatorForm) Update(msg tea.Msg) (screen, tea.Cmd) {

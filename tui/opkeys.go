@@ -24,6 +24,7 @@ type opKeysScreen struct {
 	cursor int
 	loaded bool
 	gone   bool
+	ks     keyState
 }
 
 type opKeysLoadedMsg struct {
@@ -60,16 +61,32 @@ func (k *opKeysScreen) ownKey(pk *model.PublicKey) bool {
 	return pk != nil && a.Name == k.name && a.KeyFingerprint != "" && a.KeyFingerprint == pk.Fingerprint()
 }
 
+func (k *opKeysScreen) keyState() *keyState { return &k.ks }
+
+// updateKeys: a deleted operator gets no key; removing needs a selected
+// key, and not the one this session logged in with.
+func (k *opKeysScreen) updateKeys() {
+	why := ""
+	if k.gone {
+		why = "the operator was deleted"
+	}
+	k.ks.set(why, bindAddOpKey)
+	switch sel := k.selected(); {
+	case sel == nil:
+		why = "no key selected"
+	case k.ownKey(sel):
+		why = "this session logged in with it"
+	default:
+		why = ""
+	}
+	k.ks.set(why, bindRemoveOpKey)
+}
+
 func (k *opKeysScreen) Help() []key.Binding {
-	km := k.c.keys
-	sel := k.selected()
-	k.c.enable(&km.AddOpKey, !k.gone)
-	k.c.enable(&km.RemoveOpKey, sel != nil && !k.ownKey(sel))
-	return []key.Binding{km.Up, km.Down, km.AddOpKey, km.RemoveOpKey, km.Back, km.Help}
+	return k.c.help(&k.ks, bindUp, bindDown, bindAddOpKey, bindRemoveOpKey, bindBack, bindHelp)
 }
 
 func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := k.c.keys
 	switch msg := msg.(type) {
 	case opKeysLoadedMsg:
 		if msg.name != k.name {
@@ -96,18 +113,17 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			}
 		}
 	case tea.KeyMsg:
-		k.Help() // refresh binding state before matching
-		sel := k.selected()
+		on, sel := k.c.matcher(&k.ks, msg), k.selected()
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			return k, pop
-		case key.Matches(msg, km.Up):
+		case on(bindUp):
 			k.cursor = max(k.cursor-1, 0)
-		case key.Matches(msg, km.Down):
+		case on(bindDown):
 			k.cursor = min(k.cursor+1, max(len(k.keys)-1, 0))
-		case key.Matches(msg, km.AddOpKey):
+		case on(bindAddOpKey):
 			return k, push(newOpKeyForm(k.c, k.name))
-		case sel != nil && key.Matches(msg, km.RemoveOpKey):
+		case sel != nil && on(bindRemoveOpKey):
 			return k, push(k.removeDialog(*sel))
 		}
 	}
@@ -213,7 +229,7 @@ func (f *opKeyForm) Title() string    { return "Add SSH key" }
 func (f *opKeyForm) Typing() bool     { return true }
 func (f *opKeyForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
 func (f *opKeyForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.keys.Cancel)
+	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
 }
 
 func (f *opKeyForm) Update(msg tea.Msg) (screen, tea.Cmd) {

@@ -20,7 +20,7 @@ import (
 func peekOptions(t *testing.T, st *store.Store, n int, release <-chan struct{}) Options {
 	t.Helper()
 	keys := st.Keys()
-	slices.SortFunc(keys, func(a, b *model.Key) int { return compareFold(a.Name, b.Name) })
+	slices.SortFunc(keys, func(a, b *model.Key) int { return strings.Compare(strings.ToLower(a.Name), strings.ToLower(b.Name)) })
 	opts := newTestOptions(nil, "alice")
 	opts.First, opts.FirstTotal, opts.FirstOperators = keys[:n], len(keys), st.Operators()
 	opts.Open = func() (*store.Store, error) {

@@ -64,15 +64,13 @@ func (r *reveal) Typing() bool     { return false }
 func (r *reveal) SetSize(w, h int) {}
 
 func (r *reveal) Help() []key.Binding {
-	km := r.c.keys
 	if r.asking {
-		return []key.Binding{km.Yes, km.No}
+		return r.c.help(nil, bindYes, bindNo)
 	}
-	return []key.Binding{km.Copy, km.Leave}
+	return r.c.help(nil, bindCopy, bindLeave)
 }
 
 func (r *reveal) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := r.c.keys
 	switch msg := msg.(type) {
 	case copiedMsg:
 		if msg.err != nil {
@@ -84,16 +82,17 @@ func (r *reveal) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		return r, flash("Copied with %s; cleared in %d s if still there.", msg.via, int(ClipboardClearAfter.Seconds()))
 	case tea.KeyMsg:
+		on := r.c.matcher(nil, msg)
 		switch {
-		case r.asking && key.Matches(msg, km.Yes):
+		case r.asking && on(bindYes):
 			r.forget()
 			return r, pop
-		case r.asking && key.Matches(msg, km.No):
+		case r.asking && on(bindNo):
 			r.asking = false
 		case r.asking:
-		case key.Matches(msg, km.Copy):
+		case on(bindCopy):
 			return r, r.copy()
-		case key.Matches(msg, km.Leave):
+		case on(bindLeave):
 			r.asking = true
 		}
 	}

@@ -68,23 +68,26 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			s.SetSize(m.c.width, m.c.height)
 		}
 	case tea.KeyMsg:
-		km, typing := m.c.keys, m.top().Typing()
+		on, typing := m.c.matcher(nil, msg), m.top().Typing()
 		switch {
-		case key.Matches(msg, km.ForceQuit),
-			len(m.stack) == 1 && !typing && key.Matches(msg, km.Quit):
+		case on(bindForceQuit), len(m.stack) == 1 && !typing && on(bindQuit):
 			m.Close()
 			return m, tea.Quit
-		case !typing && key.Matches(msg, km.Help):
+		case !typing && on(bindHelp):
 			if _, open := m.top().(*helpScreen); !open {
 				return m, push(newHelpScreen(m.c, m.top()))
 			}
-		case !typing && m.open == nil && m.c.readonly && m.hiddenWrite(msg):
-			return m, m.flash.set(flashMsg{text: msg.String() + ": not available. " + m.c.readonlyReason(), bad: true})
+		case !typing && m.open == nil && m.c.readonly:
+			if why := m.hiddenWrite(msg); why != "" {
+				return m, m.flash.set(flashMsg{text: msg.String() + ": not available. " + why, bad: true})
+			}
 		}
 	case pushMsg:
 		m.stack = append(m.stack, msg.s)
 		msg.s.SetSize(m.c.width, m.c.height)
-		return m, msg.s.Init()
+		cmd := msg.s.Init()
+		updateKeys(msg.s)
+		return m, cmd
 	case popMsg:
 		if len(m.stack) > 1 {
 			m.stack = m.stack[:len(m.stack)-1]
@@ -93,9 +96,7 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	case replyMsg:
 		for i, s := range m.stack {
 			if s == msg.to {
-				var cmd tea.Cmd
-				m.stack[i], cmd = s.Update(msg.msg)
-				return m, cmd
+				return m, m.update(i, msg.msg)
 			}
 		}
 		return m, nil
@@ -117,37 +118,43 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 	if _, ok := msg.(broadcast); ok {
 		return m, m.all(msg)
 	}
-	s, cmd := m.top().Update(msg)
-	m.stack[len(m.stack)-1] = s
-	return m, cmd
+	return m, m.update(len(m.stack)-1, msg)
 }
 
-// hiddenWrite reports whether k is the key of a state-changing binding
-// that is hidden because changes are off, and of nothing the top screen
-// offers now: the admin is told why instead of getting no answer.
-func (m *root) hiddenWrite(k tea.KeyMsg) bool {
+// update hands msg to the screen at i, then lets it set its bindings'
+// state for what it shows now (updateKeys), so that Help and View only
+// read.
+func (m *root) update(i int, msg tea.Msg) tea.Cmd {
+	s, cmd := m.stack[i].Update(msg)
+	m.stack[i] = s
+	updateKeys(s)
+	return cmd
+}
+
+// hiddenWrite says why k does nothing when it is the key of a
+// dangerous binding that is off, and of nothing the top screen offers
+// now: the admin is told why instead of getting no answer. It returns ""
+// otherwise.
+func (m *root) hiddenWrite(k tea.KeyMsg) string {
 	for _, b := range m.top().Help() {
 		if b.Enabled() && key.Matches(k, b) {
-			return false
+			return ""
 		}
 	}
-	for _, d := range m.c.keys.dangerous() {
-		b := *d
-		b.SetEnabled(true)
-		if key.Matches(k, b) {
-			return true
+	state := keyStateOf(m.top())
+	for _, b := range bindings {
+		if b.dangerous && b.has(k) {
+			return m.c.disabled(state, b)
 		}
 	}
-	return false
+	return ""
 }
 
 // all sends msg to every screen on the stack.
 func (m *root) all(msg tea.Msg) tea.Cmd {
 	cmds := make([]tea.Cmd, 0, len(m.stack))
-	for i, s := range m.stack {
-		var cmd tea.Cmd
-		m.stack[i], cmd = s.Update(msg)
-		cmds = append(cmds, cmd)
+	for i := range m.stack {
+		cmds = append(cmds, m.update(i, msg))
 	}
 	return tea.Batch(cmds...)
 }

@@ -174,3 +174,28 @@ func TestReadonlyHidesDangerousBindings(t *testing.T) {
 		t.Fatal("store let a READONLY operator create a key")
 	}
 }
+
+// TestHelpDoesNotDependOnHistory: the ? screen lists what works on the
+// screen it was opened from, whatever screens were open before. The
+// keymap used to be one set of bindings that each screen's Help enabled
+// and disabled while drawing, so a delete dialog (nothing to choose) left
+// "↑/↓ choose" hidden from the next ? screen opened from the table.
+func TestHelpDoesNotDependOnHistory(t *testing.T) {
+	st, clk := newTestStore(t)
+	seedKeys(t, st, clk)
+	d := newDriver(t, newTestOptions(st, "alice"), 100, 40)
+	d.keys("?")
+	fresh := d.view()
+	if !strings.Contains(fresh, "choose") {
+		t.Fatalf("help lacks the dialogs' choose:\n%s", fresh)
+	}
+	d.keys("esc", "d") // a delete dialog: no choices
+	if _, ok := d.m.top().(*confirmDialog); !ok {
+		t.Fatalf("d opened %s", d.m.top().Title())
+	}
+	d.view() // drawn, as a program draws every frame
+	d.keys("n", "?")
+	if after := d.view(); after != fresh {
+		t.Errorf("help after a dialog differs from a fresh one:\n%s\nfresh:\n%s", after, fresh)
+	}
+}

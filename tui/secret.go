@@ -39,12 +39,10 @@ func (s *secretScreen) load() tea.Cmd {
 }
 
 func (s *secretScreen) Help() []key.Binding {
-	km := s.c.keys
-	return []key.Binding{km.RevealSecret, km.RotateSecret, km.Back, km.Help}
+	return s.c.help(nil, bindRevealSecret, bindRotateSecret, bindBack, bindHelp)
 }
 
 func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
-	km := s.c.keys
 	switch msg := msg.(type) {
 	case secretLoadedMsg:
 		s.meta, s.err, s.done = msg.meta, msg.err, true
@@ -55,12 +53,13 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			}
 		}
 	case tea.KeyMsg:
+		on := s.c.matcher(nil, msg)
 		switch {
-		case key.Matches(msg, km.Back):
+		case on(bindBack):
 			return s, pop
-		case key.Matches(msg, km.RevealSecret):
+		case on(bindRevealSecret):
 			return s, push(s.revealDialog())
-		case key.Matches(msg, km.RotateSecret):
+		case on(bindRotateSecret):
 			return s, push(s.rotateDialog())
 		}
 	}

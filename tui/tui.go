@@ -93,8 +93,7 @@ func newRoot(opts Options) *root {
 	}
 	c := &common{
 		actor: opts.Actor, name: model.ActorName(opts.Actor), readonly: true, forceRO: opts.ReadOnly,
-		styles: newStyles(opts.Renderer), keys: newKeyMap(true),
-		clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
+		styles: newStyles(opts.Renderer), clip: opts.Clipboard, now: opts.Now, width: 80, height: 22,
 	}
 	m := &root{c: c, help: help.New()}
 	if opts.Store == nil && opts.Open != nil {
@@ -139,7 +138,7 @@ func (m *root) attach(st *store.Store) {
 		}
 		m.sub = st.Subscribe()
 	}
-	c.st, c.readonly, c.roWhy, c.keys = st, readonly, why, newKeyMap(readonly)
+	c.st, c.readonly, c.roWhy = st, readonly, why
 	if why != "" {
 		m.flash.set(flashMsg{text: why, bad: true})
 	}

@@ -1,4 +1,9 @@
-package tui
+// Package keytable is the keys table's engine, without any UI: a
+// snapshot of keys with its sort orders, its incremental filter, its
+// status counts and live patches, built to stay fast at a million keys.
+// It imports only model and the standard library; the TUI's keys screen
+// (tui/keys.go) draws it.
+package keytable
 
 import (
 	"bytes"
@@ -13,45 +18,45 @@ import (
 	"github.com/keyward/keyward/model"
 )
 
-// column is a sortable column of the keys table.
-type column int
+// Column is a sortable column of the keys table.
+type Column int
 
 const (
-	colName column = iota
-	colRole
-	colStatus
-	colExpires
-	colLastUsed
-	colCreated
+	ColName Column = iota
+	ColRole
+	ColStatus
+	ColExpires
+	ColLastUsed
+	ColCreated
 	numColumns
 )
 
-func (c column) String() string {
+func (c Column) String() string {
 	return [...]string{"Name", "Role", "Status", "Expires", "Last used", "Created by"}[c]
 }
 
-// tableData is the keys table's data without any UI: a snapshot, its sort
+// Data is the keys table's data without any UI: a snapshot, its sort
 // orders and the filtered view. Everything a keypress touches is cheap:
 //   - reversing the sort flips a flag (the view is read backwards);
-//   - a column's order is computed from compact rows (tablesort.go) once
+//   - a column's order is computed from compact rows (sort.go) once
 //     per snapshot and cached;
 //   - a filter keystroke that extends the query filters the previous
 //     result, and backspace pops back to it, so typing narrows instead of
 //     rescanning every key.
 //
 // A key keeps its index for the life of the snapshot: store changes are
-// patched in (tablepatch.go), deleted keys leave a nil behind. Key
+// patched in (patch.go), deleted keys leave a nil behind. Key
 // pointers are immutable store snapshots, and the slices below are never
-// written once the tableData is handed to the UI (patches copy them), so a
-// tableData may be built or patched on a background goroutine.
-type tableData struct {
+// written once the Data is handed to the UI (patches copy them), so a
+// Data may be built or patched on a background goroutine.
+type Data struct {
 	now time.Time
 	all []*model.Key // index space; nil once deleted
 	// ops is the operators at the snapshot, by name: a key's status
 	// depends on its creator's account (model.StatusOf). Never written;
 	// an operator change patches in a new map (patchOps).
 	ops map[string]*model.Operator
-	// Sort keys of all[i] (tablesort.go): Expires, Last used, and the
+	// Sort keys of all[i] (sort.go): Expires, Last used, and the
 	// creator, role and status packed in meta.
 	exp, used, meta []uint32
 	creators        []string // distinct creators; meta's creator indexes it
@@ -77,11 +82,11 @@ type tableData struct {
 	descSegs []int32
 	descOf   []uint16
 	orders   [numColumns][]int32
-	nameRank []int32 // position of key i in orders[colName]; built by the patches that need it
-	col      column
+	nameRank []int32 // position of key i in orders[ColName]; built by the patches that need it
+	col      Column
 	desc     bool
 	levels   []filterLevel // levels[0] is the unfiltered order
-	counts   counts
+	counts   Counts
 	// ids finds a key's index by id. Only patch jobs use it (one at a
 	// time, off the UI goroutine); the first one builds it.
 	ids *idIndex
@@ -101,25 +106,25 @@ type filterLevel struct {
 	idx   []int32
 }
 
-type counts struct {
-	total, active, disabled, expired, expiring, creatorOff, unused int
+// Counts are the keys of a snapshot by displayed status, for the status
+// bar: Active includes the expiring keys (they still verify); Unused
+// counts the keys model.Key.Unused calls stale.
+type Counts struct {
+	Total, Active, Disabled, Expired, Expiring, CreatorOff, Unused int
 }
 
-// UnusedAfter is how long without use makes a key stale in the counts.
-const UnusedAfter = 90 * 24 * time.Hour
-
-// newTableData builds the table's data with the name order and col's.
+// New builds the table's data with the name order and col's.
 // It may keep all (under 4096 keys it does, as its index space).
 //
 // At 1M keys its memory is most of the TUI's: what it keeps, and the
 // garbage it leaves, which stays RSS until the next GC (far away behind
 // a 1 GiB store heap). So two scratch buffers serve the address sort and
 // then the name sort, and only those two orders are made here.
-func newTableData(all []*model.Key, ops map[string]*model.Operator, col column, desc bool, query string, now time.Time) *tableData {
+func New(all []*model.Key, ops map[string]*model.Operator, col Column, desc bool, query string, now time.Time) *Data {
 	n := len(all)
 	scratchA, scratchB := make([]uint64, n), make([]uint64, n)
 	all = inMemoryOrder(all, scratchA, scratchB)
-	d := &tableData{now: now, all: all, ops: ops, col: col, desc: desc, creatorN: map[string]uint32{}}
+	d := &Data{now: now, all: all, ops: ops, col: col, desc: desc, creatorN: map[string]uint32{}}
 	d.exp, d.used, d.meta = make([]uint32, n), make([]uint32, n), make([]uint32, n)
 	// First pass: share the descriptions and size the haystack.
 	d.descOf = make([]uint16, n)
@@ -170,9 +175,9 @@ func newTableData(all []*model.Key, ops map[string]*model.Operator, col column, 
 		d.hay = append(d.hay, 1)
 	}
 	d.segs = append(d.segs, int32(len(d.hay)))
-	d.orders[colName] = d.sortByName(scratchA, scratchB, odd)
+	d.orders[ColName] = d.sortByName(scratchA, scratchB, odd)
 	d.levels = []filterLevel{{idx: d.order(col)}}
-	d.setQuery(query)
+	d.SetQuery(query)
 	return d
 }
 
@@ -215,7 +220,7 @@ func inMemoryOrder(all []*model.Key, a, buf []uint64) []*model.Key {
 
 // creatorOf interns a creator name (only while d is private to its
 // builder: construction or a patch job).
-func (d *tableData) creatorOf(name string) uint32 {
+func (d *Data) creatorOf(name string) uint32 {
 	if n, ok := d.creatorN[name]; ok {
 		return n
 	}
@@ -226,9 +231,9 @@ func (d *tableData) creatorOf(name string) uint32 {
 }
 
 // rankNames fills nameRank from the name order.
-func (d *tableData) rankNames() {
+func (d *Data) rankNames() {
 	d.nameRank = make([]int32, len(d.all))
-	for pos, i := range d.orders[colName] {
+	for pos, i := range d.orders[ColName] {
 		d.nameRank[i] = int32(pos)
 	}
 }
@@ -260,8 +265,8 @@ func appendLower(b []byte, s string) (_ []byte, ascii bool) {
 	return b, true
 }
 
-// operatorMap indexes operators by name, for model.StatusOf.
-func operatorMap(ops []model.Operator) map[string]*model.Operator {
+// OperatorMap indexes operators by name, for model.StatusOf.
+func OperatorMap(ops []model.Operator) map[string]*model.Operator {
 	m := make(map[string]*model.Operator, len(ops))
 	for i := range ops {
 		m[ops[i].Name] = &ops[i]
@@ -270,53 +275,49 @@ func operatorMap(ops []model.Operator) map[string]*model.Operator {
 }
 
 // status is key k's displayed status at the snapshot's time.
-func (d *tableData) status(k *model.Key) model.DisplayStatus {
+func (d *Data) status(k *model.Key) model.DisplayStatus {
 	return model.StatusOf(k, d.ops[k.CreatedBy], d.now)
 }
 
 // add counts k, whose status is st, into c (sign 1) or takes it out
 // (sign -1).
-func (c *counts) add(k *model.Key, st model.DisplayStatus, now time.Time, sign int) {
-	c.total += sign
+func (c *Counts) add(k *model.Key, st model.DisplayStatus, now time.Time, sign int) {
+	c.Total += sign
 	switch st {
 	case model.ShowActive:
-		c.active += sign
+		c.Active += sign
 	case model.ShowDisabled:
-		c.disabled += sign
+		c.Disabled += sign
 	case model.ShowExpired:
-		c.expired += sign
+		c.Expired += sign
 	case model.ShowExpiring:
-		c.expiring += sign
-		c.active += sign // still works
+		c.Expiring += sign
+		c.Active += sign // still works
 	case model.ShowCreatorDisabled:
-		c.creatorOff += sign
+		c.CreatorOff += sign
 	}
-	last := k.CreatedAt
-	if k.LastUsedAt != nil {
-		last = *k.LastUsedAt
-	}
-	if now.Sub(last) >= UnusedAfter {
-		c.unused += sign
+	if k.Unused(now) {
+		c.Unused += sign
 	}
 }
 
 // order returns the snapshot's indices sorted ascending by col, cached.
-func (d *tableData) order(col column) []int32 {
+func (d *Data) order(col Column) []int32 {
 	if d.orders[col] == nil {
 		d.orders[col] = d.sortColumn(col)
 	}
 	return d.orders[col]
 }
 
-// setSort sorts by col; the same column again reverses. Besides the name
+// SetSort sorts by col; the same column again reverses. Besides the name
 // order, only the current column's is kept: sorting a column again costs
 // 10-45 ms at 1M, keeping every order 20 bytes a key.
-func (d *tableData) setSort(col column) {
+func (d *Data) SetSort(col Column) {
 	if col == d.col {
 		d.desc = !d.desc
 		return
 	}
-	if d.col != colName {
+	if d.col != ColName {
 		d.orders[d.col] = nil
 	}
 	d.col, d.desc = col, false
@@ -325,7 +326,7 @@ func (d *tableData) setSort(col column) {
 
 // rebuildLevels re-applies every filter level to the current order using
 // its bitmap.
-func (d *tableData) rebuildLevels() {
+func (d *Data) rebuildLevels() {
 	levels := []filterLevel{{idx: d.order(d.col)}}
 	for _, l := range d.levels[1:] {
 		levels = append(levels, filterLevel{query: l.query, bits: l.bits, idx: filterByBits(levels[len(levels)-1].idx, l.bits)})
@@ -343,15 +344,46 @@ func filterByBits(src []int32, bits []uint64) []int32 {
 	return slices.Clip(out)
 }
 
-func (d *tableData) query() string { return d.levels[len(d.levels)-1].query }
+// Query is the current filter, lowercased and trimmed.
+func (d *Data) Query() string { return d.levels[len(d.levels)-1].query }
+
+// Col is the column sorted by; Desc reports whether the order is reversed.
+func (d *Data) Col() Column { return d.col }
+func (d *Data) Desc() bool  { return d.desc }
+
+// Now is the time the statuses and counts were computed at.
+func (d *Data) Now() time.Time { return d.now }
+
+// Counts are the snapshot's keys by status.
+func (d *Data) Counts() Counts { return d.counts }
+
+// Size is the snapshot's index space: every key it has held, deleted
+// ones included. Patches cost in proportion to it.
+func (d *Data) Size() int { return len(d.all) }
+
+// Creator is the operator who created k, as of the snapshot, or nil.
+func (d *Data) Creator(k *model.Key) *model.Operator { return d.ops[k.CreatedBy] }
+
+// SetView sorts by col (reversed if desc) and filters by query, as the
+// admin chose: a Data built in the background takes the choices made
+// meanwhile.
+func (d *Data) SetView(col Column, desc bool, query string) {
+	if col != d.col {
+		d.SetSort(col)
+	}
+	d.desc = desc
+	d.SetQuery(query)
+}
 
 // view is the filtered indices in ascending order; at reads it in display
 // order.
-func (d *tableData) view() []int32 { return d.levels[len(d.levels)-1].idx }
-func (d *tableData) len() int      { return len(d.view()) }
+func (d *Data) view() []int32 { return d.levels[len(d.levels)-1].idx }
 
-// idxAt returns the snapshot index shown at display row i, or -1.
-func (d *tableData) idxAt(i int) int32 {
+// Len is the number of rows shown (the filtered keys).
+func (d *Data) Len() int { return len(d.view()) }
+
+// IdxAt returns the snapshot index shown at display row i, or -1.
+func (d *Data) IdxAt(i int) int32 {
 	v := d.view()
 	if i < 0 || i >= len(v) {
 		return -1
@@ -362,16 +394,17 @@ func (d *tableData) idxAt(i int) int32 {
 	return v[i]
 }
 
-func (d *tableData) at(i int) *model.Key {
-	if j := d.idxAt(i); j >= 0 {
+// At returns the key shown at display row i, or nil.
+func (d *Data) At(i int) *model.Key {
+	if j := d.IdxAt(i); j >= 0 {
 		return d.all[j]
 	}
 	return nil
 }
 
-// rowOf returns the display row of snapshot index j, or -1. It scans
+// RowOf returns the display row of snapshot index j, or -1. It scans
 // int32s only: about 0.3 ms at 1M.
-func (d *tableData) rowOf(j int32) int {
+func (d *Data) RowOf(j int32) int {
 	if j < 0 {
 		return -1
 	}
@@ -386,8 +419,8 @@ func (d *tableData) rowOf(j int32) int {
 	return i
 }
 
-// indexOfID finds a key by id in display order, or -1. O(view).
-func (d *tableData) indexOfID(id string) int {
+// IndexOfID finds a key by id in display order, or -1. O(view).
+func (d *Data) IndexOfID(id string) int {
 	if id == "" {
 		return -1
 	}
@@ -403,10 +436,10 @@ func (d *tableData) indexOfID(id string) int {
 	return -1
 }
 
-func (d *tableData) setBit(bits []uint64, j int32) { bits[j>>6] |= 1 << (uint(j) & 63) }
+func (d *Data) setBit(bits []uint64, j int32) { bits[j>>6] |= 1 << (uint(j) & 63) }
 
 // segment returns key j's haystack text.
-func (d *tableData) segment(j int32) []byte {
+func (d *Data) segment(j int32) []byte {
 	s := j
 	if d.keySeg != nil {
 		s = d.keySeg[j]
@@ -416,7 +449,7 @@ func (d *tableData) segment(j int32) []byte {
 
 // descHits reports which shared descriptions contain needle; nil when
 // none does.
-func (d *tableData) descHits(needle []byte) []bool {
+func (d *Data) descHits(needle []byte) []bool {
 	var hits []bool
 	for x := 0; x+1 < len(d.descSegs); x++ {
 		if bytes.Contains(d.descs[d.descSegs[x]:d.descSegs[x+1]], needle) {
@@ -431,7 +464,7 @@ func (d *tableData) descHits(needle []byte) []bool {
 
 // matches reports whether key j's text contains needle; hits is
 // descHits(needle).
-func (d *tableData) matches(j int32, needle []byte, hits []bool) bool {
+func (d *Data) matches(j int32, needle []byte, hits []bool) bool {
 	if hits != nil && int(j) < len(d.descOf) {
 		if x := d.descOf[j]; x != noDesc && hits[x] {
 			return true
@@ -440,15 +473,15 @@ func (d *tableData) matches(j int32, needle []byte, hits []bool) bool {
 	return bytes.Contains(d.segment(j), needle)
 }
 
-// setQuery filters the current order by name, id or description
+// SetQuery filters the current order by name, id or description
 // (case-insensitive substring). Extending the query narrows the last
 // result; shortening it pops back to a saved one.
-func (d *tableData) setQuery(q string) {
+func (d *Data) SetQuery(q string) {
 	q = strings.ToLower(strings.TrimSpace(q))
-	for len(d.levels) > 1 && !strings.HasPrefix(q, d.query()) {
+	for len(d.levels) > 1 && !strings.HasPrefix(q, d.Query()) {
 		d.levels = d.levels[:len(d.levels)-1]
 	}
-	if q == d.query() {
+	if q == d.Query() {
 		return
 	}
 	prev := d.levels[len(d.levels)-1]
@@ -501,41 +534,4 @@ func (d *tableData) setQuery(q string) {
 	}
 	// Appending must not write into a slice a patch job may be reading.
 	d.levels = append(slices.Clip(d.levels), filterLevel{query: q, bits: bits, idx: filterByBits(prev.idx, bits)})
-}
-
-// containsFold reports whether h contains the lowercased needle n, folding
-// ASCII without allocating; non-ASCII needles take the slow path.
-func containsFold(h, n string) bool {
-	if len(n) == 0 {
-		return true
-	}
-	for i := 0; i < len(n); i++ {
-		if n[i] >= utf8.RuneSelf {
-			return strings.Contains(strings.ToLower(h), n)
-		}
-	}
-	first := n[0]
-	upper := first
-	if first >= 'a' && first <= 'z' {
-		upper = first - 'a' + 'A'
-	}
-	for i := 0; i+len(n) <= len(h); i++ {
-		if c := h[i]; c != first && c != upper {
-			continue
-		}
-		j := 1
-		for ; j < len(n); j++ {
-			c := h[i+j]
-			if c >= 'A' && c <= 'Z' {
-				c += 'a' - 'A'
-			}
-			if c != n[j] {
-				break
-			}
-		}
-		if j == len(n) {
-			return true
-		}
-	}
-	return false
 }

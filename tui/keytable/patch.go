@@ -1,4 +1,4 @@
-package tui
+package keytable
 
 import (
 	"hash/maphash"
@@ -10,33 +10,33 @@ import (
 
 // Live refresh without reloading: the store's change feed names the keys
 // that changed (created, updated, deleted, last used), and patch builds a
-// new tableData from the current one with just those keys updated. Each
+// new Data from the current one with just those keys updated. Each
 // sort order is patched by removing the changed keys and inserting them
 // back at binary-searched positions, which costs O(n) copying plus
 // O(m log n) comparisons instead of a full load and sort (about a second
 // of CPU at 1M keys). The base is never written: every slice a patch
 // changes is copied, so the UI keeps using the base meanwhile.
 
-// frozen returns a copy of d's UI-mutable fields (sort, filter levels,
+// Frozen returns a copy of d's UI-mutable fields (sort, filter levels,
 // cached orders), safe to read on another goroutine while the UI goes on
 // changing d.
-func (d *tableData) frozen() *tableData {
+func (d *Data) Frozen() *Data {
 	c := *d
 	c.levels = slices.Clip(slices.Clone(d.levels))
 	return &c
 }
 
 // buildIDs indexes every live key by id.
-func (d *tableData) buildIDs() {
-	d.ids = newIDIndex(d.all, d.counts.total)
+func (d *Data) buildIDs() {
+	d.ids = newIDIndex(d.all, d.counts.Total)
 }
 
 // idIndex finds a key's index by id: an open-addressing table over a
-// tableData's all, linear probing, 4 bytes a slot and at most half full
+// Data's all, linear probing, 4 bytes a slot and at most half full
 // (8 MB at 1M keys; a map[string]int32 took 56). A slot holds index+1,
 // 0 when empty; a slot whose key is nil in all (deleted) is a tombstone.
 // Like the map it replaces, one patch job at a time changes it in place
-// for the tableData it builds.
+// for the Data it builds.
 type idIndex struct {
 	slots []int32
 	taken int // slots not empty, tombstones included
@@ -105,11 +105,11 @@ type change struct {
 	old, new *model.Key // nil old: created; nil new: deleted
 }
 
-// keysOfChangedCreators returns the ids of the keys whose creator's
+// KeysOfChangedCreators returns the ids of the keys whose creator's
 // account differs between d.ops and ops (added, deleted, disabled,
 // enabled or re-added): their status may differ (model.StatusOf). It
 // scans the packed creator indexes, not the keys.
-func (d *tableData) keysOfChangedCreators(ops map[string]*model.Operator) []string {
+func (d *Data) KeysOfChangedCreators(ops map[string]*model.Operator) []string {
 	changed := make([]bool, len(d.creators))
 	some := false
 	for x, name := range d.creators {
@@ -129,25 +129,45 @@ func (d *tableData) keysOfChangedCreators(ops map[string]*model.Operator) []stri
 	return ids
 }
 
-// patch returns a new tableData with the keys ids re-read through get (nil
+// Patch returns a new Data with the keys ids re-read through get (nil
 // means the key no longer exists). b must be a frozen copy. ops, unless
-// nil, replaces the operators (see keysOfChangedCreators): a key in ids
+// nil, replaces the operators (see KeysOfChangedCreators): a key in ids
 // whose status it changes is patched even when the key itself did not
 // change. It also returns the index of focusID, or -1.
-func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[string]*model.Operator, focusID string) (*tableData, int32) {
+func (b *Data) Patch(get func(id string) *model.Key, ids []string, ops map[string]*model.Operator, focusID string) (*Data, int32) {
 	if b.ids == nil {
 		b.buildIDs()
 	}
 	if ops == nil {
 		ops = b.ops
 	}
-	n := &tableData{now: b.now, ops: ops, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
+	n := &Data{now: b.now, ops: ops, col: b.col, desc: b.desc, counts: b.counts, ids: b.ids,
 		creators: b.creators, creatorN: b.creatorN, hay: b.hay, segs: b.segs, segKey: b.segKey, keySeg: b.keySeg,
 		descs: b.descs, descSegs: b.descSegs, descOf: b.descOf}
 	n.all = slices.Clone(b.all)
 	// The sort key arrays are copied on first write: a last-used flush
 	// changes only used (4 of 12 bytes a key to copy).
 	n.exp, n.used, n.meta = b.exp, b.used, b.meta
+	chs := n.applyChanges(b, get, ids)
+	focus := int32(-1)
+	if j, ok := n.ids.find(n.all, focusID); ok {
+		focus = j
+	}
+	if len(chs) == 0 {
+		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
+		return n, focus
+	}
+	n.patchText(chs)
+	n.patchOrders(b, chs)
+	n.patchLevels(b.levels, chs)
+	return n, focus
+}
+
+// applyChanges re-reads the keys ids through get into n, a patch of b
+// still sharing b's slices: it updates the keys, the id index, the counts
+// and the sort keys (copying each array on its first write), and returns
+// the keys that changed.
+func (n *Data) applyChanges(b *Data, get func(id string) *model.Key, ids []string) []change {
 	var owned [3]bool
 	ownCreators := false
 	var chs []change
@@ -186,16 +206,13 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[
 			n.exp, n.used, n.meta = written(n.exp, j, exp, &owned[0]), written(n.used, j, used, &owned[1]), written(n.meta, j, meta, &owned[2])
 		}
 	}
-	focus := int32(-1)
-	if j, ok := n.ids.find(n.all, focusID); ok {
-		focus = j
-	}
-	if len(chs) == 0 {
-		n.orders, n.nameRank, n.levels = b.orders, b.nameRank, b.levels
-		return n, focus
-	}
-	n.patchText(chs)
+	return chs
+}
 
+// patchOrders gives n b's sort orders with the changed keys moved: in
+// every column a change moves them in, which are removed and inserted
+// back (mergeOrder); a column b never sorted stays unsorted.
+func (n *Data) patchOrders(b *Data, chs []change) {
 	// Which columns does each change move? A renamed, new or deleted key
 	// moves in every column (name order breaks the ties).
 	words := (len(n.all) + 63) / 64
@@ -206,8 +223,8 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[
 		for c := range numColumns {
 			moved := everywhere
 			switch {
-			case moved || c == colName:
-			case c == colCreated: // creator indexes, not ranks: the same in b and n
+			case moved || c == ColName:
+			case c == ColCreated: // creator indexes, not ranks: the same in b and n
 				moved = b.meta[ch.j]>>metaCreator != n.meta[ch.j]>>metaCreator
 			default:
 				moved = b.colKey(c, ch.j, nil) != n.colKey(c, ch.j, nil)
@@ -224,13 +241,13 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[
 			}
 		}
 	}
-	if marks[colName] != nil {
-		n.orders[colName] = mergeOrder(b.orders[colName], marks[colName], adds[colName], n.cmpName)
+	if marks[ColName] != nil {
+		n.orders[ColName] = mergeOrder(b.orders[ColName], marks[ColName], adds[ColName], n.cmpName)
 	} else {
-		n.orders[colName], n.nameRank = b.orders[colName], b.nameRank
+		n.orders[ColName], n.nameRank = b.orders[ColName], b.nameRank
 	}
 	ranks := creatorRanks(n.creators)
-	for c := colName + 1; c < numColumns; c++ {
+	for c := ColName + 1; c < numColumns; c++ {
 		switch {
 		case b.orders[c] == nil:
 			// not sorted: computed on demand from the sort keys
@@ -243,8 +260,6 @@ func (b *tableData) patch(get func(id string) *model.Key, ids []string, ops map[
 			n.orders[c] = mergeOrder(b.orders[c], marks[c], adds[c], n.colCmp(c, ranks))
 		}
 	}
-	n.patchLevels(b.levels, chs)
-	return n, focus
 }
 
 // written returns a with a[j] = v, copied first unless owned already
@@ -280,7 +295,7 @@ func cloneMap[K comparable, V any](m map[K]V) map[K]V {
 // haystack segment, and orphans its old one. The haystack and segment
 // starts only grow, so the base's view of them stays valid; the per-key
 // and per-segment maps are copied.
-func (n *tableData) patchText(chs []change) {
+func (n *Data) patchText(chs []change) {
 	var copied bool
 	for _, ch := range chs {
 		if ch.old != nil && ch.new != nil && ch.old.Name == ch.new.Name && ch.old.ID == ch.new.ID && ch.old.Description == ch.new.Description {
@@ -316,7 +331,7 @@ func (n *tableData) patchText(chs []change) {
 
 // segmentMaps returns copies of segKey and keySeg to change, made from
 // the identity when they are nil.
-func (n *tableData) segmentMaps() (segKey, keySeg []int32) {
+func (n *Data) segmentMaps() (segKey, keySeg []int32) {
 	if n.segKey != nil {
 		return slices.Clone(n.segKey), slices.Clone(n.keySeg)
 	}
@@ -329,7 +344,7 @@ func (n *tableData) segmentMaps() (segKey, keySeg []int32) {
 
 // patchLevels rebuilds the filter levels for n's order: each level's
 // bitmap is re-evaluated for the changed keys only.
-func (n *tableData) patchLevels(old []filterLevel, chs []change) {
+func (n *Data) patchLevels(old []filterLevel, chs []change) {
 	n.levels = []filterLevel{{idx: n.order(n.col)}}
 	words := (len(n.all) + 63) / 64
 	for _, l := range old[1:] {

@@ -1,11 +1,10 @@
-package tui
+package keytable
 
 import (
 	"cmp"
 	"fmt"
 	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 	"time"
 
@@ -13,7 +12,7 @@ import (
 )
 
 // refOrder sorts the live keys of d by col the slow, obvious way.
-func refOrder(d *tableData, col column) []string {
+func refOrder(d *Data, col Column) []string {
 	var live []*model.Key
 	for _, k := range d.all {
 		if k != nil {
@@ -28,16 +27,16 @@ func refOrder(d *tableData, col column) []string {
 	}
 	val := func(k *model.Key) int64 {
 		switch col {
-		case colRole:
+		case ColRole:
 			return int64(roleRank(k.Role))
-		case colStatus:
+		case ColStatus:
 			return int64(statusRank(d.status(k)))
-		case colExpires:
+		case ColExpires:
 			if k.ExpiresAt == nil {
 				return 1<<63 - 1
 			}
 			return k.ExpiresAt.Unix()
-		case colLastUsed:
+		case ColLastUsed:
 			if k.LastUsedAt == nil {
 				return -1 << 63
 			}
@@ -46,7 +45,7 @@ func refOrder(d *tableData, col column) []string {
 		return 0
 	}
 	slices.SortFunc(live, func(a, b *model.Key) int {
-		if col == colCreated {
+		if col == ColCreated {
 			if c := compareFold(a.CreatedBy, b.CreatedBy); c != 0 {
 				return c
 			}
@@ -65,13 +64,13 @@ func refOrder(d *tableData, col column) []string {
 
 // sortAll caches every column's order, as a session that visited all
 // columns without switching the others out would have.
-func sortAll(d *tableData) {
+func sortAll(d *Data) {
 	for c := range numColumns {
 		d.order(c)
 	}
 }
 
-func idsOf(d *tableData, order []int32) []string {
+func idsOf(d *Data, order []int32) []string {
 	ids := make([]string, len(order))
 	for i, j := range order {
 		ids[i] = d.all[j].ID
@@ -79,10 +78,10 @@ func idsOf(d *tableData, order []int32) []string {
 	return ids
 }
 
-func viewIDs(d *tableData) []string {
-	ids := make([]string, d.len())
+func viewIDs(d *Data) []string {
+	ids := make([]string, d.Len())
 	for i := range ids {
-		ids[i] = d.at(i).ID
+		ids[i] = d.At(i).ID
 	}
 	return ids
 }
@@ -109,10 +108,10 @@ func testKeys(n int, rng *rand.Rand) []*model.Key {
 
 func TestTableSortsMatchReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	d := newTableData(testKeys(3000, rng), testOps, colName, false, "", testNow)
+	d := New(testKeys(3000, rng), testOps, ColName, false, "", testNow)
 	for c := range numColumns {
 		if got, want := idsOf(d, d.order(c)), refOrder(d, c); !slices.Equal(got, want) {
-			t.Errorf("column %s: order differs from the reference", c)
+			t.Errorf("Column %s: order differs from the reference", c)
 		}
 	}
 }
@@ -125,12 +124,12 @@ func TestTablePatchMatchesReload(t *testing.T) {
 	var byID map[string]*model.Key
 	get := func(id string) *model.Key { return byID[id] }
 	for _, query := range []string{"", "ch", "with"} {
-		for _, col := range []column{colName, colLastUsed, colStatus, colCreated} {
+		for _, col := range []Column{ColName, ColLastUsed, ColStatus, ColCreated} {
 			byID = map[string]*model.Key{}
 			for _, k := range keys {
 				byID[k.ID] = k
 			}
-			d := newTableData(slices.Clone(keys), testOps, col, false, query, testNow)
+			d := New(slices.Clone(keys), testOps, col, false, query, testNow)
 			sortAll(d)
 			next := 0
 			for round := range 6 {
@@ -143,7 +142,7 @@ func TestTablePatchMatchesReload(t *testing.T) {
 					focus = ids[0]
 				}
 				var j int32
-				d, j = d.frozen().patch(get, ids, nil, focus)
+				d, j = d.Frozen().Patch(get, ids, nil, focus)
 				if focus != "" && byID[focus] != nil && (j < 0 || d.all[j].ID != focus) {
 					t.Fatalf("focus %s resolved to %d", focus, j)
 				}
@@ -151,13 +150,13 @@ func TestTablePatchMatchesReload(t *testing.T) {
 				for _, k := range byID {
 					live = append(live, k)
 				}
-				want := newTableData(live, testOps, col, false, query, testNow)
+				want := New(live, testOps, col, false, query, testNow)
 				for c := range numColumns {
 					if d.orders[c] == nil {
 						continue
 					}
 					if got, exp := idsOf(d, d.orders[c]), idsOf(want, want.order(c)); !slices.Equal(got, exp) {
-						t.Fatalf("q=%q col=%s round %d: column %s differs after patch (%d vs %d keys)", query, col, round, c, len(got), len(exp))
+						t.Fatalf("q=%q col=%s round %d: Column %s differs after patch (%d vs %d keys)", query, col, round, c, len(got), len(exp))
 					}
 				}
 				if got, exp := viewIDs(d), viewIDs(want); !slices.Equal(got, exp) {
@@ -167,12 +166,12 @@ func TestTablePatchMatchesReload(t *testing.T) {
 					t.Fatalf("counts %+v, want %+v", d.counts, want.counts)
 				}
 				// The patched data keeps filtering and sorting correctly.
-				d2 := d.frozen()
-				d2.setQuery(query + "a")
-				w2 := want.frozen()
-				w2.setQuery(query + "a")
-				d2.setSort(colExpires)
-				w2.setSort(colExpires)
+				d2 := d.Frozen()
+				d2.SetQuery(query + "a")
+				w2 := want.Frozen()
+				w2.SetQuery(query + "a")
+				d2.SetSort(ColExpires)
+				w2.SetSort(ColExpires)
 				if got, exp := viewIDs(d2), viewIDs(w2); !slices.Equal(got, exp) {
 					t.Fatalf("q=%q col=%s round %d: refiltered view differs", query, col, round)
 				}
@@ -218,104 +217,6 @@ func mutate(rng *rand.Rand, byID map[string]*model.Key, next *int) string {
 	}
 }
 
-// With a real store: last use, an edit, a delete and a create reach the
-// table as patches (no full reload), rows move in the current sort, and
-// the cursor stays on its key.
-func TestLiveRefreshPatches(t *testing.T) {
-	st, clk := newTestStore(t)
-	keys := seedKeys(t, st, clk)
-	used, tok, err := st.CreateKey("alice", model.KeySpec{Name: "zz-used", Role: model.RoleAdmin, Active: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := st.Subscribe()
-	defer sub.Close()
-	feed := func(d *driver) {
-		t.Helper()
-		select {
-		case <-sub.Ready():
-		case <-time.After(2 * time.Second):
-			t.Fatal("no change published")
-		}
-		d.send(feedMsg{changes: sub.Next()})
-	}
-	d := newDriver(t, newTestOptions(st, "alice"), 120, 30)
-	tbl := d.m.stack[0].(*keysTable)
-	d.keys("L", "L") // last used, newest first: "Never" keys last
-	d.keys("down", "down")
-	sel := tbl.selected()
-	row := func(name string) string {
-		for _, l := range strings.Split(d.view(), "\n") {
-			if strings.Contains(l, name) {
-				return l
-			}
-		}
-		return ""
-	}
-	if !strings.Contains(row("zz-used"), "Never") {
-		t.Fatalf("zz-used before use: %q", row("zz-used"))
-	}
-
-	// Last use: the row moves to the top and shows it; the cursor stays.
-	if r := st.Verify(tok, "", "", "10.0.0.9"); !r.Valid {
-		t.Fatalf("verify: %+v", r)
-	}
-	if err := st.FlushLastUsed(); err != nil {
-		t.Fatal(err)
-	}
-	feed(d)
-	if tbl.d.at(0).ID != used.ID || strings.Contains(row("zz-used"), "Never") {
-		t.Fatalf("zz-used after use: first row %q, row %q", tbl.d.at(0).Name, row("zz-used"))
-	}
-	if got := tbl.selected(); got == nil || got.ID != sel.ID {
-		t.Fatalf("cursor moved from %s to %v", sel.Name, got)
-	}
-
-	// Rename the selected key, delete another, create one elsewhere.
-	cur, _ := st.Key(sel.ID)
-	spec := model.SpecOf(cur)
-	spec.Name = "renamed-" + cur.Name
-	if _, err := st.EditKey("alice", cur.ID, cur.Version, spec); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.DeleteKey("alice", keys["root-admin"].ID); err != nil && keys["root-admin"].ID != sel.ID {
-		t.Fatal(err)
-	}
-	if _, _, err := st.CreateKey("alice", model.KeySpec{Name: "brand-new", Role: model.RoleAdmin, Active: true}); err != nil {
-		t.Fatal(err)
-	}
-	feed(d)
-	if got := tbl.selected(); got == nil || got.ID != sel.ID || got.Name != spec.Name {
-		t.Fatalf("cursor after rename: %v, want %s", got, spec.Name)
-	}
-	v := d.view()
-	if !strings.Contains(v, "renamed-") || !strings.Contains(v, "brand-new") || strings.Contains(v, "root-admin") || !strings.Contains(v, "6 keys") {
-		t.Fatalf("view after changes:\n%s", v)
-	}
-	if tbl.loads != 1 {
-		t.Errorf("%d full loads; changes should patch", tbl.loads)
-	}
-	// A filter typed meanwhile still applies to the patched data.
-	d.keys("/")
-	d.typeText("brand")
-	if tbl.d.len() != 1 || tbl.selected().Name != "brand-new" {
-		t.Fatalf("filter after patches: %d rows", tbl.d.len())
-	}
-}
-
-// testOperators are the creators of the test keys, all active since
-// before any key; testOps indexes them.
-var (
-	testOperators = func() []model.Operator {
-		var ops []model.Operator
-		for _, n := range []string{"alice", "bob", "Bob", "carol", "dave", "erin"} {
-			ops = append(ops, model.Operator{Name: n, Role: model.OperatorAdmin})
-		}
-		return ops
-	}()
-	testOps = operatorMap(testOperators)
-)
-
 // An operator disabled, enabled, deleted or re-added changes the status
 // of the keys it created (model.StatusOf): the patch that the change
 // feed's OperatorsChanged starts must give what a full reload gives, in
@@ -330,7 +231,7 @@ func TestTablePatchOperatorChanges(t *testing.T) {
 	}
 	get := func(id string) *model.Key { return byID[id] }
 	for _, query := range []string{"", "ch"} {
-		d := newTableData(slices.Clone(keys), testOps, colStatus, false, query, testNow)
+		d := New(slices.Clone(keys), testOps, ColStatus, false, query, testNow)
 		sortAll(d)
 		ops := testOps
 		steps := []func(m map[string]*model.Operator){
@@ -344,16 +245,16 @@ func TestTablePatchOperatorChanges(t *testing.T) {
 		for i, step := range steps {
 			next := cloneMap(ops)
 			step(next)
-			ids := d.keysOfChangedCreators(next)
-			d, _ = d.frozen().patch(get, ids, next, "")
+			ids := d.KeysOfChangedCreators(next)
+			d, _ = d.Frozen().Patch(get, ids, next, "")
 			ops = next
-			want := newTableData(slices.Clone(keys), ops, colStatus, false, query, testNow)
+			want := New(slices.Clone(keys), ops, ColStatus, false, query, testNow)
 			for c := range numColumns {
 				if d.orders[c] == nil {
 					continue
 				}
 				if got, exp := idsOf(d, d.orders[c]), idsOf(want, want.order(c)); !slices.Equal(got, exp) {
-					t.Fatalf("q=%q step %d: column %s differs after the operator patch", query, i, c)
+					t.Fatalf("q=%q step %d: Column %s differs after the operator patch", query, i, c)
 				}
 			}
 			if got, exp := viewIDs(d), viewIDs(want); !slices.Equal(got, exp) {
@@ -362,14 +263,14 @@ func TestTablePatchOperatorChanges(t *testing.T) {
 			if d.counts != want.counts {
 				t.Fatalf("q=%q step %d: counts %+v, want %+v", query, i, d.counts, want.counts)
 			}
-			for r := range d.len() {
-				k := d.at(r)
+			for r := range d.Len() {
+				k := d.At(r)
 				if got, exp := d.status(k), model.StatusOf(k, ops[k.CreatedBy], testNow); got != exp {
 					t.Fatalf("step %d: %s shown %s, want %s", i, k.ID, got, exp)
 				}
 			}
 		}
-		if d.counts.creatorOff == 0 {
+		if d.counts.CreatorOff == 0 {
 			t.Fatal("no key ended CREATOR_DISABLED: the test proves nothing")
 		}
 	}

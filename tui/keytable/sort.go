@@ -1,4 +1,4 @@
-package tui
+package keytable
 
 import (
 	"cmp"
@@ -15,7 +15,7 @@ import (
 // Sorting a million keys through *model.Key pointers costs seconds: every
 // comparison chases two pointers into a heap far bigger than the cache.
 // So each key's sort keys are laid out once, when the snapshot is built,
-// in compact per-column arrays (4 bytes a key each: tableData.exp, used,
+// in compact per-column arrays (4 bytes a key each: Data.exp, used,
 // meta), and every column's order is computed from those without
 // comparisons where possible:
 //
@@ -29,7 +29,7 @@ import (
 //     position) words, so ties stay in name order too.
 //
 // Every column therefore orders by (column value, name rank), a total
-// order that the live patches (tablepatch.go) keep with binary searches.
+// order that the live patches (patch.go) keep with binary searches.
 //
 // Only the name order is built with the snapshot; another column is
 // sorted when the admin picks it (10-45 ms at 1M) and cached until the
@@ -69,7 +69,7 @@ func sortKeys(k *model.Key, st model.DisplayStatus, creator uint32) (exp, used, 
 }
 
 // setSortKeys fills key j's sort keys.
-func (d *tableData) setSortKeys(j int32, k *model.Key, st model.DisplayStatus) {
+func (d *Data) setSortKeys(j int32, k *model.Key, st model.DisplayStatus) {
 	d.exp[j], d.used[j], d.meta[j] = sortKeys(k, st, d.creatorOf(k.CreatedBy))
 }
 
@@ -122,7 +122,7 @@ const nameChunks = 16
 // sorted by comparison. A round reads its chunk of every name in index
 // order, which is haystack order, so the haystack streams by instead of
 // being read at random.
-func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
+func (d *Data) sortByName(a, b []uint64, odd []uint64) []int32 {
 	n := len(d.all)
 	out := make([]int32, n)
 	for i := range out {
@@ -131,65 +131,21 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 	if n < 2 {
 		return out
 	}
-	chunk := make([]uint32, n)
-	split := make([]uint64, (n+64)/64) // bit p: position p starts a group; bit n ends the last
-	split[0] = 1
-	split[n>>6] |= 1 << (uint(n) & 63)
-	next := func(p int) int { // the first group start after p
-		p++
-		w := split[p>>6] >> (uint(p) & 63)
-		if w != 0 {
-			return p + bits.TrailingZeros64(w)
-		}
-		for i := p>>6 + 1; ; i++ {
-			if split[i] != 0 {
-				return i<<6 + bits.TrailingZeros64(split[i])
-			}
-		}
+	g := &nameGroups{
+		out:   out,
+		chunk: make([]uint32, n),
+		split: make([]uint64, (n+64)/64), // bit p: position p starts a group; bit n ends the last
+		done:  make([]uint64, (n+63)/64), // keys alone in their group: no more chunks to read
 	}
-	done := make([]uint64, (n+63)/64) // keys alone in their group: no more chunks to read
+	g.split[0] = 1
+	g.split[n>>6] |= 1 << (uint(n) & 63)
 	for round := range nameChunks {
-		for i := range n {
-			switch {
-			case done[i>>6]&(1<<(uint(i)&63)) != 0:
-			case odd != nil && odd[i>>6]&(1<<(uint(i)&63)) != 0:
-				chunk[i] = uint32(prefix8(tail(d.all[i].Name, 4*round)) >> 32)
-			case round > 0 && chunk[i]&0xff == 0:
-				chunk[i] = 0 // the name ended in the last chunk
-			default:
-				chunk[i] = hayChunk(d.hay[int(d.segs[i])+4*round:])
-			}
-		}
+		d.readChunks(g, odd, round)
 		open := false
 		for s := 0; s < n; {
-			e := next(s)
+			e := g.next(s)
 			if e-s > 1 {
-				g, buf := a[s:e], b[s:e]
-				for p, i := range out[s:e] {
-					g[p] = uint64(chunk[i])<<32 | uint64(uint32(i))
-				}
-				if len(g) < 256 {
-					slices.Sort(g)
-				} else {
-					g = radixSort(g, buf, 4)
-				}
-				run := 0
-				for p, w := range g {
-					out[s+p] = int32(uint32(w))
-					if p > 0 && w>>32 != g[p-1]>>32 {
-						split[(s+p)>>6] |= 1 << (uint(s+p) & 63)
-						if p-run == 1 {
-							i := uint32(g[run])
-							done[i>>6] |= 1 << (i & 63)
-						}
-						run = p
-					}
-					open = open || p-run > 0
-				}
-				if len(g)-run == 1 {
-					i := uint32(g[run])
-					done[i>>6] |= 1 << (i & 63)
-				}
+				open = g.sort(s, e, a[s:e], b[s:e]) || open
 			}
 			s = e
 		}
@@ -199,13 +155,86 @@ func (d *tableData) sortByName(a, b []uint64, odd []uint64) []int32 {
 	}
 	// Names that share their first 64 folded bytes: finish by comparison.
 	for s := 0; s < n; {
-		e := next(s)
+		e := g.next(s)
 		if e-s > 1 {
 			slices.SortFunc(out[s:e], func(x, y int32) int { return d.cmpName(x, y) })
 		}
 		s = e
 	}
 	return out
+}
+
+// nameGroups is the name sort's state: the order so far, split into
+// groups of keys that share every chunk read so far.
+type nameGroups struct {
+	out   []int32  // key indexes in name order so far
+	chunk []uint32 // each key's chunk of this round
+	split []uint64 // bit p: position p of out starts a group; bit n ends the last
+	done  []uint64 // bit i: key i is alone in its group
+}
+
+// next returns the first group start after position p.
+func (g *nameGroups) next(p int) int {
+	p++
+	w := g.split[p>>6] >> (uint(p) & 63)
+	if w != 0 {
+		return p + bits.TrailingZeros64(w)
+	}
+	for i := p>>6 + 1; ; i++ {
+		if g.split[i] != 0 {
+			return i<<6 + bits.TrailingZeros64(g.split[i])
+		}
+	}
+}
+
+// readChunks reads chunk round (bytes 4*round to 4*round+3 of the folded
+// name) of every key still in a group with others, in index order, which
+// is haystack order.
+func (d *Data) readChunks(g *nameGroups, odd []uint64, round int) {
+	for i := range g.chunk {
+		switch {
+		case g.done[i>>6]&(1<<(uint(i)&63)) != 0:
+		case odd != nil && odd[i>>6]&(1<<(uint(i)&63)) != 0:
+			g.chunk[i] = uint32(prefix8(tail(d.all[i].Name, 4*round)) >> 32)
+		case round > 0 && g.chunk[i]&0xff == 0:
+			g.chunk[i] = 0 // the name ended in the last chunk
+		default:
+			g.chunk[i] = hayChunk(d.hay[int(d.segs[i])+4*round:])
+		}
+	}
+}
+
+// sort sorts the group at positions s to e by this round's chunk (packed
+// above the key index; w and buf are scratch of its length), splitting it
+// where the chunk changes and marking the keys left alone. It reports
+// whether some keys still share a group.
+func (g *nameGroups) sort(s, e int, w, buf []uint64) (open bool) {
+	for p, i := range g.out[s:e] {
+		w[p] = uint64(g.chunk[i])<<32 | uint64(uint32(i))
+	}
+	if len(w) < 256 {
+		slices.Sort(w)
+	} else {
+		w = radixSort(w, buf, 4)
+	}
+	run := 0
+	for p, x := range w {
+		g.out[s+p] = int32(uint32(x))
+		if p > 0 && x>>32 != w[p-1]>>32 {
+			g.split[(s+p)>>6] |= 1 << (uint(s+p) & 63)
+			if p-run == 1 {
+				i := uint32(w[run])
+				g.done[i>>6] |= 1 << (i & 63)
+			}
+			run = p
+		}
+		open = open || p-run > 0
+	}
+	if len(w)-run == 1 {
+		i := uint32(w[run])
+		g.done[i>>6] |= 1 << (i & 63)
+	}
+	return open
 }
 
 // hayChunk packs the first 4 bytes of h before a 0 byte (the end of the
@@ -225,7 +254,7 @@ func hayChunk(h []byte) uint32 {
 	return w &^ (math.MaxUint32 >> (bits.LeadingZeros32(z) &^ 7))
 }
 
-func (d *tableData) cmpName(x, y int32) int {
+func (d *Data) cmpName(x, y int32) int {
 	a, b := d.all[x], d.all[y]
 	if c := compareFold(a.Name, b.Name); c != 0 {
 		return c
@@ -253,37 +282,37 @@ func creatorRanks(creators []string) []uint32 {
 }
 
 // colKey returns key i's value in column col (not Name); ranks are the
-// creator ranks for colCreated.
-func (d *tableData) colKey(col column, i int32, ranks []uint32) uint32 {
+// creator ranks for ColCreated.
+func (d *Data) colKey(col Column, i int32, ranks []uint32) uint32 {
 	switch col {
-	case colRole:
+	case ColRole:
 		return d.meta[i] >> metaRole & 3
-	case colStatus:
+	case ColStatus:
 		return d.meta[i] & metaStatus
-	case colExpires:
+	case ColExpires:
 		return d.exp[i]
-	case colLastUsed:
+	case ColLastUsed:
 		return d.used[i]
-	case colCreated:
+	case ColCreated:
 		return ranks[d.meta[i]>>metaCreator]
 	}
 	return 0
 }
 
 // sortColumn computes col's order from the sort keys and the name order.
-func (d *tableData) sortColumn(col column) []int32 {
-	byName := d.orders[colName]
-	if col == colName {
+func (d *Data) sortColumn(col Column) []int32 {
+	byName := d.orders[ColName]
+	if col == ColName {
 		return byName
 	}
 	var ranks []uint32
 	buckets := 8
-	if col == colCreated {
+	if col == ColCreated {
 		ranks = creatorRanks(d.creators)
 		buckets = len(d.creators)
 	}
 	out := make([]int32, len(byName))
-	if col == colRole || col == colStatus || col == colCreated {
+	if col == ColRole || col == ColStatus || col == ColCreated {
 		// Counting sort over the name order: stable, O(n). The keys are
 		// gathered first, so the random reads of the sort keys happen once.
 		keys := make([]uint32, len(byName))
@@ -318,8 +347,8 @@ func (d *tableData) sortColumn(col column) []int32 {
 // colCmp returns the comparison that col's order follows: the column
 // value, then the name rank (ranks must be the creator ranks, and
 // d.nameRank set).
-func (d *tableData) colCmp(col column, ranks []uint32) func(x, y int32) int {
-	if col == colName {
+func (d *Data) colCmp(col Column, ranks []uint32) func(x, y int32) int {
+	if col == ColName {
 		return d.cmpName
 	}
 	return func(x, y int32) int {

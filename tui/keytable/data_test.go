@@ -1,4 +1,4 @@
-package tui
+package keytable
 
 import (
 	"cmp"
@@ -43,17 +43,17 @@ func oddKeys(n int, rng *rand.Rand) []*model.Key {
 
 func TestTableOrdersMatchReferenceLarge(t *testing.T) {
 	rng := rand.New(rand.NewPCG(5, 6))
-	d := newTableData(oddKeys(20000, rng), testOps, colName, false, "", testNow)
+	d := New(oddKeys(20000, rng), testOps, ColName, false, "", testNow)
 	for c := range numColumns {
 		if got, want := idsOf(d, d.order(c)), refOrder(d, c); !slices.Equal(got, want) {
-			t.Errorf("column %s: order differs from the reference", c)
+			t.Errorf("Column %s: order differs from the reference", c)
 		}
 	}
 }
 
 // refFilter filters the way the filter promises: name, id or description
 // contains the query, case-insensitively.
-func refFilter(d *tableData, q string) []string {
+func refFilter(d *Data, q string) []string {
 	q = strings.ToLower(q)
 	var ids []string
 	for _, j := range d.levels[0].idx {
@@ -74,28 +74,28 @@ func TestTableFilterMatchesReference(t *testing.T) {
 		byID[k.ID] = k
 	}
 	get := func(id string) *model.Key { return byID[id] }
-	d := newTableData(slices.Clone(keys), testOps, colName, false, "", testNow)
+	d := New(slices.Clone(keys), testOps, ColName, false, "", testNow)
 	queries := []string{"u", "us", "used by", "USED BY THE", "note 1", "équipe", "ÉQUIPE 12", "key_0000001", "kelvin", "ärg",
 		"ch", "check", "team", "bill", "unique", "searchable", "charm"}
 	check := func(round int) {
 		t.Helper()
 		for _, q := range queries {
-			d.setQuery(q)
+			d.SetQuery(q)
 			if got, want := viewIDs(d), refFilter(d, q); !slices.Equal(got, want) {
 				t.Fatalf("round %d, query %q: %d keys, want %d", round, q, len(got), len(want))
 			}
 		}
-		d.setQuery("")
+		d.SetQuery("")
 	}
 	check(0)
 	next := 0
 	for round := 1; round <= 4; round++ {
-		d.setQuery("us") // patched with a filter active, then refiltered
+		d.SetQuery("us") // patched with a filter active, then refiltered
 		var ids []string
 		for range 500 {
 			ids = append(ids, mutate(rng, byID, &next))
 		}
-		d, _ = d.frozen().patch(get, ids, nil, "")
+		d, _ = d.Frozen().Patch(get, ids, nil, "")
 		if got, want := viewIDs(d), refFilter(d, "us"); !slices.Equal(got, want) {
 			t.Fatalf("round %d: patched filter gives %d keys, want %d", round, len(got), len(want))
 		}

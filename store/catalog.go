@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	bolt "go.etcd.io/bbolt"
@@ -141,4 +142,22 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 		return err
 	})
 	return n, err
+}
+
+func listDiff(label string, a, b []string) string {
+	var add, del []string
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			add = append(add, "+"+x)
+		}
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			del = append(del, "-"+x)
+		}
+	}
+	if len(add)+len(del) == 0 {
+		return ""
+	}
+	return label + " " + strings.Join(append(add, del...), " ")
 }

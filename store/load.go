@@ -183,20 +183,38 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			intern := map[string]string{}
-			var scratch []byte
-			var grants grantTable
-			for b := range work {
-				b.decode(intern, &scratch, &grants)
-				r := b.recs
-				b.recs = nil
-				r.release(m)
-				r.ids, r.vals, r.lus = r.ids[:0], r.vals[:0], r.lus[:0]
-				free <- r
-				close(b.done)
-			}
+			decodeBatches(work, free, m)
 		}()
 	}
+	batches, n := cutBatches(tx, work, free)
+	close(work)
+	if err := s.insertBatches(batches, n); err != nil {
+		return err
+	}
+	return s.loadHashes(tx, workers, m)
+}
+
+// decodeBatches is a load worker: it decodes the batches of work, releases
+// the pages their records were on and hands the record slices back to free.
+func decodeBatches(work <-chan *loadBatch, free chan<- *loadRecs, m fileMapping) {
+	intern := map[string]string{}
+	var scratch []byte
+	var grants grantTable
+	for b := range work {
+		b.decode(intern, &scratch, &grants)
+		r := b.recs
+		b.recs = nil
+		r.release(m)
+		r.ids, r.vals, r.lus = r.ids[:0], r.vals[:0], r.lus[:0]
+		free <- r
+		close(b.done)
+	}
+}
+
+// cutBatches walks the keys bucket and, beside it, the last-used bucket
+// (both in id order), cuts the records into batches and queues each on
+// work. It returns the batches in order and how many keys they hold.
+func cutBatches(tx *bolt.Tx, work chan<- *loadBatch, free chan *loadRecs) ([]*loadBatch, int) {
 	var batches []*loadBatch
 	var cur *loadBatch
 	flush := func() {
@@ -242,8 +260,13 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 	if cur != nil {
 		flush()
 	}
-	close(work)
+	return batches, n
+}
 
+// insertBatches waits for each decoded batch in turn and inserts its keys
+// into s.slots and s.graces, in id order, so duplicates resolve as in a
+// sequential walk. n is how many keys the batches hold.
+func (s *Store) insertBatches(batches []*loadBatch, n int) error {
 	// Size the maps once: growing them key by key costs a rehash of every
 	// entry at each doubling.
 	if n > s.slots.live {
@@ -276,7 +299,7 @@ func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
 			}
 		}
 	}
-	return s.loadHashes(tx, workers, m)
+	return nil
 }
 
 // decode decodes b's records into its slabs. intern, scratch and grants
@@ -350,18 +373,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for b := range work {
-				b.es = b.es[:len(b.vs)]
-				for i, v := range b.vs {
-					// decodeHashRef without allocating the id
-					slot, ok := s.slots.lookup(string(v[1:]))
-					if !ok {
-						slot = noSlot
-					}
-					b.es[i] = slot
-				}
-				close(b.done)
-			}
+			s.resolveHashes(work)
 		}()
 	}
 	var inflight []*hashBatch // oldest first
@@ -370,25 +382,7 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 	apply := func() *hashBatch {
 		b := inflight[0]
 		inflight = inflight[1:]
-		<-b.done
-		for i, slot := range b.es {
-			if slot == noSlot {
-				continue // an orphan hash verifies as NOT_FOUND either way
-			}
-			h := [32]byte(b.hs[i])
-			s.hashes.add(h, slot)
-			if e := s.slots.at(slot); b.vs[i][0] == 1 { // previous
-				e.prev, e.hasPrev = h, true
-			} else {
-				e.cur = h
-			}
-		}
-		for i, h := range b.hs {
-			pages.add(h)
-			pages.add(b.vs[i])
-		}
-		pages.release()
-		b.hs, b.vs, b.es = b.hs[:0], b.vs[:0], b.es[:0]
+		s.applyHashes(b, &pages)
 		return b
 	}
 	c := tx.Bucket(bHashes).Cursor()
@@ -423,4 +417,46 @@ func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
 		apply()
 	}
 	return nil
+}
+
+// resolveHashes is a hash-load worker: it looks up the slot each record
+// of a batch names (reads of s.slots only).
+func (s *Store) resolveHashes(work <-chan *hashBatch) {
+	for b := range work {
+		b.es = b.es[:len(b.vs)]
+		for i, v := range b.vs {
+			// decodeHashRef without allocating the id
+			slot, ok := s.slots.lookup(string(v[1:]))
+			if !ok {
+				slot = noSlot
+			}
+			b.es[i] = slot
+		}
+		close(b.done)
+	}
+}
+
+// applyHashes waits for b to be resolved, adds its hashes to the index
+// and the entries, releases the pages its records were on and empties it
+// for reuse.
+func (s *Store) applyHashes(b *hashBatch, pages *pageRun) {
+	<-b.done
+	for i, slot := range b.es {
+		if slot == noSlot {
+			continue // an orphan hash verifies as NOT_FOUND either way
+		}
+		h := [32]byte(b.hs[i])
+		s.hashes.add(h, slot)
+		if e := s.slots.at(slot); b.vs[i][0] == 1 { // previous
+			e.prev, e.hasPrev = h, true
+		} else {
+			e.cur = h
+		}
+	}
+	for i, h := range b.hs {
+		pages.add(h)
+		pages.add(b.vs[i])
+	}
+	pages.release()
+	b.hs, b.vs, b.es = b.hs[:0], b.vs[:0], b.es[:0]
 }

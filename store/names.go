@@ -111,63 +111,81 @@ func Peek(path string, n int, opts Options) (PeekResult, error) {
 	defer db.Close()
 	var res PeekResult
 	err = db.View(func(tx *bolt.Tx) error {
-		version, fresh, err := readSchema(tx, path)
-		if err != nil {
-			return err
-		}
-		if fresh {
-			return fmt.Errorf("%s: %w", path, ErrNoIndex)
-		}
-		// The buckets first: a file that is not a keyward database must be
-		// refused as one, not told to open it once to add an index.
-		required := allBuckets
-		if version < schemaNamesIndex {
-			required = v1Buckets
-		}
-		if err := checkBuckets(tx, path, required); err != nil {
-			return err
-		}
-		if version < schemaNamesIndex {
-			return fmt.Errorf("%s: %w", path, ErrNoIndex)
-		}
-		if res.Total, err = readKeyCount(tx.Bucket(bMeta)); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		kb, lb := tx.Bucket(bKeys), tx.Bucket(bLastUsed)
-		intern := map[string]string{}
-		res.Keys = make([]*model.Key, 0, max(0, min(n, res.Total)))
-		c := tx.Bucket(bNames).Cursor()
-		for k, id := c.First(); k != nil && len(res.Keys) < n; k, id = c.Next() {
-			rec := kb.Get(id)
-			if rec == nil {
-				return fmt.Errorf("%s: %w (the name index names key %q, which does not exist)", path, ErrDamaged, model.Sanitize(string(id)))
-			}
-			key, err := decodeKey(rec, intern)
-			if err != nil {
-				return fmt.Errorf("%s: key %q: %w", path, model.Sanitize(string(id)), err)
-			}
-			// As the loader: a record too short to decode is ignored.
-			if lv := lb.Get(id); lv != nil {
-				if at, from, err := decodeLastUsed(lv); err == nil {
-					t := time.Unix(0, at).UTC()
-					key.LastUsedAt, key.LastUsedFrom = &t, from
-				}
-			}
-			res.Keys = append(res.Keys, key)
-		}
-		return tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
-			var op model.Operator
-			if err := json.Unmarshal(v, &op); err != nil {
-				return fmt.Errorf("%s: operator %q: %w", path, model.Sanitize(string(k)), err)
-			}
-			res.Operators = append(res.Operators, op)
-			return nil
-		})
+		var err error
+		res, err = peekTx(tx, path, n)
+		return err
 	})
 	if err != nil {
 		return PeekResult{}, err
 	}
 	return res, nil
+}
+
+// peekTx is Peek's read, in tx.
+func peekTx(tx *bolt.Tx, path string, n int) (PeekResult, error) {
+	var res PeekResult
+	version, fresh, err := readSchema(tx, path)
+	if err != nil {
+		return res, err
+	}
+	if fresh {
+		return res, fmt.Errorf("%s: %w", path, ErrNoIndex)
+	}
+	// The buckets first: a file that is not a keyward database must be
+	// refused as one, not told to open it once to add an index.
+	required := allBuckets
+	if version < schemaNamesIndex {
+		required = v1Buckets
+	}
+	if err := checkBuckets(tx, path, required); err != nil {
+		return res, err
+	}
+	if version < schemaNamesIndex {
+		return res, fmt.Errorf("%s: %w", path, ErrNoIndex)
+	}
+	if res.Total, err = readKeyCount(tx.Bucket(bMeta)); err != nil {
+		return res, fmt.Errorf("%s: %w", path, err)
+	}
+	if res.Keys, err = peekKeys(tx, path, n, min(n, res.Total)); err != nil {
+		return res, err
+	}
+	err = tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
+		var op model.Operator
+		if err := json.Unmarshal(v, &op); err != nil {
+			return fmt.Errorf("%s: operator %q: %w", path, model.Sanitize(string(k)), err)
+		}
+		res.Operators = append(res.Operators, op)
+		return nil
+	})
+	return res, err
+}
+
+// peekKeys decodes the first n keys in name order, with their last use;
+// room is how many it expects.
+func peekKeys(tx *bolt.Tx, path string, n, room int) ([]*model.Key, error) {
+	kb, lb := tx.Bucket(bKeys), tx.Bucket(bLastUsed)
+	intern := map[string]string{}
+	keys := make([]*model.Key, 0, max(0, room))
+	c := tx.Bucket(bNames).Cursor()
+	for k, id := c.First(); k != nil && len(keys) < n; k, id = c.Next() {
+		rec := kb.Get(id)
+		if rec == nil {
+			return nil, fmt.Errorf("%s: %w (the name index names key %q, which does not exist)", path, ErrDamaged, model.Sanitize(string(id)))
+		}
+		key, err := decodeKey(rec, intern)
+		if err != nil {
+			return nil, fmt.Errorf("%s: key %q: %w", path, model.Sanitize(string(id)), err)
+		}
+		// As the loader: a record too short to decode is ignored.
+		if lv := lb.Get(id); lv != nil {
+			if at, from, err := decodeLastUsed(lv); err == nil {
+				t := time.Unix(0, at).UTC()
+				key.LastUsedAt, key.LastUsedFrom = &t, from
+			}
+		}
+		keys = append(keys, key)
+	}
+	return keys, nil
 }
 
 // foldedName is one entry of the names bucket.

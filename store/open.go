@@ -130,51 +130,77 @@ func DefaultPath() (string, error) {
 // created 0700 and the file 0600. If another process holds the file, Open
 // returns a *LockedError within opts.Timeout.
 func Open(path string, opts Options) (*Store, error) {
-	if opts.Timeout <= 0 {
-		opts.Timeout = time.Second
-	}
-	if opts.FlushInterval <= 0 {
-		opts.FlushInterval = 5 * time.Second
-	}
-	if opts.Now == nil {
-		opts.Now = time.Now
-	}
-	if opts.TokenPrefix == "" {
-		opts.TokenPrefix = model.DefaultPrefix
-	}
-	if opts.Lock.Started.IsZero() {
-		opts.Lock.Started = time.Now().UTC()
-	}
 	if path == "" {
 		return nil, errors.New("no database path given")
 	}
-	if opts.Warn == nil {
-		opts.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "keyward: warning: "+model.Sanitize(msg)) }
+	opts.fill()
+	db, readOnly, err := openFile(path, &opts)
+	if err != nil {
+		return nil, err
 	}
-	dir := filepath.Dir(path)
-	if opts.NoCreateDir {
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, &NoDirError{Dir: dir}
-		}
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating database directory: %w", err)
+	s := &Store{
+		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
+		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
+		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
+		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	fi, statErr := lstatDB(path)
-	if statErr != nil && !errors.Is(statErr, fs.ErrNotExist) {
-		if errors.Is(statErr, ErrUnsafeFile) {
-			return nil, statErr
-		}
-		return nil, fmt.Errorf("opening database %s: %w", path, statErr)
+	if !opts.Lean {
+		s.slots.snaps = [][]*model.Key{}
 	}
-	if statErr == nil {
-		if err := checkFile(path, fi); err != nil {
-			return nil, err
-		}
+	if err := s.init(); err != nil {
+		return s.failOpen(err)
 	}
-	if statErr == nil && fi.Size() == 0 && fi.Mode().Perm()&0o077 != 0 {
-		// An empty file (touch, mktemp) has nothing to lose and becomes a
-		// new database; it gets a new database's mode too.
-		_ = os.Chmod(path, 0o600)
+	if err := s.load(); err != nil {
+		return s.failOpen(err)
+	}
+	if opts.Lean {
+		// The load decoded every key and kept none of it: hand that
+		// memory back now (a few ms: the lean heap is cheap to collect)
+		// rather than carry it as RSS until the scavenger gets to it.
+		debug.FreeOSMemory()
+	}
+	go s.flushLoop()
+	return s, nil
+}
+
+// fill sets the defaults of every unset option.
+func (o *Options) fill() {
+	if o.Timeout <= 0 {
+		o.Timeout = time.Second
+	}
+	if o.FlushInterval <= 0 {
+		o.FlushInterval = 5 * time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.TokenPrefix == "" {
+		o.TokenPrefix = model.DefaultPrefix
+	}
+	if o.Lock.Started.IsZero() {
+		o.Lock.Started = time.Now().UTC()
+	}
+	if o.Warn == nil {
+		o.Warn = func(msg string) { fmt.Fprintln(os.Stderr, "keyward: warning: "+model.Sanitize(msg)) }
+	}
+}
+
+// failOpen undoes what Open did before err: the lock file and the handle.
+func (s *Store) failOpen(err error) (*Store, error) {
+	if !s.readOnly {
+		_ = os.Remove(lockPath(s.path))
+	}
+	s.db.Close()
+	return nil, err
+}
+
+// openFile checks path and opens it with bbolt (read-only if the file is
+// not writable, which turns opts.NoLastUsed on), writes the lock file and
+// gives the warnings about modes and the master key.
+func openFile(path string, opts *Options) (*bolt.DB, bool, error) {
+	fi, err := statDB(path, opts)
+	if err != nil {
+		return nil, false, err
 	}
 	// No InitialMmapSize: it would save a bulk import's remaps, but bbolt
 	// then grows the file in 16 MiB steps, so every tiny DB is 16 MiB.
@@ -182,7 +208,7 @@ func Open(path string, opts Options) (*Store, error) {
 		FreelistType: bolt.FreelistMapType, OpenFile: dbOpenFile}
 	db, err := bolt.Open(path, 0o600, bopts)
 	readOnly := false
-	if err != nil && statErr == nil && fi.Size() > 0 && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
+	if err != nil && fi != nil && fi.Size() > 0 && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
 		// A file we may read but not write (chmod 0400, chattr +i, a
 		// read-only mount): open it read-only so listing still works, and
 		// refuse changes with ErrReadOnly.
@@ -194,7 +220,7 @@ func Open(path string, opts Options) (*Store, error) {
 		}
 	}
 	if err != nil {
-		return nil, openError(path, err)
+		return nil, false, openError(path, err)
 	}
 	if !readOnly {
 		// The lock file is written before the (possibly long) load, so a
@@ -204,52 +230,63 @@ func Open(path string, opts Options) (*Store, error) {
 		// another process's message (reads must work on a full disk).
 		if err := writeLockInfo(path, opts.Lock); errors.Is(err, ErrUnsafeFile) {
 			db.Close()
-			return nil, fmt.Errorf("lock file: %w", err)
+			return nil, false, fmt.Errorf("lock file: %w", err)
 		}
 	}
+	openWarnings(path, opts.Warn)
+	return db, readOnly, nil
+}
+
+// statDB makes the database's directory (or, with opts.NoCreateDir,
+// refuses a missing one) and checks what is at path: nil if nothing is,
+// a refusal if it cannot be a database. An empty file gets a new
+// database's mode.
+func statDB(path string, opts *Options) (fs.FileInfo, error) {
+	dir := filepath.Dir(path)
+	if opts.NoCreateDir {
+		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
+			return nil, &NoDirError{Dir: dir}
+		}
+	} else if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating database directory: %w", err)
+	}
+	fi, err := lstatDB(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		if errors.Is(err, ErrUnsafeFile) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("opening database %s: %w", path, err)
+	}
+	if err := checkFile(path, fi); err != nil {
+		return nil, err
+	}
+	if fi.Size() == 0 && fi.Mode().Perm()&0o077 != 0 {
+		// An empty file (touch, mktemp) has nothing to lose and becomes a
+		// new database; it gets a new database's mode too.
+		_ = os.Chmod(path, 0o600)
+	}
+	return fi, nil
+}
+
+// openWarnings warns about a database file or directory others may read,
+// and about a master key that cannot be used.
+func openWarnings(path string, warn func(string)) {
 	if fi, err := os.Lstat(path); err == nil {
 		if w := dbFileWarning(path, fi); w != "" {
-			opts.Warn(w)
+			warn(w)
 		}
 	}
-	if w := DirWarning(dir); w != "" {
-		opts.Warn(w)
+	if w := DirWarning(filepath.Dir(path)); w != "" {
+		warn(w)
 	}
 	if _, err := ReadSecretFile(MasterKeyPath(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Verification never needs it; revealing or rotating the shared
 		// secret refuses it (see masterKey). Say so now, not then.
-		opts.Warn(fmt.Sprintf("master key: %v; revealing or rotating the shared secret is refused until this is fixed", err))
+		warn(fmt.Sprintf("master key: %v; revealing or rotating the shared secret is refused until this is fixed", err))
 	}
-	s := &Store{
-		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
-		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
-		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
-	}
-	if !opts.Lean {
-		s.slots.snaps = [][]*model.Key{}
-	}
-	fail := func(err error) (*Store, error) {
-		if !readOnly {
-			_ = os.Remove(lockPath(path))
-		}
-		db.Close()
-		return nil, err
-	}
-	if err := s.init(); err != nil {
-		return fail(err)
-	}
-	if err := s.load(); err != nil {
-		return fail(err)
-	}
-	if opts.Lean {
-		// The load decoded every key and kept none of it: hand that
-		// memory back now (a few ms: the lean heap is cheap to collect)
-		// rather than carry it as RSS until the scavenger gets to it.
-		debug.FreeOSMemory()
-	}
-	go s.flushLoop()
-	return s, nil
 }
 
 // checkFile refuses, before bbolt touches it, an existing path that cannot

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"io"
+	"time"
 
 	"github.com/keyward/keyward/model"
 )
@@ -175,10 +176,10 @@ type Write struct {
 	Audit []model.AuditEvent
 	// Bulk says the write holds many keys: write them for throughput.
 	Bulk bool
-	// Init creates the store (schema, meta records) in the same commit:
-	// the first operator of a new database is never apart from it.
-	// ErrConflict if the store exists.
-	Init bool
+	// InitAt, if not zero, creates the store (schema, meta records),
+	// created at that time, in the same commit: the first operator of a
+	// new database is never apart from it. ErrConflict if it exists.
+	InitAt time.Time
 }
 
 // ExpiredHash is a key's previous secret hash, once its grace has ended.

@@ -1,13 +1,8 @@
 package store
 
 import (
-	"bytes"
 	"fmt"
-	"slices"
-	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -75,78 +70,17 @@ func (s *Store) drawBulk(t *txn, specs []model.KeySpec, each func(i int, nk *new
 	return recs, nil
 }
 
-// putBulk is the one bulk writer behind ImportKeys and SeedKeys: it writes
-// recs (drawn by drawBulk in t), their last-used records, hashes and names,
-// and auditIdx (the per-target audit index keys of the batch's events),
-// and schedules their memory updates.
-//
-// Ids and hashes are random, and bbolt only splits nodes at commit, so
-// inserting 100k random keys one by one costs O(n²) memmoves inside one
-// huge node. The records are therefore written in key order, bucket by
-// bucket. Sorted inserts fill pages left to right; splitting them at the
-// default 50% would leave every new page half empty (a bigger file, more
-// remaps while it grows, more to fsync), so pages are filled to 90%.
-func (s *Store) putBulk(t *txn, recs []newKeyRec, auditIdx [][]byte) error {
-	kb, hb, lb := t.tx.Bucket(bKeys), t.tx.Bucket(bHashes), t.tx.Bucket(bLastUsed)
-	kb.FillPercent, hb.FillPercent, lb.FillPercent = 0.9, 0.9, 0.9
-	byID := slices.Clone(recs)
-	slices.SortFunc(byID, func(a, b newKeyRec) int { return strings.Compare(a.key.ID, b.key.ID) })
-	for _, nk := range byID {
-		if err := kb.Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
-			return err
-		}
-	}
-	for _, nk := range byID {
-		if k := nk.key; k.LastUsedAt != nil {
-			if err := lb.Put([]byte(k.ID), encodeLastUsed(k.LastUsedAt.UnixNano(), k.LastUsedFrom)); err != nil {
-				return err
-			}
-		}
-	}
-	slices.SortFunc(byID, func(a, b newKeyRec) int { return bytes.Compare(a.hash[:], b.hash[:]) })
-	for _, nk := range byID {
-		if err := hb.Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
-			return err
-		}
-	}
-	if err := putSortedIndex(t.tx.Bucket(bAuditKey), auditIdx); err != nil {
-		return err
-	}
-	if err := putNamesSorted(t.tx, recs); err != nil {
-		return err
-	}
-	if err := addKeyCount(t.tx, len(recs)); err != nil {
-		return err
-	}
-	for _, nk := range recs {
+// putBulk is the one bulk writer behind ImportKeys and SeedKeys: it adds
+// recs (drawn by drawBulk in t) to t as one bulk write, which the backend
+// writes for throughput (Backend.Import), and schedules their memory
+// updates. A key's LastUsedAt is written too (seeded history).
+func (s *Store) putBulk(t *txn, recs []newKeyRec) {
+	t.w.Bulk = true
+	t.w.Keys = make([]KeyPut, len(recs))
+	for i, nk := range recs {
+		t.w.Keys[i] = KeyPut{New: nk.key, Hashes: KeyHashes{Cur: nk.hash}}
 		s.scheduleInsert(t, nk)
 	}
-	return nil
-}
-
-// putSortedIndex writes index keys (empty values) in key order.
-func putSortedIndex(b *bolt.Bucket, keys [][]byte) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	slices.SortFunc(keys, bytes.Compare)
-	b.FillPercent = 0.9
-	for _, k := range keys {
-		if err := b.Put(k, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// putNamesSorted adds the names of a batch of new keys to the index in
-// name order, for the reason putBulk writes its other buckets sorted.
-func putNamesSorted(tx *bolt.Tx, recs []newKeyRec) error {
-	all := make([]foldedName, len(recs))
-	for i, nk := range recs {
-		all[i] = foldedName{foldName(nk.key.Name), nk.key.ID}
-	}
-	return putNames(tx.Bucket(bNames), all, 0.9)
 }
 
 // ImportKeys creates many keys in one transaction (migrations, tests and
@@ -163,20 +97,16 @@ func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, [
 	keys := make([]*model.Key, 0, len(specs))
 	tokens := make([]string, 0, len(specs))
 	err = s.write(actor, func(t *txn) error {
-		t.tx.Bucket(bAudit).FillPercent = 1 // sequence keys only ever append
-		idx := make([][]byte, 0, len(specs))
+		t.w.Audit = make([]model.AuditEvent, 0, len(specs))
 		recs, err := s.drawBulk(t, specs, func(_ int, nk *newKeyRec) error {
-			ik, err := appendAuditEvent(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: model.ActKeyCreate,
+			t.w.Audit = append(t.w.Audit, model.AuditEvent{Time: t.now, Actor: t.actor, Action: model.ActKeyCreate,
 				Target: nk.key.ID, Detail: "imported: " + describeNew(nk.key)})
-			idx = append(idx, ik)
-			return err
+			return nil
 		})
 		if err != nil {
 			return err
 		}
-		if err := s.putBulk(t, recs, idx); err != nil {
-			return err
-		}
+		s.putBulk(t, recs)
 		for _, nk := range recs {
 			keys = append(keys, nk.key)
 			tokens = append(tokens, nk.token)
@@ -235,9 +165,7 @@ func (s *Store) SeedKeys(actor string, keys []SeedKey) (int, error) {
 		if err != nil {
 			return err
 		}
-		if err := s.putBulk(t, recs, nil); err != nil {
-			return err
-		}
+		s.putBulk(t, recs)
 		t.changes = []Change{{Kind: Resync}}
 		return t.audit(model.ActKeyCreate, "", "dev seed: "+model.Count(len(recs), "key", "")+" of development data (one event for the batch, not one per key)")
 	})

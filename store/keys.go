@@ -1,11 +1,10 @@
 package store
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -38,17 +37,47 @@ func nameTaken(name, other string) error {
 }
 
 // newToken creates a token whose hash is not already indexed.
-func (s *Store) newToken(b *bolt.Bucket) (model.Token, [32]byte, error) {
+func (s *Store) newToken() (model.Token, [32]byte, error) {
 	for {
 		tok, err := model.GenerateToken(s.prefix)
 		if err != nil {
 			return model.Token{}, [32]byte{}, err
 		}
 		h := tok.Hash()
-		if b.Get(h[:]) == nil {
+		if !s.hashTaken(&h) {
 			return tok, h, nil
 		}
 	}
+}
+
+// hashTaken reports whether a key's secret hashes to h. The in-memory
+// index holds every live hash.
+func (s *Store) hashTaken(h *[32]byte) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, _, ok := s.hashes.lookup(h, &s.slots)
+	return ok
+}
+
+// idTaken reports whether a key has id.
+func (s *Store) idTaken(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.slots.lookup(id)
+	return ok
+}
+
+// checkNameFree refuses name if a key other than selfID uses it. The
+// backend checks again in the commit, so two writes cannot both take it.
+func (s *Store) checkNameFree(name, selfID string) error {
+	other, taken, err := s.be.NameOwner(context.Background(), name)
+	if err != nil {
+		return err
+	}
+	if taken && other != selfID {
+		return nameTaken(name, other)
+	}
+	return nil
 }
 
 // CreateKey validates spec, stores a new key and returns it with its token.
@@ -80,24 +109,13 @@ func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string,
 	return key, token, nil
 }
 
-// insertKey writes one new key inside t and schedules its memory update.
+// insertKey adds one new key to t and schedules its memory update.
 func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error) {
 	nk, err := s.newKey(t, spec, nil)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := t.tx.Bucket(bKeys).Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
-		return nil, "", err
-	}
-	if err := t.tx.Bucket(bHashes).Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
-		return nil, "", err
-	}
-	if err := putName(t.tx, nk.key.Name, nk.key.ID); err != nil {
-		return nil, "", err
-	}
-	if err := addKeyCount(t.tx, 1); err != nil {
-		return nil, "", err
-	}
+	t.w.Keys = append(t.w.Keys, KeyPut{New: nk.key, Hashes: KeyHashes{Cur: nk.hash}})
 	s.scheduleInsert(t, nk)
 	return nk.key, nk.token, nil
 }
@@ -114,10 +132,9 @@ type newKeyRec struct {
 // unused. The caller writes the key, its hash and its name. Names within a
 // batch are checked by the caller before the transaction.
 func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyRec, error) {
-	if err := checkNameFree(t.tx, spec.Name, ""); err != nil {
+	if err := s.checkNameFree(spec.Name, ""); err != nil {
 		return newKeyRec{}, err
 	}
-	hb, kb := t.tx.Bucket(bHashes), t.tx.Bucket(bKeys)
 	var tok model.Token
 	var h [32]byte
 	for {
@@ -131,7 +148,7 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 				continue
 			}
 		}
-		if hb.Get(h[:]) == nil {
+		if !s.hashTaken(&h) {
 			break
 		}
 	}
@@ -146,7 +163,7 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 				continue
 			}
 		}
-		if kb.Get([]byte(id)) == nil {
+		if !s.idTaken(id) {
 			break
 		}
 	}
@@ -183,11 +200,13 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
 
-// load-modify-store helper: fn returns the new key (or nil to delete).
+// modifyKey is the read-modify-write of one key: fn returns the new key
+// (or nil for no change), and the write is conditioned on the version
+// read. t.hashes, if fn sets it, replaces the key's secret hashes.
 func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
 	var out *model.Key
 	err := s.write(actor, func(t *txn) error {
-		cur, err := readKey(t.tx, id) // the file and memory agree under wmu
+		cur, err := s.be.Key(context.Background(), id) // the backend and memory agree under wmu
 		if err != nil {
 			return err
 		}
@@ -201,17 +220,12 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		}
 		next.Version = cur.Version + 1
 		next.UpdatedAt = t.now
-		if err := t.tx.Bucket(bKeys).Put([]byte(id), encodeKey(next)); err != nil {
-			return err
+		was := s.keyHashes(id)
+		now := was
+		if t.hashes != nil {
+			now = *t.hashes
 		}
-		if foldName(cur.Name) != foldName(next.Name) {
-			if err := deleteName(t.tx, cur.Name, id); err != nil {
-				return err
-			}
-			if err := putName(t.tx, next.Name, id); err != nil {
-				return err
-			}
-		}
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, New: next, Hashes: now, Was: was})
 		out = next
 		g := s.grants.get(next)
 		t.after = append(t.after, func() {
@@ -243,7 +257,7 @@ func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*
 		if err := model.ValidateEdit(cur, spec, &cat, t.now); err != nil {
 			return nil, err
 		}
-		if err := checkNameFree(t.tx, spec.Name, id); err != nil {
+		if err := s.checkNameFree(spec.Name, id); err != nil {
 			return nil, err
 		}
 		next := cur.Clone()
@@ -289,28 +303,22 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 	}
 	var token string
 	k, err := s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {
-		hb := t.tx.Bucket(bHashes)
 		oldHashes := s.hashesOf(id)
-		tok, h, err := s.newToken(hb)
+		tok, h, err := s.newToken()
 		if err != nil {
 			return nil, err
 		}
+		// The current secret becomes the previous one for the grace;
+		// an older previous one is dropped.
 		keep := map[[32]byte]hashRef{}
+		hashes := KeyHashes{Cur: h}
 		for oh, ref := range oldHashes {
 			if grace > 0 && !ref.previous {
 				keep[oh] = hashRef{id: id, previous: true}
-				if err := hb.Put(oh[:], encodeHashRef(keep[oh])); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if err := hb.Delete(oh[:]); err != nil {
-				return nil, err
+				hashes.Prev, hashes.HasPrev = oh, true
 			}
 		}
-		if err := hb.Put(h[:], encodeHashRef(hashRef{id: id})); err != nil {
-			return nil, err
-		}
+		t.hashes = &hashes
 		next := cur.Clone()
 		next.Hint = tok.Hint()
 		next.GraceUntil = nil
@@ -371,29 +379,12 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 // DeleteKey removes key id permanently. Its secrets stop verifying at once.
 func (s *Store) DeleteKey(actor, id string) error {
 	return s.write(actor, func(t *txn) error {
-		cur, err := readKey(t.tx, id)
+		cur, err := s.be.Key(context.Background(), id)
 		if err != nil {
 			return err
 		}
 		hashes := s.hashesOf(id)
-		hb := t.tx.Bucket(bHashes)
-		for h := range hashes {
-			if err := hb.Delete(h[:]); err != nil {
-				return err
-			}
-		}
-		if err := t.tx.Bucket(bKeys).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := t.tx.Bucket(bLastUsed).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := deleteName(t.tx, cur.Name, id); err != nil {
-			return err
-		}
-		if err := addKeyCount(t.tx, -1); err != nil {
-			return err
-		}
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, Was: s.keyHashes(id)})
 		t.after = append(t.after, func() {
 			if i, ok := s.slots.lookup(id); ok {
 				for h := range hashes {
@@ -406,6 +397,18 @@ func (s *Store) DeleteKey(actor, id string) error {
 		t.changes = append(t.changes, Change{Kind: KeyDeleted, ID: id})
 		return t.audit(model.ActKeyDelete, id, fmt.Sprintf("deleted %q (%s)", cur.Name, cur.Role))
 	})
+}
+
+// keyHashes returns key id's secret hashes as memory holds them.
+func (s *Store) keyHashes(id string) KeyHashes {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var h KeyHashes
+	if i, ok := s.slots.lookup(id); ok {
+		e := s.slots.at(i)
+		h.Cur, h.Prev, h.HasPrev = e.cur, e.prev, e.hasPrev
+	}
+	return h
 }
 
 // expireGraces drops previous secrets whose grace has ended.
@@ -430,18 +433,13 @@ func (s *Store) expireGraces() {
 			s.wmu.Unlock()
 			continue
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			hb := tx.Bucket(bHashes)
-			for h, ref := range s.hashesOf(id) {
-				if ref.previous {
-					if err := hb.Delete(h[:]); err != nil {
-						return err
-					}
-				}
+		w := &Write{}
+		for h, ref := range s.hashesOf(id) {
+			if ref.previous {
+				w.Expired = append(w.Expired, ExpiredHash{ID: id, Hash: h})
 			}
-			return nil
-		})
-		if err == nil {
+		}
+		if _, err := s.be.Commit(context.Background(), w); err == nil {
 			s.mu.Lock()
 			if i, ok := s.slots.lookup(id); ok {
 				if e := s.slots.at(i); e.hasPrev {

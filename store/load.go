@@ -1,7 +1,7 @@
 package store
 
 import (
-	"bytes"
+	"context"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/keyward/keyward/model"
-	bolt "go.etcd.io/bbolt"
 )
 
 // load reads every key, hash, last-used record, operator and the catalog
@@ -27,49 +26,13 @@ import (
 // share one pause (see pauseGC), so the last one restores the setting
 // found by the first.
 //
-// The file's mapped pages are released (see releasePages) before the load,
-// since bolt.Open's free-page scan has just read every one; then as the
-// load copies their records out, so they do not add to its peak; and all
-// once more when it ends. The file then costs the process no RSS until
-// something reads it again.
+// The backend reads the records at one revision, page by page, into a
+// loader (see Backend.Load); the loader decodes them in parallel.
 func (s *Store) load() error {
 	defer pauseGC()()
-	return s.db.View(func(tx *bolt.Tx) error {
-		m := mappingOf(tx)
-		m.releaseAll()
-		defer m.releaseAll()
-		required := allBuckets
-		if !s.indexed {
-			required = v1Buckets
-		}
-		if err := checkBuckets(tx, s.path, required); err != nil {
-			return err
-		}
-		if err := json.Unmarshal(tx.Bucket(bMeta).Get(kCatalog), &s.catalog); err != nil {
-			return fmt.Errorf("reading catalog: %w", err)
-		}
-		if err := s.loadKeys(tx, m); err != nil {
-			return err
-		}
-		err := tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
-			var op model.Operator
-			if err := json.Unmarshal(v, &op); err != nil {
-				return fmt.Errorf("operator %q: %w", model.Sanitize(string(k)), err)
-			}
-			if op.ID == "" {
-				// Written before operators had an identity: derive a
-				// stable one; it is stored with the next write of the
-				// record (see model.LegacyOperatorID).
-				op.ID = model.LegacyOperatorID(op.Name, op.CreatedAt)
-			}
-			s.ops[op.Name] = &op
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-		return s.loadSecretSums(tx)
-	})
+	l := newLoader(s)
+	_, err := s.be.Load(context.Background(), l)
+	return err
 }
 
 // gcPause counts the loads under way; the first pauses the garbage
@@ -100,15 +63,10 @@ func pauseGC() (resume func()) {
 	}
 }
 
-// loadBatchSize is how many key records one decode worker takes at a time.
-// It is a slot chunk: a batch's entries become one chunk of the slot table.
-const loadBatchSize = slotChunk
-
-// loadBatch is a run of consecutive key records (in id order) and, once
-// done is closed, their decoded form.
+// loadBatch is a page of key records (in id order) and, once done is
+// closed, their decoded form.
 type loadBatch struct {
-	recs  *loadRecs
-	nUsed int // how many recs.lus are not nil
+	page *KeyPage
 
 	keys    []model.Key // slab: &keys[i] is the initial snapshot of key i
 	entries []entry     // a slot chunk: &entries[i] is key i's entry
@@ -117,150 +75,116 @@ type loadBatch struct {
 	done    chan struct{}
 }
 
-// loadRecs holds a batch's records until it is decoded. They point into
-// the mmapped file and are valid only inside the read transaction. The
-// slices are recycled: allocated per batch they would be 72 bytes of
-// garbage per key (70 MiB at 1M keys), all of it resident at the end of
-// the load because the garbage collector is paused.
-type loadRecs struct {
-	ids  [][]byte // bucket keys, for error messages
-	vals [][]byte // key records
-	lus  [][]byte // the matching last-used records, nil when there is none
-}
-
-// release releases the mapped pages r's records are on: those of the keys
-// bucket, then those of the last-used bucket.
-func (r *loadRecs) release(m fileMapping) {
-	pages := pageRun{m: m}
-	for i, k := range r.ids {
-		pages.add(k)
-		pages.add(r.vals[i])
-	}
-	pages.release()
-	for _, lu := range r.lus {
-		pages.add(lu)
-	}
-	pages.release()
-}
-
-// loadKeys reads the keys, last-used and hash buckets into s.slots,
-// s.graces and s.hashes. It does what a plain walk of the three buckets
-// would, faster on a large database:
+// loader is the engine's side of Backend.Load: it fills s.slots,
+// s.graces, s.hashes, s.ops, the catalog and the secret's sums. It does
+// what a plain walk of the records would, faster on a large database:
 //
-//   - The calling goroutine walks the keys bucket and, beside it, the
-//     last-used bucket (both in id order), cutting the records into batches;
-//     GOMAXPROCS workers decode the batches meanwhile. The records are only
-//     valid inside the transaction: every worker has finished before
-//     loadKeys returns.
-//   - A worker that has decoded a batch releases the mapped pages its
-//     records were on and returns the record slices to a free list, so at
-//     most the batches in flight hold one (see loadRecs).
-//   - A batch's entries are one chunk of the slot table (see slots.go).
-//     Keys and last-used times are allocated per batch in slabs (one
-//     allocation per batch instead of one per key), and a key's own strings
+//   - Key pages are decoded by GOMAXPROCS workers while the backend
+//     reads on. A worker that has decoded a page calls its Done, so the
+//     backend can release and recycle it (see walkKeys).
+//   - A page's entries are one chunk of the slot table (see slots.go).
+//     Keys and last-used times are allocated per page in slabs (one
+//     allocation per page instead of one per key), and a key's own strings
 //     (id, name, description, hint) share one allocation. Snapshots are
 //     immutable and replaced, never mutated, so pointers into a slab stay
 //     valid. A slab is freed once none of its keys is referenced; a key
 //     replaced or deleted since the load keeps its slot in memory until
-//     then, so at worst a batch's slab (about 1 MiB) outlives most of it.
+//     then, so at worst a page's slab (about 1 MiB) outlives most of it.
 //     A Lean store keeps no snapshot: the slabs are garbage once loaded.
-//   - Batches are then inserted in id order by the calling goroutine, so
-//     duplicates resolve as in a sequential walk. loadHashes then does the
-//     same for the hash bucket.
+//   - Pages are then inserted in id order, so duplicates resolve as in a
+//     sequential walk. Hash pages follow: workers look up the slot each
+//     names, and the results are applied in order.
 //
-// Names are not loaded: the names bucket keeps them unique on disk.
+// Names are not loaded: the backend keeps them unique.
 //
 // TestLoadKeysMatchesSequential compares the result with the plain walk.
-func (s *Store) loadKeys(tx *bolt.Tx, m fileMapping) error {
-	workers := max(1, runtime.GOMAXPROCS(0))
-	work := make(chan *loadBatch, 4*workers)
-	// Every record set is in the work queue, with a worker or being
-	// filled, so this capacity never blocks a worker returning one.
-	free := make(chan *loadRecs, cap(work)+workers+1)
-	var wg sync.WaitGroup
-	defer wg.Wait() // the records must not be read after the tx ends
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			decodeBatches(work, free, m)
-		}()
-	}
-	batches, n := cutBatches(tx, work, free)
-	close(work)
-	if err := s.insertBatches(batches, n); err != nil {
-		return err
-	}
-	return s.loadHashes(tx, workers, m)
+type loader struct {
+	s       *Store
+	workers int
+	work    chan *loadBatch
+	wg      sync.WaitGroup
+	batches []*loadBatch
+	n       int  // keys in batches
+	keyed   bool // the key batches are inserted
+	err     error
+
+	hwork    chan *hashBatch
+	inflight []*hashBatch // oldest first
+	spare    []*hashBatch
 }
 
-// decodeBatches is a load worker: it decodes the batches of work, releases
-// the pages their records were on and hands the record slices back to free.
-func decodeBatches(work <-chan *loadBatch, free chan<- *loadRecs, m fileMapping) {
+func newLoader(s *Store) *loader {
+	l := &loader{s: s, workers: max(1, runtime.GOMAXPROCS(0))}
+	l.work = make(chan *loadBatch, 4*l.workers)
+	for range l.workers {
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			decodeBatches(l.work)
+		}()
+	}
+	return l
+}
+
+// Meta takes the catalog and the shared secret.
+func (l *loader) Meta(name MetaName, v []byte) error {
+	switch name {
+	case MetaCatalog:
+		if err := json.Unmarshal(v, &l.s.catalog); err != nil {
+			return fmt.Errorf("reading catalog: %w", err)
+		}
+	case MetaSecret:
+		return l.s.loadSecretSums(v)
+	}
+	return nil
+}
+
+// Operator takes one operator.
+func (l *loader) Operator(op model.Operator) error {
+	if op.ID == "" {
+		// Written before operators had an identity: derive a stable one;
+		// it is stored with the next write of the record (see
+		// model.LegacyOperatorID).
+		op.ID = model.LegacyOperatorID(op.Name, op.CreatedAt)
+	}
+	l.s.ops[op.Name] = &op
+	return nil
+}
+
+// KeyPage queues a page of keys for the decoders.
+func (l *loader) KeyPage(p *KeyPage) error {
+	b := &loadBatch{page: p, done: make(chan struct{})}
+	l.batches = append(l.batches, b)
+	l.n += len(p.Vals)
+	l.work <- b
+	return nil
+}
+
+// decodeBatches is a load worker: it decodes the batches of work and
+// hands each page back to the backend.
+func decodeBatches(work <-chan *loadBatch) {
 	intern := map[string]string{}
 	var scratch []byte
 	var grants grantTable
 	for b := range work {
 		b.decode(intern, &scratch, &grants)
-		r := b.recs
-		b.recs = nil
-		r.release(m)
-		r.ids, r.vals, r.lus = r.ids[:0], r.vals[:0], r.lus[:0]
-		free <- r
+		b.page.Done()
+		b.page = nil
 		close(b.done)
 	}
 }
 
-// cutBatches walks the keys bucket and, beside it, the last-used bucket
-// (both in id order), cuts the records into batches and queues each on
-// work. It returns the batches in order and how many keys they hold.
-func cutBatches(tx *bolt.Tx, work chan<- *loadBatch, free chan *loadRecs) ([]*loadBatch, int) {
-	var batches []*loadBatch
-	var cur *loadBatch
-	flush := func() {
-		cur.done = make(chan struct{})
-		batches = append(batches, cur)
-		work <- cur
-		cur = nil
+// insertKeys, once, waits for the decoders and inserts every batch.
+func (l *loader) insertKeys() error {
+	if l.keyed {
+		return l.err
 	}
-	n := 0
-	lc := tx.Bucket(bLastUsed).Cursor()
-	lk, lv := lc.First()
-	kc := tx.Bucket(bKeys).Cursor()
-	for k, v := kc.First(); k != nil; k, v = kc.Next() {
-		if cur == nil {
-			cur = &loadBatch{}
-			select {
-			case cur.recs = <-free:
-			default:
-				cur.recs = &loadRecs{ids: make([][]byte, 0, loadBatchSize),
-					vals: make([][]byte, 0, loadBatchSize), lus: make([][]byte, 0, loadBatchSize)}
-			}
-		}
-		for lk != nil && bytes.Compare(lk, k) < 0 {
-			lk, lv = lc.Next()
-		}
-		var used []byte
-		if lk != nil && bytes.Equal(lk, k) {
-			used = lv
-			if used == nil {
-				used = []byte{} // a present but empty record: decodeLastUsed refuses it
-			}
-			cur.nUsed++
-		}
-		r := cur.recs
-		r.ids = append(r.ids, k)
-		r.vals = append(r.vals, v)
-		r.lus = append(r.lus, used)
-		n++
-		if len(r.vals) == loadBatchSize {
-			flush()
-		}
-	}
-	if cur != nil {
-		flush()
-	}
-	return batches, n
+	l.keyed = true
+	close(l.work)
+	l.err = l.s.insertBatches(l.batches, l.n)
+	l.wg.Wait()
+	l.batches = nil
+	return l.err
 }
 
 // insertBatches waits for each decoded batch in turn and inserts its keys
@@ -305,23 +229,29 @@ func (s *Store) insertBatches(batches []*loadBatch, n int) error {
 // decode decodes b's records into its slabs. intern, scratch and grants
 // belong to the calling worker.
 func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *grantTable) {
-	r := b.recs
-	n := len(r.vals)
+	p := b.page
+	n := len(p.Vals)
 	b.keys = make([]model.Key, n)
 	b.entries = make([]entry, slotChunk)
 	b.grants = make([]*grant, n)
+	nUsed := 0
+	for _, lu := range p.LastUsed {
+		if lu != nil {
+			nUsed++
+		}
+	}
 	var times []time.Time
-	if b.nUsed > 0 {
-		times = make([]time.Time, b.nUsed)
+	if nUsed > 0 {
+		times = make([]time.Time, nUsed)
 	}
 	var a loadAlloc
-	for i, v := range r.vals {
+	for i, v := range p.Vals {
 		key, e := &b.keys[i], &b.entries[i]
 		if err := decodeKeyInto(key, v, intern, scratch, &a); err != nil {
-			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(r.ids[i])), err)
+			b.err = fmt.Errorf("key %q: %w", model.Sanitize(string(p.IDs[i])), err)
 			return
 		}
-		if at, from, ok := loadLastUsed(r.lus[i], intern); ok {
+		if at, from, ok := loadLastUsed(p.LastUsed[i], intern); ok {
 			times[0] = time.Unix(0, at).UTC()
 			key.LastUsedAt, key.LastUsedFrom = &times[0], from
 			times = times[1:]
@@ -349,82 +279,77 @@ func loadLastUsed(lv []byte, intern map[string]string) (at int64, from string, o
 	return int64(binary.BigEndian.Uint64(lv)), from, true
 }
 
-// hashBatch is a run of hash index records and, once done is closed, the
-// slot each names (noSlot for an orphan).
+// hashBatch is a page of hash index records and, once done is closed,
+// the slot each names (noSlot for an orphan).
 type hashBatch struct {
-	hs   [][]byte
-	vs   [][]byte
+	page *HashPage
 	es   []uint32
 	done chan struct{}
 }
 
-// loadHashes fills s.hashes and the entries' hashes from the hash bucket.
-// s.slots must be complete: workers look the ids up in it (reads only)
-// while the calling goroutine walks the bucket. The calling goroutine
-// applies the results in bucket order, as a sequential walk would, once
-// a batch is the oldest of more than 4*workers in flight (or at the end),
-// releases the mapped pages its records were on, and reuses it: the
-// batches' slices are never garbage.
-func (s *Store) loadHashes(tx *bolt.Tx, workers int, m fileMapping) error {
-	work := make(chan *hashBatch, 4*workers)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			s.resolveHashes(work)
-		}()
-	}
-	var inflight []*hashBatch // oldest first
-	var cur *hashBatch
-	pages := pageRun{m: m}
-	apply := func() *hashBatch {
-		b := inflight[0]
-		inflight = inflight[1:]
-		s.applyHashes(b, &pages)
-		return b
-	}
-	c := tx.Bucket(bHashes).Cursor()
-	for k, v := c.First(); k != nil; k, v = c.Next() {
-		if len(v) < 2 || len(k) != 32 { // decodeHashRef's check
-			close(work)
-			return fmt.Errorf("hash index: %w", errCorruptRecord)
+// HashPage queues a page of hashes for the lookup workers (started with
+// the first page, once the keys are in: they read s.slots). Results are
+// applied in page order, as a sequential walk would, once a page is the
+// oldest of more than 4*workers in flight, or at Flush.
+func (l *loader) HashPage(p *HashPage) error {
+	if l.hwork == nil {
+		if err := l.insertKeys(); err != nil {
+			p.Done()
+			return err
 		}
-		if cur == nil {
-			if len(inflight) > cap(work) {
-				cur = apply()
-			} else {
-				cur = &hashBatch{hs: make([][]byte, 0, loadBatchSize), vs: make([][]byte, 0, loadBatchSize),
-					es: make([]uint32, 0, loadBatchSize)}
-			}
-			cur.done = make(chan struct{})
-		}
-		cur.hs = append(cur.hs, k)
-		cur.vs = append(cur.vs, v)
-		if len(cur.vs) == loadBatchSize {
-			inflight = append(inflight, cur)
-			work <- cur
-			cur = nil
+		l.hwork = make(chan *hashBatch, 4*l.workers)
+		for range l.workers {
+			l.wg.Add(1)
+			go func() {
+				defer l.wg.Done()
+				l.s.resolveHashes(l.hwork)
+			}()
 		}
 	}
-	if cur != nil {
-		inflight = append(inflight, cur)
-		work <- cur
+	if len(l.inflight) > cap(l.hwork) {
+		l.applyOldest()
 	}
-	close(work)
-	for len(inflight) > 0 {
-		apply()
+	var b *hashBatch
+	if n := len(l.spare); n > 0 {
+		b, l.spare = l.spare[n-1], l.spare[:n-1]
+	} else {
+		b = &hashBatch{es: make([]uint32, 0, loadBatchSize)}
 	}
+	b.page, b.done = p, make(chan struct{})
+	l.inflight = append(l.inflight, b)
+	l.hwork <- b
 	return nil
+}
+
+// applyOldest applies the oldest batch in flight and keeps it for reuse.
+func (l *loader) applyOldest() {
+	b := l.inflight[0]
+	l.inflight = l.inflight[1:]
+	l.s.applyHashes(b)
+	l.spare = append(l.spare, b)
+}
+
+// Flush inserts the keys if no hash page came, applies the hash batches
+// still in flight and stops the workers.
+func (l *loader) Flush() error {
+	err := l.insertKeys()
+	if l.hwork != nil {
+		close(l.hwork)
+		for len(l.inflight) > 0 {
+			l.applyOldest()
+		}
+	}
+	l.wg.Wait()
+	return err
 }
 
 // resolveHashes is a hash-load worker: it looks up the slot each record
 // of a batch names (reads of s.slots only).
 func (s *Store) resolveHashes(work <-chan *hashBatch) {
 	for b := range work {
-		b.es = b.es[:len(b.vs)]
-		for i, v := range b.vs {
+		refs := b.page.Refs
+		b.es = b.es[:len(refs)]
+		for i, v := range refs {
 			// decodeHashRef without allocating the id
 			slot, ok := s.slots.lookup(string(v[1:]))
 			if !ok {
@@ -437,26 +362,22 @@ func (s *Store) resolveHashes(work <-chan *hashBatch) {
 }
 
 // applyHashes waits for b to be resolved, adds its hashes to the index
-// and the entries, releases the pages its records were on and empties it
-// for reuse.
-func (s *Store) applyHashes(b *hashBatch, pages *pageRun) {
+// and the entries, and hands its page back to the backend.
+func (s *Store) applyHashes(b *hashBatch) {
 	<-b.done
+	p := b.page
 	for i, slot := range b.es {
 		if slot == noSlot {
 			continue // an orphan hash verifies as NOT_FOUND either way
 		}
-		h := [32]byte(b.hs[i])
+		h := [32]byte(p.Hashes[i])
 		s.hashes.add(h, slot)
-		if e := s.slots.at(slot); b.vs[i][0] == 1 { // previous
+		if e := s.slots.at(slot); p.Refs[i][0] == 1 { // previous
 			e.prev, e.hasPrev = h, true
 		} else {
 			e.cur = h
 		}
 	}
-	for i, h := range b.hs {
-		pages.add(h)
-		pages.add(b.vs[i])
-	}
-	pages.release()
-	b.hs, b.vs, b.es = b.hs[:0], b.vs[:0], b.es[:0]
+	p.Done()
+	b.page, b.es = nil, b.es[:0]
 }

@@ -60,6 +60,9 @@ func sshHint(addr string) string {
 
 func lockPath(dbPath string) string { return dbPath + ".lock" }
 
+// removeLockInfo removes the lock file of the database at path.
+func removeLockInfo(path string) { _ = os.Remove(lockPath(path)) }
+
 // writeLockInfo writes the lock file beside the database (see files.go:
 // never through a symbolic link, only a file of ours).
 func writeLockInfo(path string, li LockInfo) error {

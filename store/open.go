@@ -1,6 +1,8 @@
-// Package store owns keyward's bbolt file: every transaction, the hash
-// index, verification, batched last-used writes, the audit log, operators,
-// the shared secret, the catalog, backups and the change feed.
+// Package store is keyward's state: the engine (in-memory index,
+// verification, authorisation and audit of every write, batched last-used
+// times, the change feed) over a Backend that keeps the records (see
+// backend.go). The backend today is one bbolt file (the bolt_*.go files,
+// the only ones that import bbolt).
 //
 // One process owns the file at a time (bbolt's flock). Because that process
 // is the only writer, the store keeps an in-memory index that every commit
@@ -17,10 +19,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -69,15 +68,12 @@ type Options struct {
 
 // Store is an open keyward database.
 type Store struct {
-	db       *bolt.DB
+	be       Backend // keeps the records; see backend.go
 	path     string
-	readOnly bool // opened with bbolt's ReadOnly: the file is not writable
+	readOnly bool // the file is not writable: every change is refused
 	opts     Options
 	now      func() time.Time
 	prefix   string
-	// indexed is false only for a read-only schema 1 file, which has no
-	// names bucket (it cannot be migrated): KeyIDByName then reads every key.
-	indexed bool
 
 	wmu sync.Mutex // serialises writers together with their memory updates
 
@@ -134,12 +130,12 @@ func Open(path string, opts Options) (*Store, error) {
 		return nil, errors.New("no database path given")
 	}
 	opts.fill()
-	db, readOnly, err := openFile(path, &opts)
+	be, err := openBolt(path, &opts)
 	if err != nil {
 		return nil, err
 	}
 	s := &Store{
-		db: db, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
+		be: be, path: path, readOnly: be.readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
 		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
@@ -147,8 +143,10 @@ func Open(path string, opts Options) (*Store, error) {
 	if !opts.Lean {
 		s.slots.snaps = [][]*model.Key{}
 	}
-	if err := s.init(); err != nil {
-		return s.failOpen(err)
+	if be.fresh {
+		if err := s.bootstrap(); err != nil {
+			return s.failOpen(err)
+		}
 	}
 	if err := s.load(); err != nil {
 		return s.failOpen(err)
@@ -185,137 +183,11 @@ func (o *Options) fill() {
 	}
 }
 
-// failOpen undoes what Open did before err: the lock file and the handle.
+// failOpen undoes what Open did before err: the backend's Close removes
+// the lock file and closes the file.
 func (s *Store) failOpen(err error) (*Store, error) {
-	if !s.readOnly {
-		_ = os.Remove(lockPath(s.path))
-	}
-	s.db.Close()
+	_ = s.be.Close()
 	return nil, err
-}
-
-// openFile checks path and opens it with bbolt (read-only if the file is
-// not writable, which turns opts.NoLastUsed on), writes the lock file and
-// gives the warnings about modes and the master key.
-func openFile(path string, opts *Options) (*bolt.DB, bool, error) {
-	fi, err := statDB(path, opts)
-	if err != nil {
-		return nil, false, err
-	}
-	// No InitialMmapSize: it would save a bulk import's remaps, but bbolt
-	// then grows the file in 16 MiB steps, so every tiny DB is 16 MiB.
-	bopts := &bolt.Options{Timeout: opts.Timeout, NoSync: opts.NoSync, NoFreelistSync: true,
-		FreelistType: bolt.FreelistMapType, OpenFile: dbOpenFile}
-	db, err := bolt.Open(path, 0o600, bopts)
-	readOnly := false
-	if err != nil && fi != nil && fi.Size() > 0 && (errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.EROFS)) {
-		// A file we may read but not write (chmod 0400, chattr +i, a
-		// read-only mount): open it read-only so listing still works, and
-		// refuse changes with ErrReadOnly.
-		ro := *bopts
-		ro.ReadOnly = true
-		if rdb, rerr := bolt.Open(path, 0o600, &ro); rerr == nil {
-			db, err, readOnly = rdb, nil, true
-			opts.NoLastUsed = true // nothing could be flushed
-		}
-	}
-	if err != nil {
-		return nil, false, openError(path, err)
-	}
-	if !readOnly {
-		// The lock file is written before the (possibly long) load, so a
-		// planted file beside the database is refused at once.
-		// Only a refusal is fatal: a lock file that cannot be written
-		// for lack of space costs nothing but the holder's name in
-		// another process's message (reads must work on a full disk).
-		if err := writeLockInfo(path, opts.Lock); errors.Is(err, ErrUnsafeFile) {
-			db.Close()
-			return nil, false, fmt.Errorf("lock file: %w", err)
-		}
-	}
-	openWarnings(path, opts.Warn)
-	return db, readOnly, nil
-}
-
-// statDB makes the database's directory (or, with opts.NoCreateDir,
-// refuses a missing one) and checks what is at path: nil if nothing is,
-// a refusal if it cannot be a database. An empty file gets a new
-// database's mode.
-func statDB(path string, opts *Options) (fs.FileInfo, error) {
-	dir := filepath.Dir(path)
-	if opts.NoCreateDir {
-		if _, err := os.Stat(dir); errors.Is(err, fs.ErrNotExist) {
-			return nil, &NoDirError{Dir: dir}
-		}
-	} else if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("creating database directory: %w", err)
-	}
-	fi, err := lstatDB(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		if errors.Is(err, ErrUnsafeFile) {
-			return nil, err
-		}
-		return nil, fmt.Errorf("opening database %s: %w", path, err)
-	}
-	if err := checkFile(path, fi); err != nil {
-		return nil, err
-	}
-	if fi.Size() == 0 && fi.Mode().Perm()&0o077 != 0 {
-		// An empty file (touch, mktemp) has nothing to lose and becomes a
-		// new database; it gets a new database's mode too.
-		_ = os.Chmod(path, 0o600)
-	}
-	return fi, nil
-}
-
-// openWarnings warns about a database file or directory others may read,
-// and about a master key that cannot be used.
-func openWarnings(path string, warn func(string)) {
-	if fi, err := os.Lstat(path); err == nil {
-		if w := dbFileWarning(path, fi); w != "" {
-			warn(w)
-		}
-	}
-	if w := DirWarning(filepath.Dir(path)); w != "" {
-		warn(w)
-	}
-	if _, err := ReadSecretFile(MasterKeyPath(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		// Verification never needs it; revealing or rotating the shared
-		// secret refuses it (see masterKey). Say so now, not then.
-		warn(fmt.Sprintf("master key: %v; revealing or rotating the shared secret is refused until this is fixed", err))
-	}
-}
-
-// checkFile refuses, before bbolt touches it, an existing path that cannot
-// be a keyward database: a directory, a device, or a truncated bbolt file.
-func checkFile(path string, fi fs.FileInfo) error {
-	if fi.IsDir() {
-		return fmt.Errorf("%s is a directory, not a keyward database", path)
-	}
-	if !fi.Mode().IsRegular() {
-		// A device, FIFO or socket (--db /dev/null): never write to it.
-		return fmt.Errorf("%s: %w (it is not a regular file); refusing to touch it", path, ErrForeign)
-	}
-	if fi.Size() > 0 {
-		return checkLength(path, fi.Size())
-	}
-	return nil
-}
-
-// openError turns a bolt.Open error into the store's: a lock held by a
-// writer becomes a *LockedError naming the holder, a file that is not
-// bbolt's ErrForeign.
-func openError(path string, err error) error {
-	if errors.Is(err, bolt.ErrTimeout) {
-		return &LockedError{Path: path, Holder: readLockInfo(path)}
-	}
-	if errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrVersionMismatch) || errors.Is(err, bolt.ErrChecksum) {
-		return fmt.Errorf("%s: %w (bbolt says: %v); refusing to touch it", path, ErrForeign, err)
-	}
-	return fmt.Errorf("opening database %s: %w", path, err)
 }
 
 // NoDirError is returned by Open with Options.NoCreateDir when the
@@ -360,10 +232,7 @@ func (s *Store) Close() error {
 		}
 		s.subs = nil
 		s.subsMu.Unlock()
-		if !s.readOnly {
-			_ = os.Remove(lockPath(s.path))
-		}
-		if cerr := s.db.Close(); err == nil {
+		if cerr := s.be.Close(); err == nil {
 			err = cerr
 		}
 	})
@@ -389,13 +258,6 @@ func (s *Store) flushLoop() {
 	}
 }
 
-// Check runs bbolt's consistency check and returns every problem found.
-func (s *Store) Check() error {
-	return s.db.View(func(tx *bolt.Tx) error {
-		var errs []error
-		for err := range tx.Check() {
-			errs = append(errs, err)
-		}
-		return errors.Join(errs...)
-	})
-}
+// Check runs the backend's consistency check (bbolt's) and returns every
+// problem found.
+func (s *Store) Check() error { return s.be.Check() }

@@ -1,27 +1,37 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/keyward/keyward/model"
-	bolt "go.etcd.io/bbolt"
 )
 
 // txn is one write: the bbolt work plus the memory updates and change
 // events to apply once it has committed.
 type txn struct {
-	tx      *bolt.Tx
+	w       *Write // what the commit writes
 	now     time.Time
 	actor   string      // the operator's name, for the audit log and CreatedBy
 	who     model.Actor // the whole actor write authorised
+	hashes  *KeyHashes  // set by a modifyKey fn that replaces the secret
 	after   []func()
 	changes []Change
 }
 
 func (t *txn) audit(action, target, detail string) error {
-	return appendAudit(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: action, Target: target, Detail: detail})
+	t.w.Audit = append(t.w.Audit, model.AuditEvent{Time: t.now, Actor: t.actor, Action: action, Target: target, Detail: detail})
+	return nil
+}
+
+// setMeta writes a metadata record with t.
+func (t *txn) setMeta(name MetaName, v []byte) {
+	if t.w.Meta == nil {
+		t.w.Meta = map[MetaName][]byte{}
+	}
+	t.w.Meta[name] = v
 }
 
 // errNoChange, returned by a write's fn, rolls the transaction back and
@@ -46,24 +56,44 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 	// Audit and CreatedBy name the operator; the rest of the actor (its
 	// identity and key) only decides the authorisation above.
 	who := model.ParseActor(actor)
-	t := &txn{now: s.now().UTC(), actor: who.Name, who: who}
-	var fnErr error
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		t.tx = tx
-		fnErr = fn(t)
-		return fnErr
-	})
-	if errors.Is(err, errNoChange) {
-		return nil // rolled back: nothing to commit, no fsync, no events
-	}
-	if err != nil && fnErr == nil {
-		// The commit itself failed (disk full, I/O error): bbolt rolled
-		// back, so nothing of this change is on disk or in memory.
-		return fmt.Errorf("saving to database %s failed, nothing was changed: %w", s.path, err)
-	}
-	if err != nil {
+	t := &txn{now: s.now().UTC(), actor: who.Name, who: who, w: &Write{}}
+	if err := fn(t); err != nil {
+		if errors.Is(err, errNoChange) {
+			return nil // nothing to commit, no fsync, no events
+		}
 		return err
 	}
+	if err := s.commit(t.w); err != nil {
+		if refused(err) {
+			return err
+		}
+		// The commit itself failed (disk full, I/O error): the backend
+		// rolled back, so nothing of this change is stored or in memory.
+		return fmt.Errorf("saving to database %s failed, nothing was changed: %w", s.path, err)
+	}
+	s.apply(t)
+	return nil
+}
+
+// commit hands w to the backend: a bulk write to Import, every other
+// one to Commit.
+func (s *Store) commit(w *Write) error {
+	if w.Bulk {
+		_, err := s.be.Import(context.Background(), w.Keys, w.Audit, 0)
+		return err
+	}
+	_, err := s.be.Commit(context.Background(), w)
+	return err
+}
+
+// refused reports whether a commit failed on a condition (a key changed
+// or gone, a name taken) rather than in the backend.
+func refused(err error) bool {
+	return errors.Is(err, ErrConflict) || errors.Is(err, ErrNameTaken) || errors.Is(err, ErrNotFound)
+}
+
+// apply makes a committed t's memory updates and publishes its changes.
+func (s *Store) apply(t *txn) {
 	// Apply the memory updates in chunks: a bulk import's thousands of map
 	// inserts under one Lock would stall every verification meanwhile. A
 	// key of the batch may verify a moment before the call returns; after
@@ -76,7 +106,6 @@ func (s *Store) write(actor string, fn func(t *txn) error) error {
 		s.mu.Unlock()
 	}
 	s.publish(t.changes...)
-	return nil
 }
 
 // authorize checks that actor may change state: the operator account it

@@ -1,14 +1,13 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -97,6 +96,7 @@ func (s *Store) FlushLastUsed() error {
 	// inserts into a bucket with few records (the first flush after a bulk
 	// import) grow one huge node and memmove it on every Put: 200k
 	// first-time records took 67 s and held the writer lock all along.
+	// (etcd batches by key range too.)
 	slices.SortFunc(recs, func(a, b lastUsedRec) int { return strings.Compare(a.id, b.id) })
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
@@ -155,38 +155,19 @@ func (s *Store) stillLive(recs []lastUsedRec) []lastUsedRec {
 	return live
 }
 
-// putLastUsed writes recs (in key order) in one transaction and returns
-// their ids.
+// putLastUsed writes recs (in key order) in one batch and returns their
+// ids.
 func (s *Store) putLastUsed(recs []lastUsedRec) ([]string, error) {
-	// bbolt keeps the key and value slices until the commit: one slab for
-	// all of them instead of two allocations per record.
-	n := 0
-	for _, r := range recs {
-		n += len(r.id) + 8 + len(r.from)
+	out := make([]LastUsedRec, len(recs))
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = LastUsedRec{ID: r.id, At: r.at, From: r.from}
+		ids[i] = r.id
 	}
-	slab := make([]byte, 0, n)
-	ids := make([]string, 0, len(recs))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bLastUsed)
-		b.FillPercent = 0.9 // sorted inserts: see putBulk
-		slab = slab[:0]
-		ids = ids[:0]
-		for _, r := range recs {
-			// Within the slab's capacity: appends never move it, so the
-			// slices already handed to bbolt stay valid.
-			i := len(slab)
-			slab = append(slab, r.id...)
-			j := len(slab)
-			slab = appendLastUsed(slab, r.at, r.from)
-			k, v := slab[i:j:j], slab[j:len(slab):len(slab)]
-			if err := b.Put(k, v); err != nil {
-				return err
-			}
-			ids = append(ids, r.id)
-		}
-		return nil
-	})
-	return ids, err
+	if err := s.be.MergeLastUsed(context.Background(), out); err != nil {
+		return nil, err
+	}
+	return ids, nil
 }
 
 // requeueDirty puts records whose write failed back in the buffer, so the

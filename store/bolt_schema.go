@@ -2,15 +2,11 @@ package store
 
 import (
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"os/user"
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/keyward/keyward/model"
 	bolt "go.etcd.io/bbolt"
@@ -50,104 +46,6 @@ var (
 	// can report the total without counting them.
 	kKeyCount = []byte("key_count")
 )
-
-// init creates the buckets of a new database, or checks an existing one's
-// schema version and refuses foreign files. A writable schema 1 file is
-// migrated to the current schema.
-func (s *Store) init() error {
-	var version int
-	var fresh bool
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		if version, fresh, err = readSchema(tx, s.path); err != nil || fresh || version >= schemaNamesIndex {
-			return err
-		}
-		// Before migrating: a file with a schema but not the buckets of
-		// one is foreign, and must be left untouched.
-		return checkBuckets(tx, s.path, v1Buckets)
-	})
-	if err != nil {
-		return err
-	}
-	if !fresh {
-		s.indexed = version >= schemaNamesIndex
-		if s.indexed || s.readOnly {
-			return nil // a read-only file stays as it is: writes are refused anyway
-		}
-		if err := s.db.Update(migrateV1); err != nil {
-			return fmt.Errorf("%s: adding the name index (schema 1 -> 2): %w", s.path, err)
-		}
-		s.indexed = true
-		return nil
-	}
-	if s.readOnly {
-		return s.readOnlyError()
-	}
-	var cat model.Catalog
-	if len(s.opts.DefaultCatalog) > 0 {
-		if cat, err = model.ParseCatalog(s.opts.DefaultCatalog); err != nil {
-			return fmt.Errorf("default catalog: %w", err)
-		}
-	}
-	boot := s.opts.Bootstrap
-	if boot == "" {
-		boot = LocalOperatorName()
-	}
-	if err := model.ValidateOperatorName(boot); err != nil {
-		return fmt.Errorf("bootstrap operator: %w", err)
-	}
-	now := s.now().UTC()
-	s.indexed = true
-	return s.db.Update(func(tx *bolt.Tx) error {
-		for _, b := range allBuckets {
-			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
-				return err
-			}
-		}
-		meta := tx.Bucket(bMeta)
-		_ = meta.Put(kSchema, []byte(strconv.Itoa(SchemaVersion)))
-		_ = meta.Put(kKeyCount, u64(0))
-		_ = meta.Put(kCreated, []byte(now.Format(time.RFC3339Nano)))
-		cb, _ := json.Marshal(cat)
-		_ = meta.Put(kCatalog, cb)
-		id, err := model.NewOperatorID()
-		if err != nil {
-			return err
-		}
-		op := &model.Operator{ID: id, Name: boot, Role: model.OperatorAdmin, CreatedAt: now, CreatedBy: "bootstrap"}
-		ob, _ := json.Marshal(op)
-		if err := tx.Bucket(bOperators).Put([]byte(boot), ob); err != nil {
-			return err
-		}
-		return appendAudit(tx, model.AuditEvent{Time: now, Actor: "bootstrap", Action: model.ActOperatorAdd, Target: boot, Detail: "first ADMIN operator of a new database (local OS user)"})
-	})
-}
-
-// LocalOperatorName turns the local OS user into a valid operator name.
-func LocalOperatorName() string {
-	name := os.Getenv("USER")
-	if u, err := user.Current(); err == nil && u.Username != "" {
-		name = u.Username
-	}
-	name = strings.ToLower(name)
-	var b strings.Builder
-	for i, c := range name {
-		ok := (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (i > 0 && (c == '.' || c == '_' || c == '-'))
-		if ok {
-			b.WriteRune(c)
-		} else if b.Len() > 0 {
-			b.WriteByte('-')
-		}
-	}
-	out := b.String()
-	if len(out) > 32 {
-		out = out[:32]
-	}
-	if out == "" {
-		out = "admin"
-	}
-	return out
-}
 
 // schemaNamesIndex is the first schema with the names bucket and the key
 // count.
@@ -259,4 +157,62 @@ func addKeyCount(tx *bolt.Tx, delta int) error {
 		return fmt.Errorf("key count %d%+d: %w", n, delta, errCorruptRecord)
 	}
 	return meta.Put(kKeyCount, u64(uint64(n+delta)))
+}
+
+// nameOwner returns the id of the key whose name folds like name.
+func nameOwner(tx *bolt.Tx, name string) (string, bool) {
+	v := tx.Bucket(bNames).Get([]byte(foldName(name)))
+	if v == nil {
+		return "", false
+	}
+	return string(v), true
+}
+
+// checkNameFree refuses name if a key other than selfID uses it. It reads
+// the index in the write transaction, so two writes cannot both take it.
+func checkNameFree(tx *bolt.Tx, name, selfID string) error {
+	if other, taken := nameOwner(tx, name); taken && other != selfID {
+		return nameTaken(name, other)
+	}
+	return nil
+}
+
+// putName records that key id uses name.
+func putName(tx *bolt.Tx, name, id string) error {
+	return tx.Bucket(bNames).Put([]byte(foldName(name)), []byte(id))
+}
+
+// deleteName frees name if key id holds it. The check keeps a migrated
+// file's other key whose name folds alike (see migrateV1) indexed.
+func deleteName(tx *bolt.Tx, name, id string) error {
+	nb := tx.Bucket(bNames)
+	f := []byte(foldName(name))
+	if string(nb.Get(f)) != id {
+		return nil
+	}
+	return nb.Delete(f)
+}
+
+// foldedName is one entry of the names bucket.
+type foldedName struct{ folded, id string }
+
+// putNames writes names into nb in key order, which bbolt appends to
+// pages instead of splitting them; fill is the bucket's FillPercent for
+// this write. Names that fold alike (only a schema-1 file can hold them)
+// go in id order, so the greatest id keeps the name, as the old loader's
+// map did.
+func putNames(nb *bolt.Bucket, all []foldedName, fill float64) error {
+	slices.SortFunc(all, func(a, b foldedName) int {
+		if c := strings.Compare(a.folded, b.folded); c != 0 {
+			return c
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	nb.FillPercent = fill
+	for _, x := range all {
+		if err := nb.Put([]byte(x.folded), []byte(x.id)); err != nil {
+			return err
+		}
+	}
+	return nil
 }

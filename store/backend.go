@@ -77,12 +77,13 @@ type Backend interface {
 	// record the conditions compare against.
 	Key(ctx context.Context, id string) (*model.Key, error)
 
-	// Keys calls fn with every key (last use included) in id order. Why:
+	// Keys calls fn with every key (last use included) in id order, at
+	// the revision it returns. Why:
 	// lean stores list keys from the backend, and a catalog import checks
 	// every key against the new catalog. The key passed to fn may share
 	// memory with the next; fn must not keep it past its call unless it
 	// is a snapshot the engine owns.
-	Keys(ctx context.Context, fn func(k *model.Key)) error
+	Keys(ctx context.Context, fn func(k *model.Key)) (Rev, error)
 
 	// Similar returns up to n keys whose id or folded name starts with
 	// prefix. Why: "not found" answers suggest near misses, reading a

@@ -1,16 +1,14 @@
 package store
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"slices"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -32,6 +30,9 @@ type boltBackend struct {
 	indexed bool
 	// fresh: the file holds no database yet; the first Commit must Init.
 	fresh bool
+	// keysRev is the revision of the last commit that changed a key
+	// record, for Write.KeysAt.
+	keysRev atomic.Uint64
 
 	watchMu  sync.Mutex
 	watchers map[chan WatchEvent]struct{}
@@ -97,6 +98,9 @@ func (b *boltBackend) Commit(_ context.Context, w *Write) (Rev, error) {
 	var rev Rev
 	err := b.db.Update(func(tx *bolt.Tx) error {
 		rev = Rev(tx.ID())
+		if w.KeysAt != 0 && b.keysRev.Load() > uint64(w.KeysAt) {
+			return fmt.Errorf("%w (a key changed since they were checked)", ErrConflict)
+		}
 		if !w.InitAt.IsZero() {
 			if err := createSchema(tx, w.InitAt); err != nil {
 				return err
@@ -109,6 +113,9 @@ func (b *boltBackend) Commit(_ context.Context, w *Write) (Rev, error) {
 	})
 	if err != nil {
 		return 0, err
+	}
+	if len(w.Keys) > 0 {
+		b.keysRev.Store(uint64(rev))
 	}
 	b.notify(rev, w)
 	return rev, nil
@@ -305,227 +312,6 @@ func createSchema(tx *bolt.Tx, at time.Time) error {
 	_ = meta.Put(kKeyCount, u64(0))
 	_ = meta.Put(kCreated, []byte(at.UTC().Format(time.RFC3339Nano)))
 	return nil
-}
-
-// Import writes keys in one transaction, whatever batch says: bbolt has
-// no transaction size limit, so an import stays all-or-nothing here.
-func (b *boltBackend) Import(ctx context.Context, keys []KeyPut, audit []model.AuditEvent, _ int) (int, error) {
-	if _, err := b.Commit(ctx, &Write{Keys: keys, Audit: audit, Bulk: true}); err != nil {
-		return 0, err
-	}
-	return len(keys), nil
-}
-
-// putBulk writes a bulk Write (new keys only), sorted per bucket.
-//
-// Ids and hashes are random, and bbolt only splits nodes at commit, so
-// inserting 100k random keys one by one costs O(n²) memmoves inside one
-// huge node. The records are therefore written in key order, bucket by
-// bucket. Sorted inserts fill pages left to right; splitting them at the
-// default 50% would leave every new page half empty (a bigger file, more
-// remaps while it grows, more to fsync), so pages are filled to 90%.
-func putBulk(tx *bolt.Tx, w *Write) error {
-	idx, err := appendAuditBulk(tx, w.Audit)
-	if err != nil {
-		return err
-	}
-	kb, hb, lb := tx.Bucket(bKeys), tx.Bucket(bHashes), tx.Bucket(bLastUsed)
-	kb.FillPercent, hb.FillPercent, lb.FillPercent = 0.9, 0.9, 0.9
-	byID := slices.Clone(w.Keys)
-	slices.SortFunc(byID, func(a, b KeyPut) int { return strings.Compare(a.New.ID, b.New.ID) })
-	for _, kp := range byID {
-		if kp.Old != nil || kb.Get([]byte(kp.New.ID)) != nil {
-			return fmt.Errorf("key %s: %w (a bulk write only creates keys)", kp.New.ID, ErrConflict)
-		}
-		if err := kb.Put([]byte(kp.New.ID), encodeKey(kp.New)); err != nil {
-			return err
-		}
-	}
-	for _, kp := range byID {
-		if k := kp.New; k.LastUsedAt != nil {
-			if err := lb.Put([]byte(k.ID), encodeLastUsed(k.LastUsedAt.UnixNano(), k.LastUsedFrom)); err != nil {
-				return err
-			}
-		}
-	}
-	slices.SortFunc(byID, func(a, b KeyPut) int { return bytes.Compare(a.Hashes.Cur[:], b.Hashes.Cur[:]) })
-	for _, kp := range byID {
-		if err := hb.Put(kp.Hashes.Cur[:], encodeHashRef(hashRef{id: kp.New.ID})); err != nil {
-			return err
-		}
-	}
-	if err := putSortedIndex(tx.Bucket(bAuditKey), idx); err != nil {
-		return err
-	}
-	if err := putNamesSorted(tx, w.Keys); err != nil {
-		return err
-	}
-	return addKeyCount(tx, len(w.Keys))
-}
-
-// putSortedIndex writes index keys (empty values) in key order.
-func putSortedIndex(b *bolt.Bucket, keys [][]byte) error {
-	if len(keys) == 0 {
-		return nil
-	}
-	slices.SortFunc(keys, bytes.Compare)
-	b.FillPercent = 0.9
-	for _, k := range keys {
-		if err := b.Put(k, nil); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// putNamesSorted adds the names of a batch of new keys to the index in
-// name order, for the reason putBulk writes its other buckets sorted.
-// A name must be free: a bulk write refuses a taken one.
-func putNamesSorted(tx *bolt.Tx, keys []KeyPut) error {
-	all := make([]foldedName, len(keys))
-	for i, kp := range keys {
-		if err := checkNameFree(tx, kp.New.Name, kp.New.ID); err != nil {
-			return err
-		}
-		all[i] = foldedName{foldName(kp.New.Name), kp.New.ID}
-	}
-	return putNames(tx.Bucket(bNames), all, 0.9)
-}
-
-// Watch streams this process's own commits: one process owns the file,
-// so no other writer exists. A consumer that falls 64 commits behind gets
-// Relist and the stream ends.
-func (b *boltBackend) Watch(ctx context.Context, from Rev) <-chan WatchEvent {
-	ch := make(chan WatchEvent, 64)
-	b.watchMu.Lock()
-	b.watchers[ch] = struct{}{}
-	b.watchMu.Unlock()
-	go func() {
-		<-ctx.Done()
-		b.watchMu.Lock()
-		if _, ok := b.watchers[ch]; ok {
-			delete(b.watchers, ch)
-			close(ch)
-		}
-		b.watchMu.Unlock()
-	}()
-	return ch
-}
-
-// notify sends the commit at rev to the watchers.
-func (b *boltBackend) notify(rev Rev, w *Write) {
-	b.watchMu.Lock()
-	defer b.watchMu.Unlock()
-	if len(b.watchers) == 0 {
-		return
-	}
-	ev := WatchEvent{Rev: rev}
-	for _, kp := range w.Keys {
-		if kp.New != nil {
-			ev.Keys = append(ev.Keys, kp.New.ID)
-		} else {
-			ev.Keys = append(ev.Keys, kp.Old.ID)
-		}
-	}
-	for _, op := range w.Operators {
-		ev.Operators = append(ev.Operators, op.Name)
-	}
-	for name := range w.Meta {
-		ev.Meta = append(ev.Meta, name)
-	}
-	for ch := range b.watchers {
-		select {
-		case ch <- ev:
-		default:
-			// Too far behind: say so and end the stream.
-			select {
-			case <-ch:
-			default:
-			}
-			ch <- WatchEvent{Rev: rev, Relist: true}
-			delete(b.watchers, ch)
-			close(ch)
-		}
-	}
-}
-
-// Key reads key id with its last use.
-func (b *boltBackend) Key(_ context.Context, id string) (*model.Key, error) {
-	var k *model.Key
-	err := b.db.View(func(tx *bolt.Tx) error {
-		var err error
-		k, err = readKey(tx, id)
-		return err
-	})
-	return k, err
-}
-
-// Keys decodes every key in id order (see readAllKeys).
-func (b *boltBackend) Keys(_ context.Context, fn func(k *model.Key)) error {
-	return b.db.View(func(tx *bolt.Tx) error { return readAllKeys(tx, fn) })
-}
-
-// Similar reads the id and name indexes from prefix on: a few page reads
-// whatever the key count.
-func (b *boltBackend) Similar(_ context.Context, prefix string, n int) ([]*model.Key, error) {
-	var out []*model.Key
-	seen := map[string]bool{}
-	err := b.db.View(func(tx *bolt.Tx) error {
-		add := func(id []byte) {
-			if len(out) >= n || seen[string(id)] {
-				return
-			}
-			seen[string(id)] = true
-			if k, err := readKey(tx, string(id)); err == nil {
-				out = append(out, k)
-			}
-		}
-		p := []byte(prefix)
-		c := tx.Bucket(bKeys).Cursor()
-		for id, _ := c.Seek(p); id != nil && bytes.HasPrefix(id, p) && len(out) < n; id, _ = c.Next() {
-			add(id)
-		}
-		if nb := tx.Bucket(bNames); b.indexed && nb != nil {
-			p = []byte(foldName(prefix))
-			c = nb.Cursor()
-			for name, id := c.Seek(p); name != nil && bytes.HasPrefix(name, p) && len(out) < n; name, id = c.Next() {
-				add(id)
-			}
-		}
-		return nil
-	})
-	return out, err
-}
-
-// NameOwner reads the names bucket. A read-only schema 1 file has none
-// (it could not be migrated): every key is read instead; that file
-// refuses every save anyway.
-func (b *boltBackend) NameOwner(_ context.Context, name string) (string, bool, error) {
-	var id string
-	var ok bool
-	err := b.db.View(func(tx *bolt.Tx) error {
-		if b.indexed {
-			id, ok = nameOwner(tx, name)
-			return nil
-		}
-		f := foldName(name)
-		return readAllKeys(tx, func(k *model.Key) {
-			if id == "" && foldName(k.Name) == f {
-				id, ok = k.ID, true
-			}
-		})
-	})
-	return id, ok, err
-}
-
-// Meta reads a metadata record (nil if there is none).
-func (b *boltBackend) Meta(_ context.Context, name MetaName) ([]byte, error) {
-	var v []byte
-	err := b.db.View(func(tx *bolt.Tx) error {
-		v = bytes.Clone(tx.Bucket(bMeta).Get(metaKeys[name]))
-		return nil
-	})
-	return v, err
 }
 
 // MergeLastUsed writes recs (in key order) in one transaction. The

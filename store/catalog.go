@@ -24,9 +24,11 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 		return err
 	}
 	return s.write(actor, func(t *txn) error {
-		if err := s.keysFitCatalog(&cat); err != nil {
+		rev, err := s.keysFitCatalog(&cat)
+		if err != nil {
 			return err
 		}
+		t.w.KeysAt = rev
 		data, err := json.Marshal(cat)
 		if err != nil {
 			return err
@@ -42,11 +44,11 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 // keysFitCatalog checks every key against cat. Keys share a few grants,
 // so each distinct grant is judged once. The caller holds the writer
 // lock: no key changes meanwhile.
-func (s *Store) keysFitCatalog(cat *model.Catalog) error {
+func (s *Store) keysFitCatalog(cat *model.Catalog) (Rev, error) {
 	verdicts := map[string]string{}
 	var problems []string
 	bad := 0
-	err := s.be.Keys(context.Background(), func(k *model.Key) {
+	rev, err := s.be.Keys(context.Background(), func(k *model.Key) {
 		g := string(k.Role) + "\x00" + strings.Join(k.Scopes, ",") + "\x00" + strings.Join(k.Resources, ",")
 		why, seen := verdicts[g]
 		if !seen {
@@ -62,15 +64,15 @@ func (s *Store) keysFitCatalog(cat *model.Catalog) error {
 		}
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if bad == 0 {
-		return nil
+		return rev, nil
 	}
 	if bad > len(problems) {
 		problems = append(problems, fmt.Sprintf("and %d more", bad-len(problems)))
 	}
-	return fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
+	return 0, fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
 		bad, strings.Join(problems, "; "))
 }
 

@@ -26,7 +26,7 @@ func (s *Store) Keys() []*model.Key {
 		return s.overlayLive(s.keepSnapshots())
 	}
 	var out []*model.Key
-	_ = s.be.Keys(context.Background(), func(k *model.Key) { out = append(out, k) })
+	_, _ = s.be.Keys(context.Background(), func(k *model.Key) { out = append(out, k) })
 	return out
 }
 
@@ -58,7 +58,7 @@ func (s *Store) keepSnapshots() []*model.Key {
 	for c := range snaps {
 		snaps[c] = make([]*model.Key, slotChunk)
 	}
-	err := s.be.Keys(context.Background(), func(k *model.Key) {
+	_, err := s.be.Keys(context.Background(), func(k *model.Key) {
 		if i, ok := s.slots.lookup(k.ID); ok {
 			snaps[i>>slotBits][i&(slotChunk-1)] = k
 			out = append(out, k)

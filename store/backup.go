@@ -5,8 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-
-	bolt "go.etcd.io/bbolt"
 )
 
 // BackupSocketPath is the unix socket beside the database through which a
@@ -16,24 +14,13 @@ func BackupSocketPath(dbPath string) string { return dbPath + ".sock" }
 // WriteBackup writes a consistent copy of the database to w, as Backup
 // does, for a stream that must announce the copy's length first: announce
 // (if not nil) gets the snapshot's exact size in bytes before any of them
-// is written. The copy is one read transaction (bbolt's Tx.WriteTo), so
-// writes that commit meanwhile are not in it and cannot tear it.
+// is written. The copy is consistent (see Backend.Backup): writes that
+// commit meanwhile are not in it and cannot tear it.
 func (s *Store) WriteBackup(w io.Writer, announce func(size int64) error) (int64, error) {
 	if err := s.FlushLastUsed(); err != nil {
 		return 0, err
 	}
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		if announce != nil {
-			if err := announce(tx.Size()); err != nil {
-				return err
-			}
-		}
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
+	return s.be.Backup(w, announce)
 }
 
 // PrepareSocketPath makes path ready for a unix socket to be bound there

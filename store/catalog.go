@@ -1,12 +1,12 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -24,16 +24,16 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 		return err
 	}
 	return s.write(actor, func(t *txn) error {
-		if err := keysFitCatalog(t.tx, &cat); err != nil {
+		rev, err := s.keysFitCatalog(&cat)
+		if err != nil {
 			return err
 		}
+		t.w.KeysAt = rev
 		data, err := json.Marshal(cat)
 		if err != nil {
 			return err
 		}
-		if err := t.tx.Bucket(bMeta).Put(kCatalog, data); err != nil {
-			return err
-		}
+		t.setMeta(MetaCatalog, data)
 		t.after = append(t.after, func() { s.catalog = cat })
 		t.changes = append(t.changes, Change{Kind: CatalogChanged})
 		old := s.Catalog()
@@ -41,13 +41,14 @@ func (s *Store) ImportCatalog(actor string, cat model.Catalog) error {
 	})
 }
 
-// keysFitCatalog checks every key in tx against cat. Keys share a few
-// grants, so each distinct grant is judged once.
-func keysFitCatalog(tx *bolt.Tx, cat *model.Catalog) error {
+// keysFitCatalog checks every key against cat. Keys share a few grants,
+// so each distinct grant is judged once. The caller holds the writer
+// lock: no key changes meanwhile.
+func (s *Store) keysFitCatalog(cat *model.Catalog) (Rev, error) {
 	verdicts := map[string]string{}
 	var problems []string
 	bad := 0
-	err := readAllKeys(tx, func(k *model.Key) {
+	rev, err := s.be.Keys(context.Background(), func(k *model.Key) {
 		g := string(k.Role) + "\x00" + strings.Join(k.Scopes, ",") + "\x00" + strings.Join(k.Resources, ",")
 		why, seen := verdicts[g]
 		if !seen {
@@ -63,15 +64,15 @@ func keysFitCatalog(tx *bolt.Tx, cat *model.Catalog) error {
 		}
 	})
 	if err != nil {
-		return err
+		return 0, err
 	}
 	if bad == 0 {
-		return nil
+		return rev, nil
 	}
 	if bad > len(problems) {
 		problems = append(problems, fmt.Sprintf("and %d more", bad-len(problems)))
 	}
-	return fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
+	return 0, fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
 		bad, strings.Join(problems, "; "))
 }
 
@@ -134,11 +135,23 @@ func (s *Store) Backup(w io.Writer) (int64, error) {
 	if err := s.FlushLastUsed(); err != nil {
 		return 0, err
 	}
-	var n int64
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		n, err = tx.WriteTo(w)
-		return err
-	})
-	return n, err
+	return s.be.Backup(w, nil)
+}
+
+func listDiff(label string, a, b []string) string {
+	var add, del []string
+	for _, x := range b {
+		if !slices.Contains(a, x) {
+			add = append(add, "+"+x)
+		}
+	}
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			del = append(del, "-"+x)
+		}
+	}
+	if len(add)+len(del) == 0 {
+		return ""
+	}
+	return label + " " + strings.Join(append(add, del...), " ")
 }

@@ -197,3 +197,124 @@ func u64(v uint64) []byte {
 	binary.BigEndian.PutUint64(b[:], v)
 	return b[:]
 }
+
+// loadAlloc hands out the small pieces of decoded keys from slabs: scope
+// and resource lists (capped at their length, so an append copies) and
+// expiry and grace times.
+type loadAlloc struct {
+	strs  []string
+	times []time.Time
+}
+
+func (a *loadAlloc) strings(n int) []string {
+	if a == nil {
+		return make([]string, n)
+	}
+	if n > cap(a.strs)-len(a.strs) {
+		a.strs = make([]string, 0, max(n, 1024))
+	}
+	i := len(a.strs)
+	a.strs = a.strs[:i+n]
+	return a.strs[i : i+n : i+n]
+}
+
+func (a *loadAlloc) time(t time.Time) *time.Time {
+	if len(a.times) == cap(a.times) {
+		a.times = make([]time.Time, 0, 256)
+	}
+	a.times = append(a.times, t)
+	return &a.times[len(a.times)-1]
+}
+
+// decodeKeyInto is decodeKey writing into *k, with fewer allocations: the
+// record's unshared strings (id, name, description, hint) are substrings
+// of one string, and lists and times come from a's slabs. On error *k is
+// left partly written.
+func decodeKeyInto(k *model.Key, b []byte, intern map[string]string, scratch *[]byte, a *loadAlloc) error {
+	if len(b) == 0 || b[0] != keyCodecV1 {
+		return errCorruptRecord
+	}
+	d := decoder{b: b[1:], intern: intern}
+	id := d.raw()
+	name := d.raw()
+	desc := d.raw()
+	k.Role = model.Role(d.str(true))
+	k.Scopes = d.strsFrom(a)
+	k.Resources = d.strsFrom(a)
+	k.Status = model.Status(d.str(true))
+	if t, ok := d.timeVal(); ok {
+		k.CreatedAt = t
+	}
+	k.CreatedBy = d.str(true)
+	if t, ok := d.timeVal(); ok {
+		k.UpdatedAt = t
+	}
+	if t, ok := d.timeVal(); ok {
+		k.ExpiresAt = a.time(t)
+	}
+	hint := d.raw()
+	k.Version = d.uvarint()
+	if t, ok := d.timeVal(); ok {
+		k.GraceUntil = a.time(t)
+	}
+	if d.err != nil {
+		return d.err
+	}
+	buf := append(append(append(append((*scratch)[:0], id...), name...), desc...), hint...)
+	*scratch = buf
+	all := string(buf)
+	i := 0
+	next := func(n int) string { i += n; return all[i-n : i] }
+	k.ID, k.Name, k.Description, k.Hint = next(len(id)), next(len(name)), next(len(desc)), next(len(hint))
+	return nil
+}
+
+// raw is str(false) without the copy: the bytes point into the record.
+func (d *decoder) raw() []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errCorruptRecord
+		return nil
+	}
+	r := d.b[:n]
+	d.b = d.b[n:]
+	return r
+}
+
+// strsFrom reads a string list, taking it from a's slab (a plain slice
+// when a is nil).
+func (d *decoder) strsFrom(a *loadAlloc) []string {
+	n := d.uvarint()
+	if d.err != nil || n == 0 {
+		return nil
+	}
+	if n > uint64(len(d.b)) {
+		d.err = errCorruptRecord
+		return nil
+	}
+	out := a.strings(int(n))
+	for i := range out {
+		out[i] = d.str(true)
+	}
+	return out
+}
+
+// timeVal is time without allocating: ok is false where time returns nil.
+func (d *decoder) timeVal() (time.Time, bool) {
+	if d.err != nil {
+		return time.Time{}, false
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errCorruptRecord
+		return time.Time{}, false
+	}
+	d.b = d.b[n:]
+	if v == 0 {
+		return time.Time{}, false
+	}
+	return time.Unix(0, v).UTC(), true
+}

@@ -1,142 +1,13 @@
 package store
 
 import (
-	"bytes"
-	"errors"
+	"context"
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/keyward/keyward/model"
 )
-
-// txn is one write: the bbolt work plus the memory updates and change
-// events to apply once it has committed.
-type txn struct {
-	tx      *bolt.Tx
-	now     time.Time
-	actor   string      // the operator's name, for the audit log and CreatedBy
-	who     model.Actor // the whole actor write authorised
-	after   []func()
-	changes []Change
-}
-
-func (t *txn) audit(action, target, detail string) error {
-	return appendAudit(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: action, Target: target, Detail: detail})
-}
-
-// errNoChange, returned by a write's fn, rolls the transaction back and
-// makes write succeed: the request was valid but changed nothing.
-var errNoChange = errors.New("no change")
-
-// write runs fn in one bbolt transaction as actor. The actor must be an
-// active ADMIN operator: READONLY operators are refused here, not only in
-// the UI. Memory is updated only after the commit succeeds.
-func (s *Store) write(actor string, fn func(t *txn) error) error {
-	if s.closed.Load() {
-		return ErrClosed
-	}
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if err := s.authorize(actor); err != nil {
-		return err
-	}
-	if s.readOnly {
-		return s.readOnlyError()
-	}
-	// Audit and CreatedBy name the operator; the rest of the actor (its
-	// identity and key) only decides the authorisation above.
-	who := model.ParseActor(actor)
-	t := &txn{now: s.now().UTC(), actor: who.Name, who: who}
-	var fnErr error
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		t.tx = tx
-		fnErr = fn(t)
-		return fnErr
-	})
-	if errors.Is(err, errNoChange) {
-		return nil // rolled back: nothing to commit, no fsync, no events
-	}
-	if err != nil && fnErr == nil {
-		// The commit itself failed (disk full, I/O error): bbolt rolled
-		// back, so nothing of this change is on disk or in memory.
-		return fmt.Errorf("saving to database %s failed, nothing was changed: %w", s.path, err)
-	}
-	if err != nil {
-		return err
-	}
-	// Apply the memory updates in chunks: a bulk import's thousands of map
-	// inserts under one Lock would stall every verification meanwhile. A
-	// key of the batch may verify a moment before the call returns; after
-	// it returns, every one does.
-	for lo := 0; lo < len(t.after); lo += applyChunk {
-		s.mu.Lock()
-		for _, f := range t.after[lo:min(lo+applyChunk, len(t.after))] {
-			f()
-		}
-		s.mu.Unlock()
-	}
-	s.publish(t.changes...)
-	return nil
-}
-
-// authorize checks that actor may change state: the operator account it
-// names (by identity, when the actor carries one, see model.Actor) exists,
-// is enabled, is ADMIN and, for an SSH session, still holds the key that
-// signed the session's login.
-func (s *Store) authorize(actor string) error {
-	s.mu.RLock()
-	op, why := s.actorOperator(model.ParseActor(actor))
-	s.mu.RUnlock()
-	switch {
-	case why != "":
-		return fmt.Errorf("%w: %s", ErrForbidden, why)
-	case op.Role != model.OperatorAdmin:
-		return fmt.Errorf("%w: operator %q is READONLY", ErrForbidden, op.Name)
-	}
-	return nil
-}
-
-// actorOperator returns the operator account a is bound to, or why it no
-// longer stands behind a (deleted, replaced by a namesake, disabled, or
-// the session's key removed). Caller holds s.mu.
-func (s *Store) actorOperator(a model.Actor) (*model.Operator, string) {
-	op := s.ops[a.Name]
-	switch {
-	case op == nil:
-		return nil, fmt.Sprintf("%q is not an operator of this database", model.Sanitize(a.Name))
-	case a.ID != "" && op.ID != a.ID:
-		return nil, fmt.Sprintf("the operator account %q this session belongs to was deleted (the name now belongs to a new account)", a.Name)
-	case op.Disabled:
-		return nil, fmt.Sprintf("operator %q is disabled", a.Name)
-	}
-	if a.KeyFingerprint != "" {
-		if _, ok := op.KeyByFingerprint(a.KeyFingerprint); !ok {
-			return nil, fmt.Sprintf("the SSH key this session logged in with (%s) was removed from operator %q", model.Sanitize(a.KeyFingerprint), a.Name)
-		}
-	}
-	return op, ""
-}
-
-// SessionOperator returns the operator account behind actor (see
-// model.Actor) as it is now, or an ErrForbidden error saying why it no
-// longer stands behind it: deleted (or replaced by a new account of the
-// same name), disabled, or the session's SSH key removed. A READONLY
-// operator is returned: reading needs no more.
-func (s *Store) SessionOperator(actor string) (model.Operator, error) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	op, why := s.actorOperator(model.ParseActor(actor))
-	if why != "" {
-		return model.Operator{}, fmt.Errorf("%w: %s", ErrForbidden, why)
-	}
-	c := *op
-	c.PublicKeys = append([]string(nil), op.PublicKeys...)
-	return c, nil
-}
 
 // Catalog returns the scope and resource catalog.
 func (s *Store) Catalog() model.Catalog {
@@ -166,17 +37,47 @@ func nameTaken(name, other string) error {
 }
 
 // newToken creates a token whose hash is not already indexed.
-func (s *Store) newToken(b *bolt.Bucket) (model.Token, [32]byte, error) {
+func (s *Store) newToken() (model.Token, [32]byte, error) {
 	for {
 		tok, err := model.GenerateToken(s.prefix)
 		if err != nil {
 			return model.Token{}, [32]byte{}, err
 		}
 		h := tok.Hash()
-		if b.Get(h[:]) == nil {
+		if !s.hashTaken(&h) {
 			return tok, h, nil
 		}
 	}
+}
+
+// hashTaken reports whether a key's secret hashes to h. The in-memory
+// index holds every live hash.
+func (s *Store) hashTaken(h *[32]byte) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, _, ok := s.hashes.lookup(h, &s.slots)
+	return ok
+}
+
+// idTaken reports whether a key has id.
+func (s *Store) idTaken(id string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	_, ok := s.slots.lookup(id)
+	return ok
+}
+
+// checkNameFree refuses name if a key other than selfID uses it. The
+// backend checks again in the commit, so two writes cannot both take it.
+func (s *Store) checkNameFree(name, selfID string) error {
+	other, taken, err := s.be.NameOwner(context.Background(), name)
+	if err != nil {
+		return err
+	}
+	if taken && other != selfID {
+		return nameTaken(name, other)
+	}
+	return nil
 }
 
 // CreateKey validates spec, stores a new key and returns it with its token.
@@ -208,24 +109,13 @@ func (s *Store) CreateKey(actor string, spec model.KeySpec) (*model.Key, string,
 	return key, token, nil
 }
 
-// insertKey writes one new key inside t and schedules its memory update.
+// insertKey adds one new key to t and schedules its memory update.
 func (s *Store) insertKey(t *txn, spec model.KeySpec) (*model.Key, string, error) {
 	nk, err := s.newKey(t, spec, nil)
 	if err != nil {
 		return nil, "", err
 	}
-	if err := t.tx.Bucket(bKeys).Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
-		return nil, "", err
-	}
-	if err := t.tx.Bucket(bHashes).Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
-		return nil, "", err
-	}
-	if err := putName(t.tx, nk.key.Name, nk.key.ID); err != nil {
-		return nil, "", err
-	}
-	if err := addKeyCount(t.tx, 1); err != nil {
-		return nil, "", err
-	}
+	t.w.Keys = append(t.w.Keys, KeyPut{New: nk.key, Hashes: KeyHashes{Cur: nk.hash}})
 	s.scheduleInsert(t, nk)
 	return nk.key, nk.token, nil
 }
@@ -237,22 +127,14 @@ type newKeyRec struct {
 	hash  [32]byte
 }
 
-// pendingBatch holds the ids and hashes a bulk insert has drawn but not yet
-// written, so they are unique within the batch too.
-type pendingBatch struct {
-	ids    map[string]struct{}
-	hashes map[[32]byte]struct{}
-}
-
 // newKey draws an id and a token for spec, checking the name is free (in
 // the write transaction: two creates may race) and that id and hash are
 // unused. The caller writes the key, its hash and its name. Names within a
 // batch are checked by the caller before the transaction.
 func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyRec, error) {
-	if err := checkNameFree(t.tx, spec.Name, ""); err != nil {
+	if err := s.checkNameFree(spec.Name, ""); err != nil {
 		return newKeyRec{}, err
 	}
-	hb, kb := t.tx.Bucket(bHashes), t.tx.Bucket(bKeys)
 	var tok model.Token
 	var h [32]byte
 	for {
@@ -266,7 +148,7 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 				continue
 			}
 		}
-		if hb.Get(h[:]) == nil {
+		if !s.hashTaken(&h) {
 			break
 		}
 	}
@@ -281,7 +163,7 @@ func (s *Store) newKey(t *txn, spec model.KeySpec, batch *pendingBatch) (newKeyR
 				continue
 			}
 		}
-		if kb.Get([]byte(id)) == nil {
+		if !s.idTaken(id) {
 			break
 		}
 	}
@@ -307,121 +189,24 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 	g := s.grants.get(k) // not under s.mu
 	t.after = append(t.after, func() {
 		i := s.slots.alloc(k.ID)
-		s.slots.at(i).cur = h
+		e := s.slots.at(i)
+		e.cur = h
+		if k.LastUsedAt != nil { // a seeded key: loaded the way Open loads it
+			e.lastAt.Store(k.LastUsedAt.UnixNano())
+		}
 		s.setKey(i, k, g)
 		s.hashes.add(h, i)
 	})
 	t.changes = append(t.changes, Change{Kind: KeyCreated, ID: k.ID})
 }
 
-// ImportKeys creates many keys in one transaction (seeding, migrations).
-// Tokens are returned in order. It is all-or-nothing.
-//
-// Ids and hashes are random, and bbolt only splits nodes at commit, so
-// inserting 100k random keys one by one costs O(n²) memmoves inside one
-// huge node. The records are therefore built first and written in key
-// order, bucket by bucket.
-func (s *Store) ImportKeys(actor string, specs []model.KeySpec) ([]*model.Key, []string, error) {
-	if err := s.authorize(actor); err != nil {
-		return nil, nil, err
-	}
-	now := s.now().UTC()
-	specs = slices.Clone(specs) // normalised below; the caller's slice is left alone
-	seen := make(map[string]int, len(specs))
-	for i := range specs {
-		specs[i] = normalizeSpec(specs[i])
-		if err := s.checkSpec(specs[i], now); err != nil {
-			return nil, nil, fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(specs[i].Name), err)
-		}
-		if j, dup := seen[foldName(specs[i].Name)]; dup {
-			return nil, nil, fmt.Errorf("key %d: name %q repeats key %d", i+1, specs[i].Name, j+1)
-		}
-		seen[foldName(specs[i].Name)] = i
-	}
-	keys := make([]*model.Key, 0, len(specs))
-	tokens := make([]string, 0, len(specs))
-	err := s.write(actor, func(t *txn) error {
-		batch := &pendingBatch{ids: make(map[string]struct{}, len(specs)), hashes: make(map[[32]byte]struct{}, len(specs))}
-		recs := make([]newKeyRec, 0, len(specs))
-		idx := make([][]byte, 0, len(specs))
-		ab := t.tx.Bucket(bAudit)
-		ab.FillPercent = 1 // sequence keys only ever append
-		for i, spec := range specs {
-			nk, err := s.newKey(t, spec, batch)
-			if err != nil {
-				return fmt.Errorf("key %d (%q): %w", i+1, model.Sanitize(spec.Name), err)
-			}
-			ik, err := appendAuditEvent(t.tx, model.AuditEvent{Time: t.now, Actor: t.actor, Action: model.ActKeyCreate,
-				Target: nk.key.ID, Detail: "imported: " + describeNew(nk.key)})
-			if err != nil {
-				return err
-			}
-			recs = append(recs, nk)
-			idx = append(idx, ik)
-		}
-		kb, hb, ib := t.tx.Bucket(bKeys), t.tx.Bucket(bHashes), t.tx.Bucket(bAuditKey)
-		// Sorted inserts fill pages left to right; splitting them at the
-		// default 50% would leave every new page half empty (a bigger
-		// file, more remaps while it grows, more to fsync).
-		kb.FillPercent, hb.FillPercent = 0.9, 0.9
-		byID := slices.Clone(recs)
-		slices.SortFunc(byID, func(a, b newKeyRec) int { return strings.Compare(a.key.ID, b.key.ID) })
-		for _, nk := range byID {
-			if err := kb.Put([]byte(nk.key.ID), encodeKey(nk.key)); err != nil {
-				return err
-			}
-		}
-		slices.SortFunc(byID, func(a, b newKeyRec) int { return bytes.Compare(a.hash[:], b.hash[:]) })
-		for _, nk := range byID {
-			if err := hb.Put(nk.hash[:], encodeHashRef(hashRef{id: nk.key.ID})); err != nil {
-				return err
-			}
-		}
-		slices.SortFunc(idx, bytes.Compare)
-		ib.FillPercent = 0.9
-		for _, ik := range idx {
-			if err := ib.Put(ik, nil); err != nil {
-				return err
-			}
-		}
-		if err := putNamesSorted(t.tx, recs); err != nil {
-			return err
-		}
-		if err := addKeyCount(t.tx, len(recs)); err != nil {
-			return err
-		}
-		for _, nk := range recs {
-			s.scheduleInsert(t, nk)
-			keys = append(keys, nk.key)
-			tokens = append(tokens, nk.token)
-		}
-		if len(recs) > 64 {
-			// One resync signal instead of a flood of per-key events.
-			t.changes = []Change{{Kind: Resync}}
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	return keys, tokens, nil
-}
-
-// putNamesSorted adds the names of a batch of new keys to the index in
-// name order, for the reason ImportKeys writes its other buckets sorted.
-func putNamesSorted(tx *bolt.Tx, recs []newKeyRec) error {
-	all := make([]foldedName, len(recs))
-	for i, nk := range recs {
-		all[i] = foldedName{foldName(nk.key.Name), nk.key.ID}
-	}
-	return putNames(tx.Bucket(bNames), all, 0.9)
-}
-
-// load-modify-store helper: fn returns the new key (or nil to delete).
+// modifyKey is the read-modify-write of one key: fn returns the new key
+// (or nil for no change), and the write is conditioned on the version
+// read. t.hashes, if fn sets it, replaces the key's secret hashes.
 func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
 	var out *model.Key
 	err := s.write(actor, func(t *txn) error {
-		cur, err := readKey(t.tx, id) // the file and memory agree under wmu
+		cur, err := s.be.Key(context.Background(), id) // the backend and memory agree under wmu
 		if err != nil {
 			return err
 		}
@@ -435,17 +220,12 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		}
 		next.Version = cur.Version + 1
 		next.UpdatedAt = t.now
-		if err := t.tx.Bucket(bKeys).Put([]byte(id), encodeKey(next)); err != nil {
-			return err
+		was := s.keyHashes(id)
+		now := was
+		if t.hashes != nil {
+			now = *t.hashes
 		}
-		if foldName(cur.Name) != foldName(next.Name) {
-			if err := deleteName(t.tx, cur.Name, id); err != nil {
-				return err
-			}
-			if err := putName(t.tx, next.Name, id); err != nil {
-				return err
-			}
-		}
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, New: next, Hashes: now, Was: was})
 		out = next
 		g := s.grants.get(next)
 		t.after = append(t.after, func() {
@@ -477,7 +257,7 @@ func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*
 		if err := model.ValidateEdit(cur, spec, &cat, t.now); err != nil {
 			return nil, err
 		}
-		if err := checkNameFree(t.tx, spec.Name, id); err != nil {
+		if err := s.checkNameFree(spec.Name, id); err != nil {
 			return nil, err
 		}
 		next := cur.Clone()
@@ -488,7 +268,7 @@ func (s *Store) EditKey(actor, id string, version uint64, spec model.KeySpec) (*
 		} else {
 			next.Status = model.StatusDisabled
 		}
-		diff := describeDiff(cur, next)
+		diff := model.AuditDiff(cur, next)
 		if diff == "" {
 			return nil, nil // nothing changed: no write, no audit noise
 		}
@@ -514,9 +294,6 @@ func (s *Store) SetKeyActive(actor, id string, active bool) (*model.Key, error) 
 	})
 }
 
-// Grace periods offered when regenerating.
-var GraceChoices = []time.Duration{0, time.Hour, 24 * time.Hour, 7 * 24 * time.Hour}
-
 // RegenerateKey issues a new secret for key id. With grace > 0 the
 // previous secret keeps verifying until now+grace; otherwise it dies at
 // once. Any older previous secret is dropped.
@@ -526,28 +303,22 @@ func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key
 	}
 	var token string
 	k, err := s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {
-		hb := t.tx.Bucket(bHashes)
 		oldHashes := s.hashesOf(id)
-		tok, h, err := s.newToken(hb)
+		tok, h, err := s.newToken()
 		if err != nil {
 			return nil, err
 		}
+		// The current secret becomes the previous one for the grace;
+		// an older previous one is dropped.
 		keep := map[[32]byte]hashRef{}
+		hashes := KeyHashes{Cur: h}
 		for oh, ref := range oldHashes {
 			if grace > 0 && !ref.previous {
 				keep[oh] = hashRef{id: id, previous: true}
-				if err := hb.Put(oh[:], encodeHashRef(keep[oh])); err != nil {
-					return nil, err
-				}
-				continue
-			}
-			if err := hb.Delete(oh[:]); err != nil {
-				return nil, err
+				hashes.Prev, hashes.HasPrev = oh, true
 			}
 		}
-		if err := hb.Put(h[:], encodeHashRef(hashRef{id: id})); err != nil {
-			return nil, err
-		}
+		t.hashes = &hashes
 		next := cur.Clone()
 		next.Hint = tok.Hint()
 		next.GraceUntil = nil
@@ -608,29 +379,12 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 // DeleteKey removes key id permanently. Its secrets stop verifying at once.
 func (s *Store) DeleteKey(actor, id string) error {
 	return s.write(actor, func(t *txn) error {
-		cur, err := readKey(t.tx, id)
+		cur, err := s.be.Key(context.Background(), id)
 		if err != nil {
 			return err
 		}
 		hashes := s.hashesOf(id)
-		hb := t.tx.Bucket(bHashes)
-		for h := range hashes {
-			if err := hb.Delete(h[:]); err != nil {
-				return err
-			}
-		}
-		if err := t.tx.Bucket(bKeys).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := t.tx.Bucket(bLastUsed).Delete([]byte(id)); err != nil {
-			return err
-		}
-		if err := deleteName(t.tx, cur.Name, id); err != nil {
-			return err
-		}
-		if err := addKeyCount(t.tx, -1); err != nil {
-			return err
-		}
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, Was: s.keyHashes(id)})
 		t.after = append(t.after, func() {
 			if i, ok := s.slots.lookup(id); ok {
 				for h := range hashes {
@@ -643,6 +397,18 @@ func (s *Store) DeleteKey(actor, id string) error {
 		t.changes = append(t.changes, Change{Kind: KeyDeleted, ID: id})
 		return t.audit(model.ActKeyDelete, id, fmt.Sprintf("deleted %q (%s)", cur.Name, cur.Role))
 	})
+}
+
+// keyHashes returns key id's secret hashes as memory holds them.
+func (s *Store) keyHashes(id string) KeyHashes {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var h KeyHashes
+	if i, ok := s.slots.lookup(id); ok {
+		e := s.slots.at(i)
+		h.Cur, h.Prev, h.HasPrev = e.cur, e.prev, e.hasPrev
+	}
+	return h
 }
 
 // expireGraces drops previous secrets whose grace has ended.
@@ -667,18 +433,13 @@ func (s *Store) expireGraces() {
 			s.wmu.Unlock()
 			continue
 		}
-		err := s.db.Update(func(tx *bolt.Tx) error {
-			hb := tx.Bucket(bHashes)
-			for h, ref := range s.hashesOf(id) {
-				if ref.previous {
-					if err := hb.Delete(h[:]); err != nil {
-						return err
-					}
-				}
+		w := &Write{}
+		for h, ref := range s.hashesOf(id) {
+			if ref.previous {
+				w.Expired = append(w.Expired, ExpiredHash{ID: id, Hash: h})
 			}
-			return nil
-		})
-		if err == nil {
+		}
+		if _, err := s.be.Commit(context.Background(), w); err == nil {
 			s.mu.Lock()
 			if i, ok := s.slots.lookup(id); ok {
 				if e := s.slots.at(i); e.hasPrev {
@@ -709,20 +470,6 @@ func normalizeSpec(spec model.KeySpec) model.KeySpec {
 	return spec
 }
 
-func sameTime(a, b *time.Time) bool {
-	if a == nil || b == nil {
-		return a == nil && b == nil
-	}
-	return a.Equal(*b)
-}
-
-func fmtExpiry(t *time.Time) string {
-	if t == nil {
-		return "never"
-	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
-}
-
 func describeNew(k *model.Key) string {
 	scopes := "all"
 	if k.Role != model.RoleAdmin {
@@ -733,53 +480,5 @@ func describeNew(k *model.Key) string {
 		res = strings.Join(k.Resources, ",")
 	}
 	return fmt.Sprintf("name %q, role %s, scopes %s, resources %s, expires %s, status %s, secret %s…",
-		k.Name, k.Role, scopes, res, fmtExpiry(k.ExpiresAt), k.Status, k.Hint)
+		k.Name, k.Role, scopes, res, model.FormatTime(k.ExpiresAt, "never"), k.Status, k.Hint)
 }
-
-// describeDiff says what an edit changed, for the audit log.
-func describeDiff(a, b *model.Key) string {
-	var parts []string
-	if a.Name != b.Name {
-		parts = append(parts, fmt.Sprintf("name %q -> %q", a.Name, b.Name))
-	}
-	if a.Description != b.Description {
-		parts = append(parts, "description changed")
-	}
-	if a.Role != b.Role {
-		parts = append(parts, fmt.Sprintf("role %s -> %s", a.Role, b.Role))
-	}
-	if d := listDiff("scopes", a.Scopes, b.Scopes); d != "" {
-		parts = append(parts, d)
-	}
-	if d := listDiff("resources", a.Resources, b.Resources); d != "" {
-		parts = append(parts, d)
-	}
-	if !sameTime(a.ExpiresAt, b.ExpiresAt) {
-		parts = append(parts, fmt.Sprintf("expires %s -> %s", fmtExpiry(a.ExpiresAt), fmtExpiry(b.ExpiresAt)))
-	}
-	if a.Status != b.Status {
-		parts = append(parts, fmt.Sprintf("status %s -> %s", a.Status, b.Status))
-	}
-	return strings.Join(parts, "; ")
-}
-
-func listDiff(label string, a, b []string) string {
-	var add, del []string
-	for _, x := range b {
-		if !slices.Contains(a, x) {
-			add = append(add, "+"+x)
-		}
-	}
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			del = append(del, "-"+x)
-		}
-	}
-	if len(add)+len(del) == 0 {
-		return ""
-	}
-	return label + " " + strings.Join(append(add, del...), " ")
-}
-
-// IsConflict reports whether err is an optimistic-concurrency conflict.
-func IsConflict(err error) bool { return errors.Is(err, ErrConflict) }

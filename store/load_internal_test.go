@@ -116,7 +116,7 @@ func TestLoadKeysMatchesSequential(t *testing.T) {
 	}
 	base := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
 	const n = 3*loadBatchSize + 17
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.boltDB().Update(func(tx *bolt.Tx) error {
 		kb, hb, lb := tx.Bucket(bKeys), tx.Bucket(bHashes), tx.Bucket(bLastUsed)
 		for i := range n {
 			k := testKey(i, base)
@@ -170,7 +170,7 @@ func compareWithReference(t *testing.T, got *Store, n int) {
 	var want map[string]*refEntry
 	var wantGraces map[string]time.Time
 	var wantHashes map[[32]byte]hashRef
-	err := got.db.View(func(tx *bolt.Tx) (err error) {
+	err := got.boltDB().View(func(tx *bolt.Tx) (err error) {
 		want, wantGraces, wantHashes, err = loadKeysReference(tx)
 		return err
 	})
@@ -243,7 +243,7 @@ func TestDecodeKeyIntoMatchesDecodeKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = s.db.Update(func(tx *bolt.Tx) error {
+	_ = s.boltDB().Update(func(tx *bolt.Tx) error {
 		kb := tx.Bucket(bKeys)
 		for i := range loadBatchSize + 10 {
 			k := testKey(i, base)

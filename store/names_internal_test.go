@@ -23,7 +23,7 @@ func TestMigrateNamesThatFoldAlike(t *testing.T) {
 	base := time.Date(2024, 1, 2, 3, 4, 5, 6, time.UTC)
 	first, second, other := testKey(1, base), testKey(2, base), testKey(4, base)
 	first.Name, second.Name = "Dup", " dup"
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.boltDB().Update(func(tx *bolt.Tx) error {
 		for _, k := range []*model.Key{first, second, other} {
 			if err := tx.Bucket(bKeys).Put([]byte(k.ID), encodeKey(k)); err != nil {
 				return err
@@ -57,7 +57,7 @@ func TestMigrateNamesThatFoldAlike(t *testing.T) {
 	if id, ok := s.KeyIDByName("dup"); !ok || id != second.ID {
 		t.Fatalf("after deleting %s, dup names %q %v; want %s", first.ID, id, ok, second.ID)
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.boltDB().View(func(tx *bolt.Tx) error {
 		n, err := readKeyCount(tx.Bucket(bMeta))
 		if err == nil && n != 2 {
 			t.Errorf("key count %d, want 2", n)

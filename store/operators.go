@@ -1,13 +1,12 @@
 package store
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -139,14 +138,11 @@ func (s *Store) AddOperator(actor, name string, role model.OperatorRole, publicK
 }
 
 func (s *Store) putOperator(t *txn, op *model.Operator) error {
-	data, err := json.Marshal(op)
-	if err != nil {
-		return err
-	}
-	if err := t.tx.Bucket(bOperators).Put([]byte(op.Name), data); err != nil {
+	if _, err := json.Marshal(op); err != nil {
 		return err
 	}
 	c := *op
+	t.w.Operators = append(t.w.Operators, OperatorPut{Name: op.Name, New: &c})
 	t.after = append(t.after, func() { s.ops[c.Name] = &c })
 	t.changes = append(t.changes, Change{Kind: OperatorsChanged, ID: op.Name})
 	return nil
@@ -255,9 +251,7 @@ func (s *Store) DeleteOperator(actor, name string) error {
 		if name == t.who.Name {
 			return fmt.Errorf("%w (deleting %q would refuse every key it created and lock it out)", ErrSelf, name)
 		}
-		if err := t.tx.Bucket(bOperators).Delete([]byte(name)); err != nil {
-			return err
-		}
+		t.w.Operators = append(t.w.Operators, OperatorPut{Name: name})
 		t.after = append(t.after, func() { delete(s.ops, name) })
 		t.changes = append(t.changes, Change{Kind: OperatorsChanged, ID: name})
 		return t.audit(model.ActOperatorDelete, name, fmt.Sprintf("deleted (%s); %s", cur.Role, s.consequence(cur)))
@@ -361,25 +355,17 @@ func (s *Store) RecordLogin(name, from string) error {
 	if cur == nil {
 		return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
 	}
-	t := &txn{now: s.now().UTC(), actor: name}
+	t := &txn{now: s.now().UTC(), actor: name, w: &Write{}}
 	next := *cur
 	now := t.now
 	next.LastLoginAt = &now
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		t.tx = tx
-		if err := s.putOperator(t, &next); err != nil {
-			return err
-		}
-		return t.audit(model.ActLogin, name, "from "+model.Sanitize(from))
-	})
-	if err != nil {
+	if err := s.putOperator(t, &next); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	for _, f := range t.after {
-		f()
+	_ = t.audit(model.ActLogin, name, "from "+model.Sanitize(from))
+	if _, err := s.be.Commit(context.Background(), t.w); err != nil {
+		return err
 	}
-	s.mu.Unlock()
-	s.publish(t.changes...)
+	s.apply(t)
 	return nil
 }

@@ -1,11 +1,8 @@
 package store
 
 import (
-	"bytes"
+	"context"
 	"fmt"
-	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -29,9 +26,7 @@ func (s *Store) Keys() []*model.Key {
 		return s.overlayLive(s.keepSnapshots())
 	}
 	var out []*model.Key
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		return readAllKeys(tx, func(k *model.Key) { out = append(out, k) })
-	})
+	_, _ = s.be.Keys(context.Background(), func(k *model.Key) { out = append(out, k) })
 	return out
 }
 
@@ -63,13 +58,11 @@ func (s *Store) keepSnapshots() []*model.Key {
 	for c := range snaps {
 		snaps[c] = make([]*model.Key, slotChunk)
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		return readAllKeys(tx, func(k *model.Key) {
-			if i, ok := s.slots.lookup(k.ID); ok {
-				snaps[i>>slotBits][i&(slotChunk-1)] = k
-				out = append(out, k)
-			}
-		})
+	_, err := s.be.Keys(context.Background(), func(k *model.Key) {
+		if i, ok := s.slots.lookup(k.ID); ok {
+			snaps[i>>slotBits][i&(slotChunk-1)] = k
+			out = append(out, k)
+		}
 	})
 	if err != nil {
 		return out
@@ -111,64 +104,9 @@ func (s *Store) Key(id string) (*model.Key, error) {
 	if k != nil {
 		return k, nil
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		var err error
-		k, err = readKey(tx, id)
-		return err
-	})
+	k, err := s.be.Key(context.Background(), id)
 	if err != nil {
 		return nil, err
 	}
 	return s.overlayLive([]*model.Key{k})[0], nil
-}
-
-// readKey decodes key id from tx, with its last-used record.
-func readKey(tx *bolt.Tx, id string) (*model.Key, error) {
-	v := tx.Bucket(bKeys).Get([]byte(id))
-	if v == nil {
-		return nil, fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
-	}
-	k, err := decodeKey(v, nil)
-	if err != nil {
-		return nil, fmt.Errorf("key %q: %w", model.Sanitize(id), err)
-	}
-	// A damaged last-used record is ignored, as the load ignores it.
-	if at, from, err := decodeLastUsed(tx.Bucket(bLastUsed).Get([]byte(id))); err == nil {
-		t := time.Unix(0, at).UTC()
-		k.LastUsedAt, k.LastUsedFrom = &t, from
-	}
-	return k, nil
-}
-
-// readAllKeys decodes every key of tx, with its last-used record, in id
-// order, as the load does (lists and times from slabs, repeated strings
-// shared), and passes each to fn.
-func readAllKeys(tx *bolt.Tx, fn func(k *model.Key)) error {
-	intern := map[string]string{}
-	var scratch []byte
-	var a loadAlloc
-	var slab []model.Key
-	lc := tx.Bucket(bLastUsed).Cursor()
-	lk, lv := lc.First()
-	c := tx.Bucket(bKeys).Cursor()
-	for id, v := c.First(); id != nil; id, v = c.Next() {
-		if len(slab) == 0 {
-			slab = make([]model.Key, 256)
-		}
-		k := &slab[0]
-		slab = slab[1:]
-		if err := decodeKeyInto(k, v, intern, &scratch, &a); err != nil {
-			return fmt.Errorf("key %q: %w", model.Sanitize(string(id)), err)
-		}
-		for lk != nil && bytes.Compare(lk, id) < 0 {
-			lk, lv = lc.Next()
-		}
-		if lk != nil && bytes.Equal(lk, id) {
-			if at, from, ok := loadLastUsed(lv, intern); ok {
-				k.LastUsedAt, k.LastUsedFrom = a.time(time.Unix(0, at).UTC()), from
-			}
-		}
-		fn(k)
-	}
-	return nil
 }

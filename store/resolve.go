@@ -1,12 +1,10 @@
 package store
 
 import (
-	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -40,38 +38,24 @@ func (e *notFound) Error() string { return e.msg }
 func (e *notFound) Unwrap() error { return ErrNotFound }
 
 // similarKeys lists keys ("key_… (name)") whose id or folded name starts
-// with ref, reading the id and name indexes from ref on: a few page reads
-// whatever the key count.
+// with ref (see Backend.Similar).
 func (s *Store) similarKeys(ref string) []string {
 	ref = strings.TrimSpace(ref)
 	if ref == "" {
 		return nil
 	}
+	keys, _ := s.be.Similar(context.Background(), ref, maxSuggestions)
 	var out []string
-	seen := map[string]bool{}
-	_ = s.db.View(func(tx *bolt.Tx) error {
-		add := func(id []byte) {
-			if len(out) >= maxSuggestions || seen[string(id)] {
-				return
-			}
-			seen[string(id)] = true
-			if k, err := readKey(tx, string(id)); err == nil {
-				out = append(out, fmt.Sprintf("%s (%s)", k.ID, model.Sanitize(k.Name)))
-			}
-		}
-		p := []byte(ref)
-		c := tx.Bucket(bKeys).Cursor()
-		for id, _ := c.Seek(p); id != nil && bytes.HasPrefix(id, p) && len(out) < maxSuggestions; id, _ = c.Next() {
-			add(id)
-		}
-		if nb := tx.Bucket(bNames); s.indexed && nb != nil {
-			p = []byte(foldName(ref))
-			c = nb.Cursor()
-			for name, id := c.Seek(p); name != nil && bytes.HasPrefix(name, p) && len(out) < maxSuggestions; name, id = c.Next() {
-				add(id)
-			}
-		}
-		return nil
-	})
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s (%s)", k.ID, model.Sanitize(k.Name)))
+	}
 	return out
+}
+
+// KeyIDByName returns the id of the live key using name (compared the way
+// names are kept unique: trimmed, case-insensitive). The TUI form uses it
+// to flag a taken name inline, before the admin reaches the save button.
+func (s *Store) KeyIDByName(name string) (string, bool) {
+	id, ok, _ := s.be.NameOwner(context.Background(), name)
+	return id, ok
 }

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
@@ -13,8 +14,6 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -113,8 +112,16 @@ func open(key, nonce, ct []byte) ([]byte, error) {
 	return gcm.Open(nil, nonce, ct, secretAAD)
 }
 
-func readSecret(tx *bolt.Tx) (*secretRecord, error) {
-	v := tx.Bucket(bMeta).Get(kSecret)
+func (s *Store) readSecret() (*secretRecord, error) {
+	v, err := s.be.Meta(context.Background(), MetaSecret)
+	if err != nil {
+		return nil, err
+	}
+	return parseSecret(v)
+}
+
+// parseSecret decodes the shared secret's record (nil if there is none).
+func parseSecret(v []byte) (*secretRecord, error) {
 	if v == nil {
 		return nil, nil
 	}
@@ -125,8 +132,8 @@ func readSecret(tx *bolt.Tx) (*secretRecord, error) {
 	return &rec, nil
 }
 
-func (s *Store) loadSecretSums(tx *bolt.Tx) error {
-	rec, err := readSecret(tx)
+func (s *Store) loadSecretSums(v []byte) error {
+	rec, err := parseSecret(v)
 	if err != nil || rec == nil {
 		return err
 	}
@@ -154,13 +161,8 @@ func metaOf(rec *secretRecord) SecretMeta {
 
 // SecretInfo returns the shared secret's metadata; any operator may see it.
 func (s *Store) SecretInfo() (SecretMeta, error) {
-	var meta SecretMeta
-	err := s.db.View(func(tx *bolt.Tx) error {
-		rec, err := readSecret(tx)
-		meta = metaOf(rec)
-		return err
-	})
-	return meta, err
+	rec, err := s.readSecret()
+	return metaOf(rec), err
 }
 
 // newSecret writes a fresh secret (keeping the old one's hash for grace).
@@ -190,9 +192,7 @@ func (s *Store) newSecret(t *txn, old *secretRecord, grace time.Duration) (strin
 		}
 	}
 	data, _ := json.Marshal(rec)
-	if err := t.tx.Bucket(bMeta).Put(kSecret, data); err != nil {
-		return "", nil, err
-	}
+	t.setMeta(MetaSecret, data)
 	t.after = append(t.after, func() { s.applySecret(rec) })
 	t.changes = append(t.changes, Change{Kind: SecretChanged})
 	return secret, rec, nil
@@ -204,7 +204,7 @@ func (s *Store) RevealSecret(actor string) (string, SecretMeta, error) {
 	var secret string
 	var meta SecretMeta
 	err := s.write(actor, func(t *txn) error {
-		rec, err := readSecret(t.tx)
+		rec, err := s.readSecret()
 		if err != nil {
 			return err
 		}
@@ -235,7 +235,7 @@ func (s *Store) RotateSecret(actor string, grace time.Duration) (string, SecretM
 	var secret string
 	var meta SecretMeta
 	err := s.write(actor, func(t *txn) error {
-		old, err := readSecret(t.tx)
+		old, err := s.readSecret()
 		if err != nil {
 			return err
 		}

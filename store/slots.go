@@ -174,3 +174,40 @@ func id16(id string) (a [16]byte) {
 	copy(a[:], id)
 	return a
 }
+
+// entry is the in-memory state of one key: what a verification needs,
+// and its buffered last-used time. It holds no pointer (see slots.go): the
+// key's full record is read from the file, or from a kept snapshot.
+//
+// The first 64 bytes are everything a verification reads (see facts.go):
+// the secret hash the lookup compares and the key's facts, refreshed by
+// setKey whenever the key changes. The entry is 128 bytes, so in a chunk
+// each entry starts a cache line.
+type entry struct {
+	// Guarded by Store.mu: this key's current secret hash (the hash
+	// index keeps only a prefix and compares this, see hashIndex) and
+	// its facts.
+	cur     [32]byte
+	expires int64  // Unix ns, model.NeverExpires for none
+	created int64  // Unix ns, for the creator check
+	grant   uint32 // index into Store.grantTab
+	dirty   atomic.Bool
+	active  bool
+	hasPrev bool // prev holds the previous secret's hash (a grace period runs)
+	live    bool // the slot holds a key
+	_       [5]byte
+
+	id     [16]byte // the key id, zero if it is not 16 bytes (Store.mu)
+	lastAt atomic.Int64
+	prev   [32]byte // see hasPrev (Store.mu)
+	_      [8]byte
+}
+
+// reset zeroes e, for a freed slot.
+func (e *entry) reset() {
+	e.cur, e.expires, e.created, e.grant = [32]byte{}, 0, 0, 0
+	e.dirty.Store(false)
+	e.active, e.hasPrev, e.live = false, false, false
+	e.id, e.prev = [16]byte{}, [32]byte{}
+	e.lastAt.Store(0)
+}

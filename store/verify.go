@@ -1,14 +1,13 @@
 package store
 
 import (
+	"context"
 	"crypto/sha256"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
-
-	bolt "go.etcd.io/bbolt"
 
 	"github.com/keyward/keyward/model"
 )
@@ -89,6 +88,33 @@ const applyChunk = 1024
 // folds them into the keys' snapshots. It runs every FlushInterval and on
 // Close; at most one interval of last-used data is lost on a crash.
 func (s *Store) FlushLastUsed() error {
+	recs := s.takeDirty()
+	if len(recs) == 0 {
+		return nil
+	}
+	// Write in key order. bbolt splits nodes only at commit, so random
+	// inserts into a bucket with few records (the first flush after a bulk
+	// import) grow one huge node and memmove it on every Put: 200k
+	// first-time records took 67 s and held the writer lock all along.
+	// (etcd batches by key range too.)
+	slices.SortFunc(recs, func(a, b lastUsedRec) int { return strings.Compare(a.id, b.id) })
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	recs = s.stillLive(recs)
+	ids, err := s.putLastUsed(recs)
+	if err != nil {
+		s.requeueDirty(recs)
+		return err
+	}
+	s.foldLastUsed(recs)
+	if len(ids) > 0 {
+		s.publish(Change{Kind: LastUsed, IDs: ids})
+	}
+	return nil
+}
+
+// takeDirty empties the buffer of dirty slots and returns their records.
+func (s *Store) takeDirty() []lastUsedRec {
 	s.dirtyMu.Lock()
 	batch := s.dirty
 	s.dirty, s.announced = nil, 0
@@ -98,6 +124,7 @@ func (s *Store) FlushLastUsed() error {
 	}
 	recs := make([]lastUsedRec, 0, len(batch))
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	for _, i := range batch {
 		e := s.slots.at(i)
 		if !e.dirty.Swap(false) || !e.live {
@@ -109,73 +136,52 @@ func (s *Store) FlushLastUsed() error {
 		}
 		recs = append(recs, r)
 	}
-	s.mu.RUnlock()
-	// Write in key order. bbolt splits nodes only at commit, so random
-	// inserts into a bucket with few records (the first flush after a bulk
-	// import) grow one huge node and memmove it on every Put: 200k
-	// first-time records took 67 s and held the writer lock all along.
-	slices.SortFunc(recs, func(a, b lastUsedRec) int { return strings.Compare(a.id, b.id) })
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	// Skip keys deleted since. Memory and file agree here: deletes commit
-	// and update memory under wmu, which this flush holds. (Asking the
-	// keys bucket instead was a B-tree search per record, a third of the
-	// flush's CPU at 1M keys.)
+	return recs
+}
+
+// stillLive drops the records of keys deleted since they were taken.
+// Memory and file agree here: deletes commit and update memory under
+// wmu, which the caller holds. (Asking the keys bucket instead was a
+// B-tree search per record, a third of the flush's CPU at 1M keys.)
+func (s *Store) stillLive(recs []lastUsedRec) []lastUsedRec {
 	live := recs[:0]
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	for _, r := range recs {
 		if i, ok := s.slots.lookup(r.id); ok && i == r.slot {
 			live = append(live, r)
 		}
 	}
-	s.mu.RUnlock()
-	recs = live
-	// bbolt keeps the key and value slices until the commit: one slab for
-	// all of them instead of two allocations per record.
-	n := 0
+	return live
+}
+
+// putLastUsed writes recs (in key order) in one batch and returns their
+// ids.
+func (s *Store) putLastUsed(recs []lastUsedRec) ([]string, error) {
+	out := make([]LastUsedRec, len(recs))
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = LastUsedRec{ID: r.id, At: r.at, From: r.from}
+		ids[i] = r.id
+	}
+	if err := s.be.MergeLastUsed(context.Background(), out); err != nil {
+		return nil, err
+	}
+	return ids, nil
+}
+
+// requeueDirty puts records whose write failed back in the buffer, so the
+// next flush retries them.
+func (s *Store) requeueDirty(recs []lastUsedRec) {
+	s.mu.RLock()
+	s.dirtyMu.Lock()
 	for _, r := range recs {
-		n += len(r.id) + 8 + len(r.from)
-	}
-	slab := make([]byte, 0, n)
-	ids := make([]string, 0, len(recs))
-	err := s.db.Update(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bLastUsed)
-		b.FillPercent = 0.9 // sorted inserts: see ImportKeys
-		slab = slab[:0]
-		ids = ids[:0]
-		for _, r := range recs {
-			// Within the slab's capacity: appends never move it, so the
-			// slices already handed to bbolt stay valid.
-			i := len(slab)
-			slab = append(slab, r.id...)
-			j := len(slab)
-			slab = appendLastUsed(slab, r.at, r.from)
-			k, v := slab[i:j:j], slab[j:len(slab):len(slab)]
-			if err := b.Put(k, v); err != nil {
-				return err
-			}
-			ids = append(ids, r.id)
+		if i, ok := s.slots.lookup(r.id); ok && i == r.slot && s.slots.at(i).dirty.CompareAndSwap(false, true) {
+			s.dirty = append(s.dirty, i)
 		}
-		return nil
-	})
-	if err != nil {
-		// Put the records back so the next flush retries them.
-		s.mu.RLock()
-		s.dirtyMu.Lock()
-		for _, r := range recs {
-			if i, ok := s.slots.lookup(r.id); ok && i == r.slot && s.slots.at(i).dirty.CompareAndSwap(false, true) {
-				s.dirty = append(s.dirty, i)
-			}
-		}
-		s.dirtyMu.Unlock()
-		s.mu.RUnlock()
-		return err
 	}
-	s.foldLastUsed(recs)
-	if len(ids) > 0 {
-		s.publish(Change{Kind: LastUsed, IDs: ids})
-	}
-	return nil
+	s.dirtyMu.Unlock()
+	s.mu.RUnlock()
 }
 
 // lastUsedRec is a buffered last-used record being flushed.

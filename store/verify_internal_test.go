@@ -79,7 +79,7 @@ func checkAllFacts(t *testing.T, s *Store) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
-	err := s.db.View(func(tx *bolt.Tx) error {
+	err := s.boltDB().View(func(tx *bolt.Tx) error {
 		return readAllKeys(tx, func(k *model.Key) {
 			i, ok := s.slots.lookup(k.ID)
 			if !ok {
@@ -355,7 +355,7 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 	if err := s.FlushLastUsed(); err != nil {
 		t.Fatal(err)
 	}
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.boltDB().View(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bLastUsed)
 		if b.Get([]byte(ids[0])) != nil {
 			t.Error("the deleted key got a last-used record")

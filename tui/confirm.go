@@ -10,7 +10,6 @@ import (
 	"github.com/charmbracelet/lipgloss"
 
 	"github.com/keyward/keyward/model"
-	"github.com/keyward/keyward/store"
 )
 
 // confirmDialog asks before anything destructive. It always opens on
@@ -177,11 +176,11 @@ func regenerateDialog(c *common, k *model.Key) *confirmDialog {
 	d := &confirmDialog{c: c, action: "Regenerate", danger: true,
 		title: "Regenerate the secret of key " + quoteName(k) + "?",
 		body:  []string{"A new secret is issued and shown once. How long may the old secret keep working?"}}
-	for _, g := range store.GraceChoices {
+	for _, g := range graceChoices {
 		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
 	}
 	d.run = func(choice int) tea.Cmd {
-		grace := store.GraceChoices[choice]
+		grace := graceChoices[choice]
 		return func() tea.Msg {
 			nk, token, err := st.RegenerateKey(actor, id, grace)
 			if err != nil {

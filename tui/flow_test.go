@@ -271,7 +271,7 @@ func TestFormSelectIgnoresSlash(t *testing.T) {
 // TestRegenerateEveryGraceChoice: each grace choice of the regenerate
 // dialog gives the old secret that long.
 func TestRegenerateEveryGraceChoice(t *testing.T) {
-	for i, g := range store.GraceChoices {
+	for i, g := range graceChoices {
 		t.Run(fmtGrace(g), func(t *testing.T) {
 			st, clk := newTestStore(t)
 			keys := seedKeys(t, st, clk)

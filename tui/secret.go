@@ -96,11 +96,11 @@ func (s *secretScreen) rotateDialog() *confirmDialog {
 	d := &confirmDialog{c: c, action: "Rotate", danger: true,
 		title: "Rotate the shared secret?",
 		body:  []string{"A new secret is generated. Every service must switch to it. How long may the old one keep working?"}}
-	for _, g := range store.GraceChoices {
+	for _, g := range graceChoices {
 		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
 	}
 	d.run = func(choice int) tea.Cmd {
-		grace := store.GraceChoices[choice]
+		grace := graceChoices[choice]
 		return func() tea.Msg {
 			sec, m, err := st.RotateSecret(actor, grace)
 			if err != nil {

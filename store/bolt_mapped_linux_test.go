@@ -49,7 +49,7 @@ func TestReleasePages(t *testing.T) {
 	}
 	defer s.Close()
 	const n = 4000 // about 8 MiB of 2 KiB records
-	err = s.db.Update(func(tx *bolt.Tx) error {
+	err = s.boltDB().Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bAudit)
 		for i := range n {
 			if err := b.Put(fmt.Appendf(nil, "r%06d", i), bytes.Repeat([]byte{byte(i)}, 2048)); err != nil {
@@ -64,7 +64,7 @@ func TestReleasePages(t *testing.T) {
 	// Heap memory a wrong release would zero: a madvise on it rounds to
 	// whole pages, so it spans several.
 	heap := bytes.Repeat([]byte{0xAB}, 64<<10)
-	err = s.db.View(func(tx *bolt.Tx) error {
+	err = s.boltDB().View(func(tx *bolt.Tx) error {
 		m := mappingOf(tx)
 		read := func() (sum int) {
 			c := tx.Bucket(bAudit).Cursor()

@@ -7,18 +7,6 @@ import (
 	"time"
 )
 
-// TimeLayout is how keyward writes a point in time for people: tables,
-// audit details, the TUI. Minutes are enough, and UTC says so.
-const TimeLayout = "2006-01-02 15:04 UTC"
-
-// FormatTime writes t in TimeLayout, or none when t is nil.
-func FormatTime(t *time.Time, none string) string {
-	if t == nil {
-		return none
-	}
-	return t.UTC().Format(TimeLayout)
-}
-
 // KeyField names a field of a key that people edit or see change.
 type KeyField string
 

@@ -144,6 +144,29 @@ func TestSSHHugeTerminalSizes(t *testing.T) {
 	})
 }
 
+// bounded runs one channel open on c, giving up after d: when serve
+// closes a connection at the moment the client opens a channel,
+// x/crypto/ssh can wait for the reply forever (its read loop has ended
+// and dropped its channel list before the new channel joined it; the
+// write of the open request still succeeds on the half-closed socket).
+// A timeout is then the connection's end, as the test expects.
+func bounded[T any](c *gossh.Client, d time.Duration, open func() (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	done := make(chan result, 1)
+	go func() { v, err := open(); done <- result{v, err} }()
+	select {
+	case r := <-done:
+		return r.v, r.err
+	case <-time.After(d):
+		c.Close()
+		var zero T
+		return zero, errors.New("no answer to a channel open in time: the connection is gone")
+	}
+}
+
 // TestSSHChannelFloodBoundedAudit: a READONLY operator looping session
 // channels with Run("x") (refused: no PTY) writes no audit events and
 // few log lines; the connection is closed after a few refusals, at most
@@ -170,7 +193,7 @@ func TestSSHChannelFloodBoundedAudit(t *testing.T) {
 		c := mustDial(t, env, srv, "reader", k)
 		conns++
 		for attempts < 400 && time.Now().Before(deadline) {
-			sess, err := c.NewSession()
+			sess, err := bounded(c, 5*time.Second, c.NewSession)
 			if err != nil {
 				break // closed by serve
 			}
@@ -614,7 +637,13 @@ func TestSSHOtherChannelsEndConnection(t *testing.T) {
 	opened, refused := 0, 0
 	for i := 0; i < 50; i++ {
 		typ := []string{"direct-tcpip", "x11", "keyward-anything"}[i%3]
-		ch, _, err := c.OpenChannel(typ, payload)
+		ch, err := bounded(c, 5*time.Second, func() (gossh.Channel, error) {
+			ch, reqs, err := c.OpenChannel(typ, payload)
+			if err == nil {
+				go gossh.DiscardRequests(reqs)
+			}
+			return ch, err
+		})
 		if err == nil {
 			opened++
 			ch.Close()

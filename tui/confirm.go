@@ -199,5 +199,5 @@ func graceNote(grace time.Duration, until *time.Time) string {
 	if grace == 0 || until == nil {
 		return "The previous secret stopped working now."
 	}
-	return "The previous secret keeps working until " + fmtTime(until) + "."
+	return "The previous secret keeps working until " + model.FormatTime(until, "never") + "."
 }

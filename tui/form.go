@@ -103,7 +103,7 @@ func newKeyForm(c *common, k *model.Key) *keyForm {
 		f.v = &formValues{Name: spec.Name, Description: spec.Description, Role: spec.Role,
 			Scopes: spec.Scopes, Resources: spec.Resources, Expiry: expKeep, Active: spec.Active}
 		if k.ExpiresAt != nil {
-			f.v.Custom = fmtDate(k.ExpiresAt) // "Custom date…" starts from the current expiry
+			f.v.Custom = model.FormatDate(k.ExpiresAt, "never") // "Custom date…" starts from the current expiry
 		}
 	}
 	f.build()
@@ -231,7 +231,7 @@ func (f *keyForm) lifetimeGroups() []*huh.Group {
 		huh.NewOption("Never (not recommended)", expNever),
 	}
 	if f.orig != nil {
-		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+fmtDate(f.orig.ExpiresAt), expKeep)}, expiry...)
+		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+model.FormatDate(f.orig.ExpiresAt, "never"), expKeep)}, expiry...)
 	}
 	return []*huh.Group{
 		huh.NewGroup(
@@ -527,8 +527,8 @@ func keyDiff(a, b *model.Key) string {
 	if !slices.Equal(a.Resources, b.Resources) {
 		parts = append(parts, "resources")
 	}
-	if fmtTime(a.ExpiresAt) != fmtTime(b.ExpiresAt) {
-		parts = append(parts, "expiry is now "+fmtDate(b.ExpiresAt))
+	if model.FormatTime(a.ExpiresAt, "never") != model.FormatTime(b.ExpiresAt, "never") {
+		parts = append(parts, "expiry is now "+model.FormatDate(b.ExpiresAt, "never"))
 	}
 	if a.Status != b.Status {
 		parts = append(parts, "status is now "+string(b.Status))

@@ -230,10 +230,7 @@ func (o *operatorsScreen) View() string {
 		if op.Disabled {
 			status = "disabled"
 		}
-		login := "Never"
-		if op.LastLoginAt != nil {
-			login = op.LastLoginAt.UTC().Format("2006-01-02 15:04")
-		}
+		login := model.FormatCompact(op.LastLoginAt, "Never")
 		// "(you)" goes with the name, where a narrow terminal cannot
 		// cut it off (it used to end the line, after the fingerprints).
 		name := clean(op.Name)

@@ -6,6 +6,7 @@ import (
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
@@ -69,7 +70,7 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 func secretReveal(secret string, m store.SecretMeta, heading string) revealInfo {
 	notes := []string{"Services send it as: Authorization: Bearer <secret>"}
 	if m.PreviousValidUntil != nil {
-		notes = append(notes, "The previous secret keeps working until "+fmtTime(m.PreviousValidUntil)+".")
+		notes = append(notes, "The previous secret keeps working until "+model.FormatTime(m.PreviousValidUntil, "never")+".")
 	}
 	return revealInfo{heading: heading, secret: secret, notes: notes,
 		warning: "⚠ Anyone holding this secret can call the verify API. Revealing it again is audited."}
@@ -127,14 +128,14 @@ func (s *secretScreen) View() string {
 		b.WriteString("No shared secret yet: revealing generates one.\n")
 	default:
 		row("Hint", clean(s.meta.Hint)+"…")
-		row("Created", fmtTime(s.meta.CreatedAt))
+		row("Created", model.FormatTime(s.meta.CreatedAt, "never"))
 		rot := "never"
 		if s.meta.RotatedAt != nil {
-			rot = fmtTime(s.meta.RotatedAt)
+			rot = model.FormatTime(s.meta.RotatedAt, "never")
 		}
 		row("Rotated", rot)
 		if s.meta.PreviousValidUntil != nil {
-			row("Previous valid", "until "+fmtTime(s.meta.PreviousValidUntil))
+			row("Previous valid", "until "+model.FormatTime(s.meta.PreviousValidUntil, "never"))
 		}
 	}
 	switch {

@@ -212,26 +212,6 @@ func ago(t *time.Time, now time.Time) string {
 	return model.FormatDate(t, "")
 }
 
-func fmtGrace(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "none: the old secret stops working now"
-	case d%(24*time.Hour) == 0:
-		n := int(d / (24 * time.Hour))
-		if n == 1 {
-			return "24 hours"
-		}
-		return fmt.Sprintf("%d days", n)
-	case d%time.Hour == 0:
-		n := int(d / time.Hour)
-		if n == 1 {
-			return "1 hour"
-		}
-		return fmt.Sprintf("%d hours", n)
-	}
-	return d.String()
-}
-
 // sanitizeInput drops control, escape and bidi characters from typed or
 // pasted text before any screen sees it, so a text field never echoes them
 // to the operator's terminal (validation would refuse them on save anyway).

@@ -2,6 +2,7 @@ package tui
 
 import (
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
@@ -97,20 +98,13 @@ func (s *secretScreen) rotateDialog() *confirmDialog {
 	d := &confirmDialog{c: c, action: "Rotate", danger: true,
 		title: "Rotate the shared secret?",
 		body:  []string{"A new secret is generated. Every service must switch to it. How long may the old one keep working?"}}
-	for _, g := range graceChoices {
-		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
-	}
-	d.run = func(choice int) tea.Cmd {
-		grace := graceChoices[choice]
-		return func() tea.Msg {
-			sec, m, err := st.RotateSecret(actor, grace)
-			if err != nil {
-				return flashMsg{text: errText(err), bad: true}
-			}
-			return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "New shared secret")))}
+	return withGraceMenu(d, func(grace time.Duration) tea.Msg {
+		sec, m, err := st.RotateSecret(actor, grace)
+		if err != nil {
+			return flashMsg{text: errText(err), bad: true}
 		}
-	}
-	return d
+		return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "New shared secret")))}
+	})
 }
 
 func (s *secretScreen) View() string {

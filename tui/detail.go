@@ -225,11 +225,7 @@ func (d *detail) writeFields(b *strings.Builder) {
 	row("ID", clean(k.ID))
 	row("Role", string(k.Role))
 	row("Status", statusText(k, d.creator, st))
-	exp := model.FormatTime(k.ExpiresAt, "never")
-	if k.ExpiresAt == nil {
-		exp = "never ⚠ (no expiry)"
-	}
-	row("Expires", exp)
+	row("Expires", model.FormatTime(k.ExpiresAt, "never ⚠ (no expiry)"))
 	row("Secret", clean(k.Hint)+"… (only a hint is kept)")
 	if k.GraceUntil != nil && now.Before(*k.GraceUntil) {
 		row("Old secret", "valid until "+model.FormatTime(k.GraceUntil, "never"))

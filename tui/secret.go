@@ -123,11 +123,7 @@ func (s *secretScreen) View() string {
 	default:
 		row("Hint", clean(s.meta.Hint)+"…")
 		row("Created", model.FormatTime(s.meta.CreatedAt, "never"))
-		rot := "never"
-		if s.meta.RotatedAt != nil {
-			rot = model.FormatTime(s.meta.RotatedAt, "never")
-		}
-		row("Rotated", rot)
+		row("Rotated", model.FormatTime(s.meta.RotatedAt, "never"))
 		if s.meta.PreviousValidUntil != nil {
 			row("Previous valid", "until "+model.FormatTime(s.meta.PreviousValidUntil, "never"))
 		}

@@ -87,10 +87,8 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		o.cursor = max(min(o.cursor, len(o.ops)-1), 0)
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
-				return o, o.load()
-			}
+		if store.Touches(msg.changes, store.OperatorsChanged) {
+			return o, o.load()
 		}
 	case tea.KeyMsg:
 		on, sel := o.c.matcher(&o.keys, msg), o.selected()

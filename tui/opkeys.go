@@ -106,10 +106,8 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		k.cursor = max(min(k.cursor, len(k.keys)-1), 0)
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
-				return k, k.load()
-			}
+		if store.Touches(msg.changes, store.OperatorsChanged) {
+			return k, k.load()
 		}
 	case tea.KeyMsg:
 		on, sel := k.c.matcher(&k.ks, msg), k.selected()

@@ -49,10 +49,8 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	case secretLoadedMsg:
 		s.meta, s.err, s.done = msg.meta, msg.err, true
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.SecretChanged || ch.Kind == store.Resync {
-				return s, s.load()
-			}
+		if store.Touches(msg.changes, store.SecretChanged) {
+			return s, s.load()
 		}
 	case tea.KeyMsg:
 		on := s.c.matcher(nil, msg)

@@ -73,6 +73,10 @@ func isBlank(s string) bool {
 // would come back as a date in the past.
 const MaxExpiryYears = 100
 
+// MaxGrace is the longest grace period a previous token or shared secret
+// may keep working after a regeneration or rotation.
+const MaxGrace = 30 * 24 * time.Hour
+
 // CheckExpiryHorizon refuses an expiry more than MaxExpiryYears after now
 // (nil, no expiry, passes).
 func CheckExpiryHorizon(exp *time.Time, now time.Time) error {

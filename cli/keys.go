@@ -68,7 +68,7 @@ the operator who created it is disabled or deleted, so verify refuses it).`,
 				fmt.Fprintln(tw, "ID\tNAME\tROLE\tSTATUS\tEXPIRES\tLAST USED\tCREATED BY")
 				for _, k := range keys {
 					row(tw, k.ID, k.Name, string(k.Role), string(status(k)),
-						fmtDate(k.ExpiresAt, "never"), model.FormatTime(k.LastUsedAt, "Never"), k.CreatedBy)
+						model.FormatDate(k.ExpiresAt, "never"), model.FormatTime(k.LastUsedAt, "Never"), k.CreatedBy)
 				}
 				return tw.Flush()
 			})

@@ -69,10 +69,3 @@ func row(tw io.Writer, cells ...string) {
 	}
 	fmt.Fprintln(tw, strings.Join(clean, "\t"))
 }
-
-func fmtDate(t *time.Time, none string) string {
-	if t == nil {
-		return none
-	}
-	return t.UTC().Format(time.DateOnly)
-}

@@ -87,9 +87,6 @@ func parseExpiry(s string, now time.Time) (*time.Time, error) {
 	return nil, usageErrorf(`--expires: %q is not a date (YYYY-MM-DD), an RFC 3339 time, a duration such as 30d, 90d or 1y, or "never"`, s)
 }
 
-// maxGrace is the longest grace period for a previous token or secret.
-const maxGrace = 30 * 24 * time.Hour
-
 // graceHelp is the rule parseGrace applies, for --help.
 const graceHelp = "0 to 30 days: 0, a duration such as 90m, 1h or 24h, or days/weeks such as 7d or 2w"
 
@@ -109,7 +106,7 @@ func parseGrace(s string) (time.Duration, error) {
 			return 0, usageErrorf("--grace: %q is not a duration; give %s", s, graceHelp)
 		}
 	}
-	if d < 0 || d > maxGrace {
+	if d < 0 || d > model.MaxGrace {
 		return 0, usageErrorf("--grace: %q is out of range; give %s", s, graceHelp)
 	}
 	return d, nil

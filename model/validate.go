@@ -73,12 +73,16 @@ func isBlank(s string) bool {
 // would come back as a date in the past.
 const MaxExpiryYears = 100
 
+// MaxGrace is the longest grace period a previous token or shared secret
+// may keep working after a regeneration or rotation.
+const MaxGrace = 30 * 24 * time.Hour
+
 // CheckExpiryHorizon refuses an expiry more than MaxExpiryYears after now
 // (nil, no expiry, passes).
 func CheckExpiryHorizon(exp *time.Time, now time.Time) error {
 	if exp != nil && exp.After(now.AddDate(MaxExpiryYears, 0, 0)) {
 		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is more than %d years away; choose no expiry (never) instead",
-			exp.UTC().Format("2006-01-02"), MaxExpiryYears)}
+			FormatDate(exp, ""), MaxExpiryYears)}
 	}
 	return nil
 }
@@ -149,7 +153,7 @@ func validateFields(spec KeySpec, now time.Time) error {
 		return &FieldError{Field: "role", Msg: fmt.Sprintf("unknown role %q (want ADMIN, EDITOR or READONLY)", Sanitize(string(spec.Role)))}
 	}
 	if spec.ExpiresAt != nil && !spec.ExpiresAt.After(now) {
-		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is not in the future", spec.ExpiresAt.UTC().Format("2006-01-02 15:04"))}
+		return &FieldError{Field: "expires", Msg: fmt.Sprintf("expiry %s is not in the future", FormatCompact(spec.ExpiresAt, ""))}
 	}
 	return CheckExpiryHorizon(spec.ExpiresAt, now)
 }

@@ -213,13 +213,7 @@ func (s *sshSide) farewell(ls *liveSession) {
 // live session on each operator change in the store's feed (or a Resync).
 func (s *sshSide) watchOperators(sub *store.Subscription) {
 	for range sub.Ready() {
-		recheck := false
-		for _, ch := range sub.Next() {
-			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
-				recheck = true
-			}
-		}
-		if recheck {
+		if store.Touches(sub.Next(), store.OperatorsChanged) {
 			s.recheck()
 		}
 	}

@@ -25,6 +25,18 @@ type Change struct {
 	IDs  []string // for LastUsed batches
 }
 
+// Touches says whether a batch of changes may have changed what kind
+// covers: it holds a change of that kind, or a Resync (which covers
+// everything). Screens and watchers reload on it.
+func Touches(changes []Change, kind ChangeKind) bool {
+	for _, ch := range changes {
+		if ch.Kind == kind || ch.Kind == Resync {
+			return true
+		}
+	}
+	return false
+}
+
 // maxPending bounds a slow subscriber's queue; past it the queue collapses
 // into a single Resync.
 const maxPending = 4096

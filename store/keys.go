@@ -298,7 +298,7 @@ func (s *Store) SetKeyActive(actor, id string, active bool) (*model.Key, error) 
 // previous secret keeps verifying until now+grace; otherwise it dies at
 // once. Any older previous secret is dropped.
 func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key, string, error) {
-	if grace < 0 || grace > 30*24*time.Hour {
+	if grace < 0 || grace > model.MaxGrace {
 		return nil, "", &model.FieldError{Field: "grace", Msg: "grace must be between 0 and 30 days"}
 	}
 	var token string

@@ -37,7 +37,7 @@ func (s *Store) Operator(name string) (model.Operator, error) {
 	defer s.mu.RUnlock()
 	op := s.ops[name]
 	if op == nil {
-		return model.Operator{}, fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+		return model.Operator{}, errNoOperator(name)
 	}
 	c := *op
 	c.PublicKeys = append([]string(nil), op.PublicKeys...)
@@ -161,14 +161,28 @@ func (s *Store) activeAdminsExcept(name string) int {
 	return n
 }
 
+// indexedOperator returns the named operator as the index holds it (the
+// record is replaced, never changed in place), or ErrNotFound.
+func (s *Store) indexedOperator(name string) (*model.Operator, error) {
+	s.mu.RLock()
+	op := s.ops[name]
+	s.mu.RUnlock()
+	if op == nil {
+		return nil, errNoOperator(name)
+	}
+	return op, nil
+}
+
+func errNoOperator(name string) error {
+	return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+}
+
 func (s *Store) modifyOperator(actor, name string, fn func(t *txn, op *model.Operator) (string, string, error)) (model.Operator, error) {
 	var out model.Operator
 	err := s.write(actor, func(t *txn) error {
-		s.mu.RLock()
-		cur := s.ops[name]
-		s.mu.RUnlock()
-		if cur == nil {
-			return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+		cur, err := s.indexedOperator(name)
+		if err != nil {
+			return err
 		}
 		next := *cur
 		next.PublicKeys = append([]string(nil), cur.PublicKeys...)
@@ -239,11 +253,9 @@ func (s *Store) SetOperatorRole(actor, name string, role model.OperatorRole) (mo
 // be deleted, and no one may delete themself (ErrSelf).
 func (s *Store) DeleteOperator(actor, name string) error {
 	return s.write(actor, func(t *txn) error {
-		s.mu.RLock()
-		cur := s.ops[name]
-		s.mu.RUnlock()
-		if cur == nil {
-			return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+		cur, err := s.indexedOperator(name)
+		if err != nil {
+			return err
 		}
 		if !cur.Disabled && cur.Role == model.OperatorAdmin && s.activeAdminsExcept(name) == 0 {
 			return fmt.Errorf("%w: %q is the last one", ErrLastAdmin, name)
@@ -349,11 +361,9 @@ func (s *Store) RemoveOperatorKey(actor, name, which string) (model.Operator, st
 func (s *Store) RecordLogin(name, from string) error {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	s.mu.RLock()
-	cur := s.ops[name]
-	s.mu.RUnlock()
-	if cur == nil {
-		return fmt.Errorf("operator %q: %w", model.Sanitize(name), ErrNotFound)
+	cur, err := s.indexedOperator(name)
+	if err != nil {
+		return err
 	}
 	t := &txn{now: s.now().UTC(), actor: name, w: &Write{}}
 	next := *cur

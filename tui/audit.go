@@ -196,7 +196,7 @@ func (a *auditScreen) View() string {
 	end := min(a.offset+a.rows(), len(a.view))
 	for i := a.offset; i < end; i++ {
 		ev := a.view[i]
-		line := ev.Time.UTC().Format("2006-01-02 15:04") + "  " + fit(clean(ev.Actor), 11) + " " +
+		line := model.FormatCompact(&ev.Time, "") + "  " + fit(clean(ev.Actor), 11) + " " +
 			fit(clean(ev.Action), 16) + " " + fit(clean(ev.Target), 17) + " " + clean(ev.Detail)
 		if i == a.cursor {
 			b.WriteString(s.Selected.Render(fit(line, w)) + "\n")
@@ -256,7 +256,7 @@ func (e *auditEvent) content() string {
 	s, ev := e.c.styles, e.ev
 	var b strings.Builder
 	for _, f := range [][2]string{
-		{"Time", ev.Time.UTC().Format("2006-01-02 15:04:05 UTC")}, {"Actor", clean(ev.Actor)},
+		{"Time", model.FormatPrecise(&ev.Time, "")}, {"Actor", clean(ev.Actor)},
 		{"Action", clean(ev.Action)}, {"Target", clean(ev.Target)}, {"Sequence", fmt.Sprint(ev.Seq)},
 	} {
 		b.WriteString(s.Label.Render(f[0]) + clipText(f[1], max(e.c.width-16, 1)) + "\n")

@@ -193,21 +193,6 @@ func padLines(v string, w, h int) string {
 	return strings.Join(lines, "\n")
 }
 
-// Time formatting shared by the screens.
-func fmtDate(t *time.Time) string {
-	if t == nil {
-		return "never"
-	}
-	return t.UTC().Format("2006-01-02")
-}
-
-func fmtTime(t *time.Time) string {
-	if t == nil {
-		return "never"
-	}
-	return t.UTC().Format("2006-01-02 15:04 UTC")
-}
-
 // ago renders a past time relative to now ("3d ago"), or "Never".
 func ago(t *time.Time, now time.Time) string {
 	if t == nil {
@@ -224,27 +209,7 @@ func ago(t *time.Time, now time.Time) string {
 	case d < 60*24*time.Hour:
 		return fmt.Sprintf("%dd ago", int(d.Hours()/24))
 	}
-	return t.UTC().Format("2006-01-02")
-}
-
-func fmtGrace(d time.Duration) string {
-	switch {
-	case d == 0:
-		return "none: the old secret stops working now"
-	case d%(24*time.Hour) == 0:
-		n := int(d / (24 * time.Hour))
-		if n == 1 {
-			return "24 hours"
-		}
-		return fmt.Sprintf("%d days", n)
-	case d%time.Hour == 0:
-		n := int(d / time.Hour)
-		if n == 1 {
-			return "1 hour"
-		}
-		return fmt.Sprintf("%d hours", n)
-	}
-	return d.String()
+	return model.FormatDate(t, "")
 }
 
 // sanitizeInput drops control, escape and bidi characters from typed or

@@ -176,20 +176,13 @@ func regenerateDialog(c *common, k *model.Key) *confirmDialog {
 	d := &confirmDialog{c: c, action: "Regenerate", danger: true,
 		title: "Regenerate the secret of key " + quoteName(k) + "?",
 		body:  []string{"A new secret is issued and shown once. How long may the old secret keep working?"}}
-	for _, g := range graceChoices {
-		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
-	}
-	d.run = func(choice int) tea.Cmd {
-		grace := graceChoices[choice]
-		return func() tea.Msg {
-			nk, token, err := st.RegenerateKey(actor, id, grace)
-			if err != nil {
-				return flashMsg{text: errText(err), bad: true}
-			}
-			return tea.BatchMsg{changed(id), push(newReveal(c, revealKey(nk, token, grace)))}
+	return withGraceMenu(d, func(grace time.Duration) tea.Msg {
+		nk, token, err := st.RegenerateKey(actor, id, grace)
+		if err != nil {
+			return flashMsg{text: errText(err), bad: true}
 		}
-	}
-	return d
+		return tea.BatchMsg{changed(id), push(newReveal(c, revealKey(nk, token, grace)))}
+	})
 }
 
 func changed(id string) tea.Cmd { return func() tea.Msg { return keyChangedMsg{id} } }
@@ -199,5 +192,5 @@ func graceNote(grace time.Duration, until *time.Time) string {
 	if grace == 0 || until == nil {
 		return "The previous secret stopped working now."
 	}
-	return "The previous secret keeps working until " + fmtTime(until) + "."
+	return "The previous secret keeps working until " + model.FormatTime(until, "never") + "."
 }

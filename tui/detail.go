@@ -225,20 +225,16 @@ func (d *detail) writeFields(b *strings.Builder) {
 	row("ID", clean(k.ID))
 	row("Role", string(k.Role))
 	row("Status", statusText(k, d.creator, st))
-	exp := fmtTime(k.ExpiresAt)
-	if k.ExpiresAt == nil {
-		exp = "never ⚠ (no expiry)"
-	}
-	row("Expires", exp)
+	row("Expires", model.FormatTime(k.ExpiresAt, "never ⚠ (no expiry)"))
 	row("Secret", clean(k.Hint)+"… (only a hint is kept)")
 	if k.GraceUntil != nil && now.Before(*k.GraceUntil) {
-		row("Old secret", "valid until "+fmtTime(k.GraceUntil))
+		row("Old secret", "valid until "+model.FormatTime(k.GraceUntil, "never"))
 	}
-	row("Created", fmtTime(&k.CreatedAt)+" by "+clean(k.CreatedBy))
-	row("Updated", fmtTime(&k.UpdatedAt)+fmt.Sprintf(" (version %d)", k.Version))
+	row("Created", model.FormatTime(&k.CreatedAt, "never")+" by "+clean(k.CreatedBy))
+	row("Updated", model.FormatTime(&k.UpdatedAt, "never")+fmt.Sprintf(" (version %d)", k.Version))
 	used := "Never"
 	if k.LastUsedAt != nil {
-		used = fmtTime(k.LastUsedAt)
+		used = model.FormatTime(k.LastUsedAt, "never")
 		if rel := ago(k.LastUsedAt, now); !strings.HasPrefix(used, rel) {
 			used += " (" + rel + ")" // not when ago gives the date again
 		}
@@ -302,7 +298,7 @@ func (d *detail) writeHistory(b *strings.Builder) {
 		b.WriteString(s.Dim.Render("  no events yet") + "\n")
 	}
 	for _, ev := range d.events {
-		line := fmt.Sprintf("  %s  %-15s %-10s %s", ev.Time.UTC().Format("2006-01-02 15:04"), clean(ev.Action), clean(ev.Actor), clean(ev.Detail))
+		line := fmt.Sprintf("  %s  %-15s %-10s %s", model.FormatCompact(&ev.Time, ""), clean(ev.Action), clean(ev.Actor), clean(ev.Detail))
 		b.WriteString(clipText(line, d.c.width) + "\n")
 	}
 }

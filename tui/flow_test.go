@@ -108,7 +108,7 @@ func TestFormEveryExpiryChoice(t *testing.T) {
 					t.Fatalf("no key saved; view:\n%s", d.view())
 				}
 				k, _ := st.Key(id)
-				if got, want := fmtTime(k.ExpiresAt), fmtTime(c.want(orig)); got != want {
+				if got, want := model.FormatTime(k.ExpiresAt, "never"), model.FormatTime(c.want(orig), "never"); got != want {
 					t.Fatalf("expires %s, want %s", got, want)
 				}
 			})
@@ -160,7 +160,7 @@ func TestFormCustomDateErrorsOnTheDateField(t *testing.T) {
 		t.Fatalf("not saved after choosing 90 days: %T\n%s", d.m.top(), d.view())
 	}
 	id, _ := st.KeyIDByName("bad-date")
-	if k, _ := st.Key(id); k == nil || fmtTime(k.ExpiresAt) != fmtTime(ptime(testNow.Add(day(90)))) {
+	if k, _ := st.Key(id); k == nil || model.FormatTime(k.ExpiresAt, "never") != model.FormatTime(ptime(testNow.Add(day(90))), "never") {
 		t.Fatalf("saved %+v", k)
 	}
 }
@@ -218,8 +218,8 @@ func TestFormCustomDateTeatest(t *testing.T) {
 		t.Fatal("no key saved")
 	}
 	k, _ := st.Key(id)
-	if fmtDate(k.ExpiresAt) != "2026-03-04" {
-		t.Fatalf("expires %s", fmtDate(k.ExpiresAt))
+	if model.FormatDate(k.ExpiresAt, "never") != "2026-03-04" {
+		t.Fatalf("expires %s", model.FormatDate(k.ExpiresAt, "never"))
 	}
 
 	// The date field, as the admin sees it (edit form, prefilled).
@@ -292,12 +292,12 @@ func TestRegenerateEveryGraceChoice(t *testing.T) {
 				x := clk.Now().Add(g)
 				want = &x
 			}
-			if fmtTime(nk.GraceUntil) != fmtTime(want) || nk.Hint == k.Hint {
-				t.Fatalf("grace until %s, want %s (hint %s → %s)", fmtTime(nk.GraceUntil), fmtTime(want), k.Hint, nk.Hint)
+			if model.FormatTime(nk.GraceUntil, "never") != model.FormatTime(want, "never") || nk.Hint == k.Hint {
+				t.Fatalf("grace until %s, want %s (hint %s → %s)", model.FormatTime(nk.GraceUntil, "never"), model.FormatTime(want, "never"), k.Hint, nk.Hint)
 			}
 			note := "stopped working now"
 			if g > 0 {
-				note = "keeps working until " + fmtTime(want)
+				note = "keeps working until " + model.FormatTime(want, "never")
 			}
 			if v := ansi.Strip(d.view()); !strings.Contains(v, note) {
 				t.Fatalf("reveal does not say %q:\n%s", note, v)

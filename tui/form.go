@@ -103,7 +103,7 @@ func newKeyForm(c *common, k *model.Key) *keyForm {
 		f.v = &formValues{Name: spec.Name, Description: spec.Description, Role: spec.Role,
 			Scopes: spec.Scopes, Resources: spec.Resources, Expiry: expKeep, Active: spec.Active}
 		if k.ExpiresAt != nil {
-			f.v.Custom = fmtDate(k.ExpiresAt) // "Custom date…" starts from the current expiry
+			f.v.Custom = model.FormatDate(k.ExpiresAt, "never") // "Custom date…" starts from the current expiry
 		}
 	}
 	f.build()
@@ -231,7 +231,7 @@ func (f *keyForm) lifetimeGroups() []*huh.Group {
 		huh.NewOption("Never (not recommended)", expNever),
 	}
 	if f.orig != nil {
-		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+fmtDate(f.orig.ExpiresAt), expKeep)}, expiry...)
+		expiry = append([]huh.Option[string]{huh.NewOption("Keep: "+model.FormatDate(f.orig.ExpiresAt, "never"), expKeep)}, expiry...)
 	}
 	return []*huh.Group{
 		huh.NewGroup(
@@ -496,7 +496,7 @@ func (f *keyForm) save() tea.Cmd {
 func (f *keyForm) failed(msg formErrMsg) tea.Cmd {
 	switch {
 	case errors.Is(msg.err, store.ErrConflict) && msg.fresh != nil:
-		changes := keyDiff(f.orig, msg.fresh)
+		changes := conflictChanges(f.orig, msg.fresh)
 		f.banner = fmt.Sprintf("Conflict: someone else changed this key while you edited it (version %d → %d; %s). Nothing was saved. Your edits are kept below: review and save again to apply them over the new version, or esc to discard.",
 			f.orig.Version, msg.fresh.Version, changes)
 		f.orig = msg.fresh
@@ -509,32 +509,29 @@ func (f *keyForm) failed(msg formErrMsg) tea.Cmd {
 	return f.form.Init()
 }
 
-// keyDiff names the fields that differ between two versions of a key.
-func keyDiff(a, b *model.Key) string {
+// conflictChanges says, in the conflict banner's words, what differs
+// between the version the admin edited (a) and the current one (b). The
+// diff is model.DiffKeys; the one filter here is that expiries count to
+// the minute the screens show, so a sub-minute difference is not named.
+func conflictChanges(a, b *model.Key) string {
 	var parts []string
-	if a.Name != b.Name {
-		parts = append(parts, fmt.Sprintf("name is now %q", clean(b.Name)))
-	}
-	if a.Description != b.Description {
-		parts = append(parts, "description")
-	}
-	if a.Role != b.Role {
-		parts = append(parts, "role is now "+string(b.Role))
-	}
-	if !slices.Equal(a.Scopes, b.Scopes) {
-		parts = append(parts, "scopes")
-	}
-	if !slices.Equal(a.Resources, b.Resources) {
-		parts = append(parts, "resources")
-	}
-	if fmtTime(a.ExpiresAt) != fmtTime(b.ExpiresAt) {
-		parts = append(parts, "expiry is now "+fmtDate(b.ExpiresAt))
-	}
-	if a.Status != b.Status {
-		parts = append(parts, "status is now "+string(b.Status))
-	}
-	if a.Hint != b.Hint {
-		parts = append(parts, "secret regenerated")
+	for _, c := range model.DiffKeys(a, b) {
+		switch c.Field {
+		case model.FieldName:
+			parts = append(parts, fmt.Sprintf("name is now %q", clean(b.Name)))
+		case model.FieldRole:
+			parts = append(parts, "role is now "+string(b.Role))
+		case model.FieldExpires:
+			if model.FormatTime(a.ExpiresAt, "") != model.FormatTime(b.ExpiresAt, "") {
+				parts = append(parts, "expiry is now "+model.FormatDate(b.ExpiresAt, "never"))
+			}
+		case model.FieldStatus:
+			parts = append(parts, "status is now "+string(b.Status))
+		case model.FieldSecret:
+			parts = append(parts, "secret regenerated")
+		default: // description, scopes, resources: named, not shown
+			parts = append(parts, string(c.Field))
+		}
 	}
 	if len(parts) == 0 {
 		return "changed: last-used only"

@@ -110,7 +110,7 @@ func (t *keysTable) row(k *model.Key, l layout, sel bool, now time.Time) string 
 		descPart = fit(desc, l.name-nw-2)
 	}
 	st := model.StatusOf(k, t.d.Creator(k), now)
-	cells := []string{fit(string(k.Role), l.role), fit(string(st), l.status), fit(fmtDate(k.ExpiresAt), l.expires)}
+	cells := []string{fit(string(k.Role), l.role), fit(string(st), l.status), fit(model.FormatDate(k.ExpiresAt, "never"), l.expires)}
 	if l.used > 0 {
 		cells = append(cells, fit(ago(k.LastUsedAt, now), l.used))
 	}

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -88,10 +87,8 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		o.cursor = max(min(o.cursor, len(o.ops)-1), 0)
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
-				return o, o.load()
-			}
+		if store.Touches(msg.changes, store.OperatorsChanged) {
+			return o, o.load()
 		}
 	case tea.KeyMsg:
 		on, sel := o.c.matcher(&o.keys, msg), o.selected()
@@ -230,10 +227,7 @@ func (o *operatorsScreen) View() string {
 		if op.Disabled {
 			status = "disabled"
 		}
-		login := "Never"
-		if op.LastLoginAt != nil {
-			login = op.LastLoginAt.UTC().Format("2006-01-02 15:04")
-		}
+		login := model.FormatCompact(op.LastLoginAt, "Never")
 		// "(you)" goes with the name, where a narrow terminal cannot
 		// cut it off (it used to end the line, after the fingerprints).
 		name := clean(op.Name)
@@ -252,11 +246,8 @@ func (o *operatorsScreen) View() string {
 
 // operatorForm adds an operator with huh: name, role, pasted public key.
 type operatorForm struct {
-	c                *common
+	formFrame
 	name, role, pkey string
-	form             *huh.Form
-	banner           string
-	saving           bool
 	gate             formGate
 }
 
@@ -266,7 +257,7 @@ type operatorAddedMsg struct {
 }
 
 func newOperatorForm(c *common) *operatorForm {
-	f := &operatorForm{c: c, role: string(model.OperatorReadonly)}
+	f := &operatorForm{formFrame: formFrame{c: c}, role: string(model.OperatorReadonly)}
 	f.build()
 	return f
 }
@@ -284,22 +275,14 @@ func (f *operatorForm) build() {
 			if strings.TrimSpace(s) == "" {
 				return nil // local-only operator
 			}
-			if _, err := model.ParsePublicKey(s); err != nil {
-				return errors.New(clean(err.Error()))
-			}
-			return nil
+			return validPublicKey(s)
 		})).Description("Paste one authorized_keys line; leave empty for a local-only operator."),
 	).Title("Add operator")).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
-	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-5, 5))
+	f.fitForm()
 }
 
-func (f *operatorForm) Init() tea.Cmd    { return f.form.Init() }
-func (f *operatorForm) Title() string    { return "Add operator" }
-func (f *operatorForm) Typing() bool     { return true }
-func (f *operatorForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
-func (f *operatorForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
-}
+func (f *operatorForm) Init() tea.Cmd { return f.form.Init() }
+func (f *operatorForm) Title() string { return "Add operator" }
 
 func (f *operatorForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 	if m, ok := msg.(operatorAddedMsg); ok {
@@ -332,14 +315,4 @@ func (f *operatorForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 	}
 	return f, cmd
-}
-
-func (f *operatorForm) View() string {
-	if f.saving {
-		return f.c.styles.Dim.Render("Saving…")
-	}
-	if f.banner != "" {
-		return f.c.styles.Error.Render(wrap(f.c.styles, "⚠ "+f.banner, max(f.c.width-2, 20))) + "\n\n" + f.form.View()
-	}
-	return f.form.View()
 }

@@ -1,7 +1,6 @@
 package tui
 
 import (
-	"errors"
 	"fmt"
 	"strings"
 
@@ -107,10 +106,8 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 		k.cursor = max(min(k.cursor, len(k.keys)-1), 0)
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.OperatorsChanged || ch.Kind == store.Resync {
-				return k, k.load()
-			}
+		if store.Touches(msg.changes, store.OperatorsChanged) {
+			return k, k.load()
 		}
 	case tea.KeyMsg:
 		on, sel := k.c.matcher(&k.ks, msg), k.selected()
@@ -192,12 +189,9 @@ func (k *opKeysScreen) View() string {
 
 // opKeyForm adds one SSH public key to an operator.
 type opKeyForm struct {
-	c      *common
-	name   string
-	line   string
-	form   *huh.Form
-	banner string
-	saving bool
+	formFrame
+	name string
+	line string
 }
 
 type opKeyAddedMsg struct {
@@ -206,7 +200,7 @@ type opKeyAddedMsg struct {
 }
 
 func newOpKeyForm(c *common, name string) *opKeyForm {
-	f := &opKeyForm{c: c, name: name}
+	f := &opKeyForm{formFrame: formFrame{c: c}, name: name}
 	f.build()
 	return f
 }
@@ -214,23 +208,13 @@ func newOpKeyForm(c *common, name string) *opKeyForm {
 func (f *opKeyForm) build() {
 	f.form = huh.NewForm(huh.NewGroup(
 		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… " + f.name + "@laptop").
-			CharLimit(model.MaxPublicKeyLine).Value(&f.line).Validate(func(s string) error {
-			if _, err := model.ParsePublicKey(s); err != nil {
-				return errors.New(clean(err.Error()))
-			}
-			return nil
-		}).Description("Paste one authorized_keys line (the .pub file)."),
+			CharLimit(model.MaxPublicKeyLine).Value(&f.line).Validate(validPublicKey).Description("Paste one authorized_keys line (the .pub file)."),
 	).Title(fmt.Sprintf("Add an SSH key to %s", clean(f.name)))).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
-	f.form.WithWidth(min(f.c.width, 100)).WithHeight(max(f.c.height-5, 5))
+	f.fitForm()
 }
 
-func (f *opKeyForm) Init() tea.Cmd    { return f.form.Init() }
-func (f *opKeyForm) Title() string    { return "Add SSH key" }
-func (f *opKeyForm) Typing() bool     { return true }
-func (f *opKeyForm) SetSize(w, h int) { f.form.WithWidth(min(w, 100)).WithHeight(max(h-5, 5)) }
-func (f *opKeyForm) Help() []key.Binding {
-	return append(f.form.KeyBinds(), f.c.help(nil, bindCancel)...)
-}
+func (f *opKeyForm) Init() tea.Cmd { return f.form.Init() }
+func (f *opKeyForm) Title() string { return "Add SSH key" }
 
 func (f *opKeyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 	if m, ok := msg.(opKeyAddedMsg); ok {
@@ -264,14 +248,4 @@ func (f *opKeyForm) Update(msg tea.Msg) (screen, tea.Cmd) {
 		}
 	}
 	return f, cmd
-}
-
-func (f *opKeyForm) View() string {
-	if f.saving {
-		return f.c.styles.Dim.Render("Saving…")
-	}
-	if f.banner != "" {
-		return f.c.styles.Error.Render(wrap(f.c.styles, "⚠ "+f.banner, max(f.c.width-2, 20))) + "\n\n" + f.form.View()
-	}
-	return f.form.View()
 }

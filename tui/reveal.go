@@ -25,7 +25,7 @@ type revealInfo struct {
 
 func revealKey(k *model.Key, token string, grace time.Duration) revealInfo {
 	notes := []string{
-		"Key " + quoteName(k) + " · " + string(k.Role) + " · expires " + fmtDate(k.ExpiresAt),
+		"Key " + quoteName(k) + " · " + string(k.Role) + " · expires " + model.FormatDate(k.ExpiresAt, "never"),
 	}
 	if k.Version > 1 {
 		notes = append(notes, graceNote(grace, k.GraceUntil))

@@ -2,10 +2,12 @@ package tui
 
 import (
 	"strings"
+	"time"
 
 	"github.com/charmbracelet/bubbles/key"
 	tea "github.com/charmbracelet/bubbletea"
 
+	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
@@ -47,10 +49,8 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 	case secretLoadedMsg:
 		s.meta, s.err, s.done = msg.meta, msg.err, true
 	case feedMsg:
-		for _, ch := range msg.changes {
-			if ch.Kind == store.SecretChanged || ch.Kind == store.Resync {
-				return s, s.load()
-			}
+		if store.Touches(msg.changes, store.SecretChanged) {
+			return s, s.load()
 		}
 	case tea.KeyMsg:
 		on := s.c.matcher(nil, msg)
@@ -69,7 +69,7 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 func secretReveal(secret string, m store.SecretMeta, heading string) revealInfo {
 	notes := []string{"Services send it as: Authorization: Bearer <secret>"}
 	if m.PreviousValidUntil != nil {
-		notes = append(notes, "The previous secret keeps working until "+fmtTime(m.PreviousValidUntil)+".")
+		notes = append(notes, "The previous secret keeps working until "+model.FormatTime(m.PreviousValidUntil, "never")+".")
 	}
 	return revealInfo{heading: heading, secret: secret, notes: notes,
 		warning: "⚠ Anyone holding this secret can call the verify API. Revealing it again is audited."}
@@ -96,20 +96,13 @@ func (s *secretScreen) rotateDialog() *confirmDialog {
 	d := &confirmDialog{c: c, action: "Rotate", danger: true,
 		title: "Rotate the shared secret?",
 		body:  []string{"A new secret is generated. Every service must switch to it. How long may the old one keep working?"}}
-	for _, g := range graceChoices {
-		d.choices = append(d.choices, "Grace: "+fmtGrace(g))
-	}
-	d.run = func(choice int) tea.Cmd {
-		grace := graceChoices[choice]
-		return func() tea.Msg {
-			sec, m, err := st.RotateSecret(actor, grace)
-			if err != nil {
-				return flashMsg{text: errText(err), bad: true}
-			}
-			return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "New shared secret")))}
+	return withGraceMenu(d, func(grace time.Duration) tea.Msg {
+		sec, m, err := st.RotateSecret(actor, grace)
+		if err != nil {
+			return flashMsg{text: errText(err), bad: true}
 		}
-	}
-	return d
+		return tea.BatchMsg{s.load(), push(newReveal(c, secretReveal(sec, m, "New shared secret")))}
+	})
 }
 
 func (s *secretScreen) View() string {
@@ -127,14 +120,10 @@ func (s *secretScreen) View() string {
 		b.WriteString("No shared secret yet: revealing generates one.\n")
 	default:
 		row("Hint", clean(s.meta.Hint)+"…")
-		row("Created", fmtTime(s.meta.CreatedAt))
-		rot := "never"
-		if s.meta.RotatedAt != nil {
-			rot = fmtTime(s.meta.RotatedAt)
-		}
-		row("Rotated", rot)
+		row("Created", model.FormatTime(s.meta.CreatedAt, "never"))
+		row("Rotated", model.FormatTime(s.meta.RotatedAt, "never"))
 		if s.meta.PreviousValidUntil != nil {
-			row("Previous valid", "until "+fmtTime(s.meta.PreviousValidUntil))
+			row("Previous valid", "until "+model.FormatTime(s.meta.PreviousValidUntil, "never"))
 		}
 	}
 	switch {

@@ -123,7 +123,10 @@ func newSSHSide(st *store.Store, signer gossh.Signer, idle time.Duration, lim SS
 	srv, err := wish.NewServer(
 		func(srv *ssh.Server) error { srv.AddHostKey(signer); return nil },
 		wish.WithPublicKeyAuth(s.publicKeyAuth),
-		wish.WithIdleTimeout(idle),
+		// A backstop a little after the input clock (watchIdle), which
+		// says why before it ends the session: at the same instant the two
+		// raced, and a loaded box closed the connection without a word.
+		wish.WithIdleTimeout(idle+max(idle/4, 2*time.Second)),
 		wish.WithVersion("keyward"),
 		func(srv *ssh.Server) error {
 			// No password or keyboard-interactive handler, ever; and no

@@ -97,7 +97,8 @@ func newTUI(opts tui.Options) (m tea.Model, err error) {
 }
 
 // watchIdle quits the program when the operator has typed nothing for the
-// idle timeout. The connection-level timeout (wish.WithIdleTimeout) also
+// idle timeout. The connection-level timeout (wish.WithIdleTimeout, a
+// little later, see newSSHSide) also
 // applies, but any output (live refresh) keeps a connection alive, so the
 // input clock is what decides.
 func (s *sshSide) watchIdle(ctx context.Context, sio *sessionIO, p *tea.Program) {

@@ -15,10 +15,13 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 	"github.com/keyward/keyward/tui"
 )
+
+func TestMain(m *testing.M) { testkit.Main(m) } // removes the binary TestLoadVerify's exec mode builds
 
 // rootOp is the bootstrap ADMIN of every test database.
 const rootOp = "root"

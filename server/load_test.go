@@ -242,7 +242,7 @@ func readResponse(br *bufio.Reader) (int, error) {
 // loadStore makes a database with nKeys keys and returns it with tokens.
 func loadStore(tb testing.TB, dir string, nKeys int, noLastUsed bool) (*store.Store, []string, string) {
 	tb.Helper()
-	opts := storeOptions(tb, &testClock{})
+	opts := storeOptions(tb, &testkit.Clock{})
 	opts.NoLastUsed = noLastUsed
 	opts.FlushInterval = time.Second
 	st, err := store.Open(filepath.Join(dir, "load.db"), opts)
@@ -325,7 +325,7 @@ func syncFile(path string) error {
 // commits, last-used flushed every second.
 func openLoadStore(tb testing.TB, path string, noLastUsed bool) *store.Store {
 	tb.Helper()
-	opts := storeOptions(tb, &testClock{})
+	opts := storeOptions(tb, &testkit.Clock{})
 	opts.NoSync = false
 	opts.NoLastUsed = noLastUsed
 	opts.FlushInterval = time.Second
@@ -497,7 +497,7 @@ func TestLoadServeServer(t *testing.T) {
 	if path == "" || addr == "" {
 		t.Skip("child process of TestLoadVerify with KEYWARD_LOAD_EXEC=1 and KEYWARD_LOAD_CHILD=1")
 	}
-	opts := storeOptions(t, &testClock{})
+	opts := storeOptions(t, &testkit.Clock{})
 	opts.NoSync = false
 	opts.FlushInterval = 0 // serve's default
 	opts.NoLastUsed = os.Getenv("KEYWARD_LOAD_SERVE_NOLASTUSED") != ""

@@ -15,6 +15,8 @@ import (
 
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 // ptyTerm opens a PTY session of the given size on c and collects its
@@ -270,7 +272,7 @@ func TestSSHOperatorCaps(t *testing.T) {
 	v1.waitText(10*time.Second, 0, "Name")
 	c2 := mustDial(t, env, srv, "alice", k)
 	var banner string
-	_, err := gossh.Dial("tcp", srv.sshAddr, &gossh.ClientConfig{User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(k.signer)},
+	_, err := gossh.Dial("tcp", srv.sshAddr, &gossh.ClientConfig{User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(k.Signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second, //nolint:gosec // our own server
 		BannerCallback: func(m string) error { banner = m; return nil }})
 	wantAuthRefused(t, err, "alice's third connection")
@@ -367,7 +369,7 @@ func TestSSHAuthRefusalsFolded(t *testing.T) {
 	env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
 	for i := 0; i < 30; i++ {
-		_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(newSSHKey(t).signer))
+		_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(testkit.NewSSHKey(t).Signer))
 		wantAuthRefused(t, err, "unknown key")
 	}
 	if err := srv.stop(t); err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
+
+// keyIDRE is the shape of a key id: "key_" and 12 lowercase base32 characters.
+var keyIDRE = regexp.MustCompile(`^key_[a-z2-7]{12}$`)
 
 func TestOpenPermissions(t *testing.T) {
 	e := newEnv(t)
@@ -88,7 +92,7 @@ func TestKeyLifecycle(t *testing.T) {
 
 	// Create.
 	k, tok := e.create(sp)
-	if !model.ValidKeyID(k.ID) || k.Version != 1 || k.CreatedBy != "admin" || !k.Active() || k.Hint != tok[:len(k.Hint)] {
+	if !keyIDRE.MatchString(k.ID) || k.Version != 1 || k.CreatedBy != "admin" || !k.Active() || k.Hint != tok[:len(k.Hint)] {
 		t.Fatalf("created %+v", k)
 	}
 	if !k.CreatedAt.Equal(e.clock.Now()) || k.LastUsedAt != nil {

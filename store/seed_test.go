@@ -54,7 +54,7 @@ func TestSeedKeys(t *testing.T) {
 			if !k.CreatedAt.Equal(now.Add(-400 * 24 * time.Hour)) {
 				t.Fatalf("created at %v", k.CreatedAt)
 			}
-			if k.LastUsedAt != nil && model.HasUnsafe(k.LastUsedFrom) {
+			if k.LastUsedAt != nil && model.Sanitize(k.LastUsedFrom) != k.LastUsedFrom {
 				t.Fatalf("unsanitised source %q", k.LastUsedFrom)
 			}
 		}

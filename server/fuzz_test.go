@@ -11,10 +11,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
-
-	"github.com/keyward/keyward/internal/testkit"
 )
 
 // FuzzVerifyBody feeds arbitrary bodies to the verify handler: it must

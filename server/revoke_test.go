@@ -8,9 +8,8 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
-	"github.com/keyward/keyward/model"
-
 	"github.com/keyward/keyward/internal/testkit"
+	"github.com/keyward/keyward/model"
 )
 
 // TestSSHSessionEndsWhenAuthorityGoes (issue 11.3): a session's authority

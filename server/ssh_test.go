@@ -15,10 +15,9 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
-
-	"github.com/keyward/keyward/internal/testkit"
 )
 
 // dialSSH connects as user with the given auth methods, checking the

@@ -13,10 +13,9 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
-
-	"github.com/keyward/keyward/internal/testkit"
 )
 
 // ptyTerm opens a PTY session of the given size on c and collects its

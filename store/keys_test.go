@@ -109,7 +109,7 @@ func TestKeyLifecycle(t *testing.T) {
 	e.wantCode(tok, "coupons:write", "web-shop", model.CodeValid)
 
 	// Edit.
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	sp2 := model.SpecOf(got)
 	sp2.Name, sp2.Description, sp2.Scopes = "ci-bot-2", "renamed", []string{"coupons:read"}
 	k2, err := e.s.EditKey("admin", k.ID, got.Version, sp2)
@@ -316,7 +316,7 @@ func TestEditKeepsPassedExpiry(t *testing.T) {
 	sp := spec("soon")
 	sp.ExpiresAt = &exp
 	k, tok := e.create(sp)
-	e.clock.Add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	e.wantCode(tok, "", "", model.CodeExpired)
 	// Editing the description of an expired key keeps its expiry.
 	sp2 := model.SpecOf(k)

@@ -1,7 +1,11 @@
-// Package e2e holds the tests that run the built keyward binary: as a
-// child process that serves, is signalled or killed, runs in tmux, on a
+// Package e2e holds every test that runs the built keyward binary (built
+// once per test process by testkit.Binary): as a child process that
+// serves, is signalled, flooded or killed, runs in tmux (the TUI
+// journeys, first-frame timing) or behind the real OpenSSH client, on a
 // full or read-only disk. Commands that need only a database and
-// stdin/stdout are tested in process, in package cli.
+// stdin/stdout are tested in process, in package cli; no other package
+// runs the binary (server's opt-in load comparison excepted, see
+// TestLoadVerify).
 package e2e
 
 import (

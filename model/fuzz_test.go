@@ -65,12 +65,12 @@ func FuzzValidateSpec(f *testing.F) {
 		}
 		err := ValidateSpec(spec, cat, now)
 		if err != nil {
-			if !utf8.ValidString(err.Error()) || HasUnsafe(err.Error()) {
+			if !utf8.ValidString(err.Error()) || hasUnsafe(err.Error()) {
 				t.Fatalf("unsafe error text %q", err.Error())
 			}
 			return
 		}
-		if HasUnsafe(name) || HasUnsafe(desc) || utf8.RuneCountInString(name) > MaxNameLen || isBlank(name) {
+		if hasUnsafe(name) || hasUnsafe(desc) || utf8.RuneCountInString(name) > MaxNameLen || isBlank(name) {
 			t.Fatalf("accepted unsafe spec %+v", spec)
 		}
 		if spec.ExpiresAt != nil && !spec.ExpiresAt.After(now) {

@@ -125,5 +125,5 @@ func skipString(s string, i int) int {
 	return i
 }
 
-// HasUnsafe reports whether s holds anything Sanitize would change.
-func HasUnsafe(s string) bool { return Sanitize(s) != s }
+// hasUnsafe reports whether s holds anything Sanitize would change.
+func hasUnsafe(s string) bool { return Sanitize(s) != s }

@@ -59,8 +59,8 @@ func TestSanitize(t *testing.T) {
 			if again := Sanitize(got); again != got {
 				t.Fatalf("not idempotent: %q -> %q", got, again)
 			}
-			if HasUnsafe(c.in) != (c.in != c.want) {
-				t.Fatalf("HasUnsafe(%q) = %v", c.in, HasUnsafe(c.in))
+			if hasUnsafe(c.in) != (c.in != c.want) {
+				t.Fatalf("hasUnsafe(%q) = %v", c.in, hasUnsafe(c.in))
 			}
 		})
 	}

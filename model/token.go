@@ -207,8 +207,8 @@ func NewKeyID() (string, error) {
 	return string(out), nil
 }
 
-// ValidKeyID reports whether s has the shape of a key id.
-func ValidKeyID(s string) bool {
+// validKeyID reports whether s has the shape of a key id.
+func validKeyID(s string) bool {
 	if len(s) != 16 || !strings.HasPrefix(s, "key_") {
 		return false
 	}

@@ -140,8 +140,8 @@ func TestKeyIDs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !ValidKeyID(id) {
-			t.Fatalf("NewKeyID gave %q, which ValidKeyID refuses", id)
+		if !validKeyID(id) {
+			t.Fatalf("NewKeyID gave %q, which validKeyID refuses", id)
 		}
 		if seen[id] {
 			t.Fatalf("duplicate id %q", id)
@@ -150,12 +150,12 @@ func TestKeyIDs(t *testing.T) {
 	}
 	for _, bad := range []string{"", "key_", "key_abcdefghijk", "key_abcdefghijklm", "KEY_abcdefghijkl",
 		"key_abcdefghijk1", "key_abcdefghijk8", "key_ABCDEFGHIJKL", "kex_abcdefghijkl", "key_abcdefghijk\x00"} {
-		if ValidKeyID(bad) {
-			t.Errorf("ValidKeyID(%q) = true", bad)
+		if validKeyID(bad) {
+			t.Errorf("validKeyID(%q) = true", bad)
 		}
 	}
-	if !ValidKeyID("key_abcdefgh2345") {
-		t.Error("ValidKeyID refuses a well-formed id")
+	if !validKeyID("key_abcdefgh2345") {
+		t.Error("validKeyID refuses a well-formed id")
 	}
 }
 

@@ -68,7 +68,7 @@ func TestValidateName(t *testing.T) {
 				if !errors.As(err, &fe) || fe.Field != "name" {
 					t.Fatalf("error %v is not a name FieldError", err)
 				}
-				if HasUnsafe(err.Error()) {
+				if hasUnsafe(err.Error()) {
 					t.Fatalf("error message carries unsafe text: %q", err.Error())
 				}
 			}
@@ -146,7 +146,7 @@ func TestValidateSpec(t *testing.T) {
 			if fe.Field != c.field {
 				t.Fatalf("error on field %q (%v), want %q", fe.Field, err, c.field)
 			}
-			if HasUnsafe(err.Error()) {
+			if hasUnsafe(err.Error()) {
 				t.Fatalf("error message carries unsafe text: %q", err.Error())
 			}
 		})
@@ -314,7 +314,7 @@ func TestParsePublicKey(t *testing.T) {
 	}
 	// A hostile comment is sanitised.
 	pk, err = ParsePublicKey(line + " \x1b]52;c;QUJD\x07x")
-	if err != nil || HasUnsafe(pk.Comment) {
+	if err != nil || hasUnsafe(pk.Comment) {
 		t.Fatalf("comment %q, %v", pk.Comment, err)
 	}
 }
@@ -322,7 +322,7 @@ func TestParsePublicKey(t *testing.T) {
 func TestFieldErrorJSONSafe(t *testing.T) {
 	// FieldError messages are plain text fit for JSON output.
 	err := ValidateSpec(KeySpec{Name: "x", Role: RoleEditor, Scopes: []string{"\u202e"}}, &Catalog{}, time.Now())
-	if _, jerr := json.Marshal(err.Error()); jerr != nil || HasUnsafe(err.Error()) {
+	if _, jerr := json.Marshal(err.Error()); jerr != nil || hasUnsafe(err.Error()) {
 		t.Fatalf("%q", err.Error())
 	}
 }

@@ -97,7 +97,7 @@ func TestDecide(t *testing.T) {
 func TestDecideReasonSanitised(t *testing.T) {
 	k := &Key{ID: "key_aaaaaaaaaaaa", Role: RoleEditor, Status: StatusActive, Scopes: []string{"a:read"}}
 	r := Decide(VerifyInput{Key: k, CreatorActive: true, Scope: "x\x1b]52;c;QUJD\x07", Now: time.Now()})
-	if r.Code != CodeInsufficientScope || HasUnsafe(r.Reason) {
+	if r.Code != CodeInsufficientScope || hasUnsafe(r.Reason) {
 		t.Fatalf("reason not sanitised: %q", r.Reason)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -19,7 +20,7 @@ import (
 // never panic and never answer 5xx; a body decodeVerify accepts must get a
 // 200 with a well-formed answer, anything else a 400 or 413 JSON error.
 func FuzzVerifyBody(f *testing.F) {
-	clock := &testClock{}
+	clock := &testkit.Clock{}
 	st, err := store.Open(filepath.Join(f.TempDir(), "fuzz.db"), storeOptions(f, clock))
 	if err != nil {
 		f.Fatal(err)

@@ -3,59 +3,42 @@ package server
 import (
 	"bytes"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	gossh "golang.org/x/crypto/ssh"
-
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 	"github.com/keyward/keyward/tui"
 )
 
+func TestMain(m *testing.M) { testkit.Main(m) } // removes the binary TestLoadVerify's exec mode builds
+
 // rootOp is the bootstrap ADMIN of every test database.
 const rootOp = "root"
-
-// testClock is a store clock tests can move forward.
-type testClock struct{ off atomic.Int64 }
-
-func (c *testClock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *testClock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 
 type testEnv struct {
 	t     *testing.T
 	dir   string
 	path  string
 	st    *store.Store
-	clock *testClock
-}
-
-func catalogJSON(t testing.TB) []byte {
-	b, err := os.ReadFile(filepath.Join("..", "testdata", "catalog.json"))
-	if err != nil {
-		t.Fatalf("reading demo catalog: %v", err)
-	}
-	return b
+	clock *testkit.Clock
 }
 
 // storeOptions opens the store as keyward serve does (Lean: key records
 // are read from the file, and kept only while a TUI session watches).
-func storeOptions(t testing.TB, clock *testClock) store.Options {
-	return store.Options{Bootstrap: rootOp, DefaultCatalog: catalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true, Lean: true,
+func storeOptions(t testing.TB, clock *testkit.Clock) store.Options {
+	return store.Options{Bootstrap: rootOp, DefaultCatalog: testkit.CatalogJSON(t), Now: clock.Now, FlushInterval: time.Hour, NoSync: true, Lean: true,
 		Warn: func(string) {}} // t.TempDir's numbered directories are 0755
 }
 
 func newEnv(t *testing.T) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	env := &testEnv{t: t, dir: dir, path: filepath.Join(dir, "keyward.db"), clock: &testClock{}}
+	env := &testEnv{t: t, dir: dir, path: filepath.Join(dir, "keyward.db"), clock: &testkit.Clock{}}
 	st, err := store.Open(env.path, storeOptions(t, env.clock))
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -175,31 +158,11 @@ func (e *testEnv) createKeyAs(actor string, spec model.KeySpec) (*model.Key, str
 	return k, tok
 }
 
-// sshKey is a fresh ed25519 key pair for an operator.
-type sshKey struct {
-	signer gossh.Signer
-	priv   ed25519.PrivateKey
-	line   string // authorized_keys form
-}
-
-func newSSHKey(t testing.TB) sshKey {
-	t.Helper()
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := gossh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return sshKey{signer: signer, priv: priv, line: strings.TrimSpace(string(gossh.MarshalAuthorizedKey(signer.PublicKey())))}
-}
-
 // addOperator registers name with a fresh key.
-func (e *testEnv) addOperator(name string, role model.OperatorRole) sshKey {
+func (e *testEnv) addOperator(name string, role model.OperatorRole) testkit.SSHKey {
 	e.t.Helper()
-	k := newSSHKey(e.t)
-	if _, err := e.st.AddOperator(rootOp, name, role, []string{k.line + " " + name + "@test"}); err != nil {
+	k := testkit.NewSSHKey(e.t)
+	if _, err := e.st.AddOperator(rootOp, name, role, []string{k.Line + " " + name + "@test"}); err != nil {
 		e.t.Fatalf("add operator %s: %v", name, err)
 	}
 	return k

@@ -24,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -241,7 +242,7 @@ func readResponse(br *bufio.Reader) (int, error) {
 // loadStore makes a database with nKeys keys and returns it with tokens.
 func loadStore(tb testing.TB, dir string, nKeys int, noLastUsed bool) (*store.Store, []string, string) {
 	tb.Helper()
-	opts := storeOptions(tb, &testClock{})
+	opts := storeOptions(tb, &testkit.Clock{})
 	opts.NoLastUsed = noLastUsed
 	opts.FlushInterval = time.Second
 	st, err := store.Open(filepath.Join(dir, "load.db"), opts)
@@ -324,7 +325,7 @@ func syncFile(path string) error {
 // commits, last-used flushed every second.
 func openLoadStore(tb testing.TB, path string, noLastUsed bool) *store.Store {
 	tb.Helper()
-	opts := storeOptions(tb, &testClock{})
+	opts := storeOptions(tb, &testkit.Clock{})
 	opts.NoSync = false
 	opts.NoLastUsed = noLastUsed
 	opts.FlushInterval = time.Second
@@ -396,7 +397,7 @@ func startBareTarget(tb testing.TB) *loadTarget {
 // binary, TestLoadBareServer) with the given GOMAXPROCS.
 func startBareProcess(t *testing.T, procs string) *loadTarget {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadBareServer$")
 	cmd.Env = append(childEnv(procs), "KEYWARD_LOAD_BARE_ADDR="+addr)
 	tg := &loadTarget{name: "bare", addr: addr, auth: "Bearer x", body: verifyBody("kw_x")}
@@ -420,7 +421,7 @@ func childEnv(procs string) []string {
 // over the database at path.
 func startServeProcess(t *testing.T, name, bin, path, secret, procs string) *loadTarget {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	cmd := exec.Command(bin, "--db", path, "serve", "--ssh", "", "--http", addr)
 	cmd.Env = childEnv(procs)
 	if v := os.Getenv("KEYWARD_LOAD_SERVE_GOGC"); v != "" {
@@ -475,7 +476,7 @@ func startChild(t *testing.T, cmd *exec.Cmd, addr string) func() {
 // not empty).
 func startServeChild(t *testing.T, name, path, secret, procs string, noLastUsed bool, profile string) *loadTarget {
 	t.Helper()
-	addr := freeAddr(t)
+	addr := testkit.FreeAddr(t)
 	cmd := exec.Command(os.Args[0], "-test.run=^TestLoadServeServer$")
 	cmd.Env = append(childEnv(procs), "KEYWARD_LOAD_SERVE_DB="+path, "KEYWARD_LOAD_SERVE_ADDR="+addr,
 		"KEYWARD_LOAD_SERVE_PROFILE="+profile)
@@ -496,7 +497,7 @@ func TestLoadServeServer(t *testing.T) {
 	if path == "" || addr == "" {
 		t.Skip("child process of TestLoadVerify with KEYWARD_LOAD_EXEC=1 and KEYWARD_LOAD_CHILD=1")
 	}
-	opts := storeOptions(t, &testClock{})
+	opts := storeOptions(t, &testkit.Clock{})
 	opts.NoSync = false
 	opts.FlushInterval = 0 // serve's default
 	opts.NoLastUsed = os.Getenv("KEYWARD_LOAD_SERVE_NOLASTUSED") != ""
@@ -579,7 +580,7 @@ func TestLoadVerify(t *testing.T) {
 	t0 := time.Now()
 	path, toks, secret := seedLoadDB(t, dir, nKeys)
 	path2 := filepath.Join(dir, "load-nolastused.db")
-	if err := copyFile(path, path2); err != nil {
+	if err := testkit.CopyFile(path, path2); err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("seeded %d keys in %s", nKeys, time.Since(t0).Round(time.Millisecond))
@@ -607,7 +608,7 @@ func TestLoadVerify(t *testing.T) {
 				startServeChild(t, "verify", path, secret, procs, false, prof("verify")),
 				startServeChild(t, "verify-no-lastused", path2, secret, procs, true, prof("verify-no-lastused"))}
 		} else {
-			targets = []*loadTarget{startBareProcess(t, procs), startServeProcess(t, "verify", keywardBinary(t), path, secret, procs)}
+			targets = []*loadTarget{startBareProcess(t, procs), startServeProcess(t, "verify", testkit.Binary(t), path, secret, procs)}
 			if bin := os.Getenv("KEYWARD_LOAD_BASELINE_BIN"); bin != "" {
 				// Another keyward build (an earlier commit, say) over a
 				// copy of the same keys: a before/after in one run.
@@ -905,25 +906,4 @@ func fmtPcts(v []float64) string {
 		parts[i] = fmt.Sprintf("%.1f%%", x)
 	}
 	return strings.Join(parts, " ")
-}
-
-func copyFile(from, to string) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	if err := dst.Sync(); err != nil {
-		dst.Close()
-		return err
-	}
-	return dst.Close()
 }

@@ -8,6 +8,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -20,12 +21,12 @@ import (
 func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 	env := newEnv(t)
 	requireTUI(t, env.st)
-	keys := map[string]sshKey{}
+	keys := map[string]testkit.SSHKey{}
 	for _, name := range []string{"alice", "bob", "carol", "dave", "erin"} {
 		keys[name] = env.addOperator(name, model.OperatorAdmin)
 	}
-	carol2 := newSSHKey(t)
-	if _, _, err := env.st.AddOperatorKey(rootOp, "carol", carol2.line); err != nil {
+	carol2 := testkit.NewSSHKey(t)
+	if _, _, err := env.st.AddOperatorKey(rootOp, "carol", carol2.Line); err != nil {
 		t.Fatal(err)
 	}
 	srv := env.serve(Config{HTTPAddr: "-"})
@@ -68,13 +69,13 @@ func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 		if err := env.st.DeleteOperator(rootOp, "dave"); err != nil {
 			return err
 		}
-		_, err := env.st.AddOperator(rootOp, "dave", model.OperatorAdmin, []string{newSSHKey(t).line})
+		_, err := env.st.AddOperator(rootOp, "dave", model.OperatorAdmin, []string{testkit.NewSSHKey(t).Line})
 		return err
 	})
 	ends("alice", "disabled", func() error { _, err := env.st.SetOperatorDisabled(rootOp, "alice", true); return err })
 	ends("bob", "READONLY", func() error { _, err := env.st.SetOperatorRole(rootOp, "bob", model.OperatorReadonly); return err })
 	ends("carol", "removed", func() error {
-		_, _, err := env.st.RemoveOperatorKey(rootOp, "carol", keys["carol"].line)
+		_, _, err := env.st.RemoveOperatorKey(rootOp, "carol", keys["carol"].Line)
 		return err
 	})
 

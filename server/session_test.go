@@ -15,7 +15,6 @@ import (
 const (
 	keyEnter = "\r"
 	keyUp    = "\x1b[A"
-	keyEsc   = "\x1b"
 )
 
 var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)

@@ -15,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/ansi"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -46,9 +47,9 @@ func readHostKey(t *testing.T, path string) gossh.PublicKey {
 	return s.PublicKey()
 }
 
-func mustDial(t *testing.T, env *testEnv, r *running, user string, k sshKey) *gossh.Client {
+func mustDial(t *testing.T, env *testEnv, r *running, user string, k testkit.SSHKey) *gossh.Client {
 	t.Helper()
-	c, err := dialSSH(t, env, r, user, gossh.PublicKeys(k.signer))
+	c, err := dialSSH(t, env, r, user, gossh.PublicKeys(k.Signer))
 	if err != nil {
 		t.Fatalf("ssh as %s: %v", user, err)
 	}
@@ -214,13 +215,13 @@ func TestSSHUnknownKeyRefused(t *testing.T) {
 	env := newEnv(t)
 	env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
-	stranger := newSSHKey(t)
-	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(stranger.signer))
+	stranger := testkit.NewSSHKey(t)
+	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(stranger.Signer))
 	wantAuthRefused(t, err, "unknown key")
-	_, err = dialSSH(t, env, srv, "root", gossh.PublicKeys(stranger.signer))
+	_, err = dialSSH(t, env, srv, "root", gossh.PublicKeys(stranger.Signer))
 	wantAuthRefused(t, err, "unknown key for the bootstrap operator (who has no key)")
 	waitFor(t, 2*time.Second, "refusal logged", func() bool {
-		return strings.Contains(srv.logs.String(), "ssh auth refused user=alice key="+gossh.FingerprintSHA256(stranger.signer.PublicKey()))
+		return strings.Contains(srv.logs.String(), "ssh auth refused user=alice key="+gossh.FingerprintSHA256(stranger.Signer.PublicKey()))
 	})
 }
 
@@ -247,7 +248,7 @@ func TestSSHDisabledOperatorRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := env.serve(Config{HTTPAddr: "-"})
-	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(k.signer))
+	_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(k.Signer))
 	wantAuthRefused(t, err, "disabled operator")
 }
 
@@ -259,7 +260,7 @@ func TestSSHLoginNameMustBeOperator(t *testing.T) {
 	env.addOperator("bob", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
 	for _, user := range []string{"bob", "root", "Alice", "alice ", "admin"} {
-		_, err := dialSSH(t, env, srv, user, gossh.PublicKeys(k.signer))
+		_, err := dialSSH(t, env, srv, user, gossh.PublicKeys(k.Signer))
 		wantAuthRefused(t, err, "alice's key as "+user)
 	}
 }
@@ -286,22 +287,22 @@ func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
 	alice := env.addOperator("alice", model.OperatorAdmin)
 	bob := env.addOperator("bob", model.OperatorReadonly)
 	srv := env.serve(Config{HTTPAddr: "-"})
-	mallory := newSSHKey(t)
-	forged := badSigner{pub: alice.signer.PublicKey(), other: mallory.signer}
+	mallory := testkit.NewSSHKey(t)
+	forged := badSigner{pub: alice.Signer.PublicKey(), other: mallory.Signer}
 
 	// x/crypto ends the handshake on a bad signature; either way: no login.
-	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(forged, mallory.signer)); err == nil {
+	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(forged, mallory.Signer)); err == nil {
 		c.Close()
 		t.Fatal("alice's key offered, signed by another key: logged in")
 	}
-	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(mallory.signer, forged)); err == nil {
+	if c, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(mallory.Signer, forged)); err == nil {
 		c.Close()
 		t.Fatal("unknown key, then alice's key with a bad signature: logged in")
 	}
 
 	// As bob: alice's key is offered first (refused: wrong user), then bob's
 	// key signs. The session must be bob's, READONLY.
-	c, err := dialSSH(t, env, srv, "bob", gossh.PublicKeys(forged, bob.signer))
+	c, err := dialSSH(t, env, srv, "bob", gossh.PublicKeys(forged, bob.Signer))
 	if err != nil {
 		t.Fatalf("bob: %v", err)
 	}
@@ -315,7 +316,7 @@ func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
 	sess.Stdout, sess.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}
 	_ = sess.Run("") // no PTY: refused, after authorisation, naming the operator
 	waitFor(t, 2*time.Second, "session refusal logged", func() bool {
-		return strings.Contains(srv.logs.String(), "ssh session refused user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.signer.PublicKey()))
+		return strings.Contains(srv.logs.String(), "ssh session refused user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.Signer.PublicKey()))
 	})
 	ops, _ := env.st.Operator("alice")
 	if ops.LastLoginAt != nil {
@@ -379,7 +380,7 @@ func TestSSHUserNamesSanitisedInLogs(t *testing.T) {
 	env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
 	evil := "alice\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202e\nfake line"
-	_, err := dialSSH(t, env, srv, evil, gossh.PublicKeys(newSSHKey(t).signer))
+	_, err := dialSSH(t, env, srv, evil, gossh.PublicKeys(testkit.NewSSHKey(t).Signer))
 	wantAuthRefused(t, err, "evil user name")
 	waitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
 	logs := srv.logs.String()

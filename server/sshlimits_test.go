@@ -6,19 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"regexp"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/charmbracelet/x/ansi"
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -299,7 +294,7 @@ func TestSSHOperatorCaps(t *testing.T) {
 	v1.waitText(10*time.Second, 0, "Name")
 	c2 := mustDial(t, env, srv, "alice", k)
 	var banner string
-	_, err := gossh.Dial("tcp", srv.sshAddr, &gossh.ClientConfig{User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(k.signer)},
+	_, err := gossh.Dial("tcp", srv.sshAddr, &gossh.ClientConfig{User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(k.Signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second, //nolint:gosec // our own server
 		BannerCallback: func(m string) error { banner = m; return nil }})
 	wantAuthRefused(t, err, "alice's third connection")
@@ -350,215 +345,6 @@ func TestSSHLimitsFitFDs(t *testing.T) {
 	}
 }
 
-// fdCount is the number of open file descriptors of pid.
-func fdCount(t *testing.T, pid int) int {
-	t.Helper()
-	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
-	if err != nil {
-		t.Fatalf("counting fds of %d: %v", pid, err)
-	}
-	return len(ents)
-}
-
-// serveUnderFDLimit starts the built keyward serve through bash with its
-// open-file limit (soft and hard) set to nofile.
-func (k *kwInstall) serveUnderFDLimit(nofile int, extra ...string) *serveProcess {
-	k.t.Helper()
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		k.t.Fatalf("bash is needed to set the open-file limit: %v", err)
-	}
-	p := &serveProcess{sshAddr: freeAddr(k.t), httpAddr: freeAddr(k.t), hostKey: filepath.Join(k.dir, "hostkey", HostKeyFile),
-		logs: &syncBuffer{}, done: make(chan error, 1)}
-	args := append([]string{"-c", fmt.Sprintf(`ulimit -n %d && exec "$0" "$@"`, nofile), k.bin,
-		"--db", k.db, "serve", "--ssh", p.sshAddr, "--http", p.httpAddr, "--host-key", p.hostKey}, extra...)
-	p.cmd = exec.Command(bash, args...)
-	p.cmd.Env = k.env()
-	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
-	if err := p.cmd.Start(); err != nil {
-		k.t.Fatal(err)
-	}
-	go func() { p.done <- p.cmd.Wait() }()
-	k.t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done; p.done <- nil })
-	waitFor(k.t, 20*time.Second, "serve listening", func() bool {
-		return strings.Contains(p.logs.String(), "http listening") && strings.Contains(p.logs.String(), "ssh listening")
-	})
-	return p
-}
-
-// TestSSHPreAuthFlood: idle and trickling connections that never log in,
-// from 8 source addresses (127.0.0.1 among them, as the operator), a few
-// thousand in all, against serve limited to 256 open files. Serve drops
-// them at its caps and after the login grace, its fd count stays
-// bounded, and meanwhile /healthz, a verification and an operator's SSH
-// login all succeed. Before, nothing closed them before the 30-minute
-// idle timeout (a byte every 2 s held one forever), and they took every
-// fd, HTTP's included.
-func TestSSHPreAuthFlood(t *testing.T) {
-	if testing.Short() {
-		t.Skip("drives the real binary; skipped with -short")
-	}
-	requireTUI(t, newEnv(t).st)
-	k := newInstall(t)
-	var js struct{ Token string }
-	out := k.ok("keys", "create", "--json", "--name", "svc", "--role", "admin")
-	if m := regexp.MustCompile(`"token":\s*"([^"]+)"`).FindStringSubmatch(out); m != nil {
-		js.Token = m[1]
-	} else {
-		t.Fatalf("no token in %s", out)
-	}
-	sec := secretRE.FindString(k.ok("secret", "show"))
-	op := newSSHKey(t)
-	k.ok("operators", "add", "op", "--role", "admin", "--key", op.line)
-	const grace, maxStartups, perSource = time.Second, 32, 8
-	p := k.serveUnderFDLimit(512, "--login-grace", grace.String(), "--max-startups", fmt.Sprint(maxStartups),
-		"--max-startups-per-source", fmt.Sprint(perSource))
-	pid := p.cmd.Process.Pid
-	base := fdCount(t, pid)
-
-	// The flood: 8 sources × 40 workers; half idle, half sending a byte
-	// every 150 ms. Each redials when serve drops it; it ends after 4 s or
-	// 3,000 connections.
-	var dials, dropped atomic.Int64
-	var wg sync.WaitGroup
-	floodEnd := time.Now().Add(4 * time.Second)
-	for src := 1; src <= 8; src++ {
-		for w := 0; w < 40; w++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(src))}, Timeout: time.Second}
-				time.Sleep(time.Duration(src*40+w) * 400 * time.Millisecond / 360) // spread the workers' first dials
-				for time.Now().Before(floodEnd) && dials.Add(1) <= 3000 {
-					next := time.Now().Add(400 * time.Millisecond) // ~800 new connections a second in all
-					c, err := d.Dial("tcp", p.sshAddr)
-					if err != nil {
-						time.Sleep(20 * time.Millisecond)
-						continue
-					}
-					_ = c.SetDeadline(floodEnd)
-					if w%2 == 0 {
-						_, _ = c.Read(make([]byte, 4096)) // serve's version line
-						_, _ = io.Copy(io.Discard, c)     // then wait to be dropped
-					} else {
-						for time.Now().Before(floodEnd) {
-							if _, err := c.Write([]byte{'x'}); err != nil {
-								break
-							}
-							time.Sleep(150 * time.Millisecond)
-						}
-					}
-					if time.Now().Before(floodEnd) {
-						dropped.Add(1)
-					}
-					c.Close()
-					time.Sleep(time.Until(next))
-				}
-			}()
-		}
-	}
-	defer wg.Wait()
-
-	// During the flood (past a grace period, so expiry is at work too).
-	time.Sleep(1500 * time.Millisecond)
-	d0 := dials.Load()
-	peak := 0
-	sample := func() { peak = max(peak, fdCount(t, pid)) }
-	sample()
-	hc := &http.Client{Timeout: 2 * time.Second} // the flood lasts 4 s in all
-	t0 := time.Now()
-	resp, err := hc.Get("http://" + p.httpAddr + "/healthz")
-	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("healthz during the flood: %v %v\n%s", resp, err, tail(p.logs.String(), 3000))
-	}
-	resp.Body.Close()
-	t.Logf("healthz during the flood took %s", time.Since(t0))
-	sample()
-	code, body, err := verifyOnce(hc, "http://"+p.httpAddr, sec, `{"key":"`+js.Token+`","scope":"coupons:read"}`)
-	if err != nil || code != http.StatusOK || !strings.Contains(string(body), `"valid":true`) {
-		t.Fatalf("verify during the flood: %d %s %v", code, body, err)
-	}
-	sample()
-	// At a cap serve drops the pending connection that has sent least,
-	// and a starved 2-core box can leave a real login among the least
-	// for a moment (as OpenSSH's MaxStartups drops at random): an
-	// operator may have to try again, as a person would. Three tries.
-	t0 = time.Now()
-	var c *gossh.Client
-	for try := 1; c == nil; try++ {
-		c, err = gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-			User: "op", Auth: []gossh.AuthMethod{gossh.PublicKeys(op.signer)},
-			HostKeyCallback: gossh.FixedHostKey(readHostKey(t, p.hostKey)), Timeout: 5 * time.Second,
-		})
-		if err != nil {
-			t.Logf("SSH login try %d during the flood: %v", try, err)
-			if try == 3 {
-				t.Fatalf("no SSH login in 3 tries during the flood\n%s", tail(p.logs.String(), 3000))
-			}
-		}
-	}
-	t.Cleanup(func() { c.Close() })
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "Name")
-	t.Logf("SSH login and the TUI's first frame during the flood took %s", time.Since(t0))
-	sample()
-	checked := time.Now()
-	// Serve's fds: the baseline, the pre-auth cap, the operator's
-	// connection, and HTTP's few.
-	if limit := base + maxStartups + 16; peak > limit {
-		t.Errorf("serve held %d fds during the flood (baseline %d), want at most %d", peak, base, limit)
-	}
-	if d1 := dials.Load(); checked.After(floodEnd) || d1 >= 3000 {
-		t.Fatalf("the flood was over before the checks ended (%d then %d connections, %s left); too slow to prove anything", d0, d1, floodEnd.Sub(checked))
-	}
-	wg.Wait()
-	t.Logf("flood: %d connections, %d dropped by serve before the flood ended; serve fds baseline %d, peak %d", min(dials.Load(), 3000), dropped.Load(), base, peak)
-	if dropped.Load() < 100 {
-		t.Errorf("only %d flood connections were dropped by serve", dropped.Load())
-	}
-	// After the flood, serve is back to its baseline (plus the session).
-	waitFor(t, 2*grace+2*time.Second, "serve's fds back to baseline", func() bool { return fdCount(t, pid) <= base+4 })
-
-	// Under the caps, the login grace alone ends idle and trickling
-	// connections (a byte every 200 ms used to hold one forever).
-	var gwg sync.WaitGroup
-	for i := 0; i < 6; i++ {
-		gwg.Add(1)
-		go func() {
-			defer gwg.Done()
-			c, err := net.Dial("tcp", p.sshAddr)
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer c.Close()
-			start := time.Now()
-			_ = c.SetDeadline(start.Add(grace + 3*time.Second))
-			if i%2 == 0 {
-				_, err = io.Copy(io.Discard, c)
-			} else {
-				for err == nil {
-					time.Sleep(200 * time.Millisecond)
-					_, err = c.Write([]byte{'x'})
-				}
-			}
-			if d := time.Since(start); d < grace*9/10 || d > grace+time.Second || errors.Is(err, os.ErrDeadlineExceeded) {
-				t.Errorf("pre-auth connection %d (trickling: %v) ended after %s (%v), want about %s", i, i%2 == 1, d, err, grace)
-			}
-		}()
-	}
-	gwg.Wait()
-	logs := p.logs.String()
-	for _, want := range []string{"ssh login grace expired", "ssh pre-auth connection dropped"} {
-		if !strings.Contains(logs, want) {
-			t.Errorf("log lacks %q", want)
-		}
-	}
-	if n := strings.Count(logs, "\n"); n > 60 {
-		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, tail(logs, 3000))
-	}
-}
-
 // TestSSHSourceOf: IPv4 addresses count one by one, IPv6 by /64.
 func TestSSHSourceOf(t *testing.T) {
 	for addr, want := range map[string]string{
@@ -605,7 +391,7 @@ func TestSSHAuthRefusalsFolded(t *testing.T) {
 	env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
 	for i := 0; i < 30; i++ {
-		_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(newSSHKey(t).signer))
+		_, err := dialSSH(t, env, srv, "alice", gossh.PublicKeys(testkit.NewSSHKey(t).Signer))
 		wantAuthRefused(t, err, "unknown key")
 	}
 	if err := srv.stop(t); err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -41,7 +42,7 @@ func benchSpecs(n int, now time.Time) []model.KeySpec {
 }
 
 func benchOptions(tb testing.TB) store.Options {
-	return store.Options{Bootstrap: "admin", DefaultCatalog: catalogJSON(tb), FlushInterval: time.Hour}
+	return store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(tb), FlushInterval: time.Hour}
 }
 
 var bench struct {

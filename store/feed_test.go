@@ -136,7 +136,7 @@ func TestAudit(t *testing.T) {
 	c, _ := e.create(spec("gamma"))
 	for i := 0; i < 3; i++ {
 		for _, k := range []*model.Key{a, b, c} {
-			e.clock.Add(time.Second)
+			e.clock.Advance(time.Second)
 			if _, err := e.s.SetKeyActive("admin", k.ID, i%2 == 1); err != nil {
 				t.Fatal(err)
 			}

@@ -108,7 +108,7 @@ func TestCrashDuringCreates(t *testing.T) {
 		for n < want && out.Scan() {
 			line := out.Text()
 			id, tok, ok := strings.Cut(line, " ")
-			if !ok || !model.ValidKeyID(id) {
+			if !ok || !keyIDRE.MatchString(id) {
 				t.Fatalf("child said %q", line)
 			}
 			committed[id] = tok

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,9 @@ import (
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
+
+// keyIDRE is the shape of a key id: "key_" and 12 lowercase base32 characters.
+var keyIDRE = regexp.MustCompile(`^key_[a-z2-7]{12}$`)
 
 func TestOpenPermissions(t *testing.T) {
 	e := newEnv(t)
@@ -88,7 +92,7 @@ func TestKeyLifecycle(t *testing.T) {
 
 	// Create.
 	k, tok := e.create(sp)
-	if !model.ValidKeyID(k.ID) || k.Version != 1 || k.CreatedBy != "admin" || !k.Active() || k.Hint != tok[:len(k.Hint)] {
+	if !keyIDRE.MatchString(k.ID) || k.Version != 1 || k.CreatedBy != "admin" || !k.Active() || k.Hint != tok[:len(k.Hint)] {
 		t.Fatalf("created %+v", k)
 	}
 	if !k.CreatedAt.Equal(e.clock.Now()) || k.LastUsedAt != nil {
@@ -105,7 +109,7 @@ func TestKeyLifecycle(t *testing.T) {
 	e.wantCode(tok, "coupons:write", "web-shop", model.CodeValid)
 
 	// Edit.
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	sp2 := model.SpecOf(got)
 	sp2.Name, sp2.Description, sp2.Scopes = "ci-bot-2", "renamed", []string{"coupons:read"}
 	k2, err := e.s.EditKey("admin", k.ID, got.Version, sp2)
@@ -312,7 +316,7 @@ func TestEditKeepsPassedExpiry(t *testing.T) {
 	sp := spec("soon")
 	sp.ExpiresAt = &exp
 	k, tok := e.create(sp)
-	e.clock.Add(2 * time.Hour)
+	e.clock.Advance(2 * time.Hour)
 	e.wantCode(tok, "", "", model.CodeExpired)
 	// Editing the description of an expired key keeps its expiry.
 	sp2 := model.SpecOf(k)

@@ -19,7 +19,7 @@ func TestLastUsedLive(t *testing.T) {
 	e.create(spec("idle"))
 	sub := e.s.Subscribe()
 	defer sub.Close()
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	e.wantCode(tok, "coupons:read", "", "VALID")
 
 	deadline := time.After(3 * time.Second)

@@ -9,10 +9,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -78,7 +78,7 @@ func childCreate(path string) {
 }
 
 func childOptions() store.Options {
-	cat, err := os.ReadFile("../testdata/catalog.json")
+	cat, err := os.ReadFile("../testdata/catalog.json") // no testing.TB in a child
 	if err != nil {
 		panic(err)
 	}
@@ -86,48 +86,23 @@ func childOptions() store.Options {
 		Lock: store.LockInfo{Command: "keyward test holder"}}
 }
 
-// clock is a controllable time source.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+// newClock is a store clock fixed at 2026-03-01 09:00 UTC; tests
+// Advance it.
+func newClock() *testkit.Clock { return testkit.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)) }
 
 // env is one test database with its clock.
 type env struct {
 	t     testing.TB
 	path  string
-	clock *clock
+	clock *testkit.Clock
 	opts  store.Options
 	s     *store.Store
-}
-
-func catalogJSON(t testing.TB) []byte {
-	t.Helper()
-	b, err := os.ReadFile("../testdata/catalog.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
 }
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, path: filepath.Join(t.TempDir(), "data", "keyward.db"), clock: newClock()}
-	e.opts = store.Options{Bootstrap: "admin", DefaultCatalog: catalogJSON(t), Now: e.clock.Now, FlushInterval: time.Hour}
+	e.opts = store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(t), Now: e.clock.Now, FlushInterval: time.Hour}
 	e.open()
 	t.Cleanup(func() {
 		if e.s != nil {

@@ -336,7 +336,7 @@ func peekEnv(t *testing.T) (*env, []*model.Key) {
 		toks = append(toks, tok)
 	}
 	e.s.Verify(toks[1], "coupons:read", "", "10.1.2.3")
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	e.s.Verify(toks[5], "coupons:read", "", "")
 	if err := e.s.FlushLastUsed(); err != nil {
 		t.Fatal(err)

@@ -1,30 +1,22 @@
 package store_test
 
 import (
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"os"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
 
+// newSSHKey is a fresh ed25519 public key: its authorized_keys line
+// (with a newline) and its wire form.
 func newSSHKey(t testing.TB) (string, []byte) {
 	t.Helper()
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sk, err := ssh.NewPublicKey(pub)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(ssh.MarshalAuthorizedKey(sk)), sk.Marshal()
+	k := testkit.NewSSHKey(t)
+	return k.Line + "\n", k.Signer.PublicKey().Marshal()
 }
 
 func TestRBAC(t *testing.T) {
@@ -173,7 +165,7 @@ func TestCreatorDisabled(t *testing.T) {
 	e.wantCode(tok, "coupons:read", "", model.CodeCreatorDisabled)
 	// A new operator who happens to take the deleted one's name is another
 	// account: it must not bring the old operator's keys back to life.
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	if _, err := e.s.AddOperator("admin", "bob", model.OperatorAdmin, nil); err != nil {
 		t.Fatal(err)
 	}

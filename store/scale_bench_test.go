@@ -3,7 +3,6 @@ package store_test
 import (
 	"bufio"
 	"fmt"
-	"io"
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
@@ -15,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -244,7 +244,7 @@ func BenchmarkVerifyScale(b *testing.B) {
 		b.Fatal(err)
 	}
 	if keep := os.Getenv("KEYWARD_BENCH_1M_KEEP"); keep != "" {
-		if err := copyFile(cp, keep); err != nil {
+		if err := testkit.CopyFile(cp, keep); err != nil {
 			b.Fatal(err)
 		}
 		b.Logf("kept a copy of the 1M database at %s", keep)
@@ -334,23 +334,6 @@ func benchImportStall(b *testing.B, s *store.Store, toks []string, batch int) {
 		b.ReportMetric(float64(lat[len(lat)-1].Microseconds()), "verify-max-µs")
 	}
 	b.ReportMetric(float64(longest.Milliseconds()), "longest-import-ms")
-}
-
-func copyFile(from, to string) error {
-	src, err := os.Open(from)
-	if err != nil {
-		return err
-	}
-	defer src.Close()
-	dst, err := os.OpenFile(to, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(dst, src); err != nil {
-		dst.Close()
-		return err
-	}
-	return dst.Close()
 }
 
 // TestOpenScaleRSS opens the database named by KEYWARD_SCALE_DB (a copy

@@ -56,11 +56,11 @@ func TestSharedSecret(t *testing.T) {
 		t.Fatal("grace: both secrets should check")
 	}
 	e.reopen()
-	e.clock.Add(59 * time.Minute)
+	e.clock.Advance(59 * time.Minute)
 	if !e.s.CheckSharedSecret(s1) {
 		t.Fatal("grace lost on reopen")
 	}
-	e.clock.Add(time.Minute)
+	e.clock.Advance(time.Minute)
 	if e.s.CheckSharedSecret(s1) || !e.s.CheckSharedSecret(s2) {
 		t.Fatal("previous secret outlived its grace")
 	}

@@ -1,7 +1,6 @@
 package store
 
 import (
-	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -110,10 +110,7 @@ func testEntryFacts(t *testing.T, lean bool) {
 	path := filepath.Join(t.TempDir(), "f.db")
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	clock := now
-	cat, err := os.ReadFile("../testdata/catalog.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat := testkit.CatalogJSON(t)
 	opts := Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true, Now: func() time.Time { return clock }, Lean: lean}
 	s, err := Open(path, opts)
 	if err != nil {
@@ -320,10 +317,7 @@ func pointerIn(typ reflect.Type) string {
 // last-used record when the buffer is flushed (the flush asks memory, not
 // the keys bucket, whether it still exists).
 func TestFlushSkipsDeletedKeys(t *testing.T) {
-	cat, err := os.ReadFile("../testdata/catalog.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	cat := testkit.CatalogJSON(t)
 	s, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true})
 	if err != nil {
 		t.Fatal(err)

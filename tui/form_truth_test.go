@@ -2,7 +2,6 @@ package tui
 
 import (
 	"encoding/json"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/charmbracelet/x/exp/teatest"
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -23,12 +23,8 @@ import (
 // account-wide, as an older keyward's import could.
 func openStoreWithStaleGrant(t *testing.T) (*store.Store, *model.Key) {
 	t.Helper()
-	cat, err := os.ReadFile(filepath.Join("..", "testdata", "catalog.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	path := filepath.Join(t.TempDir(), "keyward.db")
-	opts := store.Options{Bootstrap: "alice", DefaultCatalog: cat, Now: func() time.Time { return testNow }, FlushInterval: time.Hour}
+	opts := store.Options{Bootstrap: "alice", DefaultCatalog: testkit.CatalogJSON(t), Now: func() time.Time { return testNow }, FlushInterval: time.Hour}
 	st, err := store.Open(path, opts)
 	if err != nil {
 		t.Fatal(err)

@@ -2,7 +2,6 @@ package tui
 
 import (
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -16,6 +15,7 @@ import (
 	"github.com/charmbracelet/x/exp/golden"
 	"github.com/muesli/termenv"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -37,30 +37,14 @@ func asciiRenderer() *lipgloss.Renderer {
 	return r
 }
 
-// testClock is the store's clock; tests move it to make keys expire.
-type testClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *testClock) Set(t time.Time) {
-	c.mu.Lock()
-	c.t = t
-	c.mu.Unlock()
-}
-
 // newTestStore opens a real store in a temp dir with the demo catalog and
 // two operators: alice (ADMIN) and rob (READONLY).
-func newTestStore(t *testing.T) (*store.Store, *testClock) {
+// The store's clock is fixed; tests Set it to make keys expire.
+func newTestStore(t *testing.T) (*store.Store, *testkit.Clock) {
 	t.Helper()
-	cat, err := os.ReadFile(filepath.Join("..", "testdata", "catalog.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	clk := &testClock{t: testNow.Add(-100 * 24 * time.Hour)}
+	clk := testkit.NewClock(testNow.Add(-100 * 24 * time.Hour))
 	st, err := store.Open(filepath.Join(t.TempDir(), "keyward.db"), store.Options{
-		Bootstrap: "alice", DefaultCatalog: cat, Now: clk.Now, FlushInterval: time.Hour,
+		Bootstrap: "alice", DefaultCatalog: testkit.CatalogJSON(t), Now: clk.Now, FlushInterval: time.Hour,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -78,7 +62,7 @@ func ptime(t time.Time) *time.Time { return &t }
 
 // seedKeys creates a small, varied set of keys: active, disabled, expired,
 // expiring, never-expiring, per-resource.
-func seedKeys(t *testing.T, st *store.Store, clk *testClock) map[string]*model.Key {
+func seedKeys(t *testing.T, st *store.Store, clk *testkit.Clock) map[string]*model.Key {
 	t.Helper()
 	out := map[string]*model.Key{}
 	mk := func(spec model.KeySpec) {

@@ -1,4 +1,4 @@
-package tui
+package e2e
 
 import (
 	"encoding/json"
@@ -8,45 +8,16 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 // User journeys through the built binary in tmux, at 120×36 and 80×24:
 // what an admin does, key by key, and what the screen shows. They are the
 // proof for issue 12 items 1, 2 and 9, and run in CI (tmux is required:
 // without it they fail).
-
-var journeyBin struct {
-	once sync.Once
-	path string
-	err  error
-	out  []byte
-}
-
-// buildJourneyBin builds keyward once for every journey.
-func buildJourneyBin(t *testing.T) string {
-	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatalf("tmux is required for the journey tests (CI installs it): %v", err)
-	}
-	journeyBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "keyward-journey-")
-		if err != nil {
-			journeyBin.err = err
-			return
-		}
-		journeyBin.path = filepath.Join(dir, "keyward")
-		build := exec.Command("go", "build", "-o", journeyBin.path, ".")
-		build.Dir = ".."
-		journeyBin.out, journeyBin.err = build.CombinedOutput()
-	})
-	if journeyBin.err != nil {
-		t.Fatalf("building keyward: %v\n%s", journeyBin.err, journeyBin.out)
-	}
-	return journeyBin.path
-}
 
 // term is one tmux server with one pane of a fixed size, and the keyward
 // database the journey works on.
@@ -61,7 +32,8 @@ type term struct {
 
 func newTerm(t *testing.T, w, h int) *term {
 	t.Helper()
-	bin := buildJourneyBin(t)
+	requireTools(t, "tmux")
+	bin := testkit.Binary(t)
 	dir := t.TempDir()
 	home := filepath.Join(dir, "home")
 	if err := os.MkdirAll(home, 0o700); err != nil {
@@ -245,7 +217,7 @@ func TestJourneyCreateEveryExpiry(t *testing.T) {
 		}
 		now := time.Now()
 		want := map[string]*time.Time{}
-		for n, d := range map[string]time.Duration{"exp-30d": day(30), "exp-90d": day(90), "exp-1y": day(365)} {
+		for n, d := range map[string]time.Duration{"exp-30d": 30 * 24 * time.Hour, "exp-90d": 90 * 24 * time.Hour, "exp-1y": 365 * 24 * time.Hour} {
 			w := now.Add(d)
 			want[n] = &w
 		}

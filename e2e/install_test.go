@@ -1,14 +1,13 @@
-package server
+package e2e
 
-// Helpers for the fault and security tests that drive the real keyward
-// binary: build it once, run CLI commands, start and kill `keyward serve`,
-// and talk to it over SSH and HTTP from goroutines that must not call
-// t.Fatal.
+// Helpers for the fault and security tests that drive `keyward serve`
+// with --db: run CLI commands as the bootstrap ADMIN "root", start and
+// kill serve, and talk to it over SSH and HTTP from goroutines that must
+// not call t.Fatal.
 
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -17,41 +16,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/internal/testkit"
+	"github.com/keyward/keyward/server"
 )
 
-var kwBin struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// keywardBinary builds ../ once per test process (into a temp directory:
-// the package has no TestMain to remove it, and it is one small file).
-func keywardBinary(t *testing.T) string {
-	t.Helper()
-	kwBin.once.Do(func() {
-		dir, err := os.MkdirTemp("", "keyward-server-fault-")
-		if err != nil {
-			kwBin.err = err
-			return
-		}
-		kwBin.path = filepath.Join(dir, "keyward")
-		out, err := exec.Command("go", "build", "-o", kwBin.path, "..").CombinedOutput()
-		if err != nil {
-			kwBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if kwBin.err != nil {
-		t.Fatalf("building keyward: %v", kwBin.err)
-	}
-	return kwBin.path
-}
-
-// kwInstall is one database and its files, driven through the binary.
+// kwInstall is one database and its files, driven through the binary
+// with --db, as operator root.
 type kwInstall struct {
 	t   *testing.T
 	bin string
@@ -65,20 +41,10 @@ func newInstall(t *testing.T) *kwInstall {
 	if err := os.Mkdir(filepath.Join(dir, "data"), 0o700); err != nil { // --db wants its directory
 		t.Fatal(err)
 	}
-	return &kwInstall{t: t, bin: keywardBinary(t), dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
+	return &kwInstall{t: t, bin: testkit.Binary(t), dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
 }
 
-func (k *kwInstall) env() []string {
-	var out []string
-	for _, kv := range os.Environ() {
-		name, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(name, "KEYWARD_") || name == "HOME" || name == "XDG_DATA_HOME" {
-			continue
-		}
-		out = append(out, kv)
-	}
-	return append(out, "HOME="+k.dir, "KEYWARD_OPERATOR=root", "NO_COLOR=1")
-}
+func (k *kwInstall) env() []string { return testkit.Environ(k.dir, "", "KEYWARD_OPERATOR=root") }
 
 // cli runs keyward --db DB args... and returns stdout, stderr and the exit code.
 func (k *kwInstall) cli(stdin string, args ...string) (string, string, int) {
@@ -110,6 +76,24 @@ func (k *kwInstall) ok(args ...string) string {
 	return out
 }
 
+// syncBuffer collects a child's output while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
 // serveProcess is a running `keyward serve`.
 type serveProcess struct {
 	cmd      *exec.Cmd
@@ -120,24 +104,17 @@ type serveProcess struct {
 	done     chan error
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
+// newServeProcess is a serve on free 127.0.0.1 addresses with its host
+// key in the install's directory, not yet started.
+func (k *kwInstall) newServeProcess() *serveProcess {
+	return &serveProcess{sshAddr: testkit.FreeAddr(k.t), httpAddr: testkit.FreeAddr(k.t), hostKey: filepath.Join(k.dir, "hostkey", server.HostKeyFile),
+		logs: &syncBuffer{}, done: make(chan error, 1)}
 }
 
-// serve starts keyward serve on free 127.0.0.1 ports and waits until both
-// listeners accept.
-func (k *kwInstall) serve(extra ...string) *serveProcess {
+// start starts p.cmd with the install's environment; the test's end
+// kills it.
+func (k *kwInstall) start(p *serveProcess) {
 	k.t.Helper()
-	p := &serveProcess{sshAddr: freeAddr(k.t), httpAddr: freeAddr(k.t), hostKey: filepath.Join(k.dir, "hostkey", HostKeyFile),
-		logs: &syncBuffer{}, done: make(chan error, 1)}
-	args := append([]string{"--db", k.db, "serve", "--ssh", p.sshAddr, "--http", p.httpAddr, "--host-key", p.hostKey}, extra...)
-	p.cmd = exec.Command(k.bin, args...)
 	p.cmd.Env = k.env()
 	p.cmd.Stdout, p.cmd.Stderr = p.logs, p.logs
 	if err := p.cmd.Start(); err != nil {
@@ -145,6 +122,16 @@ func (k *kwInstall) serve(extra ...string) *serveProcess {
 	}
 	go func() { p.done <- p.cmd.Wait() }()
 	k.t.Cleanup(func() { _ = p.cmd.Process.Kill(); <-p.done; p.done <- nil })
+}
+
+// serve starts keyward serve on free 127.0.0.1 ports and waits until both
+// listeners accept.
+func (k *kwInstall) serve(extra ...string) *serveProcess {
+	k.t.Helper()
+	p := k.newServeProcess()
+	args := append([]string{"--db", k.db, "serve", "--ssh", p.sshAddr, "--http", p.httpAddr, "--host-key", p.hostKey}, extra...)
+	p.cmd = exec.Command(k.bin, args...)
+	k.start(p)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		up := 0
@@ -170,11 +157,26 @@ func (k *kwInstall) serve(extra ...string) *serveProcess {
 	}
 }
 
+// stop sends SIGTERM and waits for a clean exit.
+func (p *serveProcess) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.done:
+		p.done <- err
+		if err != nil {
+			t.Fatalf("serve after SIGTERM: %v\n%s", err, p.logs.String())
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("serve did not stop 20s after SIGTERM")
+	}
+}
+
 // dial logs in over SSH as user, pinning the host key serve wrote.
-func (p *serveProcess) dial(t *testing.T, user string, key sshKey) *gossh.Client {
+func (p *serveProcess) dial(t *testing.T, user string, key testkit.SSHKey) *gossh.Client {
 	t.Helper()
 	c, err := gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(key.signer)},
+		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(key.Signer)},
 		HostKeyCallback: gossh.FixedHostKey(readHostKey(t, p.hostKey)), Timeout: 5 * time.Second,
 	})
 	if err != nil {
@@ -182,6 +184,20 @@ func (p *serveProcess) dial(t *testing.T, user string, key sshKey) *gossh.Client
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
+}
+
+// readHostKey is the public half of the host key file at path.
+func readHostKey(t *testing.T, path string) gossh.PublicKey {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := gossh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.PublicKey()
 }
 
 // verifyOnce posts one verification; it never calls t.Fatal, for use
@@ -201,37 +217,24 @@ func verifyOnce(c *http.Client, base, secret, body string) (int, []byte, error) 
 	return resp.StatusCode, b, err
 }
 
-// waitOut polls v's output since mark for want, until d passes or stop
-// closes; it reports instead of failing.
-func waitOut(v *vt, from int, d time.Duration, stop <-chan struct{}, want func(string) bool) (string, bool) {
+// waitFor polls cond until it holds or d passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
 	deadline := time.Now().Add(d)
-	for {
-		s := v.since(from)
-		if want(s) {
-			return s, true
-		}
-		select {
-		case <-stop:
-			return s, false
-		case <-v.done:
-			return s, false
-		default:
-		}
+	for !cond() {
 		if time.Now().After(deadline) {
-			return s, false
+			t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(15 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// typeKeys sends keys paced as a person types (huh moves between fields
-// through commands); false if the session is gone.
-func typeKeys(v *vt, keys ...string) bool {
-	for _, k := range keys {
-		time.Sleep(90 * time.Millisecond)
-		if _, err := io.WriteString(v.stdin, k); err != nil {
-			return false
+// requireTools fails the test unless every named program is installed.
+func requireTools(t *testing.T, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s is required for this end-to-end test (CI installs it): %v", tool, err)
 		}
 	}
-	return true
 }

@@ -1,7 +1,6 @@
-package server
+package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -17,6 +16,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -27,13 +27,9 @@ import (
 // `keyward serve` as that operator, sees the keys table and its own key
 // marked as this session's. It needs tmux and ssh and fails without them.
 func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
-	for _, tool := range []string{"ssh", "tmux"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is required for this end-to-end test: %v", tool, err)
-		}
-	}
+	requireTools(t, "ssh", "tmux")
 	dir := t.TempDir()
-	bin := keywardBinary(t)
+	bin := testkit.Binary(t)
 	db := filepath.Join(dir, "data", "keyward.db")
 	if err := os.Mkdir(filepath.Dir(db), 0o700); err != nil {
 		t.Fatal(err)
@@ -41,7 +37,7 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 	run := func(args ...string) string {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--db", db}, args...)...)
-		cmd.Env = append(os.Environ(), "NO_COLOR=1")
+		cmd.Env = testkit.Environ(dir, "")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("keyward %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -59,28 +55,29 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 	if len(ops[0].PublicKeys) != 0 || ops[0].Role != model.OperatorAdmin {
 		t.Fatalf("bootstrap operator: %+v", ops[0])
 	}
-	k := newSSHKey(t)
+	k := testkit.NewSSHKey(t)
 	keyFile := filepath.Join(dir, "id_ed25519")
-	block, err := gossh.MarshalPrivateKey(k.signerKey(t), "e2e")
+	block, err := gossh.MarshalPrivateKey(k.Priv, "e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(keyFile+".pub", []byte(k.line+" "+me+"@e2e\n"), 0o600); err != nil {
+	if err := os.WriteFile(keyFile+".pub", []byte(k.Line+" "+me+"@e2e\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	pub, _ := os.ReadFile(keyFile + ".pub")
 	out := run("operators", "keys", "add", me, "--key", strings.TrimSpace(string(pub)))
-	fp := gossh.FingerprintSHA256(k.signer.PublicKey())
+	fp := gossh.FingerprintSHA256(k.Signer.PublicKey())
 	if !strings.Contains(out, fp) {
 		t.Fatalf("keys add output %q lacks %s", out, fp)
 	}
 
 	sshPort := freePort(t)
-	var serveLog bytes.Buffer
+	var serveLog syncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort)
+	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
-package server
+package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"encoding/pem"
@@ -18,6 +17,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -30,14 +30,9 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test; skipped with -short")
 	}
-	for _, tool := range []string{"ssh", "tmux"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("%s is not installed (CI installs it): %v", tool, err)
-		}
-	}
-	requireTUI(t, newEnv(t).st)
+	requireTools(t, "ssh", "tmux")
 	dir := t.TempDir()
-	bin := keywardBinary(t) // built once per test process; a build failure fails the test
+	bin := testkit.Binary(t) // built once per test process; a build failure fails the test
 	db := filepath.Join(dir, "data", "keyward.db")
 	if err := os.Mkdir(filepath.Dir(db), 0o700); err != nil { // --db wants its directory
 		t.Fatal(err)
@@ -46,7 +41,7 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 		t.Helper()
 		cmd := exec.Command(bin, append([]string{"--db", db}, args...)...)
 		cmd.Stdin = strings.NewReader(stdin)
-		cmd.Env = append(os.Environ(), "NO_COLOR=1")
+		cmd.Env = testkit.Environ(dir, "")
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			t.Fatalf("keyward %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -55,16 +50,16 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	}
 
 	// A fresh ed25519 key for the operator, as OpenSSH files.
-	k := newSSHKey(t)
+	k := testkit.NewSSHKey(t)
 	keyFile := filepath.Join(dir, "id_ed25519")
-	block, err := gossh.MarshalPrivateKey(k.signerKey(t), "e2e")
+	block, err := gossh.MarshalPrivateKey(k.Priv, "e2e")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(block), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	run("", "operators", "add", "e2e", "--role", "admin", "--key", k.line+" e2e@test")
+	run("", "operators", "add", "e2e", "--role", "admin", "--key", k.Line+" e2e@test")
 	var sec struct {
 		Secret string `json:"secret"`
 	}
@@ -73,8 +68,9 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	}
 
 	sshPort, httpPort := freePort(t), freePort(t)
-	var serveLog bytes.Buffer
+	var serveLog syncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort, "--http", "127.0.0.1:"+httpPort)
+	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
 	if err := serve.Start(); err != nil {
 		t.Fatal(err)
@@ -208,22 +204,9 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	}
 }
 
-// signerKey returns the private key behind newSSHKey's signer.
-func (k sshKey) signerKey(t *testing.T) any {
-	t.Helper()
-	if k.priv == nil {
-		t.Fatal("sshKey has no private key")
-	}
-	return k.priv
-}
-
+// freePort is the port of a 127.0.0.1 address that was free a moment ago.
 func freePort(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	_, p, _ := net.SplitHostPort(ln.Addr().String())
+	_, p, _ := net.SplitHostPort(testkit.FreeAddr(t))
 	return p
 }

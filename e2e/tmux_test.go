@@ -1,4 +1,4 @@
-package tui
+package e2e
 
 import (
 	"fmt"
@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 // TestE2ETmux builds the real binary and drives the TUI in tmux: create a
@@ -19,16 +21,9 @@ func TestE2ETmux(t *testing.T) {
 	if testing.Short() {
 		t.Skip("end-to-end test skipped in -short mode")
 	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed; CI installs it for this end-to-end test")
-	}
+	requireTools(t, "tmux")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "keyward")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building keyward: %v\n%s", err, out)
-	}
+	bin := testkit.Binary(t)
 	home := filepath.Join(dir, "home")
 	os.MkdirAll(home, 0o700)
 	db := filepath.Join(dir, "data", "keyward.db")

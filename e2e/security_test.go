@@ -1,4 +1,4 @@
-package server
+package e2e
 
 import (
 	"encoding/json"
@@ -8,29 +8,15 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	gossh "golang.org/x/crypto/ssh"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 var secretRE = regexp.MustCompile(`kws_[0-9A-Za-z]{20,}`)
-
-// stopServe sends SIGTERM and waits for a clean exit.
-func (p *serveProcess) stop(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.done:
-		p.done <- err
-		if err != nil {
-			t.Fatalf("serve after SIGTERM: %v\n%s", err, p.logs.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("serve did not stop 20s after SIGTERM")
-	}
-}
 
 // TestSecurityNoSecretsAtRest: after a full scenario (CLI creates,
 // regenerates and rotates; serve answers HTTP verifications, good and bad;
@@ -42,7 +28,6 @@ func TestSecurityNoSecretsAtRest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drives the real binary; skipped with -short")
 	}
-	requireTUI(t, newEnv(t).st)
 	k := newInstall(t)
 	var secrets []string // every token and shared secret issued
 	tok := func(out string) string {
@@ -67,8 +52,8 @@ func TestSecurityNoSecretsAtRest(t *testing.T) {
 		t.Fatalf("secrets: %q %q", first, rotated)
 	}
 	secrets = append(secrets, first, rotated)
-	op := newSSHKey(t)
-	k.ok("operators", "add", "sec", "--role", "admin", "--key", op.line+" sec@test")
+	op := testkit.NewSSHKey(t)
+	k.ok("operators", "add", "sec", "--role", "admin", "--key", op.Line+" sec@test")
 
 	srv := k.serve("--flush-interval", "200ms")
 	c := &http.Client{Timeout: 5 * time.Second}
@@ -189,7 +174,6 @@ func TestSecurityEscapeInjection(t *testing.T) {
 	if testing.Short() {
 		t.Skip("drives the real binary; skipped with -short")
 	}
-	requireTUI(t, newEnv(t).st)
 	k := newInstall(t)
 	good := k.ok("keys", "create", "--json", "--name", "good", "--role", "admin")
 	var gk struct{ ID, Token string }
@@ -202,8 +186,8 @@ func TestSecurityEscapeInjection(t *testing.T) {
 			{"keys", "create", "--name", p, "--scope", "coupons:read"},
 			{"keys", "create", "--name", fmt.Sprintf("ok-%d", i), "--description", p, "--scope", "coupons:read"},
 			{"keys", "edit", gk.ID, "--description", p},
-			{"operators", "add", p, "--role", "admin", "--key", newSSHKey(t).line},
-			{"operators", "add", "op" + fmt.Sprint(i), "--role", "admin", "--key", newSSHKey(t).line + " " + p},
+			{"operators", "add", p, "--role", "admin", "--key", testkit.NewSSHKey(t).Line},
+			{"operators", "add", "op" + fmt.Sprint(i), "--role", "admin", "--key", testkit.NewSSHKey(t).Line + " " + p},
 		} {
 			out, errs, code := k.cli("", args...)
 			assertPlain(t, strings.Join(args[:2], " ")+" stdout", out)
@@ -234,8 +218,8 @@ func TestSecurityEscapeInjection(t *testing.T) {
 		assertPlain(t, strings.Join(args, " "), out+errs)
 	}
 
-	op := newSSHKey(t)
-	k.ok("operators", "add", "inj", "--role", "admin", "--key", op.line)
+	op := testkit.NewSSHKey(t)
+	k.ok("operators", "add", "inj", "--role", "admin", "--key", op.Line)
 	sec := secretRE.FindString(k.ok("secret", "show"))
 	srv := k.serve("--flush-interval", "200ms")
 
@@ -287,9 +271,9 @@ func TestSecurityEscapeInjection(t *testing.T) {
 	}
 }
 
-func dialAs(p *serveProcess, user string, key sshKey) (*gossh.Client, error) {
+func dialAs(p *serveProcess, user string, key testkit.SSHKey) (*gossh.Client, error) {
 	return gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(key.signer)},
+		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(key.Signer)},
 		HostKeyCallback: gossh.InsecureIgnoreHostKey(), Timeout: 5 * time.Second, //nolint:gosec // test against our own server
 	})
 }

@@ -1,4 +1,4 @@
-package server
+package e2e
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -35,7 +36,6 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills the real binary several times; skipped with -short")
 	}
-	requireTUI(t, newEnv(t).st)
 	k := newInstall(t)
 	type seeded struct{ ID, Token string }
 	var keys []seeded
@@ -51,8 +51,8 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 	if err := json.Unmarshal([]byte(k.ok("keys", "create", "--json", "--name", "aaa-edit-0", "--role", "admin")), &target); err != nil {
 		t.Fatal(err)
 	}
-	op := newSSHKey(t)
-	k.ok("operators", "add", "crash", "--role", "admin", "--key", op.line+" crash@test")
+	op := testkit.NewSSHKey(t)
+	k.ok("operators", "add", "crash", "--role", "admin", "--key", op.Line+" crash@test")
 	var sec struct{ Secret string }
 	if err := json.Unmarshal([]byte(k.ok("secret", "show", "--json")), &sec); err != nil || sec.Secret == "" {
 		t.Fatalf("secret show: %v", err)

@@ -1,4 +1,4 @@
-package tui
+package e2e
 
 import (
 	"fmt"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keyward/keyward/internal/testkit"
 )
 
 // TestFirstFrameTmux measures the real binary: from starting keyward in a
@@ -19,7 +21,7 @@ import (
 //
 // It runs only when KEYWARD_FIRSTFRAME lists key counts, e.g.
 //
-//	KEYWARD_FIRSTFRAME=100000,1000000 go test -run TestFirstFrameTmux -v ./tui
+//	KEYWARD_FIRSTFRAME=100000,1000000 go test -run TestFirstFrameTmux -v ./e2e
 //
 // Databases are seeded with `keyward dev seed` into KEYWARD_FIRSTFRAME_DIR
 // (default a temporary directory) and reused from there when present:
@@ -29,19 +31,12 @@ func TestFirstFrameTmux(t *testing.T) {
 	if spec == "" {
 		t.Skip("set KEYWARD_FIRSTFRAME=100000,1000000 to measure start-up in tmux")
 	}
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Skip("tmux is not installed")
-	}
+	requireTools(t, "tmux")
 	dir := os.Getenv("KEYWARD_FIRSTFRAME_DIR")
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	bin := filepath.Join(t.TempDir(), "keyward")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Dir = ".."
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building keyward: %v\n%s", err, out)
-	}
+	bin := testkit.Binary(t)
 	for _, f := range strings.Split(spec, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {

@@ -75,7 +75,7 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 	}
 
 	sshPort := freePort(t)
-	var serveLog syncBuffer
+	var serveLog testkit.SyncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort)
 	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog

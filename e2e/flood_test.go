@@ -138,7 +138,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 	t0 := time.Now()
 	resp, err := hc.Get("http://" + p.httpAddr + "/healthz")
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("healthz during the flood: %v %v\n%s", resp, err, tail(p.logs.String(), 3000))
+		t.Fatalf("healthz during the flood: %v %v\n%s", resp, err, testkit.Tail(p.logs.String(), 3000))
 	}
 	resp.Body.Close()
 	t.Logf("healthz during the flood took %s", time.Since(t0))
@@ -155,20 +155,17 @@ func TestSSHPreAuthFlood(t *testing.T) {
 	t0 = time.Now()
 	var c *gossh.Client
 	for try := 1; c == nil; try++ {
-		c, err = gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-			User: "op", Auth: []gossh.AuthMethod{gossh.PublicKeys(op.Signer)},
-			HostKeyCallback: gossh.FixedHostKey(readHostKey(t, p.hostKey)), Timeout: 5 * time.Second,
-		})
+		c, err = testkit.DialSSH(t, p.sshAddr, p.hostKey, "op", gossh.PublicKeys(op.Signer))
 		if err != nil {
 			t.Logf("SSH login try %d during the flood: %v", try, err)
 			if try == 3 {
-				t.Fatalf("no SSH login in 3 tries during the flood\n%s", tail(p.logs.String(), 3000))
+				t.Fatalf("no SSH login in 3 tries during the flood\n%s", testkit.Tail(p.logs.String(), 3000))
 			}
 		}
 	}
 	t.Cleanup(func() { c.Close() })
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "Name")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "Name")
 	t.Logf("SSH login and the TUI's first frame during the flood took %s", time.Since(t0))
 	sample()
 	checked := time.Now()
@@ -224,7 +221,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 		}
 	}
 	if n := strings.Count(logs, "\n"); n > 60 {
-		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, tail(logs, 3000))
+		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, testkit.Tail(logs, 3000))
 	}
 }
 

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -134,7 +133,7 @@ func (e *env) key(id string) cliKey {
 	return decode[cliKey](e.t, e.ok("keys", "show", id, "--json"))
 }
 
-var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)
+var tokenRE = testkit.TokenRE
 
 // testPublicKey returns a fresh "ssh-ed25519 AAAA..." line.
 func testPublicKey(t *testing.T) string {

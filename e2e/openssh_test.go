@@ -68,7 +68,7 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	}
 
 	sshPort, httpPort := freePort(t), freePort(t)
-	var serveLog syncBuffer
+	var serveLog testkit.SyncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort, "--http", "127.0.0.1:"+httpPort)
 	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog

@@ -163,7 +163,7 @@ func (a *auditScreen) apply() {
 func (a *auditScreen) rows() int { return max(a.c.height-3, 1) }
 
 func (a *auditScreen) clamp() {
-	a.cursor = max(min(a.cursor, len(a.view)-1), 0)
+	a.cursor = clampCursor(a.cursor, len(a.view))
 	if a.cursor < a.offset {
 		a.offset = a.cursor
 	}

@@ -50,7 +50,7 @@ func (k *kwInstall) serveUnderFDLimit(nofile int, extra ...string) *serveProcess
 		"--db", k.db, "serve", "--ssh", p.sshAddr, "--http", p.httpAddr, "--host-key", p.hostKey}, extra...)
 	p.cmd = exec.Command(bash, args...)
 	k.start(p)
-	waitFor(k.t, 20*time.Second, "serve listening", func() bool {
+	testkit.WaitFor(k.t, 20*time.Second, "serve listening", func() bool {
 		return strings.Contains(p.logs.String(), "http listening") && strings.Contains(p.logs.String(), "ssh listening")
 	})
 	return p
@@ -183,7 +183,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 		t.Errorf("only %d flood connections were dropped by serve", dropped.Load())
 	}
 	// After the flood, serve is back to its baseline (plus the session).
-	waitFor(t, 2*grace+2*time.Second, "serve's fds back to baseline", func() bool { return fdCount(t, pid) <= base+4 })
+	testkit.WaitFor(t, 2*grace+2*time.Second, "serve's fds back to baseline", func() bool { return fdCount(t, pid) <= base+4 })
 
 	// Under the caps, the login grace alone ends idle and trickling
 	// connections (a byte every 200 ms used to hold one forever).
@@ -256,7 +256,7 @@ func TestServeHTTPFloodUnderFDLimit(t *testing.T) {
 	}
 
 	p := k.serve()
-	waitFor(t, 5*time.Second, "serve's log to state the open-files limit and the HTTP cap", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "serve's log to state the open-files limit and the HTTP cap", func() bool {
 		logs := p.logs.String()
 		return strings.Contains(logs, "open files limit 600") && strings.Contains(logs, "at most 172 connections")
 	})

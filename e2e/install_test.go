@@ -181,18 +181,6 @@ func verifyOnce(c *http.Client, base, secret, body string) (int, []byte, error) 
 	return resp.StatusCode, b, err
 }
 
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // requireTools fails the test unless every named program is installed.
 func requireTools(t *testing.T, tools ...string) {
 	t.Helper()

@@ -85,7 +85,7 @@ func TestSecurityNoSecretsAtRest(t *testing.T) {
 	m = v.Mark()
 	v.Keys("v", "y")
 	var shown string
-	waitFor(t, 5*time.Second, "the shared secret revealed over SSH", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the shared secret revealed over SSH", func() bool {
 		shown = secretRE.FindString(v.Since(m))
 		return shown != ""
 	})

@@ -25,7 +25,7 @@ func TestSSHCreateCopyVerify(t *testing.T) {
 	m := v.Mark()
 	v.Send("c")
 	osc := "\x1b]52;c;" + base64.StdEncoding.EncodeToString([]byte(tok)) + "\a"
-	waitFor(t, 3*time.Second, "the OSC 52 copy in the session output", func() bool {
+	testkit.WaitFor(t, 3*time.Second, "the OSC 52 copy in the session output", func() bool {
 		return strings.Contains(v.Raw()[m:], osc)
 	})
 	c := &httpClient{t: t, base: "http://" + srv.httpAddr, c: &http.Client{Timeout: 5 * time.Second}}
@@ -82,7 +82,7 @@ func TestSSHTwoSessions(t *testing.T) {
 		}
 	}
 	saveEdit(a, "-alice")
-	waitFor(t, 5*time.Second, "alice's edit saved", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "alice's edit saved", func() bool {
 		keys := env.st.Keys()
 		return len(keys) == 1 && keys[0].Name == "shared-key-alice"
 	})

@@ -55,7 +55,7 @@ func TestSSHUnknownKeyRefused(t *testing.T) {
 	wantAuthRefused(t, err, "unknown key")
 	_, err = dialSSH(t, env, srv, "root", gossh.PublicKeys(stranger.Signer))
 	wantAuthRefused(t, err, "unknown key for the bootstrap operator (who has no key)")
-	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh auth refused user=alice key="+gossh.FingerprintSHA256(stranger.Signer.PublicKey()))
 	})
 }
@@ -150,7 +150,7 @@ func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
 	var out bytes.Buffer
 	sess.Stdout, sess.Stderr = &testkit.LockedWriter{Mu: &mu, W: &out}, &testkit.LockedWriter{Mu: &mu, W: &out}
 	_ = sess.Run("") // no PTY: refused, after authorisation, naming the operator
-	waitFor(t, 2*time.Second, "session refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "session refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh session refused user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.Signer.PublicKey()))
 	})
 	ops, _ := env.st.Operator("alice")
@@ -184,7 +184,7 @@ func TestSSHSessionRechecksOperator(t *testing.T) {
 	if strings.Contains(v.Text(), "Name") {
 		t.Fatalf("a disabled operator saw the UI:\n%s", v.Text())
 	}
-	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh session refused user=alice")
 	})
 	if op, _ := env.st.Operator("alice"); op.LastLoginAt != nil {
@@ -217,7 +217,7 @@ func TestSSHUserNamesSanitisedInLogs(t *testing.T) {
 	evil := "alice\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202e\nfake line"
 	_, err := dialSSH(t, env, srv, evil, gossh.PublicKeys(testkit.NewSSHKey(t).Signer))
 	wantAuthRefused(t, err, "evil user name")
-	waitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
 	logs := srv.logs.String()
 	for _, r := range logs {
 		if r != '\n' && (r < 0x20 || r == 0x7f || r == 0x202e) {
@@ -249,7 +249,7 @@ func TestSSHHostKeyGeneratedOnce(t *testing.T) {
 		t.Errorf("host key type %s", key.Type())
 	}
 	fp := gossh.FingerprintSHA256(key)
-	waitFor(t, 2*time.Second, "fingerprint printed at start", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "fingerprint printed at start", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh host key "+fp+" "+path+" (generated)")
 	})
 	before, _ := os.ReadFile(path)
@@ -261,7 +261,7 @@ func TestSSHHostKeyGeneratedOnce(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Errorf("host key changed across restarts")
 	}
-	waitFor(t, 2*time.Second, "the reloaded key's fingerprint in the log", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the reloaded key's fingerprint in the log", func() bool {
 		return strings.Contains(srv2.logs.String(), fp+" "+path+" (loaded)")
 	})
 	// The client sees that same key (dialSSH pins it).

@@ -87,7 +87,7 @@ func TestSSHHugeTerminalSizes(t *testing.T) {
 	resp.Body.Close()
 	v := testkit.OpenTerm(t, mustDial(t, env, srv, "reader", k))
 	v.WaitText(10*time.Second, 0, "checkout-service")
-	waitFor(t, 2*time.Second, "the clamp logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the clamp logged", func() bool {
 		return strings.Contains(srv.logs.String(), fmt.Sprintf("terminal size clamped to at most %dx%d", maxW, maxH))
 	})
 }
@@ -206,7 +206,7 @@ func TestSSHChannelFloodBoundedAudit(t *testing.T) {
 	if !seen {
 		t.Errorf("the admin's key.create is no longer in the audit view")
 	}
-	waitFor(t, 2*time.Second, "a refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh session refused user=reader") })
+	testkit.WaitFor(t, 2*time.Second, "a refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh session refused user=reader") })
 	if n := strings.Count(srv.logs.String(), "user=reader"); n > 30 {
 		t.Errorf("%d log lines about reader for %d refused channels; want them folded", n, attempts)
 	}

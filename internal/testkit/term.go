@@ -315,3 +315,16 @@ func DialSSH(t testing.TB, addr, hostKeyPath, user string, auth ...gossh.AuthMet
 		Timeout:         5 * time.Second,
 	})
 }
+
+// WaitFor polls cond until it holds, and fails the test when d passes
+// first.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/spf13/cobra"
 )
@@ -20,20 +21,20 @@ func TestAcceptanceFlow(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 
-	r := e.ok("keys", "create", "--name", "ci-bot", "--scope", "coupons:read")
-	tokens := tokenRE.FindAllString(r.stdout, -1)
+	r := e.OK("keys", "create", "--name", "ci-bot", "--scope", "coupons:read")
+	tokens := tokenRE.FindAllString(r.Stdout, -1)
 	if len(tokens) != 1 {
 		t.Fatalf("want the token exactly once on stdout, found %d: %s", len(tokens), r)
 	}
 	token := tokens[0]
-	if !strings.Contains(r.stdout, "will not be shown again") {
-		t.Errorf("create does not warn that the token is shown once:\n%s", r.stdout)
+	if !strings.Contains(r.Stdout, "will not be shown again") {
+		t.Errorf("create does not warn that the token is shown once:\n%s", r.Stdout)
 	}
-	if !regexp.MustCompile(`(?m)^` + token + `$`).MatchString(r.stdout) {
-		t.Errorf("the token is not on a line of its own:\n%s", r.stdout)
+	if !regexp.MustCompile(`(?m)^` + token + `$`).MatchString(r.Stdout) {
+		t.Errorf("the token is not on a line of its own:\n%s", r.Stdout)
 	}
 
-	keys := e.keys()
+	keys := e.Keys()
 	if len(keys) != 1 || keys[0].Name != "ci-bot" || keys[0].Role != "EDITOR" {
 		t.Fatalf("keys list --json: %+v", keys)
 	}
@@ -41,16 +42,16 @@ func TestAcceptanceFlow(t *testing.T) {
 	if keys[0].LastUsedAt != nil {
 		t.Fatalf("last_used_at before any verify = %v, want null", keys[0].LastUsedAt)
 	}
-	if got := e.ok("keys", "list", "--json").stdout; !strings.Contains(got, `"last_used_at": null`) {
+	if got := e.OK("keys", "list", "--json").Stdout; !strings.Contains(got, `"last_used_at": null`) {
 		t.Errorf("keys list --json does not print last_used_at as null:\n%s", got)
 	}
 
 	r = e.verify(token, "--scope", "coupons:read")
-	if r.code != 0 || r.stdout != "VALID\n" {
+	if r.Code != 0 || r.Stdout != "VALID\n" {
 		t.Fatalf("verify: %s", r)
 	}
 	// A later process sees the last use: Close flushed it.
-	k := e.keys()[0]
+	k := e.Keys()[0]
 	if k.LastUsedAt == nil || k.LastUsedFrom != "cli" {
 		t.Fatalf("after verify: last_used_at=%v last_used_from=%q", k.LastUsedAt, k.LastUsedFrom)
 	}
@@ -58,15 +59,15 @@ func TestAcceptanceFlow(t *testing.T) {
 		t.Errorf("last_used_at %v is not recent", k.LastUsedAt)
 	}
 
-	e.ok("keys", "disable", id)
+	e.OK("keys", "disable", id)
 	expectCode(t, e.verify(token, "--scope", "coupons:read"), model.CodeDisabled)
-	if r := e.verify(token, "--scope", "coupons:read"); r.stdout != "DISABLED: the key is disabled\n" {
-		t.Errorf("human DISABLED line = %q", r.stdout)
+	if r := e.verify(token, "--scope", "coupons:read"); r.Stdout != "DISABLED: the key is disabled\n" {
+		t.Errorf("human DISABLED line = %q", r.Stdout)
 	}
 
-	e.ok("keys", "delete", id, "--yes")
+	e.OK("keys", "delete", id, "--yes")
 	expectCode(t, e.verify(token, "--scope", "coupons:read"), model.CodeNotFound)
-	if keys := e.keys(); len(keys) != 0 {
+	if keys := e.Keys(); len(keys) != 0 {
 		t.Fatalf("keys left after delete: %+v", keys)
 	}
 }
@@ -75,18 +76,18 @@ func TestAcceptanceFlow(t *testing.T) {
 func TestVerifyCodes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	reader := e.create("--name", "reader", "--scope", "coupons:read")
-	shop := e.create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
-	off := e.create("--name", "off", "--scope", "coupons:read")
-	e.ok("keys", "disable", off.ID)
+	reader := e.Create("--name", "reader", "--scope", "coupons:read")
+	shop := e.Create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
+	off := e.Create("--name", "off", "--scope", "coupons:read")
+	e.OK("keys", "disable", off.ID)
 
-	e.ok("operators", "add", "bob", "--role", "admin")
-	bobs := e.create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
+	e.OK("operators", "add", "bob", "--role", "admin")
+	bobs := e.Create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
 	if bobs.CreatedBy != "bob" {
 		t.Fatalf("created_by = %q, want bob", bobs.CreatedBy)
 	}
 	expectCode(t, e.verify(bobs.Token, "--scope", "coupons:read"), model.CodeValid)
-	e.ok("operators", "disable", "bob") // as the bootstrap operator
+	e.OK("operators", "disable", "bob") // as the bootstrap operator
 
 	unknown, err := model.GenerateToken("")
 	if err != nil {
@@ -121,7 +122,7 @@ func TestVerifyCodes(t *testing.T) {
 			expectCode(t, e.verify(tc.token, tc.args...), tc.want)
 			// The JSON form says the same.
 			r := e.verify(tc.token, append(tc.args, "--json")...)
-			res := decode[model.VerifyResult](t, r)
+			res := testkit.Decode[model.VerifyResult](t, r)
 			if res.Code != tc.want || res.Valid != (tc.want == model.CodeValid) {
 				t.Fatalf("--json: %+v", res)
 			}
@@ -133,7 +134,7 @@ func TestVerifyExpired(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	until := time.Now().Add(2 * time.Second).Truncate(time.Second).Add(time.Second)
-	k := e.create("--name", "short-lived", "--scope", "coupons:read", "--expires", until.Format(time.RFC3339))
+	k := e.Create("--name", "short-lived", "--scope", "coupons:read", "--expires", until.Format(time.RFC3339))
 	if k.ExpiresAt == nil || !k.ExpiresAt.Equal(until) {
 		t.Fatalf("expires_at = %v, want %v", k.ExpiresAt, until)
 	}
@@ -145,17 +146,17 @@ func TestVerifyExpired(t *testing.T) {
 func TestVerifyInput(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := e.create("--name", "padded", "--scope", "coupons:read")
+	k := e.Create("--name", "padded", "--scope", "coupons:read")
 	// Surrounding whitespace (as from echo or a file) is trimmed.
-	if r := e.run("  \t"+k.Token+"\r\n\n", "verify"); r.code != 0 {
+	if r := e.Run("  \t"+k.Token+"\r\n\n", "verify"); r.Code != 0 {
 		t.Fatalf("padded token: %s", r)
 	}
 	for name, in := range map[string]string{"empty": "", "blank": " \n ", "over 4 KiB": strings.Repeat("x", 4097)} {
-		if r := e.run(in, "verify"); r.code != 2 || !strings.HasPrefix(r.stderr, "keyward: ") {
+		if r := e.Run(in, "verify"); r.Code != 2 || !strings.HasPrefix(r.Stderr, "keyward: ") {
 			t.Errorf("%s stdin: want usage error (exit 2), got %s", name, r)
 		}
 	}
-	if r := e.run(k.Token, "verify", "extra"); r.code != 2 {
+	if r := e.Run(k.Token, "verify", "extra"); r.Code != 2 {
 		t.Errorf("verify with an argument: %s", r)
 	}
 }
@@ -165,8 +166,8 @@ func TestVerifyInput(t *testing.T) {
 func TestBadInputWritesNothing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	existing := e.create("--name", "existing", "--scope", "coupons:read")
-	before := e.ok("keys", "list", "--json").stdout
+	existing := e.Create("--name", "existing", "--scope", "coupons:read")
+	before := e.OK("keys", "list", "--json").Stdout
 	auditBefore := e.auditLen()
 
 	past := time.Now().AddDate(0, 0, -1).Format(time.DateOnly)
@@ -200,22 +201,22 @@ func TestBadInputWritesNothing(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			r := e.run("", tc.args...)
-			if r.code != 2 {
+			r := e.Run("", tc.args...)
+			if r.Code != 2 {
 				t.Fatalf("want exit 2, got %s", r)
 			}
-			if !strings.HasPrefix(r.stderr, "keyward: "+tc.want) {
-				t.Fatalf("stderr should start with %q:\n%s", "keyward: "+tc.want, r.stderr)
+			if !strings.HasPrefix(r.Stderr, "keyward: "+tc.want) {
+				t.Fatalf("stderr should start with %q:\n%s", "keyward: "+tc.want, r.Stderr)
 			}
-			if strings.ContainsAny(r.stderr, "\x1b\x07") {
-				t.Fatalf("stderr holds raw control characters: %q", r.stderr)
+			if strings.ContainsAny(r.Stderr, "\x1b\x07") {
+				t.Fatalf("stderr holds raw control characters: %q", r.Stderr)
 			}
-			if r.stdout != "" {
-				t.Fatalf("stdout should be empty on error: %q", r.stdout)
+			if r.Stdout != "" {
+				t.Fatalf("stdout should be empty on error: %q", r.Stdout)
 			}
 		})
 	}
-	if after := e.ok("keys", "list", "--json").stdout; after != before {
+	if after := e.OK("keys", "list", "--json").Stdout; after != before {
 		t.Errorf("keys changed:\nbefore %s\nafter %s", before, after)
 	}
 	if n := e.auditLen(); n != auditBefore {
@@ -235,31 +236,31 @@ func TestTokenNeverLeaks(t *testing.T) {
 		{"keys", "create", "--name", "human", "--scope", "coupons:read"},
 		{"keys", "create", "--name", "forever", "--role", "admin", "--expires", "never"},
 	} {
-		r := e.ok(args...)
-		found := tokenRE.FindAllString(r.stdout, -1)
+		r := e.OK(args...)
+		found := tokenRE.FindAllString(r.Stdout, -1)
 		if len(found) != 1 {
 			t.Fatalf("%v: want one token on stdout, got %d:\n%s", args, len(found), r)
 		}
 		tokens = append(tokens, found[0])
-		noise += r.stderr
+		noise += r.Stderr
 	}
 	if !strings.Contains(noise, "never expires") {
 		t.Errorf("--expires never gave no warning on stderr: %q", noise)
 	}
 
-	k := e.create("--name", "json", "--scope", "coupons:read")
+	k := e.Create("--name", "json", "--scope", "coupons:read")
 	tokens = append(tokens, k.Token)
-	r := e.ok("keys", "regenerate", k.ID, "--grace", "1h")
-	found := tokenRE.FindAllString(r.stdout, -1)
+	r := e.OK("keys", "regenerate", k.ID, "--grace", "1h")
+	found := tokenRE.FindAllString(r.Stdout, -1)
 	if len(found) != 1 || found[0] == k.Token {
 		t.Fatalf("regenerate: want one new token on stdout:\n%s", r)
 	}
 	tokens = append(tokens, found[0])
-	noise += r.stderr
+	noise += r.Stderr
 	// During the grace period both tokens verify.
 	expectCode(t, e.verify(k.Token), model.CodeValid)
 	expectCode(t, e.verify(found[0]), model.CodeValid)
-	rj := decode[cliKey](t, e.ok("keys", "regenerate", k.ID, "--json"))
+	rj := testkit.Decode[cliKey](t, e.OK("keys", "regenerate", k.ID, "--json"))
 	tokens = append(tokens, rj.Token)
 	expectCode(t, e.verify(found[0]), model.CodeNotFound)
 
@@ -267,10 +268,10 @@ func TestTokenNeverLeaks(t *testing.T) {
 		{"audit"}, {"audit", "--json"}, {"keys", "list"}, {"keys", "list", "--json"},
 		{"keys", "show", k.ID}, {"keys", "show", k.ID, "--json"},
 	} {
-		r := e.ok(args...)
-		noise += r.stdout + r.stderr
+		r := e.OK(args...)
+		noise += r.Stdout + r.Stderr
 	}
-	db, err := os.ReadFile(e.db)
+	db, err := os.ReadFile(e.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,17 +290,17 @@ func TestTokenNeverLeaks(t *testing.T) {
 func TestVerifyWaitingDoesNotHoldTheDatabase(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := e.create("--name", "slow-pipe", "--scope", "coupons:read")
+	k := e.Create("--name", "slow-pipe", "--scope", "coupons:read")
 	pr, pw := io.Pipe()
 	done := make(chan result, 1)
-	go func() { done <- e.runFrom(pr, "verify") }()
+	go func() { done <- e.Exec(pr, "verify") }()
 	time.Sleep(300 * time.Millisecond)
-	e.ok("keys", "disable", k.ID)
+	e.OK("keys", "disable", k.ID)
 	pw.Write([]byte(k.Token + "\n"))
 	pw.Close()
 	select {
 	case r := <-done:
-		if r.code != 1 || r.stdout != "DISABLED: the key is disabled\n" {
+		if r.Code != 1 || r.Stdout != "DISABLED: the key is disabled\n" {
 			t.Fatalf("verify: %s", r)
 		}
 	case <-time.After(60 * time.Second):
@@ -310,8 +311,8 @@ func TestVerifyWaitingDoesNotHoldTheDatabase(t *testing.T) {
 func TestJSONShapes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	admin := e.create("--name", "root-key", "--role", "admin", "--description", "all powerful")
-	raw := e.ok("keys", "show", admin.ID, "--json").stdout
+	admin := e.Create("--name", "root-key", "--role", "admin", "--description", "all powerful")
+	raw := e.OK("keys", "show", admin.ID, "--json").Stdout
 	var m map[string]any
 	if err := json.Unmarshal([]byte(raw), &m); err != nil {
 		t.Fatal(err)
@@ -340,26 +341,26 @@ func TestJSONShapes(t *testing.T) {
 	}
 	// YYYY-MM-DD means 00:00 UTC that day.
 	next := time.Now().UTC().AddDate(0, 2, 0).Format(time.DateOnly)
-	dated := e.create("--name", "dated", "--scope", "coupons:read", "--expires", next, "--inactive")
+	dated := e.Create("--name", "dated", "--scope", "coupons:read", "--expires", next, "--inactive")
 	if got := dated.ExpiresAt.UTC().Format(time.RFC3339); got != next+"T00:00:00Z" {
 		t.Errorf("--expires %s gave %s", next, got)
 	}
 	if dated.Status != "disabled" {
 		t.Errorf("--inactive gave status %q", dated.Status)
 	}
-	never := e.create("--name", "never", "--scope", "coupons:read", "--expires", "never")
-	if never.ExpiresAt != nil || !strings.Contains(e.ok("keys", "show", never.ID, "--json").stdout, `"expires_at": null`) {
+	never := e.Create("--name", "never", "--scope", "coupons:read", "--expires", "never")
+	if never.ExpiresAt != nil || !strings.Contains(e.OK("keys", "show", never.ID, "--json").Stdout, `"expires_at": null`) {
 		t.Errorf("--expires never: expires_at = %v", never.ExpiresAt)
 	}
 
 	// (An unknown --key is now an error, not an empty list: match nothing.)
-	if got := e.ok("audit", "--grep", "no-event-matches-this", "--json").stdout; strings.TrimSpace(got) != "[]" {
+	if got := e.OK("audit", "--grep", "no-event-matches-this", "--json").Stdout; strings.TrimSpace(got) != "[]" {
 		t.Errorf("empty audit --json = %q, want []", got)
 	}
 
 	// The shared secret: show --json has exactly the documented fields, and
 	// the secret never reaches the audit log or the database file.
-	sraw := e.ok("secret", "show", "--json").stdout
+	sraw := e.OK("secret", "show", "--json").Stdout
 	var sm map[string]any
 	if err := json.Unmarshal([]byte(sraw), &sm); err != nil {
 		t.Fatal(err)
@@ -371,22 +372,22 @@ func TestJSONShapes(t *testing.T) {
 	if _, ok := sm["rotated_at"]; !ok {
 		t.Fatalf("secret show --json lacks rotated_at: %s", sraw)
 	}
-	if again := e.ok("secret", "show", "--json").stdout; again != sraw {
+	if again := e.OK("secret", "show", "--json").Stdout; again != sraw {
 		t.Errorf("secret show changed the secret:\n%s\n%s", sraw, again)
 	}
-	info := e.ok("secret", "info").stdout
-	rot := decode[map[string]any](t, e.ok("secret", "rotate", "--json"))
+	info := e.OK("secret", "info").Stdout
+	rot := testkit.Decode[map[string]any](t, e.OK("secret", "rotate", "--json"))
 	if rot["secret"] == secret || rot["rotated_at"] == nil {
 		t.Errorf("secret rotate: %v", rot)
 	}
-	audit := e.ok("audit").stdout + e.ok("audit", "--json").stdout
-	db, _ := os.ReadFile(e.db)
+	audit := e.OK("audit").Stdout + e.OK("audit", "--json").Stdout
+	db, _ := os.ReadFile(e.DB)
 	for _, s := range []string{secret, rot["secret"].(string)} {
 		if strings.Contains(audit, s) || strings.Contains(info, s) || bytes.Contains(db, []byte(s)) {
 			t.Errorf("shared secret %s… leaked into the audit log, secret info or the database", s[:8])
 		}
 	}
-	if fi, err := os.Stat(e.db + ".masterkey"); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(e.DB + ".masterkey"); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("master key file: %v %v", fi, err)
 	}
 }
@@ -394,46 +395,46 @@ func TestJSONShapes(t *testing.T) {
 func TestEditIsPartial(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := e.create("--name", "shop-sync", "--description", "syncs the shop", "--scope", "coupons:read,coupons:write", "--resource", "web-shop", "--expires", "90d")
+	k := e.Create("--name", "shop-sync", "--description", "syncs the shop", "--scope", "coupons:read,coupons:write", "--resource", "web-shop", "--expires", "90d")
 
-	e.ok("keys", "edit", k.ID, "--name", "shop-sync-2")
-	got := e.key(k.ID)
+	e.OK("keys", "edit", k.ID, "--name", "shop-sync-2")
+	got := e.Key(k.ID)
 	if got.Name != "shop-sync-2" || len(got.Scopes) != 2 || len(got.Resources) != 1 || !got.ExpiresAt.Equal(*k.ExpiresAt) {
 		t.Fatalf("edit --name changed more than the name: %+v", got)
 	}
-	e.ok("keys", "edit", k.ID, "--scope", "campaigns:read")
-	if got := e.key(k.ID); strings.Join(got.Scopes, ",") != "campaigns:read" || len(got.Resources) != 1 {
+	e.OK("keys", "edit", k.ID, "--scope", "campaigns:read")
+	if got := e.Key(k.ID); strings.Join(got.Scopes, ",") != "campaigns:read" || len(got.Resources) != 1 {
 		t.Fatalf("--scope should replace the scopes only: %+v", got)
 	}
-	e.ok("keys", "edit", k.ID, "--clear-resources", "--scope", "analytics:read")
-	if got := e.key(k.ID); len(got.Resources) != 0 || strings.Join(got.Scopes, ",") != "analytics:read" {
+	e.OK("keys", "edit", k.ID, "--clear-resources", "--scope", "analytics:read")
+	if got := e.Key(k.ID); len(got.Resources) != 0 || strings.Join(got.Scopes, ",") != "analytics:read" {
 		t.Fatalf("--clear-resources: %+v", got)
 	}
-	e.ok("keys", "edit", k.ID, "--role", "admin")
-	if got := e.key(k.ID); got.Role != "ADMIN" || len(got.Scopes) != 0 {
+	e.OK("keys", "edit", k.ID, "--role", "admin")
+	if got := e.Key(k.ID); got.Role != "ADMIN" || len(got.Scopes) != 0 {
 		t.Fatalf("--role admin should drop the scopes: %+v", got)
 	}
-	if r := e.ok("keys", "edit", k.ID, "--role", "admin"); !strings.Contains(r.stdout, "unchanged") {
+	if r := e.OK("keys", "edit", k.ID, "--role", "admin"); !strings.Contains(r.Stdout, "unchanged") {
 		t.Errorf("a no-op edit should say so: %s", r)
 	}
-	e.ok("keys", "edit", k.ID, "--expires", "never")
-	if got := e.key(k.ID); got.ExpiresAt != nil {
+	e.OK("keys", "edit", k.ID, "--expires", "never")
+	if got := e.Key(k.ID); got.ExpiresAt != nil {
 		t.Fatalf("--expires never: %+v", got)
 	}
-	evs := decode[[]model.AuditEvent](t, e.ok("audit", "--key", k.ID, "--json"))
+	evs := testkit.Decode[[]model.AuditEvent](t, e.OK("audit", "--key", k.ID, "--json"))
 	if len(evs) != 6 || evs[0].Action != model.ActKeyEdit || evs[len(evs)-1].Action != model.ActKeyCreate {
 		t.Errorf("audit for the key: %+v", evs)
 	}
-	if r := e.ok("audit", "--grep", "shop-sync-2", "--limit", "1"); strings.Count(r.stdout, "\n") != 2 {
-		t.Errorf("audit --grep --limit 1:\n%s", r.stdout)
+	if r := e.OK("audit", "--grep", "shop-sync-2", "--limit", "1"); strings.Count(r.Stdout, "\n") != 2 {
+		t.Errorf("audit --grep --limit 1:\n%s", r.Stdout)
 	}
 
 	// Disabling twice says so and writes nothing the second time.
-	e.ok("keys", "disable", k.ID)
-	if r := e.ok("keys", "disable", k.ID); !strings.Contains(r.stdout, "already disabled") {
+	e.OK("keys", "disable", k.ID)
+	if r := e.OK("keys", "disable", k.ID); !strings.Contains(r.Stdout, "already disabled") {
 		t.Errorf("second disable: %s", r)
 	}
-	if evs := decode[[]model.AuditEvent](t, e.ok("audit", "--key", k.ID, "--json")); len(evs) != 7 {
+	if evs := testkit.Decode[[]model.AuditEvent](t, e.OK("audit", "--key", k.ID, "--json")); len(evs) != 7 {
 		t.Errorf("want 7 audit events after one real disable, got %d", len(evs))
 	}
 }
@@ -441,36 +442,36 @@ func TestEditIsPartial(t *testing.T) {
 func TestOperators(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	ops := decode[[]model.Operator](t, e.ok("operators", "list", "--json"))
+	ops := testkit.Decode[[]model.Operator](t, e.OK("operators", "list", "--json"))
 	if len(ops) != 1 || ops[0].Role != model.OperatorAdmin {
 		t.Fatalf("a new database has one ADMIN operator: %+v", ops)
 	}
 	me := ops[0].Name
 	pub := testPublicKey(t) + " alice@laptop"
-	e.ok("operators", "add", "alice", "--role", "readonly", "--key", pub)
-	if r := e.run("", "operators", "add", "carol"); r.code != 2 || !strings.Contains(r.stderr, "--role is required") {
+	e.OK("operators", "add", "alice", "--role", "readonly", "--key", pub)
+	if r := e.Run("", "operators", "add", "carol"); r.Code != 2 || !strings.Contains(r.Stderr, "--role is required") {
 		t.Errorf("add without --role: %s", r)
 	}
-	if r := e.run("", "operators", "add", "Bad Name", "--role", "admin"); r.code != 2 {
+	if r := e.Run("", "operators", "add", "Bad Name", "--role", "admin"); r.Code != 2 {
 		t.Errorf("bad operator name: %s", r)
 	}
 	// READONLY operators may look but not change.
-	e.ok("--as", "alice", "keys", "list")
-	if r := e.run("", "--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read"); r.code != 1 || !strings.Contains(r.stderr, "READONLY") {
+	e.OK("--as", "alice", "keys", "list")
+	if r := e.Run("", "--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read"); r.Code != 1 || !strings.Contains(r.Stderr, "READONLY") {
 		t.Errorf("READONLY operator created a key: %s", r)
 	}
-	e.ok("operators", "role", "alice", "admin")
-	e.ok("--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read")
-	e.ok("operators", "disable", "alice")
-	e.ok("operators", "enable", "alice")
-	if r := e.run("", "operators", "delete", "alice"); r.code != 2 {
+	e.OK("operators", "role", "alice", "admin")
+	e.OK("--as", "alice", "keys", "create", "--name", "x", "--scope", "coupons:read")
+	e.OK("operators", "disable", "alice")
+	e.OK("operators", "enable", "alice")
+	if r := e.Run("", "operators", "delete", "alice"); r.Code != 2 {
 		t.Errorf("delete without --yes: %s", r)
 	}
-	e.ok("operators", "delete", "alice", "--yes")
-	if r := e.run("", "operators", "disable", me); r.code != 1 || !strings.Contains(r.stderr, "no active ADMIN") {
+	e.OK("operators", "delete", "alice", "--yes")
+	if r := e.Run("", "operators", "disable", me); r.Code != 1 || !strings.Contains(r.Stderr, "no active ADMIN") {
 		t.Errorf("disabling the last ADMIN: %s", r)
 	}
-	list := e.ok("operators", "list").stdout
+	list := e.OK("operators", "list").Stdout
 	if !strings.Contains(list, me) || strings.Contains(list, "alice") {
 		t.Errorf("operators list:\n%s", list)
 	}
@@ -479,47 +480,47 @@ func TestOperators(t *testing.T) {
 func TestCatalogAndBackup(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	exported := e.ok("catalog", "export", "-").stdout
+	exported := e.OK("catalog", "export", "-").Stdout
 	cat, err := model.ParseCatalog([]byte(exported))
 	if err != nil || len(cat.Scopes) != 10 {
 		t.Fatalf("export of the demo catalog: %v\n%s", err, exported)
 	}
 	cat.Scopes = append(cat.Scopes, model.Scope{Name: "vouchers:read", Description: "Read vouchers", PerResource: true})
 	data, _ := json.Marshal(cat)
-	r := e.run(string(data), "catalog", "import", "-")
-	if r.code != 0 {
+	r := e.Run(string(data), "catalog", "import", "-")
+	if r.Code != 0 {
 		t.Fatal(r)
 	}
-	e.create("--name", "vouchers", "--scope", "vouchers:read")
-	file := filepath.Join(e.dir, "cat.json")
-	e.ok("catalog", "export", file)
+	e.Create("--name", "vouchers", "--scope", "vouchers:read")
+	file := filepath.Join(e.Dir, "cat.json")
+	e.OK("catalog", "export", file)
 	if got, _ := os.ReadFile(file); !strings.Contains(string(got), "vouchers:read") {
 		t.Errorf("exported file lacks the new scope")
 	}
-	if r := e.run("{not json", "catalog", "import", "-"); r.code != 2 {
+	if r := e.Run("{not json", "catalog", "import", "-"); r.Code != 2 {
 		t.Errorf("importing garbage: %s", r)
 	}
 	// Dropping a scope a key uses is refused.
-	if r := e.run(exported, "catalog", "import", "-"); r.code != 1 || !strings.Contains(r.stderr, "vouchers:read") {
+	if r := e.Run(exported, "catalog", "import", "-"); r.Code != 1 || !strings.Contains(r.Stderr, "vouchers:read") {
 		t.Errorf("dropping a granted scope: %s", r)
 	}
 
-	backup := filepath.Join(e.dir, "backup.db")
-	e.ok("backup", backup)
-	if r := e.run("", "backup", backup); r.code != 2 || !strings.Contains(r.stderr, "already exists") {
+	backup := filepath.Join(e.Dir, "backup.db")
+	e.OK("backup", backup)
+	if r := e.Run("", "backup", backup); r.Code != 2 || !strings.Contains(r.Stderr, "already exists") {
 		t.Errorf("backup over an existing file: %s", r)
 	}
-	e.ok("backup", backup, "--force")
+	e.OK("backup", backup, "--force")
 	fi, err := os.Stat(backup)
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("backup file: %v %v", fi, err)
 	}
 	// The backup is a working database with the same keys.
-	restored := &env{t: t, dir: e.dir, db: backup}
-	if keys := restored.keys(); len(keys) != 1 || keys[0].Name != "vouchers" {
+	restored := &env{testkit.NewCLIAt(t, e.Dir, backup, runInProcess)}
+	if keys := restored.Keys(); len(keys) != 1 || keys[0].Name != "vouchers" {
 		t.Errorf("keys in the backup: %+v", keys)
 	}
-	if left, _ := filepath.Glob(filepath.Join(e.dir, ".backup.db.tmp-*")); len(left) > 0 {
+	if left, _ := filepath.Glob(filepath.Join(e.Dir, ".backup.db.tmp-*")); len(left) > 0 {
 		t.Errorf("temporary files left behind: %v", left)
 	}
 }
@@ -527,17 +528,17 @@ func TestCatalogAndBackup(t *testing.T) {
 func TestDevSeed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.ok("dev", "seed", "--keys", "250", "--seed", "3")
-	if !strings.Contains(r.stdout, "Seeded 250 keys in") {
+	r := e.OK("dev", "seed", "--keys", "250", "--seed", "3")
+	if !strings.Contains(r.Stdout, "Seeded 250 keys in") {
 		t.Errorf("seed output: %s", r)
 	}
-	e.ok("dev", "seed", "--keys", "50") // a second run adds, without name clashes
+	e.OK("dev", "seed", "--keys", "50") // a second run adds, without name clashes
 	type seededKey struct {
 		cliKey
 		CreatedAt     time.Time           `json:"created_at"`
 		DisplayStatus model.DisplayStatus `json:"display_status"`
 	}
-	keys := decode[[]seededKey](t, e.ok("keys", "list", "--json"))
+	keys := testkit.Decode[[]seededKey](t, e.OK("keys", "list", "--json"))
 	if len(keys) != 300 {
 		t.Fatalf("want 300 keys, got %d", len(keys))
 	}
@@ -579,7 +580,7 @@ func TestDevSeed(t *testing.T) {
 	if len(shown) != 4 || never == 0 || neverUsed == 0 || neverUsed+stale == len(keys) {
 		t.Errorf("seed is not varied: statuses %v, %d never expire, %d never used, %d unused 90 days", shown, never, neverUsed, stale)
 	}
-	if r := e.run("", "dev", "seed"); r.code != 2 {
+	if r := e.Run("", "dev", "seed"); r.Code != 2 {
 		t.Errorf("seed without --keys: %s", r)
 	}
 }
@@ -601,12 +602,12 @@ func TestHelp(t *testing.T) {
 
 	e := newEnv(t)
 	for _, args := range [][]string{{"--help"}, {"keys", "create", "--help"}, {"verify", "--help"}, {"keys"}} {
-		r := e.run("", args...)
-		if r.code != 0 || !strings.Contains(r.stdout, "Example") {
+		r := e.Run("", args...)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "Example") {
 			t.Errorf("keyward %v: %s", args, r)
 		}
 	}
-	if _, err := os.Stat(e.db); err == nil {
+	if _, err := os.Stat(e.DB); err == nil {
 		t.Errorf("--help created the database")
 	}
 }
@@ -617,14 +618,14 @@ func TestHelp(t *testing.T) {
 func TestTUINeedsATerminal(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.run("")
-	if r.code != 2 || !strings.Contains(r.stderr, "the TUI needs a terminal") || !strings.Contains(r.stderr, "keyward keys list --json") {
+	r := e.Run("")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "the TUI needs a terminal") || !strings.Contains(r.Stderr, "keyward keys list --json") {
 		t.Fatalf("keyward without a terminal: %s", r)
 	}
-	if strings.Contains(r.stderr, "/dev/tty") {
+	if strings.Contains(r.Stderr, "/dev/tty") {
 		t.Errorf("raw TTY error leaked: %s", r)
 	}
-	if _, err := os.Stat(e.db); err == nil {
+	if _, err := os.Stat(e.DB); err == nil {
 		t.Errorf("refusing to start the TUI still created the database")
 	}
 }
@@ -637,35 +638,35 @@ func TestTUINeedsATerminal(t *testing.T) {
 func TestOperatorKeysCLI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	me := decode[[]model.Operator](t, e.ok("operators", "list", "--json"))[0].Name
-	if r := e.ok("operators", "keys", "list", me); !strings.Contains(r.stdout, "no SSH key") {
+	me := testkit.Decode[[]model.Operator](t, e.OK("operators", "list", "--json"))[0].Name
+	if r := e.OK("operators", "keys", "list", me); !strings.Contains(r.Stdout, "no SSH key") {
 		t.Errorf("keys list of the bootstrap ADMIN: %s", r)
 	}
-	if keys := decode[[]map[string]string](t, e.ok("operators", "keys", "list", me, "--json")); len(keys) != 0 {
+	if keys := testkit.Decode[[]map[string]string](t, e.OK("operators", "keys", "list", me, "--json")); len(keys) != 0 {
 		t.Errorf("keys list --json: %v", keys)
 	}
 	pub := testPublicKey(t)
 	// Counts are spelt out properly (it said "1 SSH key(s)").
 	other := testPublicKey(t)
-	if r := e.ok("operators", "keys", "add", me, "--key", other); !strings.Contains(r.stdout, "(1 SSH key).") {
+	if r := e.OK("operators", "keys", "add", me, "--key", other); !strings.Contains(r.Stdout, "(1 SSH key).") {
 		t.Errorf("keys add output: %s", r)
 	}
-	if r := e.ok("operators", "keys", "remove", me, other); !strings.Contains(r.stdout, "(0 SSH keys left)") {
+	if r := e.OK("operators", "keys", "remove", me, other); !strings.Contains(r.Stdout, "(0 SSH keys left)") {
 		t.Errorf("keys remove output: %s", r)
 	}
-	added := decode[map[string]string](t, e.ok("operators", "keys", "add", me, "--key", pub+" me@laptop", "--json"))
+	added := testkit.Decode[map[string]string](t, e.OK("operators", "keys", "add", me, "--key", pub+" me@laptop", "--json"))
 	if !strings.HasPrefix(added["fingerprint"], "SHA256:") || added["comment"] != "me@laptop" || added["type"] != "ssh-ed25519" {
 		t.Fatalf("keys add --json: %v", added)
 	}
-	keys := decode[[]map[string]string](t, e.ok("operators", "keys", "list", me, "--json"))
+	keys := testkit.Decode[[]map[string]string](t, e.OK("operators", "keys", "list", me, "--json"))
 	if len(keys) != 1 || keys[0]["fingerprint"] != added["fingerprint"] {
 		t.Fatalf("keys list after add: %v", keys)
 	}
-	if r := e.ok("operators", "keys", "list", me); !strings.Contains(r.stdout, added["fingerprint"]) {
+	if r := e.OK("operators", "keys", "list", me); !strings.Contains(r.Stdout, added["fingerprint"]) {
 		t.Errorf("keys list table: %s", r)
 	}
 	// Refusals: no --key, a bad line, a key already registered (to anyone).
-	e.ok("operators", "add", "bob", "--role", "admin")
+	e.OK("operators", "add", "bob", "--role", "admin")
 	for _, c := range []struct {
 		args []string
 		code int
@@ -678,36 +679,36 @@ func TestOperatorKeysCLI(t *testing.T) {
 		{[]string{"operators", "keys", "remove", "bob", added["fingerprint"]}, 1, "no SSH key"},
 		{[]string{"operators", "keys", "list"}, 2, "NAME"},
 	} {
-		r := e.run("", c.args...)
-		if r.code != c.code || !strings.Contains(r.stderr, c.want) || strings.Contains(r.stderr, "\x1b") {
+		r := e.Run("", c.args...)
+		if r.Code != c.code || !strings.Contains(r.Stderr, c.want) || strings.Contains(r.Stderr, "\x1b") {
 			t.Errorf("keyward %q: %s; want exit %d and %q", c.args, r, c.code, c.want)
 		}
 	}
 	// bob creates two keys; disabling him says they stop verifying.
 	for _, n := range []string{"b1", "b2"} {
-		e.ok("--as", "bob", "keys", "create", "--name", n, "--scope", "coupons:read")
+		e.OK("--as", "bob", "keys", "create", "--name", n, "--scope", "coupons:read")
 	}
-	if r := e.ok("operators", "disable", "bob"); !strings.Contains(r.stdout, "2 keys created by bob stop verifying (CREATOR_DISABLED)") {
+	if r := e.OK("operators", "disable", "bob"); !strings.Contains(r.Stdout, "2 keys created by bob stop verifying (CREATOR_DISABLED)") {
 		t.Errorf("disable output: %s", r)
 	}
-	e.ok("operators", "enable", "bob")
+	e.OK("operators", "enable", "bob")
 	// No one disables, demotes or deletes themself, even with another ADMIN.
 	for _, args := range [][]string{{"operators", "disable", me}, {"operators", "role", me, "readonly"}, {"operators", "delete", me, "--yes"}} {
-		if r := e.run("", args...); r.code != 1 || !strings.Contains(r.stderr, "your own operator account") {
+		if r := e.Run("", args...); r.Code != 1 || !strings.Contains(r.Stderr, "your own operator account") {
 			t.Errorf("keyward %q: %s; want a refusal", args, r)
 		}
 	}
 	// Another ADMIN may.
-	if r := e.ok("--as", "bob", "operators", "role", me, "readonly"); !strings.Contains(r.stdout, "READONLY") {
+	if r := e.OK("--as", "bob", "operators", "role", me, "readonly"); !strings.Contains(r.Stdout, "READONLY") {
 		t.Errorf("bob demoting %s: %s", me, r)
 	}
-	e.ok("--as", "bob", "operators", "role", me, "admin")
-	removed := decode[map[string]any](t, e.ok("operators", "keys", "remove", me, pub, "--json"))
+	e.OK("--as", "bob", "operators", "role", me, "admin")
+	removed := testkit.Decode[map[string]any](t, e.OK("operators", "keys", "remove", me, pub, "--json"))
 	if removed["removed"] != added["fingerprint"] || removed["keys_left"] != float64(0) {
 		t.Errorf("keys remove --json: %v", removed)
 	}
 	var add, del int
-	for _, ev := range decode[[]model.AuditEvent](t, e.ok("audit", "--json")) {
+	for _, ev := range testkit.Decode[[]model.AuditEvent](t, e.OK("audit", "--json")) {
 		switch ev.Action {
 		case model.ActOperatorKeyAdd:
 			add++
@@ -718,8 +719,8 @@ func TestOperatorKeysCLI(t *testing.T) {
 	if add != 2 || del != 2 {
 		t.Errorf("audit: %d key additions and %d removals, want 2 and 2", add, del)
 	}
-	if r := e.ok("operators", "keys", "--help"); !strings.Contains(r.stdout, `keyward operators keys add "$USER"`) {
-		t.Errorf("operators keys --help lacks the bootstrap line:\n%s", r.stdout)
+	if r := e.OK("operators", "keys", "--help"); !strings.Contains(r.Stdout, `keyward operators keys add "$USER"`) {
+		t.Errorf("operators keys --help lacks the bootstrap line:\n%s", r.Stdout)
 	}
 }
 
@@ -728,13 +729,13 @@ func TestOperatorKeysCLI(t *testing.T) {
 // ACTIVE (issue 12.3). "status" stays the stored value.
 func TestCLIKeyStatusFollowsCreator(t *testing.T) {
 	e := newEnv(t)
-	e.ok("operators", "add", "bob", "--role", "admin")
-	e.ok("operators", "add", "carol", "--role", "admin")
-	bobs := e.create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
-	carols := e.create("--as", "carol", "--name", "carols-key", "--scope", "coupons:read")
-	mine := e.create("--name", "mine", "--scope", "coupons:read")
-	e.ok("operators", "disable", "bob")
-	e.ok("operators", "delete", "carol", "--yes")
+	e.OK("operators", "add", "bob", "--role", "admin")
+	e.OK("operators", "add", "carol", "--role", "admin")
+	bobs := e.Create("--as", "bob", "--name", "bobs-key", "--scope", "coupons:read")
+	carols := e.Create("--as", "carol", "--name", "carols-key", "--scope", "coupons:read")
+	mine := e.Create("--name", "mine", "--scope", "coupons:read")
+	e.OK("operators", "disable", "bob")
+	e.OK("operators", "delete", "carol", "--yes")
 
 	type shown struct {
 		ID            string `json:"id"`
@@ -749,30 +750,30 @@ func TestCLIKeyStatusFollowsCreator(t *testing.T) {
 		}
 		expectCode(t, e.verify(k.Token, "--scope", "coupons:read"), code)
 
-		s := decode[shown](t, e.ok("keys", "show", k.ID, "--json"))
+		s := testkit.Decode[shown](t, e.OK("keys", "show", k.ID, "--json"))
 		if s.DisplayStatus != want[k.ID] || s.Status != "active" {
 			t.Errorf("keys show %s --json: status %q display_status %q, want active / %s", k.Name, s.Status, s.DisplayStatus, want[k.ID])
 		}
-		out := e.ok("keys", "show", k.ID).stdout
+		out := e.OK("keys", "show", k.ID).Stdout
 		if !regexp.MustCompile(`(?m)^Status\s+` + want[k.ID] + `$`).MatchString(out) {
 			t.Errorf("keys show %s: want Status %s in\n%s", k.Name, want[k.ID], out)
 		}
 	}
-	for _, s := range decode[[]shown](t, e.ok("keys", "list", "--json")) {
+	for _, s := range testkit.Decode[[]shown](t, e.OK("keys", "list", "--json")) {
 		if s.DisplayStatus != want[s.ID] {
 			t.Errorf("keys list --json: %s display_status %q, want %s", s.ID, s.DisplayStatus, want[s.ID])
 		}
 	}
-	list := e.ok("keys", "list").stdout
+	list := e.OK("keys", "list").Stdout
 	for _, k := range []cliKey{bobs, carols, mine} {
 		if !regexp.MustCompile(`(?m)^` + k.ID + `\s+` + k.Name + `\s+\S+\s+` + want[k.ID] + `\s`).MatchString(list) {
 			t.Errorf("keys list: want %s %s in\n%s", k.Name, want[k.ID], list)
 		}
 	}
 	// Enabling the creator again makes the key verify, and show so.
-	e.ok("operators", "enable", "bob")
+	e.OK("operators", "enable", "bob")
 	expectCode(t, e.verify(bobs.Token, "--scope", "coupons:read"), model.CodeValid)
-	if s := decode[shown](t, e.ok("keys", "show", bobs.ID, "--json")); s.DisplayStatus != "ACTIVE" {
+	if s := testkit.Decode[shown](t, e.OK("keys", "show", bobs.ID, "--json")); s.DisplayStatus != "ACTIVE" {
 		t.Errorf("after enabling bob: display_status %q, want ACTIVE", s.DisplayStatus)
 	}
 }

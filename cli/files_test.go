@@ -15,30 +15,30 @@ import (
 func TestPlantedLockSymlinkCLI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("keys", "list")
-	victim := filepath.Join(e.dir, "victim")
+	e.OK("keys", "list")
+	victim := filepath.Join(e.Dir, "victim")
 	const content = "someone else's file\n"
 	if err := os.WriteFile(victim, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Symlink(victim, e.db+".lock"); err != nil {
+	if err := os.Symlink(victim, e.DB+".lock"); err != nil {
 		t.Fatal(err)
 	}
-	r := e.run("", "keys", "list")
-	if r.code != 1 || !strings.Contains(r.stderr, e.db+".lock") || !strings.Contains(r.stderr, "symbolic link") {
+	r := e.Run("", "keys", "list")
+	if r.Code != 1 || !strings.Contains(r.Stderr, e.DB+".lock") || !strings.Contains(r.Stderr, "symbolic link") {
 		t.Errorf("keys list with a planted lock symlink: %s", r)
 	}
 	if b, _ := os.ReadFile(victim); string(b) != content {
 		t.Fatalf("the victim was overwritten: %q", b)
 	}
-	os.Remove(e.db + ".lock")
+	os.Remove(e.DB + ".lock")
 
-	link := filepath.Join(e.dir, "link.db")
-	if err := os.Symlink(e.db, link); err != nil {
+	link := filepath.Join(e.Dir, "link.db")
+	if err := os.Symlink(e.DB, link); err != nil {
 		t.Fatal(err)
 	}
-	r = e.run("", "--db", link, "keys", "list")
-	if r.code != 1 || !strings.Contains(r.stderr, "symbolic link") || !strings.Contains(r.stderr, "--db "+e.db) {
+	r = e.Run("", "--db", link, "keys", "list")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "symbolic link") || !strings.Contains(r.Stderr, "--db "+e.DB) {
 		t.Errorf("keys list through a symlinked --db: %s", r)
 	}
 }
@@ -49,29 +49,29 @@ func TestPlantedLockSymlinkCLI(t *testing.T) {
 func TestLooseModeWarningsCLI(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("secret", "show")
-	if r := e.ok("keys", "list"); r.stderr != "" {
+	e.OK("secret", "show")
+	if r := e.OK("keys", "list"); r.Stderr != "" {
 		t.Fatalf("private files gave output on stderr: %s", r)
 	}
-	dir := filepath.Dir(e.db)
-	mk := e.db + ".masterkey"
-	for p, m := range map[string]os.FileMode{dir: 0o755, e.db: 0o644, mk: 0o644} {
+	dir := filepath.Dir(e.DB)
+	mk := e.DB + ".masterkey"
+	for p, m := range map[string]os.FileMode{dir: 0o755, e.DB: 0o644, mk: 0o644} {
 		if err := os.Chmod(p, m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	r := e.ok("keys", "list")
+	r := e.OK("keys", "list")
 	for _, want := range []string{
 		"keyward: warning: directory " + dir + " has mode 0755",
-		"keyward: warning: database " + e.db + " has mode 0644",
+		"keyward: warning: database " + e.DB + " has mode 0644",
 		"keyward: warning: master key: " + mk,
 	} {
-		if !strings.Contains(r.stderr, want) {
+		if !strings.Contains(r.Stderr, want) {
 			t.Errorf("stderr lacks %q: %s", want, r)
 		}
 	}
-	r = e.run("", "secret", "show")
-	if r.code != 1 || !strings.Contains(r.stderr, "chmod 600 "+mk) || strings.Contains(r.stdout, "kws_") {
+	r = e.Run("", "secret", "show")
+	if r.Code != 1 || !strings.Contains(r.Stderr, "chmod 600 "+mk) || strings.Contains(r.Stdout, "kws_") {
 		t.Errorf("secret show with a 0644 master key: %s", r)
 	}
 }

@@ -2,14 +2,9 @@ package cli
 
 import (
 	"bytes"
-	"encoding/json"
-	"fmt"
 	"io"
-	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
@@ -18,103 +13,30 @@ import (
 // The CLI's commands run in process through run, each test with its own
 // HOME and database (testkit.Environ, read through app.getenv).
 
-// env is one isolated keyward installation: its own HOME and database.
-type env struct {
-	t   *testing.T
-	dir string
-	db  string
-}
+// env is one isolated keyward installation, its keyward run in process.
+type env struct{ *testkit.CLI }
+
+type (
+	result = testkit.Result
+	cliKey = testkit.CLIKey
+)
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	return &env{t: t, dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
+	return &env{testkit.NewCLI(t, runInProcess)}
 }
 
-// environ is the environment keyward sees: the test's, minus anything
-// that could point keyward elsewhere, plus this env's HOME and database.
-func (e *env) environ() []string { return testkit.Environ(e.dir, e.db) }
-
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-// run runs keyward in process with stdin, the way main does but with
-// this env's environment, and waits for it.
-func (e *env) run(stdin string, args ...string) result {
-	e.t.Helper()
-	return e.runFrom(strings.NewReader(stdin), args...)
-}
-
-// runFrom is run with any stdin: a pipe the test writes to later.
-func (e *env) runFrom(stdin io.Reader, args ...string) result {
-	e.t.Helper()
+// runInProcess runs keyward in process with stdin, the way main does but
+// with c's environment, and waits for it.
+func runInProcess(c *testkit.CLI, stdin io.Reader, args ...string) result {
 	var out, errb bytes.Buffer
-	code := run(args, stdin, &out, &errb, testkit.Getenv(e.environ()))
-	return result{stdout: out.String(), stderr: errb.String(), code: code}
-}
-
-// ok runs keyward and fails the test unless it exits 0.
-func (e *env) ok(args ...string) result {
-	e.t.Helper()
-	r := e.run("", args...)
-	if r.code != 0 {
-		e.t.Fatalf("keyward %s: %s", strings.Join(args, " "), r)
-	}
-	return r
-}
-
-type cliKey struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Role         string     `json:"role"`
-	Scopes       []string   `json:"scopes"`
-	Resources    []string   `json:"resources"`
-	Status       string     `json:"status"`
-	CreatedBy    string     `json:"created_by"`
-	ExpiresAt    *time.Time `json:"expires_at"`
-	LastUsedAt   *time.Time `json:"last_used_at"`
-	LastUsedFrom string     `json:"last_used_from"`
-	Token        string     `json:"token"`
-}
-
-func decode[T any](t *testing.T, r result) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
-		t.Fatalf("stdout is not the expected JSON: %v\n%s", err, r)
-	}
-	return v
-}
-
-// create makes a key with --json and returns it with its token.
-func (e *env) create(args ...string) cliKey {
-	e.t.Helper()
-	k := decode[cliKey](e.t, e.ok(append([]string{"keys", "create", "--json"}, args...)...))
-	if k.ID == "" || k.Token == "" {
-		e.t.Fatalf("create returned no id or token: %+v", k)
-	}
-	return k
-}
-
-func (e *env) keys() []cliKey {
-	e.t.Helper()
-	return decode[[]cliKey](e.t, e.ok("keys", "list", "--json"))
-}
-
-func (e *env) key(id string) cliKey {
-	e.t.Helper()
-	return decode[cliKey](e.t, e.ok("keys", "show", id, "--json"))
+	code := run(args, stdin, &out, &errb, testkit.Getenv(c.Environ()))
+	return result{Stdout: out.String(), Stderr: errb.String(), Code: code}
 }
 
 func (e *env) verify(token string, args ...string) result {
-	e.t.Helper()
-	return e.run(token+"\n", append([]string{"verify"}, args...)...)
+	e.T.Helper()
+	return e.Run(token+"\n", append([]string{"verify"}, args...)...)
 }
 
 // expectCode checks a human verify result: its code on stdout and the exit
@@ -125,18 +47,18 @@ func expectCode(t *testing.T, r result, code model.Code) {
 	if code == model.CodeValid {
 		wantExit = 0
 	}
-	first, _, _ := strings.Cut(strings.TrimSpace(r.stdout), ":")
-	if first != string(code) || r.code != wantExit {
+	first, _, _ := strings.Cut(strings.TrimSpace(r.Stdout), ":")
+	if first != string(code) || r.Code != wantExit {
 		t.Fatalf("want %s (exit %d), got: %s", code, wantExit, r)
 	}
 }
 
-var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)
+var tokenRE = testkit.TokenRE
 
 // auditLen counts audit events.
 func (e *env) auditLen() int {
-	e.t.Helper()
-	return len(decode[[]model.AuditEvent](e.t, e.ok("audit", "--json")))
+	e.T.Helper()
+	return len(testkit.Decode[[]model.AuditEvent](e.T, e.OK("audit", "--json")))
 }
 
 // testPublicKey returns a fresh "ssh-ed25519 AAAA..." line.

@@ -20,8 +20,8 @@ func TestServeSSHLimitFlags(t *testing.T) {
 		{"--max-channels-per-conn", "0"},
 		{"--login-grace", "0s"},
 	} {
-		r := e.run("", "serve", "--ssh", "127.0.0.1:0", "--http", "", tc.flag, tc.value)
-		if r.code != 2 || !strings.Contains(r.stderr, tc.flag) || strings.Contains(r.stderr, "\x1b") {
+		r := e.Run("", "serve", "--ssh", "127.0.0.1:0", "--http", "", tc.flag, tc.value)
+		if r.Code != 2 || !strings.Contains(r.Stderr, tc.flag) || strings.Contains(r.Stderr, "\x1b") {
 			t.Errorf("serve %s %q: %s", tc.flag, tc.value, r)
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -36,15 +37,15 @@ func TestTokenArgumentsAreMasked(t *testing.T) {
 		{"keys", "create", "--name", "x", "--scope=" + token},
 		{"keys", "list", other},
 	} {
-		r := e.run("", args...)
-		if r.code == 0 {
+		r := e.Run("", args...)
+		if r.Code == 0 {
 			t.Errorf("keyward %v succeeded: %s", args, r)
 		}
-		out := r.stdout + r.stderr
+		out := r.Stdout + r.Stderr
 		if strings.Contains(out, token) || strings.Contains(out, tok.Body) || strings.Contains(out, other) {
 			t.Errorf("keyward %v echoed the token: %s", args, r)
 		}
-		if args[len(args)-1] != other && !strings.Contains(r.stderr, hint) {
+		if args[len(args)-1] != other && !strings.Contains(r.Stderr, hint) {
 			t.Errorf("keyward %v: the error does not show the token as its hint %q: %s", args, hint, r)
 		}
 	}
@@ -56,20 +57,20 @@ func TestTokenArgumentsAreMasked(t *testing.T) {
 func TestKeysTakeNameOrID(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	bot := e.create("--name", "ci-bot", "--scope", "coupons:read")
-	worker := e.create("--name", "ci-worker", "--scope", "coupons:read")
+	bot := e.Create("--name", "ci-bot", "--scope", "coupons:read")
+	worker := e.Create("--name", "ci-worker", "--scope", "coupons:read")
 
-	if k := e.key("CI-Bot"); k.ID != bot.ID {
+	if k := e.Key("CI-Bot"); k.ID != bot.ID {
 		t.Fatalf("keys show by name found %s, want %s", k.ID, bot.ID)
 	}
-	e.ok("keys", "edit", "ci-bot", "--description", "renamed by name")
-	e.ok("keys", "disable", "ci-bot")
-	e.ok("keys", "enable", "ci-bot")
-	if k := decode[cliKey](t, e.ok("keys", "regenerate", "ci-bot", "--json")); k.ID != bot.ID || k.Token == "" {
+	e.OK("keys", "edit", "ci-bot", "--description", "renamed by name")
+	e.OK("keys", "disable", "ci-bot")
+	e.OK("keys", "enable", "ci-bot")
+	if k := testkit.Decode[cliKey](t, e.OK("keys", "regenerate", "ci-bot", "--json")); k.ID != bot.ID || k.Token == "" {
 		t.Fatalf("regenerate by name: %+v", k)
 	}
 	type event struct{ Action, Target string }
-	evs := decode[[]event](t, e.ok("audit", "--key", "ci-bot", "--json"))
+	evs := testkit.Decode[[]event](t, e.OK("audit", "--key", "ci-bot", "--json"))
 	if len(evs) != 5 {
 		t.Fatalf("audit --key by name: want 5 events (create, edit, disable, enable, regenerate), got %+v", evs)
 	}
@@ -81,21 +82,21 @@ func TestKeysTakeNameOrID(t *testing.T) {
 
 	for _, args := range [][]string{{"keys", "show", "ci-"}, {"keys", "edit", "ci-", "--name", "x"},
 		{"keys", "disable", "ci-"}, {"keys", "regenerate", "ci-"}, {"keys", "delete", "ci-", "--yes"}, {"audit", "--key", "ci-"}} {
-		r := e.run("", args...)
-		if r.code != 1 || !strings.Contains(r.stderr, `no key with id or name "ci-"; did you mean`) ||
-			!strings.Contains(r.stderr, bot.ID+" (ci-bot)") || !strings.Contains(r.stderr, worker.ID+" (ci-worker)") {
+		r := e.Run("", args...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, `no key with id or name "ci-"; did you mean`) ||
+			!strings.Contains(r.Stderr, bot.ID+" (ci-bot)") || !strings.Contains(r.Stderr, worker.ID+" (ci-worker)") {
 			t.Errorf("keyward %v: %s", args, r)
 		}
 	}
-	if r := e.run("", "audit", "--key", "ro-shop"); r.code != 1 || !strings.Contains(r.stderr, `no key with id or name "ro-shop"`) {
+	if r := e.Run("", "audit", "--key", "ro-shop"); r.Code != 1 || !strings.Contains(r.Stderr, `no key with id or name "ro-shop"`) {
 		t.Errorf("audit --key of an unknown name: %s", r)
 	}
 	// Targets that are not live keys keep working: an operator, a deleted key.
-	e.ok("keys", "delete", "ci-worker", "--yes")
-	if evs := decode[[]event](t, e.ok("audit", "--key", worker.ID, "--json")); len(evs) != 2 {
+	e.OK("keys", "delete", "ci-worker", "--yes")
+	if evs := testkit.Decode[[]event](t, e.OK("audit", "--key", worker.ID, "--json")); len(evs) != 2 {
 		t.Errorf("audit of a deleted key: %+v", evs)
 	}
-	if r := e.ok("audit", "--key", "secret"); !strings.Contains(r.stdout, "TIME") {
+	if r := e.OK("audit", "--key", "secret"); !strings.Contains(r.Stdout, "TIME") {
 		t.Errorf("audit --key secret: %s", r)
 	}
 }
@@ -105,19 +106,19 @@ func TestKeysTakeNameOrID(t *testing.T) {
 func TestGraceRule(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.create("--name", "g", "--scope", "coupons:read")
+	e.Create("--name", "g", "--scope", "coupons:read")
 	for _, g := range []string{"0", "90m", "3h", "1d", "2w", "30d"} {
-		e.ok("keys", "regenerate", "g", "--grace", g)
+		e.OK("keys", "regenerate", "g", "--grace", g)
 	}
-	e.ok("secret", "rotate", "--grace", "30d")
+	e.OK("secret", "rotate", "--grace", "30d")
 	for _, args := range [][]string{{"secret", "rotate", "--grace", "31d"}, {"secret", "rotate", "--grace", "1000w"},
 		{"secret", "rotate", "--grace", "-1h"}, {"keys", "regenerate", "g", "--grace", "5w"}, {"keys", "regenerate", "g", "--grace", "soon"}} {
-		if r := e.run("", args...); r.code != 2 || !strings.Contains(r.stderr, "0 to 30 days") {
+		if r := e.Run("", args...); r.Code != 2 || !strings.Contains(r.Stderr, "0 to 30 days") {
 			t.Errorf("keyward %v: %s", args, r)
 		}
 	}
 	for _, cmd := range [][]string{{"keys", "regenerate", "--help"}, {"secret", "rotate", "--help"}} {
-		if r := e.ok(cmd...); !strings.Contains(r.stdout, "0 to 30 days") {
+		if r := e.OK(cmd...); !strings.Contains(r.Stdout, "0 to 30 days") {
 			t.Errorf("keyward %v does not state the rule: %s", cmd, r)
 		}
 	}
@@ -128,14 +129,14 @@ func TestGraceRule(t *testing.T) {
 func TestCreateInactiveSaysSo(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.ok("keys", "create", "--name", "dormant", "--scope", "coupons:read", "--inactive")
-	if !strings.Contains(r.stdout, "INACTIVE") || !strings.Contains(r.stdout, "keyward keys enable key_") {
+	r := e.OK("keys", "create", "--name", "dormant", "--scope", "coupons:read", "--inactive")
+	if !strings.Contains(r.Stdout, "INACTIVE") || !strings.Contains(r.Stdout, "keyward keys enable key_") {
 		t.Fatalf("create --inactive does not say so: %s", r)
 	}
-	if r := e.ok("keys", "regenerate", "dormant"); !strings.Contains(r.stdout, "INACTIVE") {
+	if r := e.OK("keys", "regenerate", "dormant"); !strings.Contains(r.Stdout, "INACTIVE") {
 		t.Fatalf("regenerating a disabled key does not say so: %s", r)
 	}
-	if r := e.ok("keys", "create", "--name", "awake", "--scope", "coupons:read"); strings.Contains(r.stdout, "INACTIVE") {
+	if r := e.OK("keys", "create", "--name", "awake", "--scope", "coupons:read"); strings.Contains(r.Stdout, "INACTIVE") {
 		t.Fatalf("an active key is called inactive: %s", r)
 	}
 }
@@ -155,9 +156,9 @@ func TestDocsMatchBehaviour(t *testing.T) {
 		t.Errorf("README's dev seed section does not say that some seeded keys have expired:\n%s", seedDoc)
 	}
 	e := newEnv(t)
-	e.ok("dev", "seed", "--keys", "100", "--seed", "5")
+	e.OK("dev", "seed", "--keys", "100", "--seed", "5")
 	expired := 0
-	for _, k := range e.keys() {
+	for _, k := range e.Keys() {
 		if k.ExpiresAt != nil && k.ExpiresAt.Before(time.Now()) {
 			expired++
 		}
@@ -169,14 +170,14 @@ func TestDocsMatchBehaviour(t *testing.T) {
 	if strings.Contains(string(readme), "each `--key` is an authorized_keys line") {
 		t.Errorf("README still says --key takes any authorized_keys line")
 	}
-	if r := e.ok("operators", "add", "--help"); !strings.Contains(r.stdout, "options in") {
+	if r := e.OK("operators", "add", "--help"); !strings.Contains(r.Stdout, "options in") {
 		t.Errorf("operators add --help does not say options are refused: %s", r)
 	}
 	line := testPublicKey(t)
-	if r := e.run("", "operators", "add", "opt", "--role", "readonly", "--key", `from="10.0.0.1" `+line); r.code == 0 {
+	if r := e.Run("", "operators", "add", "opt", "--role", "readonly", "--key", `from="10.0.0.1" `+line); r.Code == 0 {
 		t.Errorf("an authorized_keys line with options was accepted: %s", r)
 	}
-	e.ok("operators", "add", "plain", "--role", "readonly", "--key", line)
+	e.OK("operators", "add", "plain", "--role", "readonly", "--key", line)
 }
 
 // TestCatalogImportRefusals: through the binary, an empty or ambiguous
@@ -185,10 +186,10 @@ func TestDocsMatchBehaviour(t *testing.T) {
 func TestCatalogImportRefusals(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := e.create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
-	before := e.ok("catalog", "export", "-").stdout
+	k := e.Create("--name", "shop", "--scope", "coupons:read", "--resource", "web-shop")
+	before := e.OK("catalog", "export", "-").Stdout
 	for _, in := range []string{"null", "{}", `{"scopes":[]}`, `{"scopes":[{"name":"a:read"}],"scopes":[{"name":"b:read"}]}`} {
-		if r := e.run(in, "catalog", "import", "-"); r.code != 2 {
+		if r := e.Run(in, "catalog", "import", "-"); r.Code != 2 {
 			t.Errorf("import %s: %s", in, r)
 		}
 	}
@@ -200,11 +201,11 @@ func TestCatalogImportRefusals(t *testing.T) {
 	if flipped == before {
 		t.Fatalf("test setup: could not flip coupons:read in\n%s", before)
 	}
-	if r := e.run(flipped, "catalog", "import", "-"); r.code != 1 || !strings.Contains(r.stderr, k.ID) || !strings.Contains(r.stderr, "coupons:read") {
+	if r := e.Run(flipped, "catalog", "import", "-"); r.Code != 1 || !strings.Contains(r.Stderr, k.ID) || !strings.Contains(r.Stderr, "coupons:read") {
 		t.Errorf("import making a used scope account-wide: %s", r)
 	}
-	if after := e.ok("catalog", "export", "-").stdout; after != before {
+	if after := e.OK("catalog", "export", "-").Stdout; after != before {
 		t.Errorf("a refused import changed the catalog")
 	}
-	e.ok("keys", "edit", "shop", "--description", "still editable")
+	e.OK("keys", "edit", "shop", "--description", "still editable")
 }

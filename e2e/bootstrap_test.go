@@ -75,7 +75,7 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 	}
 
 	sshPort := freePort(t)
-	var serveLog syncBuffer
+	var serveLog testkit.SyncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort)
 	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
@@ -101,7 +101,7 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 			_ = stopServe()
 		}
 	}()
-	waitFor(t, 10*time.Second, "serve listening", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "serve listening", func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+sshPort, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -162,7 +162,7 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 		return strings.Contains(s, "SSH keys of "+me) && strings.Contains(s, fp) && strings.Contains(s, "(this session)")
 	})
 	keys("Escape", "Escape", "q")
-	waitFor(t, 5*time.Second, "ssh to exit after q", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "ssh to exit after q", func() bool {
 		b, err := os.ReadFile(done)
 		return err == nil && strings.TrimSpace(string(b)) == "0"
 	})

@@ -66,14 +66,14 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 
 	for round := 0; round < 3; round++ {
 		srv := k.serve("--flush-interval", crashFlush.String())
-		creator := openTerm(t, srv.dial(t, "crash", op))
-		editor := openTerm(t, srv.dial(t, "crash", op))
-		creator.waitText(10*time.Second, 0, "Name")
-		editor.waitText(10*time.Second, 0, "aaa-edit-")
+		creator := testkit.OpenTerm(t, srv.dial(t, "crash", op))
+		editor := testkit.OpenTerm(t, srv.dial(t, "crash", op))
+		creator.WaitText(10*time.Second, 0, "Name")
+		editor.WaitText(10*time.Second, 0, "aaa-edit-")
 		// The editor filters the table down to its one key.
-		m := editor.mark()
-		editor.keys("/", "aaa-edit", keyEnter)
-		editor.waitText(5*time.Second, m, "aaa-edit-")
+		m := editor.Mark()
+		editor.Keys("/", "aaa-edit", keyEnter)
+		editor.WaitText(5*time.Second, m, "aaa-edit-")
 
 		stop := make(chan struct{})
 		var wg sync.WaitGroup
@@ -118,17 +118,17 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 			defer wg.Done()
 			for i := 0; ; i++ {
 				name := fmt.Sprintf("crash-r%d-%d", round, i)
-				m := creator.mark()
-				if !typeKeys(creator, "n") {
+				m := creator.Mark()
+				if !creator.TypeKeys("n") {
 					return
 				}
-				if _, ok := waitOut(creator, m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "New key") }); !ok {
+				if _, ok := creator.WaitOut(m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "New key") }); !ok {
 					return
 				}
-				if !typeKeys(creator, name, keyEnter, keyEnter, keyUp, keyEnter, keyEnter, keyEnter, keyEnter) {
+				if !creator.TypeKeys(name, keyEnter, keyEnter, keyUp, keyEnter, keyEnter, keyEnter, keyEnter) {
 					return
 				}
-				s, ok := waitOut(creator, m, 5*time.Second, stop, func(s string) bool { return tokenRE.MatchString(s) })
+				s, ok := creator.WaitOut(m, 5*time.Second, stop, func(s string) bool { return tokenRE.MatchString(s) })
 				if !ok {
 					return
 				}
@@ -136,18 +136,18 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 				created[name] = tokenRE.FindString(s)
 				createdRound = append(createdRound, name)
 				mu.Unlock()
-				m = creator.mark()
-				if !typeKeys(creator, keyEnter) {
+				m = creator.Mark()
+				if !creator.TypeKeys(keyEnter) {
 					return
 				}
-				if _, ok := waitOut(creator, m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "Stored it?") }); !ok {
+				if _, ok := creator.WaitOut(m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "Stored it?") }); !ok {
 					return
 				}
-				m = creator.mark()
-				if !typeKeys(creator, "y") {
+				m = creator.Mark()
+				if !creator.TypeKeys("y") {
 					return
 				}
-				if _, ok := waitOut(creator, m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, name) }); !ok {
+				if _, ok := creator.WaitOut(m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, name) }); !ok {
 					return
 				}
 			}
@@ -160,20 +160,20 @@ func TestCrashKill9UnderMixedLoad(t *testing.T) {
 				editSent = editAcked + 1
 				n := editSent
 				mu.Unlock()
-				m := editor.mark()
-				if !typeKeys(editor, "e") {
+				m := editor.Mark()
+				if !editor.TypeKeys("e") {
 					return
 				}
-				if _, ok := waitOut(editor, m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "Edit aaa-edit-") }); !ok {
+				if _, ok := editor.WaitOut(m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, "Edit aaa-edit-") }); !ok {
 					return
 				}
 				// ctrl+u clears the name; then name, description, role,
 				// note, lifetime, status, submit.
-				if !typeKeys(editor, "\x15", fmt.Sprintf("aaa-edit-%d", n), keyEnter, keyEnter, keyEnter, keyEnter, keyEnter, keyEnter, keyEnter) {
+				if !editor.TypeKeys("\x15", fmt.Sprintf("aaa-edit-%d", n), keyEnter, keyEnter, keyEnter, keyEnter, keyEnter, keyEnter, keyEnter) {
 					return
 				}
 				want := fmt.Sprintf("Saved key %q", fmt.Sprintf("aaa-edit-%d", n))
-				if _, ok := waitOut(editor, m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, want) }); !ok {
+				if _, ok := editor.WaitOut(m, 5*time.Second, stop, func(s string) bool { return strings.Contains(s, want) }); !ok {
 					return
 				}
 				mu.Lock()

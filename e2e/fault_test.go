@@ -32,7 +32,7 @@ import (
 func noCrash(t *testing.T, what string, r result) {
 	t.Helper()
 	for _, s := range []string{"panic:", "goroutine ", "fatal error", "SIGSEGV", "SIGBUS"} {
-		if strings.Contains(r.stderr, s) || strings.Contains(r.stdout, s) {
+		if strings.Contains(r.Stderr, s) || strings.Contains(r.Stdout, s) {
 			t.Fatalf("%s crashed instead of reporting an error:\n%s", what, r)
 		}
 	}
@@ -95,7 +95,7 @@ func tuiKeys(t *testing.T, e *env, keys []string, what string, done func(string)
 		return string(out), err
 	}
 	var envs []string
-	for _, kv := range e.environ() {
+	for _, kv := range e.Environ() {
 		envs = append(envs, "-e", kv)
 	}
 	args := append([]string{"new-session", "-d", "-s", "f", "-x", "120", "-y", "40"}, envs...)
@@ -147,7 +147,7 @@ func tuiKeys(t *testing.T, e *env, keys []string, what string, done func(string)
 // file's bytes never change.
 func readOnlyChecks(t *testing.T, e *env, before []byte, ids []string) {
 	t.Helper()
-	ks := e.keys()
+	ks := e.Keys()
 	if len(ks) != len(ids) {
 		t.Fatalf("keys list on a read-only database: %d keys, want %d", len(ks), len(ids))
 	}
@@ -159,16 +159,16 @@ func readOnlyChecks(t *testing.T, e *env, before []byte, ids []string) {
 		{"operators", "add", "bob", "--role", "admin", "--key", testPublicKey(t)},
 		{"serve", "--ssh", "", "--http", "127.0.0.1:0"},
 	} {
-		r := e.run("", args...)
+		r := e.Run("", args...)
 		noCrash(t, strings.Join(args, " "), r)
-		if r.code != 1 || !strings.Contains(r.stderr, e.db) || !strings.Contains(r.stderr, "read-only") {
-			t.Errorf("%s on a read-only database: want exit 1 naming %s as read-only, got %s", strings.Join(args, " "), e.db, r)
+		if r.Code != 1 || !strings.Contains(r.Stderr, e.DB) || !strings.Contains(r.Stderr, "read-only") {
+			t.Errorf("%s on a read-only database: want exit 1 naming %s as read-only, got %s", strings.Join(args, " "), e.DB, r)
 		}
 	}
 	// verify reads; last-used cannot be kept, and that is not an error.
-	r := e.run("kw_not_a_token\n", "verify")
+	r := e.Run("kw_not_a_token\n", "verify")
 	noCrash(t, "verify", r)
-	if r.code != 1 || !strings.HasPrefix(r.stdout, "MALFORMED") {
+	if r.Code != 1 || !strings.HasPrefix(r.Stdout, "MALFORMED") {
 		t.Errorf("verify on a read-only database: %s", r)
 	}
 	// The TUI does not offer a create on a file it cannot write: n says
@@ -179,7 +179,7 @@ func readOnlyChecks(t *testing.T, e *env, before []byte, ids []string) {
 	if !strings.Contains(s, "n: not available") || !strings.Contains(s, "read-only") || strings.Contains(s, "New key") {
 		t.Errorf("TUI n on a read-only database: want the read-only refusal on screen and no form, got:\n%s", s)
 	}
-	after, err := os.ReadFile(e.db)
+	after, err := os.ReadFile(e.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,9 +191,9 @@ func readOnlyChecks(t *testing.T, e *env, before []byte, ids []string) {
 func seedForFault(t *testing.T, e *env) (ids []string) {
 	t.Helper()
 	for _, n := range []string{"alpha", "beta"} {
-		ids = append(ids, e.create("--name", n, "--scope", "coupons:read").ID)
+		ids = append(ids, e.Create("--name", n, "--scope", "coupons:read").ID)
 	}
-	e.ok("secret", "show")
+	e.OK("secret", "show")
 	return ids
 }
 
@@ -204,22 +204,22 @@ func TestFaultReadOnlyDatabase(t *testing.T) {
 		}
 		e := newEnv(t)
 		ids := seedForFault(t, e)
-		if out, err := exec.Command("chattr", "+i", e.db).CombinedOutput(); err != nil {
-			t.Skipf("chattr +i %s is not permitted here (needs root on ext4/xfs/btrfs; tmpfs lacks it): %v: %s", e.db, err, bytes.TrimSpace(out))
+		if out, err := exec.Command("chattr", "+i", e.DB).CombinedOutput(); err != nil {
+			t.Skipf("chattr +i %s is not permitted here (needs root on ext4/xfs/btrfs; tmpfs lacks it): %v: %s", e.DB, err, bytes.TrimSpace(out))
 		}
-		t.Cleanup(func() { _ = exec.Command("chattr", "-i", e.db).Run() })
-		before, _ := os.ReadFile(e.db)
+		t.Cleanup(func() { _ = exec.Command("chattr", "-i", e.DB).Run() })
+		before, _ := os.ReadFile(e.DB)
 		readOnlyChecks(t, e, before, ids)
-		if err := exec.Command("chattr", "-i", e.db).Run(); err != nil {
+		if err := exec.Command("chattr", "-i", e.DB).Run(); err != nil {
 			t.Fatal(err)
 		}
-		st := checkDB(t, e.db)
+		st := checkDB(t, e.DB)
 		st.Close()
-		e.ok("keys", "create", "--name", "writable-again", "--scope", "coupons:read")
+		e.OK("keys", "create", "--name", "writable-again", "--scope", "coupons:read")
 	})
 	t.Run("read-only-mount", func(t *testing.T) {
 		e := newEnv(t)
-		mnt := filepath.Dir(e.db)
+		mnt := filepath.Dir(e.DB)
 		if err := os.MkdirAll(mnt, 0o700); err != nil {
 			t.Fatal(err)
 		}
@@ -228,12 +228,12 @@ func TestFaultReadOnlyDatabase(t *testing.T) {
 		if out, err := exec.Command("mount", "-o", "remount,ro", mnt).CombinedOutput(); err != nil {
 			t.Skipf("cannot remount %s read-only: %v: %s", mnt, err, bytes.TrimSpace(out))
 		}
-		before, _ := os.ReadFile(e.db)
+		before, _ := os.ReadFile(e.DB)
 		readOnlyChecks(t, e, before, ids)
 		if out, err := exec.Command("mount", "-o", "remount,rw", mnt).CombinedOutput(); err != nil {
 			t.Fatalf("remount rw: %v %s", err, out)
 		}
-		st := checkDB(t, e.db)
+		st := checkDB(t, e.DB)
 		st.Close()
 	})
 }
@@ -259,7 +259,7 @@ func fillDisk(t *testing.T, dir string) {
 
 func TestFaultDiskFull(t *testing.T) {
 	e := newEnv(t)
-	mnt := filepath.Dir(e.db)
+	mnt := filepath.Dir(e.DB)
 	if err := os.MkdirAll(mnt, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -273,30 +273,30 @@ func TestFaultDiskFull(t *testing.T) {
 	var refused result
 	for i := 0; i < 200; i++ {
 		name := fmt.Sprintf("full-%03d", i)
-		r := e.run("", "keys", "create", "--name", name, "--scope", "coupons:read", "--json")
+		r := e.Run("", "keys", "create", "--name", name, "--scope", "coupons:read", "--json")
 		noCrash(t, "keys create on a full disk", r)
-		if r.code == 0 {
-			acked[name] = decode[cliKey](t, r).ID
+		if r.Code == 0 {
+			acked[name] = testkit.Decode[cliKey](t, r).ID
 			continue
 		}
 		refused = r
-		if r.code != 1 || !strings.Contains(r.stderr, e.db) || !strings.Contains(r.stderr, "no space left") || !strings.Contains(r.stderr, "nothing was changed") {
+		if r.Code != 1 || !strings.Contains(r.Stderr, e.DB) || !strings.Contains(r.Stderr, "no space left") || !strings.Contains(r.Stderr, "nothing was changed") {
 			t.Fatalf("keys create on a full disk: want exit 1 naming the file, the cause and that nothing changed; got %s", r)
 		}
-		for _, k := range e.keys() {
+		for _, k := range e.Keys() {
 			if k.Name == name {
 				t.Fatalf("the refused create %s is in the database", name)
 			}
 		}
 		break
 	}
-	if refused.stderr == "" {
+	if refused.Stderr == "" {
 		t.Fatalf("200 creates on a full 2 MiB tmpfs all succeeded; the disk never filled")
 	}
-	t.Logf("disk full after %d acknowledged creates: %s", len(acked), strings.TrimSpace(refused.stderr))
+	t.Logf("disk full after %d acknowledged creates: %s", len(acked), strings.TrimSpace(refused.Stderr))
 
 	// Reads still work on a full disk.
-	if n := len(e.keys()); n != 2+len(acked) {
+	if n := len(e.Keys()); n != 2+len(acked) {
 		t.Fatalf("keys list on a full disk: %d keys, want %d", n, 2+len(acked))
 	}
 	// The TUI shows the failure and keeps running.
@@ -334,7 +334,7 @@ func TestFaultDiskFull(t *testing.T) {
 	if err := os.Remove(filepath.Join(mnt, "filler")); err != nil {
 		t.Fatal(err)
 	}
-	st := checkDB(t, e.db)
+	st := checkDB(t, e.DB)
 	for name, id := range acked {
 		k, err := st.Key(id)
 		if err != nil || k.Name != name {
@@ -345,7 +345,7 @@ func TestFaultDiskFull(t *testing.T) {
 		t.Errorf("the TUI's refused create is in the database as %s", id)
 	}
 	st.Close()
-	e.ok("keys", "create", "--name", "space-again", "--scope", "coupons:read")
+	e.OK("keys", "create", "--name", "space-again", "--scope", "coupons:read")
 }
 
 func waitHTTP(t *testing.T, url string) {
@@ -371,9 +371,9 @@ func TestFaultFilesAtDB(t *testing.T) {
 	t.Parallel()
 	src := newEnv(t)
 	for i := 0; i < 30; i++ {
-		src.ok("keys", "create", "--name", fmt.Sprintf("k%02d", i), "--description", strings.Repeat("d", 200), "--scope", "coupons:read")
+		src.OK("keys", "create", "--name", fmt.Sprintf("k%02d", i), "--description", strings.Repeat("d", 200), "--scope", "coupons:read")
 	}
-	real, err := os.ReadFile(src.db)
+	real, err := os.ReadFile(src.DB)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -386,9 +386,9 @@ func TestFaultFilesAtDB(t *testing.T) {
 		}
 		e := newEnv(t)
 		for _, args := range [][]string{{"keys", "list"}, {"keys", "create", "--name", "x", "--scope", "coupons:read"}} {
-			r := e.run("", append([]string{"--db", path}, args...)...)
+			r := e.Run("", append([]string{"--db", path}, args...)...)
 			noCrash(t, name, r)
-			if r.code != 1 || !strings.Contains(r.stderr, path) || !strings.Contains(r.stderr, want) {
+			if r.Code != 1 || !strings.Contains(r.Stderr, path) || !strings.Contains(r.Stderr, want) {
 				t.Errorf("%s (%s): want exit 1 naming the file and %q; got %s", name, args[1], want, r)
 			}
 		}
@@ -452,8 +452,8 @@ func TestFaultFilesAtDB(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := newEnv(t)
-	r := e.run("", "--db", empty, "keys", "create", "--name", "first", "--scope", "coupons:read")
-	if r.code != 0 {
+	r := e.Run("", "--db", empty, "keys", "create", "--name", "first", "--scope", "coupons:read")
+	if r.Code != 0 {
 		t.Fatalf("keys create on an empty file: %s", r)
 	}
 	if fi, _ := os.Stat(empty); fi.Mode().Perm() != 0o600 {
@@ -471,15 +471,15 @@ func TestFaultFileModes(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, "sh", append([]string{"-c", `umask 000; exec "$@"`, "sh", testkit.Binary(t)}, args...)...)
-		cmd.Env = e.environ()
+		cmd.Env = e.Environ()
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := cmd.Run()
-		r := result{stdout: out.String(), stderr: errb.String()}
+		r := result{Stdout: out.String(), Stderr: errb.String()}
 		if ee, ok := err.(*exec.ExitError); ok {
-			r.code = ee.ExitCode()
+			r.Code = ee.ExitCode()
 		}
-		if r.code != 0 || (err != nil && r.code == 0) {
+		if r.Code != 0 || (err != nil && r.Code == 0) {
 			t.Fatalf("keyward %v: %v %s", args, err, r)
 		}
 		return r
@@ -497,10 +497,10 @@ func TestFaultFileModes(t *testing.T) {
 	}
 	run("keys", "create", "--name", "modes", "--scope", "coupons:read")
 	run("secret", "show")
-	dataDir := filepath.Dir(e.db)
+	dataDir := filepath.Dir(e.DB)
 	want(dataDir, 0o700)
-	want(e.db, 0o600)
-	want(store.MasterKeyPath(e.db), 0o600)
+	want(e.DB, 0o600)
+	want(store.MasterKeyPath(e.DB), 0o600)
 
 	// serve: the host key beside the database, and the lock file while
 	// it runs.
@@ -516,14 +516,14 @@ func TestFaultFileModes(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	srv := exec.CommandContext(ctx, "sh", "-c", `umask 000; exec "$@"`, "sh", testkit.Binary(t), "serve", "--ssh", sshAddr, "--http", httpAddr)
-	srv.Env = e.environ()
+	srv.Env = e.Environ()
 	srv.Stdout, srv.Stderr = io.Discard, io.Discard
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
 	waitHTTP(t, "http://"+httpAddr+"/healthz")
-	want(e.db+".lock", 0o600)
+	want(e.DB+".lock", 0o600)
 	hostKeys, _ := filepath.Glob(filepath.Join(dataDir, "ssh_host_*"))
 	if len(hostKeys) == 0 {
 		t.Fatalf("serve wrote no host key beside the database")
@@ -536,7 +536,7 @@ func TestFaultFileModes(t *testing.T) {
 		t.Fatalf("serve: %v", err)
 	}
 
-	backup := filepath.Join(e.dir, "backups", "kw.bak")
+	backup := filepath.Join(e.Dir, "backups", "kw.bak")
 	if err := os.MkdirAll(filepath.Dir(backup), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -544,8 +544,8 @@ func TestFaultFileModes(t *testing.T) {
 	want(backup, 0o600)
 	// The database created inside a nested, new directory (--create):
 	// every new directory is 0700.
-	nested := filepath.Join(e.dir, "n1", "n2", "k.db")
+	nested := filepath.Join(e.Dir, "n1", "n2", "k.db")
 	run("--db", nested, "--create", "keys", "list")
-	want(filepath.Join(e.dir, "n1", "n2"), 0o700)
+	want(filepath.Join(e.Dir, "n1", "n2"), 0o700)
 	want(nested, 0o600)
 }

@@ -28,28 +28,28 @@ import (
 func TestDBPathRules(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	r := e.run("", "--db", "", "keys", "list")
-	if r.code != 2 || !strings.Contains(r.stderr, "--db needs a path") {
+	r := e.Run("", "--db", "", "keys", "list")
+	if r.Code != 2 || !strings.Contains(r.Stderr, "--db needs a path") {
 		t.Errorf("--db \"\": %s", r)
 	}
-	typo := filepath.Join(e.dir, "tpyo", "keyward.db")
-	r = e.run("", "--db", typo, "keys", "list")
-	if r.code != 1 || !strings.Contains(r.stderr, filepath.Dir(typo)+" does not exist") || !strings.Contains(r.stderr, "--create") {
+	typo := filepath.Join(e.Dir, "tpyo", "keyward.db")
+	r = e.Run("", "--db", typo, "keys", "list")
+	if r.Code != 1 || !strings.Contains(r.Stderr, filepath.Dir(typo)+" does not exist") || !strings.Contains(r.Stderr, "--create") {
 		t.Errorf("--db in a missing directory: %s", r)
 	}
 	if _, err := os.Stat(filepath.Dir(typo)); !os.IsNotExist(err) {
 		t.Fatalf("the missing directory was created: %v", err)
 	}
-	e.ok("--db", typo, "--create", "keys", "list")
+	e.OK("--db", typo, "--create", "keys", "list")
 	if fi, err := os.Stat(filepath.Dir(typo)); err != nil || fi.Mode().Perm() != 0o700 {
 		t.Errorf("--create made %v %v, want a 0700 directory", fi, err)
 	}
-	e.ok("--db", typo, "keys", "list") // it exists now
+	e.OK("--db", typo, "keys", "list") // it exists now
 
 	// The default: no --db, no $KEYWARD_DB, a fresh HOME.
 	home := t.TempDir()
 	cmd := exec.Command(testkit.Binary(t), "keys", "list")
-	cmd.Env = append(testkit.Without(e.environ(), "KEYWARD_DB", "HOME"), "HOME="+home)
+	cmd.Env = append(testkit.Without(e.Environ(), "KEYWARD_DB", "HOME"), "HOME="+home)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("keys list with the default database on a fresh HOME: %v\n%s", err, out)
 	}
@@ -64,15 +64,15 @@ func TestDBPathRules(t *testing.T) {
 func TestLockMessageRealPort(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("keys", "list")
+	e.OK("keys", "list")
 	srv := e.startServe("--ssh", "127.0.0.1:0")
 	m := regexp.MustCompile(`ssh listening on 127\.0\.0\.1:(\d+)`).FindStringSubmatch(srv.logs())
 	if m == nil {
 		t.Fatalf("no SSH address in the log: %s", srv.logs())
 	}
-	r := e.run("", "keys", "list")
+	r := e.Run("", "keys", "list")
 	want := "ssh -p " + m[1] + " OPERATOR@127.0.0.1"
-	if r.code != 1 || !strings.Contains(r.stderr, want) || strings.Contains(r.stderr, "-p 0 ") {
+	if r.Code != 1 || !strings.Contains(r.Stderr, want) || strings.Contains(r.Stderr, "-p 0 ") {
 		t.Errorf("lock message lacks %q: %s", want, r)
 	}
 	srv.stop()
@@ -87,11 +87,11 @@ func TestLockMessageRealPort(t *testing.T) {
 func TestOnlineBackupWhileServing(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("dev", "seed", "--keys", "3000")
-	k := e.create("--name", "online-backup", "--scope", "coupons:read")
-	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
+	e.OK("dev", "seed", "--keys", "3000")
+	k := e.Create("--name", "online-backup", "--scope", "coupons:read")
+	secret := testkit.Decode[map[string]any](t, e.OK("secret", "show", "--json"))["secret"].(string)
 	srv := e.startServe("--ssh", "", "--flush-interval", "20ms")
-	if !strings.Contains(srv.logs(), "backup socket "+e.db+".sock") {
+	if !strings.Contains(srv.logs(), "backup socket "+e.DB+".sock") {
 		t.Fatalf("serve did not announce its backup socket: %s", srv.logs())
 	}
 
@@ -123,10 +123,10 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 		}()
 	}
 	for i := range 2 {
-		dest := filepath.Join(e.dir, fmt.Sprintf("online-%d.db", i))
+		dest := filepath.Join(e.Dir, fmt.Sprintf("online-%d.db", i))
 		before := verified.Load()
-		r := e.run("", "backup", dest)
-		if r.code != 0 || !strings.Contains(r.stdout, "from the running keyward serve") {
+		r := e.Run("", "backup", dest)
+		if r.Code != 0 || !strings.Contains(r.Stdout, "from the running keyward serve") {
 			t.Fatalf("backup while serving: %s\nserve log:\n%s", r, srv.logs())
 		}
 		if verified.Load() == before {
@@ -135,10 +135,10 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 		if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o600 {
 			t.Fatalf("backup file: %v %v, want mode 0600", fi, err)
 		}
-		if tmps, _ := filepath.Glob(filepath.Join(e.dir, ".online-*")); len(tmps) != 0 {
+		if tmps, _ := filepath.Glob(filepath.Join(e.Dir, ".online-*")); len(tmps) != 0 {
 			t.Fatalf("temporary files left behind: %v", tmps)
 		}
-		keys := decode[[]cliKey](t, e.ok("--db", dest, "keys", "list", "--json"))
+		keys := testkit.Decode[[]cliKey](t, e.OK("--db", dest, "keys", "list", "--json"))
 		found := false
 		for _, bk := range keys {
 			found = found || bk.ID == k.ID
@@ -146,7 +146,7 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 		if len(keys) != 3001 || !found {
 			t.Fatalf("backup %d holds %d keys (want 3001, with %s: %v)", i, len(keys), k.ID, found)
 		}
-		if r := e.run(k.Token+"\n", "--db", dest, "verify", "--scope", "coupons:read"); r.code != 0 {
+		if r := e.Run(k.Token+"\n", "--db", dest, "verify", "--scope", "coupons:read"); r.Code != 0 {
 			t.Fatalf("the key does not verify against the backup: %s", r)
 		}
 	}
@@ -156,10 +156,10 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 		t.Fatal("no verification ran during the backups")
 	}
 	// An existing FILE is still refused without --force, online too.
-	if r := e.run("", "backup", filepath.Join(e.dir, "online-0.db")); r.code != 2 || !strings.Contains(r.stderr, "--force") {
+	if r := e.Run("", "backup", filepath.Join(e.Dir, "online-0.db")); r.Code != 2 || !strings.Contains(r.Stderr, "--force") {
 		t.Errorf("backup over an existing file: %s", r)
 	}
-	if r := e.ok("backup", "--force", filepath.Join(e.dir, "online-0.db")); !strings.Contains(r.stdout, "from the running keyward serve") {
+	if r := e.OK("backup", "--force", filepath.Join(e.Dir, "online-0.db")); !strings.Contains(r.Stdout, "from the running keyward serve") {
 		t.Errorf("backup --force while serving: %s", r)
 	}
 
@@ -168,23 +168,23 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.cmd.Wait()
-	if fi, err := os.Lstat(e.db + ".sock"); err != nil || fi.Mode().Type() != os.ModeSocket {
+	if fi, err := os.Lstat(e.DB + ".sock"); err != nil || fi.Mode().Type() != os.ModeSocket {
 		t.Fatalf("a killed serve should leave its socket: %v %v", fi, err)
 	}
-	if _, err := os.Lstat(e.db + ".lock"); err != nil {
+	if _, err := os.Lstat(e.DB + ".lock"); err != nil {
 		t.Fatalf("a killed serve should leave its lock file: %v", err)
 	}
 	// With no server, the stale socket does not fool backup: it is an
 	// offline backup again.
-	if r := e.ok("backup", filepath.Join(e.dir, "offline.db")); strings.Contains(r.stdout, "running keyward serve") {
+	if r := e.OK("backup", filepath.Join(e.Dir, "offline.db")); strings.Contains(r.Stdout, "running keyward serve") {
 		t.Errorf("offline backup claimed a server: %s", r)
 	}
 	srv = e.startServe("--ssh", "", "--flush-interval", "20ms")
-	if r := e.run("", "backup", filepath.Join(e.dir, "after-kill.db")); r.code != 0 {
+	if r := e.Run("", "backup", filepath.Join(e.Dir, "after-kill.db")); r.Code != 0 {
 		t.Fatalf("backup after a restart over a stale socket: %s\n%s", r, srv.logs())
 	}
 	srv.stop()
-	if _, err := os.Lstat(e.db + ".sock"); !os.IsNotExist(err) {
+	if _, err := os.Lstat(e.DB + ".sock"); !os.IsNotExist(err) {
 		t.Errorf("a clean stop should remove the socket: %v", err)
 	}
 }
@@ -194,17 +194,17 @@ func TestOnlineBackupWhileServing(t *testing.T) {
 func TestBackupSocketPlanted(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("keys", "list")
-	if err := os.WriteFile(e.db+".sock", []byte("planted"), 0o600); err != nil {
+	e.OK("keys", "list")
+	if err := os.WriteFile(e.DB+".sock", []byte("planted"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	out, err := e.command(ctx, "serve", "--ssh", "", "--http", testkit.FreeAddr(t)).CombinedOutput()
-	if err == nil || !strings.Contains(string(out), e.db+".sock") || !strings.Contains(string(out), "not a socket") {
+	if err == nil || !strings.Contains(string(out), e.DB+".sock") || !strings.Contains(string(out), "not a socket") {
 		t.Fatalf("serve over a planted socket path: %v\n%s", err, out)
 	}
-	if b, _ := os.ReadFile(e.db + ".sock"); string(b) != "planted" {
+	if b, _ := os.ReadFile(e.DB + ".sock"); string(b) != "planted" {
 		t.Fatalf("the planted file was changed")
 	}
 }
@@ -218,8 +218,8 @@ func TestTUIWarningsWaitForQuit(t *testing.T) {
 		t.Fatalf("tmux is needed for this test: %v", err)
 	}
 	e := newEnv(t)
-	e.create("--name", "warned", "--scope", "coupons:read") // a key: the TUI peeks first
-	if err := os.Chmod(e.db, 0o644); err != nil {
+	e.Create("--name", "warned", "--scope", "coupons:read") // a key: the TUI peeks first
+	if err := os.Chmod(e.DB, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	sock := fmt.Sprintf("kw-files-%d-%d", os.Getpid(), time.Now().UnixNano())
@@ -230,7 +230,7 @@ func TestTUIWarningsWaitForQuit(t *testing.T) {
 		return string(out), err
 	}
 	args := []string{"new-session", "-d", "-s", "w", "-x", "120", "-y", "40"}
-	for _, kv := range e.environ() {
+	for _, kv := range e.Environ() {
 		args = append(args, "-e", kv)
 	}
 	args = append(args, testkit.Binary(t)+"; echo EXITED; sleep 30")
@@ -261,7 +261,7 @@ func TestTUIWarningsWaitForQuit(t *testing.T) {
 		t.Fatalf("tmux send-keys: %v %s", err, out)
 	}
 	s := wait("the TUI to quit", func(s string) bool { return strings.Contains(s, "EXITED") })
-	if !strings.Contains(s, "keyward: warning: database "+e.db+" has mode 0644") {
+	if !strings.Contains(s, "keyward: warning: database "+e.DB+" has mode 0644") {
 		t.Fatalf("the warning was not printed after quitting:\n%s", s)
 	}
 }

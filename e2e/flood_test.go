@@ -50,7 +50,7 @@ func (k *kwInstall) serveUnderFDLimit(nofile int, extra ...string) *serveProcess
 		"--db", k.db, "serve", "--ssh", p.sshAddr, "--http", p.httpAddr, "--host-key", p.hostKey}, extra...)
 	p.cmd = exec.Command(bash, args...)
 	k.start(p)
-	waitFor(k.t, 20*time.Second, "serve listening", func() bool {
+	testkit.WaitFor(k.t, 20*time.Second, "serve listening", func() bool {
 		return strings.Contains(p.logs.String(), "http listening") && strings.Contains(p.logs.String(), "ssh listening")
 	})
 	return p
@@ -138,7 +138,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 	t0 := time.Now()
 	resp, err := hc.Get("http://" + p.httpAddr + "/healthz")
 	if err != nil || resp.StatusCode != http.StatusOK {
-		t.Fatalf("healthz during the flood: %v %v\n%s", resp, err, tail(p.logs.String(), 3000))
+		t.Fatalf("healthz during the flood: %v %v\n%s", resp, err, testkit.Tail(p.logs.String(), 3000))
 	}
 	resp.Body.Close()
 	t.Logf("healthz during the flood took %s", time.Since(t0))
@@ -155,20 +155,17 @@ func TestSSHPreAuthFlood(t *testing.T) {
 	t0 = time.Now()
 	var c *gossh.Client
 	for try := 1; c == nil; try++ {
-		c, err = gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-			User: "op", Auth: []gossh.AuthMethod{gossh.PublicKeys(op.Signer)},
-			HostKeyCallback: gossh.FixedHostKey(readHostKey(t, p.hostKey)), Timeout: 5 * time.Second,
-		})
+		c, err = testkit.DialSSH(t, p.sshAddr, p.hostKey, "op", gossh.PublicKeys(op.Signer))
 		if err != nil {
 			t.Logf("SSH login try %d during the flood: %v", try, err)
 			if try == 3 {
-				t.Fatalf("no SSH login in 3 tries during the flood\n%s", tail(p.logs.String(), 3000))
+				t.Fatalf("no SSH login in 3 tries during the flood\n%s", testkit.Tail(p.logs.String(), 3000))
 			}
 		}
 	}
 	t.Cleanup(func() { c.Close() })
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "Name")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "Name")
 	t.Logf("SSH login and the TUI's first frame during the flood took %s", time.Since(t0))
 	sample()
 	checked := time.Now()
@@ -186,7 +183,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 		t.Errorf("only %d flood connections were dropped by serve", dropped.Load())
 	}
 	// After the flood, serve is back to its baseline (plus the session).
-	waitFor(t, 2*grace+2*time.Second, "serve's fds back to baseline", func() bool { return fdCount(t, pid) <= base+4 })
+	testkit.WaitFor(t, 2*grace+2*time.Second, "serve's fds back to baseline", func() bool { return fdCount(t, pid) <= base+4 })
 
 	// Under the caps, the login grace alone ends idle and trickling
 	// connections (a byte every 200 ms used to hold one forever).
@@ -224,7 +221,7 @@ func TestSSHPreAuthFlood(t *testing.T) {
 		}
 	}
 	if n := strings.Count(logs, "\n"); n > 60 {
-		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, tail(logs, 3000))
+		t.Errorf("%d log lines for the flood; want them folded:\n%s", n, testkit.Tail(logs, 3000))
 	}
 }
 
@@ -259,7 +256,7 @@ func TestServeHTTPFloodUnderFDLimit(t *testing.T) {
 	}
 
 	p := k.serve()
-	waitFor(t, 5*time.Second, "serve's log to state the open-files limit and the HTTP cap", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "serve's log to state the open-files limit and the HTTP cap", func() bool {
 		logs := p.logs.String()
 		return strings.Contains(logs, "open files limit 600") && strings.Contains(logs, "at most 172 connections")
 	})

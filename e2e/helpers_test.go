@@ -11,13 +11,11 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -27,114 +25,51 @@ import (
 
 func TestMain(m *testing.M) { testkit.Main(m) }
 
-// env is one isolated keyward installation: its own HOME and database.
-type env struct {
-	t   *testing.T
-	dir string
-	db  string
-}
+// env is one isolated keyward installation, its keyward the built
+// binary.
+type env struct{ *testkit.CLI }
+
+type (
+	result = testkit.Result
+	cliKey = testkit.CLIKey
+)
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	dir := t.TempDir()
-	return &env{t: t, dir: dir, db: filepath.Join(dir, "data", "keyward.db")}
+	e := &env{}
+	e.CLI = testkit.NewCLI(t, func(_ *testkit.CLI, stdin io.Reader, args ...string) result { return e.runBinary(stdin, args...) })
+	return e
 }
-
-// environ is the subprocess environment: the test's, minus anything that
-// could point keyward elsewhere, plus this env's HOME and database.
-func (e *env) environ() []string { return testkit.Environ(e.dir, e.db) }
 
 // command is keyward (the binary, built once per test process) in this
 // env.
 func (e *env) command(ctx context.Context, args ...string) *exec.Cmd {
-	cmd := exec.CommandContext(ctx, testkit.Binary(e.t), args...)
-	cmd.Env = e.environ()
-	cmd.Dir = e.dir
+	cmd := exec.CommandContext(ctx, testkit.Binary(e.T), args...)
+	cmd.Env = e.Environ()
+	cmd.Dir = e.Dir
 	return cmd
 }
 
-type result struct {
-	stdout, stderr string
-	code           int
-}
-
-func (r result) String() string {
-	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-}
-
-// run runs keyward with stdin and waits for it.
-func (e *env) run(stdin string, args ...string) result {
-	e.t.Helper()
+// runBinary runs keyward with stdin and waits for it.
+func (e *env) runBinary(stdin io.Reader, args ...string) result {
+	e.T.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := e.command(ctx, args...)
-	cmd.Stdin = strings.NewReader(stdin)
+	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()
-	r := result{stdout: out.String(), stderr: errb.String()}
+	r := result{Stdout: out.String(), Stderr: errb.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
+		r.Code = ee.ExitCode()
 	} else if err != nil {
-		e.t.Fatalf("running keyward %v: %v", args, err)
+		e.T.Fatalf("running keyward %v: %v", args, err)
 	}
 	return r
 }
 
-// ok runs keyward and fails the test unless it exits 0.
-func (e *env) ok(args ...string) result {
-	e.t.Helper()
-	r := e.run("", args...)
-	if r.code != 0 {
-		e.t.Fatalf("keyward %s: %s", strings.Join(args, " "), r)
-	}
-	return r
-}
-
-type cliKey struct {
-	ID           string     `json:"id"`
-	Name         string     `json:"name"`
-	Role         string     `json:"role"`
-	Scopes       []string   `json:"scopes"`
-	Resources    []string   `json:"resources"`
-	Status       string     `json:"status"`
-	CreatedBy    string     `json:"created_by"`
-	ExpiresAt    *time.Time `json:"expires_at"`
-	LastUsedAt   *time.Time `json:"last_used_at"`
-	LastUsedFrom string     `json:"last_used_from"`
-	Token        string     `json:"token"`
-}
-
-func decode[T any](t *testing.T, r result) T {
-	t.Helper()
-	var v T
-	if err := json.Unmarshal([]byte(r.stdout), &v); err != nil {
-		t.Fatalf("stdout is not the expected JSON: %v\n%s", err, r)
-	}
-	return v
-}
-
-// create makes a key with --json and returns it with its token.
-func (e *env) create(args ...string) cliKey {
-	e.t.Helper()
-	k := decode[cliKey](e.t, e.ok(append([]string{"keys", "create", "--json"}, args...)...))
-	if k.ID == "" || k.Token == "" {
-		e.t.Fatalf("create returned no id or token: %+v", k)
-	}
-	return k
-}
-
-func (e *env) keys() []cliKey {
-	e.t.Helper()
-	return decode[[]cliKey](e.t, e.ok("keys", "list", "--json"))
-}
-
-func (e *env) key(id string) cliKey {
-	e.t.Helper()
-	return decode[cliKey](e.t, e.ok("keys", "show", id, "--json"))
-}
-
-var tokenRE = regexp.MustCompile(`kw_[0-9A-Za-z]{49}`)
+var tokenRE = testkit.TokenRE
 
 // testPublicKey returns a fresh "ssh-ed25519 AAAA..." line.
 func testPublicKey(t *testing.T) string {
@@ -155,22 +90,22 @@ type serveProc struct {
 // port was free a moment ago; another test's serve may have taken it
 // since, and answer /healthz in its place: the log says whose it is.)
 func (e *env) startServe(args ...string) *serveProc {
-	e.t.Helper()
-	addr := testkit.FreeAddr(e.t)
-	s := &serveProc{e: e, httpAddr: addr, logPath: filepath.Join(e.dir, "serve.log")}
+	e.T.Helper()
+	addr := testkit.FreeAddr(e.T)
+	s := &serveProc{e: e, httpAddr: addr, logPath: filepath.Join(e.Dir, "serve.log")}
 	logFile, err := os.Create(s.logPath)
 	if err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
 	defer logFile.Close() // the child has its own descriptor
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	e.t.Cleanup(cancel)
+	e.T.Cleanup(cancel)
 	s.cmd = e.command(ctx, append([]string{"serve", "--http", addr}, args...)...)
 	s.cmd.Stdout, s.cmd.Stderr = logFile, logFile
 	if err := s.cmd.Start(); err != nil {
-		e.t.Fatal(err)
+		e.T.Fatal(err)
 	}
-	e.t.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
+	e.T.Cleanup(func() { s.cmd.Process.Kill(); s.cmd.Wait() })
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		if strings.Contains(s.logs(), "http listening on "+addr) {
@@ -181,7 +116,7 @@ func (e *env) startServe(args ...string) *serveProc {
 			}
 		}
 		if time.Now().After(deadline) {
-			e.t.Fatalf("serve never answered /healthz: %s", s.logs())
+			e.T.Fatalf("serve never answered /healthz: %s", s.logs())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -194,11 +129,11 @@ func (s *serveProc) logs() string {
 
 // stop sends SIGINT and expects a clean exit.
 func (s *serveProc) stop() {
-	s.e.t.Helper()
+	s.e.T.Helper()
 	if err := s.cmd.Process.Signal(os.Interrupt); err != nil {
-		s.e.t.Fatal(err)
+		s.e.T.Fatal(err)
 	}
 	if err := s.cmd.Wait(); err != nil {
-		s.e.t.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, s.logs())
+		s.e.T.Fatalf("serve did not stop cleanly on SIGINT: %v\n%s", err, s.logs())
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -76,31 +75,13 @@ func (k *kwInstall) ok(args ...string) string {
 	return out
 }
 
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // serveProcess is a running `keyward serve`.
 type serveProcess struct {
 	cmd      *exec.Cmd
 	sshAddr  string
 	httpAddr string
 	hostKey  string
-	logs     *syncBuffer
+	logs     *testkit.SyncBuffer
 	done     chan error
 }
 
@@ -108,7 +89,7 @@ type serveProcess struct {
 // key in the install's directory, not yet started.
 func (k *kwInstall) newServeProcess() *serveProcess {
 	return &serveProcess{sshAddr: testkit.FreeAddr(k.t), httpAddr: testkit.FreeAddr(k.t), hostKey: filepath.Join(k.dir, "hostkey", server.HostKeyFile),
-		logs: &syncBuffer{}, done: make(chan error, 1)}
+		logs: &testkit.SyncBuffer{}, done: make(chan error, 1)}
 }
 
 // start starts p.cmd with the install's environment; the test's end
@@ -175,29 +156,12 @@ func (p *serveProcess) stop(t *testing.T) {
 // dial logs in over SSH as user, pinning the host key serve wrote.
 func (p *serveProcess) dial(t *testing.T, user string, key testkit.SSHKey) *gossh.Client {
 	t.Helper()
-	c, err := gossh.Dial("tcp", p.sshAddr, &gossh.ClientConfig{
-		User: user, Auth: []gossh.AuthMethod{gossh.PublicKeys(key.Signer)},
-		HostKeyCallback: gossh.FixedHostKey(readHostKey(t, p.hostKey)), Timeout: 5 * time.Second,
-	})
+	c, err := testkit.DialSSH(t, p.sshAddr, p.hostKey, user, gossh.PublicKeys(key.Signer))
 	if err != nil {
 		t.Fatalf("ssh as %s: %v\n%s", user, err, p.logs.String())
 	}
 	t.Cleanup(func() { c.Close() })
 	return c
-}
-
-// readHostKey is the public half of the host key file at path.
-func readHostKey(t *testing.T, path string) gossh.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := gossh.ParsePrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.PublicKey()
 }
 
 // verifyOnce posts one verification; it never calls t.Fatal, for use
@@ -215,18 +179,6 @@ func verifyOnce(c *http.Client, base, secret, body string) (int, []byte, error) 
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return resp.StatusCode, b, err
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // requireTools fails the test unless every named program is installed.

@@ -68,7 +68,7 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	}
 
 	sshPort, httpPort := freePort(t), freePort(t)
-	var serveLog syncBuffer
+	var serveLog testkit.SyncBuffer
 	serve := exec.Command(bin, "--db", db, "serve", "--ssh", "127.0.0.1:"+sshPort, "--http", "127.0.0.1:"+httpPort)
 	serve.Env = testkit.Environ(dir, "")
 	serve.Stdout, serve.Stderr = &serveLog, &serveLog
@@ -93,7 +93,7 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 			_ = stopServe()
 		}
 	}()
-	waitFor(t, 10*time.Second, "serve listening", func() bool {
+	testkit.WaitFor(t, 10*time.Second, "serve listening", func() bool {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+httpPort, 200*time.Millisecond)
 		if err == nil {
 			c.Close()
@@ -165,7 +165,7 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	token := tokenRE.FindString(s)
 	keys("c")
 	var buf string
-	waitFor(t, 5*time.Second, "the token in tmux's paste buffer", func() bool {
+	testkit.WaitFor(t, 5*time.Second, "the token in tmux's paste buffer", func() bool {
 		buf, _ = tmux("show-buffer")
 		return strings.TrimSpace(buf) == token
 	})

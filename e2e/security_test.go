@@ -70,23 +70,23 @@ func TestSecurityNoSecretsAtRest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	v := openTerm(t, srv.dial(t, "sec", op))
-	v.waitText(10*time.Second, 0, "Name")
-	secrets = append(secrets, createViaForm(t, v, "over-ssh"))
-	m := v.mark()
-	v.keys(keyEnter)
-	v.waitText(5*time.Second, m, "Stored it?")
-	m = v.mark()
-	v.keys("y")
-	v.waitText(5*time.Second, m, "over-ssh")
-	m = v.mark()
-	v.keys("s")
-	v.waitText(5*time.Second, m, "hared secret")
-	m = v.mark()
-	v.keys("v", "y")
+	v := testkit.OpenTerm(t, srv.dial(t, "sec", op))
+	v.WaitText(10*time.Second, 0, "Name")
+	secrets = append(secrets, v.CreateViaForm("over-ssh"))
+	m := v.Mark()
+	v.Keys(keyEnter)
+	v.WaitText(5*time.Second, m, "Stored it?")
+	m = v.Mark()
+	v.Keys("y")
+	v.WaitText(5*time.Second, m, "over-ssh")
+	m = v.Mark()
+	v.Keys("s")
+	v.WaitText(5*time.Second, m, "hared secret")
+	m = v.Mark()
+	v.Keys("v", "y")
 	var shown string
-	waitFor(t, 5*time.Second, "the shared secret revealed over SSH", func() bool {
-		shown = secretRE.FindString(v.since(m))
+	testkit.WaitFor(t, 5*time.Second, "the shared secret revealed over SSH", func() bool {
+		shown = secretRE.FindString(v.Since(m))
 		return shown != ""
 	})
 	if shown != rotated {
@@ -247,20 +247,20 @@ func TestSecurityEscapeInjection(t *testing.T) {
 			t.Errorf("login as %q accepted", p)
 		}
 	}
-	v := openTerm(t, srv.dial(t, "inj", op))
-	v.waitText(10*time.Second, 0, "Name")
+	v := testkit.OpenTerm(t, srv.dial(t, "inj", op))
+	v.WaitText(10*time.Second, 0, "Name")
 	for _, p := range injections {
-		m := v.mark()
-		v.keys("n")
-		v.waitText(5*time.Second, m, "New key")
-		v.keys(p, keyEnter, "desc"+p, keyEnter)
+		m := v.Mark()
+		v.Keys("n")
+		v.WaitText(5*time.Second, m, "New key")
+		v.Keys(p, keyEnter, "desc"+p, keyEnter)
 		time.Sleep(300 * time.Millisecond)
-		v.keys(keyEsc, keyEsc, keyEsc) // leave whatever is open
+		v.Keys(keyEsc, keyEsc, keyEsc) // leave whatever is open
 		time.Sleep(300 * time.Millisecond)
 	}
 	// Typed payloads are dropped at the TUI's root before any text field
 	// sees them, so not even the typist's own terminal gets them back.
-	assertNoInjection(t, "TUI frames over SSH", v.raw())
+	assertNoInjection(t, "TUI frames over SSH", v.Raw())
 	time.Sleep(400 * time.Millisecond)
 	srv.stop(t)
 	assertNoInjection(t, "serve log", srv.logs.String())

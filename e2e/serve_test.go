@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -16,27 +17,27 @@ import (
 func TestLockedDatabase(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	e.ok("keys", "list") // create the database
+	e.OK("keys", "list") // create the database
 	srv := e.startServe("--ssh", "")
 
 	start := time.Now()
-	r := e.run("", "keys", "list")
+	r := e.Run("", "keys", "list")
 	took := time.Since(start)
 	if took > 2*time.Second {
 		t.Errorf("keys list took %v against a locked database; want ≤ 2s", took)
 	}
-	if r.code != 1 {
+	if r.Code != 1 {
 		t.Fatalf("want exit 1, got %s", r)
 	}
-	for _, want := range []string{"keyward: ", e.db, "in use", `"keyward serve"`} {
-		if !strings.Contains(r.stderr, want) {
-			t.Errorf("stderr lacks %q: %s", want, r.stderr)
+	for _, want := range []string{"keyward: ", e.DB, "in use", `"keyward serve"`} {
+		if !strings.Contains(r.Stderr, want) {
+			t.Errorf("stderr lacks %q: %s", want, r.Stderr)
 		}
 	}
 
 	// Once the holder stops, the database is free again.
 	srv.stop()
-	e.ok("keys", "list")
+	e.OK("keys", "list")
 }
 
 // serve wires the store into the HTTP API: a key created by the CLI
@@ -45,8 +46,8 @@ func TestLockedDatabase(t *testing.T) {
 func TestServeHTTP(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	k := e.create("--name", "gateway", "--scope", "coupons:read")
-	secret := decode[map[string]any](t, e.ok("secret", "show", "--json"))["secret"].(string)
+	k := e.Create("--name", "gateway", "--scope", "coupons:read")
+	secret := testkit.Decode[map[string]any](t, e.OK("secret", "show", "--json"))["secret"].(string)
 
 	srv := e.startServe("--ssh", "")
 	base := "http://" + srv.httpAddr
@@ -65,7 +66,7 @@ func TestServeHTTP(t *testing.T) {
 		t.Fatalf("HTTP verify: status %d, %+v, %v", resp.StatusCode, res, err)
 	}
 
-	if r := e.run("", "keys", "list"); r.code != 1 || !strings.Contains(r.stderr, "in use") || !strings.Contains(r.stderr, `"keyward serve"`) {
+	if r := e.Run("", "keys", "list"); r.Code != 1 || !strings.Contains(r.Stderr, "in use") || !strings.Contains(r.Stderr, `"keyward serve"`) {
 		t.Errorf("keys list while serving: %s", r)
 	}
 
@@ -73,7 +74,7 @@ func TestServeHTTP(t *testing.T) {
 	if logs := srv.logs(); strings.Contains(logs, k.Token) || strings.Contains(logs, secret) {
 		t.Errorf("serve logged a token or the shared secret")
 	}
-	got := e.key(k.ID)
+	got := e.Key(k.ID)
 	if got.LastUsedAt == nil || got.LastUsedFrom != "127.0.0.1" {
 		t.Errorf("after HTTP verify: last_used_at=%v from %q", got.LastUsedAt, got.LastUsedFrom)
 	}

@@ -19,6 +19,7 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
@@ -210,7 +211,7 @@ func TestBackupSocketRefusesOtherUsers(t *testing.T) {
 	if string(got) != "ERR permission denied\n" {
 		t.Fatalf("uid 65534 got %q", got)
 	}
-	waitFor(t, 2*time.Second, "the refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "backup socket: refused a connection from uid 65534")
 	})
 	// The owner still gets a backup.

@@ -8,6 +8,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -31,7 +32,7 @@ func TestSSHCommandRefused(t *testing.T) {
 		if err := sess.RequestPty("xterm-256color", 40, 120, gossh.TerminalModes{}); err != nil {
 			t.Fatal(err)
 		}
-		out := &syncBuffer{} // stdout and stderr are copied by two goroutines
+		out := &testkit.SyncBuffer{} // stdout and stderr are copied by two goroutines
 		sess.Stdout, sess.Stderr = out, out
 		done := make(chan error, 1)
 		go func() { done <- sess.Run(cmd) }()
@@ -70,15 +71,15 @@ func TestSSHLastUsedFollowsVerify(t *testing.T) {
 	_, tok := env.createKey(model.KeySpec{Name: "checkout-service"})
 	srv := env.serve(Config{HTTPAddr: "-"})
 	c := mustDial(t, env, srv, "alice", k)
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "checkout-service", "Never")
-	m := v.mark()
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "checkout-service", "Never")
+	m := v.Mark()
 	if res := env.st.Verify(tok, "", "", "10.1.2.3"); !res.Valid {
 		t.Fatalf("verify: %+v", res)
 	}
 	start := time.Now()
-	v.waitText(3*time.Second, m, "just now")
+	v.WaitText(3*time.Second, m, "just now")
 	t.Logf("the Last used column changed %s after the verification", time.Since(start).Round(10*time.Millisecond))
-	v.send("\x03")
-	_ = v.waitExit(5 * time.Second)
+	v.Send("\x03")
+	_ = v.WaitExit(5 * time.Second)
 }

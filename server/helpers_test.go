@@ -1,11 +1,9 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -48,27 +46,9 @@ func newEnv(t *testing.T) *testEnv {
 	return env
 }
 
-// syncBuffer collects log output from the server's writer goroutine.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type running struct {
 	sshAddr, httpAddr string
-	logs              *syncBuffer
+	logs              *testkit.SyncBuffer
 	cancel            context.CancelFunc
 	done              chan error
 	stopped           bool
@@ -95,7 +75,7 @@ func (r *running) stop(t testing.TB) error {
 // already names addresses) and waits until it is listening.
 func (e *testEnv) serve(cfg Config) *running {
 	e.t.Helper()
-	r := &running{logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{logs: &testkit.SyncBuffer{}, done: make(chan error, 1)}
 	cfg.Store = e.st
 	if cfg.SSHAddr == "" {
 		cfg.SSHAddr = "127.0.0.1:0"
@@ -194,18 +174,6 @@ func requireTUI(t *testing.T, st *store.Store) {
 	t.Helper()
 	if ok, why := tuiReady(st); !ok {
 		t.Skip(why)
-	}
-}
-
-// waitFor polls cond until it holds or d passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

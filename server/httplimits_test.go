@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -129,7 +130,7 @@ func TestHTTPKeepAliveFloodBounded(t *testing.T) {
 	}
 
 	// While the flood's connections are all still open on the client side:
-	waitFor(t, 5*time.Second, "server side back at the cap", func() bool { return serverConns(t, srv.httpAddr) <= capConns })
+	testkit.WaitFor(t, 5*time.Second, "server side back at the cap", func() bool { return serverConns(t, srv.httpAddr) <= capConns })
 	runtime.GC()
 	var m1 runtime.MemStats
 	runtime.ReadMemStats(&m1)
@@ -237,7 +238,7 @@ func TestHTTPSilentConnectionsEvicted(t *testing.T) {
 		}
 		silent = append(silent, c)
 	}
-	waitFor(t, 2*time.Second, "the silent connections accepted", func() bool { return serverConns(t, srv.httpAddr) == capConns })
+	testkit.WaitFor(t, 2*time.Second, "the silent connections accepted", func() bool { return serverConns(t, srv.httpAddr) == capConns })
 	try := func() int {
 		c, err := net.Dial("tcp", srv.httpAddr)
 		if err != nil {

@@ -30,13 +30,13 @@ func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv := env.serve(Config{HTTPAddr: "-"})
-	terms := map[string]*vt{}
+	terms := map[string]*testkit.Term{}
 	for name, k := range keys {
-		terms[name] = openTerm(t, mustDial(t, env, srv, name, k))
+		terms[name] = testkit.OpenTerm(t, mustDial(t, env, srv, name, k))
 	}
-	terms["carol2"] = openTerm(t, mustDial(t, env, srv, "carol", carol2))
+	terms["carol2"] = testkit.OpenTerm(t, mustDial(t, env, srv, "carol", carol2))
 	for _, v := range terms {
-		v.waitText(10*time.Second, 0, "Name")
+		v.WaitText(10*time.Second, 0, "Name")
 	}
 
 	ends := func(who, why string, change func() error) {
@@ -47,7 +47,7 @@ func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 		}
 		v := terms[who]
 		start := time.Now()
-		err := v.waitExit(3 * time.Second)
+		err := v.WaitExit(3 * time.Second)
 		if d := time.Since(start); d > time.Second+500*time.Millisecond {
 			t.Errorf("%s: the session took %s to end", who, d)
 		}
@@ -57,10 +57,10 @@ func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 		}
 		said := false
 		for _, w := range strings.Split(why, "|") {
-			said = said || strings.Contains(v.errText(), w)
+			said = said || strings.Contains(v.ErrText(), w)
 		}
-		if !said || !strings.Contains(v.errText(), "session was closed") {
-			t.Errorf("%s: stderr %q does not say %q", who, v.errText(), why)
+		if !said || !strings.Contains(v.ErrText(), "session was closed") {
+			t.Errorf("%s: stderr %q does not say %q", who, v.ErrText(), why)
 		}
 	}
 	// dave is deleted and a new dave, with another key, added at once:
@@ -83,13 +83,13 @@ func TestSSHSessionEndsWhenAuthorityGoes(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	for _, who := range []string{"carol2", "erin"} {
 		select {
-		case <-terms[who].done:
-			t.Fatalf("%s's session ended though its authority stands:\n%s", who, terms[who].errText())
+		case <-terms[who].Done():
+			t.Fatalf("%s's session ended though its authority stands:\n%s", who, terms[who].ErrText())
 		default:
 		}
-		m := terms[who].mark()
-		terms[who].send("?")
-		terms[who].waitText(3*time.Second, m, "help")
+		m := terms[who].Mark()
+		terms[who].Send("?")
+		terms[who].WaitText(3*time.Second, m, "help")
 	}
 	for _, who := range []string{"dave", "alice", "bob", "carol"} {
 		if !strings.Contains(srv.logs.String(), "ssh session ended user="+who) {

@@ -16,6 +16,7 @@ import (
 
 	gossh "golang.org/x/crypto/ssh"
 
+	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
 
@@ -45,18 +46,18 @@ func TestSSHShutdownEndsEverySession(t *testing.T) {
 		srv := env.serve(Config{HTTPAddr: "-", ShutdownTimeout: 4 * time.Second,
 			SSHLimits: SSHLimits{MaxConnsPerOperator: 16, MaxSessionsPerOperator: 16}})
 
-		var terms []*vt
+		var terms []*testkit.Term
 		// Running: the keys table is on screen.
 		for range 3 {
-			v := openTerm(t, mustDial(t, env, srv, "alice", k))
+			v := testkit.OpenTerm(t, mustDial(t, env, srv, "alice", k))
 			terms = append(terms, v)
 		}
 		for _, v := range terms {
-			v.waitText(10*time.Second, 0, "Name")
+			v.WaitText(10*time.Second, 0, "Name")
 		}
 		// Program starting: the session is open, nothing waited for.
 		for range 2 {
-			terms = append(terms, openTerm(t, mustDial(t, env, srv, "alice", k)))
+			terms = append(terms, testkit.OpenTerm(t, mustDial(t, env, srv, "alice", k)))
 		}
 		// Just authenticated: a connection with no session yet, and one
 		// whose session request races the shutdown.
@@ -87,9 +88,9 @@ func TestSSHShutdownEndsEverySession(t *testing.T) {
 		}
 		for i, v := range terms {
 			select {
-			case <-v.done:
+			case <-v.Done():
 			case <-time.After(3 * time.Second):
-				t.Fatalf("round %d: session %d did not end; output tail:\n%s", round, i, tail(v.text(), 500))
+				t.Fatalf("round %d: session %d did not end; output tail:\n%s", round, i, testkit.Tail(v.Text(), 500))
 			}
 		}
 		idle.Close()
@@ -127,7 +128,7 @@ func TestServerLifecycle(t *testing.T) {
 		ln.Close()
 	}
 
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	cfg.Log = logs
 	ready := make(chan string, 1)
 	cfg.Ready = func(_, h string) { ready <- h }

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/charmbracelet/x/ansi"
 	gossh "golang.org/x/crypto/ssh"
 
 	"github.com/keyward/keyward/internal/testkit"
@@ -24,27 +23,7 @@ import (
 // server's host key against the one Serve wrote.
 func dialSSH(t *testing.T, env *testEnv, r *running, user string, auth ...gossh.AuthMethod) (*gossh.Client, error) {
 	t.Helper()
-	hostKey := readHostKey(t, filepath.Join(env.dir, "hostkeys", HostKeyFile))
-	cfg := &gossh.ClientConfig{
-		User:            user,
-		Auth:            auth,
-		HostKeyCallback: gossh.FixedHostKey(hostKey),
-		Timeout:         5 * time.Second,
-	}
-	return gossh.Dial("tcp", r.sshAddr, cfg)
-}
-
-func readHostKey(t *testing.T, path string) gossh.PublicKey {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := gossh.ParsePrivateKey(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s.PublicKey()
+	return testkit.DialSSH(t, r.sshAddr, filepath.Join(env.dir, "hostkeys", HostKeyFile), user, auth...)
 }
 
 func mustDial(t *testing.T, env *testEnv, r *running, user string, k testkit.SSHKey) *gossh.Client {
@@ -67,150 +46,6 @@ func wantAuthRefused(t *testing.T, err error, what string) {
 	}
 }
 
-// vt is a minimal terminal on an SSH PTY session: it collects output and
-// answers the background-colour and device-attribute queries that
-// bubbletea.MakeRenderer sends, as a real terminal would.
-type vt struct {
-	t      *testing.T
-	sess   *gossh.Session
-	stdin  io.WriteCloser
-	mu     sync.Mutex
-	out    bytes.Buffer
-	done   chan struct{}
-	exit   error
-	stderr bytes.Buffer
-}
-
-func openTerm(t *testing.T, c *gossh.Client) *vt {
-	t.Helper()
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatalf("new session: %v", err)
-	}
-	v := &vt{t: t, sess: sess, done: make(chan struct{})}
-	if v.stdin, err = sess.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.Stderr = &lockedWriter{mu: &v.mu, w: &v.stderr}
-	if err := sess.RequestPty("xterm-256color", 40, 140, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
-		t.Fatalf("pty: %v", err)
-	}
-	if err := sess.Shell(); err != nil {
-		t.Fatalf("shell: %v", err)
-	}
-	go func() {
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				v.mu.Lock()
-				v.out.Write(buf[:n])
-				v.mu.Unlock()
-				if bytes.Contains(buf[:n], []byte("\x1b[c")) {
-					_, _ = io.WriteString(v.stdin, "\x1b]11;rgb:0000/0000/0000\x07\x1b[?62;22c")
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		v.exit = sess.Wait()
-		close(v.done)
-	}()
-	t.Cleanup(func() { sess.Close() })
-	return v
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-// raw returns everything received so far, escape sequences included.
-func (v *vt) raw() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.out.String()
-}
-
-// text returns the output with escape sequences removed.
-func (v *vt) text() string { return ansi.Strip(v.raw()) }
-
-func (v *vt) errText() string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.stderr.String()
-}
-
-// mark returns the current output length, to look only at later output.
-func (v *vt) mark() int {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return v.out.Len()
-}
-
-func (v *vt) since(m int) string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return ansi.Strip(v.out.String()[m:])
-}
-
-func (v *vt) send(keys string) {
-	v.t.Helper()
-	if _, err := io.WriteString(v.stdin, keys); err != nil {
-		v.t.Fatalf("send %q: %v", keys, err)
-	}
-}
-
-func (v *vt) waitText(d time.Duration, from int, want ...string) {
-	v.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		got := v.since(from)
-		ok := true
-		for _, w := range want {
-			if !strings.Contains(got, w) {
-				ok = false
-			}
-		}
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			v.t.Fatalf("timed out after %s waiting for %q; screen text:\n%s\nstderr: %s", d, want, tail(got, 3000), v.errText())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-func (v *vt) waitExit(d time.Duration) error {
-	v.t.Helper()
-	select {
-	case <-v.done:
-		return v.exit
-	case <-time.After(d):
-		v.t.Fatalf("session did not end within %s; output:\n%s", d, tail(v.text(), 2000))
-		return nil
-	}
-}
-
-func tail(s string, n int) string {
-	if len(s) > n {
-		return "…" + s[len(s)-n:]
-	}
-	return s
-}
-
 func TestSSHUnknownKeyRefused(t *testing.T) {
 	env := newEnv(t)
 	env.addOperator("alice", model.OperatorAdmin)
@@ -220,7 +55,7 @@ func TestSSHUnknownKeyRefused(t *testing.T) {
 	wantAuthRefused(t, err, "unknown key")
 	_, err = dialSSH(t, env, srv, "root", gossh.PublicKeys(stranger.Signer))
 	wantAuthRefused(t, err, "unknown key for the bootstrap operator (who has no key)")
-	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh auth refused user=alice key="+gossh.FingerprintSHA256(stranger.Signer.PublicKey()))
 	})
 }
@@ -313,9 +148,9 @@ func TestSSHOfferedKeyIsNotEnough(t *testing.T) {
 	}
 	var mu sync.Mutex
 	var out bytes.Buffer
-	sess.Stdout, sess.Stderr = &lockedWriter{&mu, &out}, &lockedWriter{&mu, &out}
+	sess.Stdout, sess.Stderr = &testkit.LockedWriter{Mu: &mu, W: &out}, &testkit.LockedWriter{Mu: &mu, W: &out}
 	_ = sess.Run("") // no PTY: refused, after authorisation, naming the operator
-	waitFor(t, 2*time.Second, "session refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "session refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh session refused user=bob role=READONLY key="+gossh.FingerprintSHA256(bob.Signer.PublicKey()))
 	})
 	ops, _ := env.st.Operator("alice")
@@ -337,19 +172,19 @@ func TestSSHSessionRechecksOperator(t *testing.T) {
 	if _, err := env.st.SetOperatorDisabled(rootOp, "alice", true); err != nil {
 		t.Fatal(err)
 	}
-	v := openTerm(t, c)
-	err := v.waitExit(5 * time.Second)
+	v := testkit.OpenTerm(t, c)
+	err := v.WaitExit(5 * time.Second)
 	var ee *gossh.ExitError
 	if !errors.As(err, &ee) || ee.ExitStatus() != 1 {
 		t.Fatalf("want exit status 1, got %v", err)
 	}
-	if !strings.Contains(v.errText(), "access denied") {
-		t.Fatalf("stderr %q lacks access denied", v.errText())
+	if !strings.Contains(v.ErrText(), "access denied") {
+		t.Fatalf("stderr %q lacks access denied", v.ErrText())
 	}
-	if strings.Contains(v.text(), "Name") {
-		t.Fatalf("a disabled operator saw the UI:\n%s", v.text())
+	if strings.Contains(v.Text(), "Name") {
+		t.Fatalf("a disabled operator saw the UI:\n%s", v.Text())
 	}
-	waitFor(t, 2*time.Second, "refusal logged", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh session refused user=alice")
 	})
 	if op, _ := env.st.Operator("alice"); op.LastLoginAt != nil {
@@ -382,7 +217,7 @@ func TestSSHUserNamesSanitisedInLogs(t *testing.T) {
 	evil := "alice\x1b]52;c;ZXZpbA==\x07\x1b[2J\u202e\nfake line"
 	_, err := dialSSH(t, env, srv, evil, gossh.PublicKeys(testkit.NewSSHKey(t).Signer))
 	wantAuthRefused(t, err, "evil user name")
-	waitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
+	testkit.WaitFor(t, 2*time.Second, "refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh auth refused") })
 	logs := srv.logs.String()
 	for _, r := range logs {
 		if r != '\n' && (r < 0x20 || r == 0x7f || r == 0x202e) {
@@ -409,12 +244,12 @@ func TestSSHHostKeyGeneratedOnce(t *testing.T) {
 	if di.Mode().Perm() != 0o700 {
 		t.Errorf("host key dir mode %04o, want 0700", di.Mode().Perm())
 	}
-	key := readHostKey(t, path)
+	key := testkit.ReadHostKey(t, path)
 	if key.Type() != gossh.KeyAlgoED25519 {
 		t.Errorf("host key type %s", key.Type())
 	}
 	fp := gossh.FingerprintSHA256(key)
-	waitFor(t, 2*time.Second, "fingerprint printed at start", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "fingerprint printed at start", func() bool {
 		return strings.Contains(srv.logs.String(), "ssh host key "+fp+" "+path+" (generated)")
 	})
 	before, _ := os.ReadFile(path)
@@ -426,7 +261,7 @@ func TestSSHHostKeyGeneratedOnce(t *testing.T) {
 	if !bytes.Equal(before, after) {
 		t.Errorf("host key changed across restarts")
 	}
-	waitFor(t, 2*time.Second, "the reloaded key's fingerprint in the log", func() bool {
+	testkit.WaitFor(t, 2*time.Second, "the reloaded key's fingerprint in the log", func() bool {
 		return strings.Contains(srv2.logs.String(), fp+" "+path+" (loaded)")
 	})
 	// The client sees that same key (dialSSH pins it).
@@ -512,9 +347,9 @@ func TestSSHAdminSeesKeysTable(t *testing.T) {
 	env.createKey(model.KeySpec{Name: "checkout-service"})
 	srv := env.serve(Config{HTTPAddr: "-"})
 	c := mustDial(t, env, srv, "alice", k)
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "Name", "checkout-service")
-	if !strings.Contains(v.raw(), "\x1b[?1049h") {
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "Name", "checkout-service")
+	if !strings.Contains(v.Raw(), "\x1b[?1049h") {
 		t.Errorf("the TUI did not switch to the alternate screen")
 	}
 	op, _ := env.st.Operator("alice")
@@ -525,8 +360,8 @@ func TestSSHAdminSeesKeysTable(t *testing.T) {
 	if len(ev) == 0 || ev[0].Action != model.ActLogin || !strings.Contains(ev[0].Detail, "127.0.0.1") {
 		t.Errorf("login not audited with the remote address: %+v", ev)
 	}
-	v.send("\x03")
-	if err := v.waitExit(5 * time.Second); err != nil {
+	v.Send("\x03")
+	if err := v.WaitExit(5 * time.Second); err != nil {
 		t.Fatalf("ctrl+c: session ended with %v", err)
 	}
 }
@@ -541,8 +376,8 @@ func TestSSHDroppedSessionReleasesFeed(t *testing.T) {
 	srv := env.serve(Config{HTTPAddr: "-"})
 	base := env.st.Subscribers()
 	c := mustDial(t, env, srv, "alice", k)
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "checkout-service")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "checkout-service")
 	if n := env.st.Subscribers(); n != base+1 {
 		t.Fatalf("subscribers with one session open: %d, want %d", n, base+1)
 	}
@@ -569,12 +404,12 @@ func TestSSHReadonlyCannotCreate(t *testing.T) {
 	env.createKey(model.KeySpec{Name: "existing-key"})
 	srv := env.serve(Config{HTTPAddr: "-"})
 	c := mustDial(t, env, srv, "reader", k)
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "existing-key")
-	m := v.mark()
-	v.send("n")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "existing-key")
+	m := v.Mark()
+	v.Send("n")
 	time.Sleep(700 * time.Millisecond)
-	if got := v.since(m); strings.Contains(strings.ToLower(got), "new key") || strings.Contains(got, "Description") {
+	if got := v.Since(m); strings.Contains(strings.ToLower(got), "new key") || strings.Contains(got, "Description") {
 		t.Fatalf("READONLY operator's `n` opened the create form:\n%s", got)
 	}
 	if n := env.st.KeyCount(); n != 1 {
@@ -590,8 +425,8 @@ func TestSSHShutdownEndsSessions(t *testing.T) {
 	k := env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-"})
 	c := mustDial(t, env, srv, "alice", k)
-	v := openTerm(t, c)
-	v.waitText(10*time.Second, 0, "Name")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(10*time.Second, 0, "Name")
 	start := time.Now()
 	if err := srv.stop(t); err != nil {
 		t.Fatalf("Serve: %v", err)
@@ -599,11 +434,11 @@ func TestSSHShutdownEndsSessions(t *testing.T) {
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("shutdown took %s", d)
 	}
-	v.waitExit(5 * time.Second)
-	if !strings.Contains(v.errText(), "shutting down") {
-		t.Errorf("no shutdown message on stderr: %q", v.errText())
+	v.WaitExit(5 * time.Second)
+	if !strings.Contains(v.ErrText(), "shutting down") {
+		t.Errorf("no shutdown message on stderr: %q", v.ErrText())
 	}
-	if strings.Contains(v.raw()[len(v.raw())-min(len(v.raw()), 200):], "\x1b[?1049h") {
+	if strings.Contains(v.Raw()[len(v.Raw())-min(len(v.Raw()), 200):], "\x1b[?1049h") {
 		t.Errorf("alternate screen not left")
 	}
 }
@@ -615,15 +450,15 @@ func TestSSHIdleTimeout(t *testing.T) {
 	k := env.addOperator("alice", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-", IdleTimeout: 1500 * time.Millisecond})
 	c := mustDial(t, env, srv, "alice", k)
-	v := openTerm(t, c)
-	v.waitText(5*time.Second, 0, "Name")
+	v := testkit.OpenTerm(t, c)
+	v.WaitText(5*time.Second, 0, "Name")
 	start := time.Now()
-	v.waitExit(10 * time.Second)
+	v.WaitExit(10 * time.Second)
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("idle session ended after %s", d)
 	}
-	if !strings.Contains(v.errText(), "idle") {
-		t.Errorf("stderr %q lacks the idle message", v.errText())
+	if !strings.Contains(v.ErrText(), "idle") {
+		t.Errorf("stderr %q lacks the idle message", v.ErrText())
 	}
 }
 

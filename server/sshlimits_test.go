@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -17,52 +16,6 @@ import (
 	"github.com/keyward/keyward/model"
 	"github.com/keyward/keyward/store"
 )
-
-// ptyTerm opens a PTY session of the given size on c and collects its
-// output like openTerm (answering the renderer's terminal queries).
-func ptyTerm(t *testing.T, c *gossh.Client, rows, cols int) *vt {
-	t.Helper()
-	sess, err := c.NewSession()
-	if err != nil {
-		t.Fatalf("new session: %v", err)
-	}
-	v := &vt{t: t, sess: sess, done: make(chan struct{})}
-	if v.stdin, err = sess.StdinPipe(); err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := sess.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	sess.Stderr = &lockedWriter{mu: &v.mu, w: &v.stderr}
-	if err := sess.RequestPty("xterm-256color", rows, cols, gossh.TerminalModes{gossh.ECHO: 0}); err != nil {
-		t.Fatalf("pty %dx%d: %v", cols, rows, err)
-	}
-	if err := sess.Shell(); err != nil {
-		t.Fatalf("shell: %v", err)
-	}
-	go func() {
-		buf := make([]byte, 64<<10)
-		for {
-			n, err := stdout.Read(buf)
-			if n > 0 {
-				v.mu.Lock()
-				v.out.Write(buf[:n])
-				v.mu.Unlock()
-				if strings.Contains(string(buf[:n]), "\x1b[c") {
-					_, _ = io.WriteString(v.stdin, "\x1b]11;rgb:0000/0000/0000\x07\x1b[?62;22c")
-				}
-			}
-			if err != nil {
-				break
-			}
-		}
-		v.exit = sess.Wait()
-		close(v.done)
-	}()
-	t.Cleanup(func() { sess.Close() })
-	return v
-}
 
 // widestLine is the widest line, in cells, once escape sequences are
 // stripped: what the TUI believed the terminal's width to be.
@@ -104,24 +57,24 @@ func TestSSHHugeTerminalSizes(t *testing.T) {
 	}
 	for _, tc := range cases {
 		c := mustDial(t, env, srv, "reader", k)
-		v := ptyTerm(t, c, tc.rows, tc.cols)
-		v.waitText(10*time.Second, 0, "checkout-service")
+		v := testkit.OpenTermSize(t, c, tc.rows, tc.cols)
+		v.WaitText(10*time.Second, 0, "checkout-service")
 		if tc.winRows != 0 {
-			if err := v.sess.WindowChange(tc.winRows, tc.winCols); err != nil {
+			if err := v.Session().WindowChange(tc.winRows, tc.winCols); err != nil {
 				t.Fatalf("%s: window-change: %v", tc.name, err)
 			}
 		}
 		time.Sleep(400 * time.Millisecond) // frames after the resize
-		n := len(v.raw())
+		n := len(v.Raw())
 		t.Logf("%s: %d bytes of output", tc.name, n)
 		if n > outBound {
 			t.Errorf("%s: %d bytes of output, want at most %d", tc.name, n, outBound)
 		}
-		if w := widestLine(v.text()); w > maxW {
+		if w := widestLine(v.Text()); w > maxW {
 			t.Errorf("%s: a line %d cells wide reached the terminal, want at most %d", tc.name, w, maxW)
 		}
-		v.send("\x03")
-		if err := v.waitExit(10 * time.Second); err != nil {
+		v.Send("\x03")
+		if err := v.WaitExit(10 * time.Second); err != nil {
 			t.Fatalf("%s: session ended with %v", tc.name, err)
 		}
 		c.Close()
@@ -132,9 +85,9 @@ func TestSSHHugeTerminalSizes(t *testing.T) {
 		t.Fatalf("healthz after the huge sizes: %v %v", resp, err)
 	}
 	resp.Body.Close()
-	v := openTerm(t, mustDial(t, env, srv, "reader", k))
-	v.waitText(10*time.Second, 0, "checkout-service")
-	waitFor(t, 2*time.Second, "the clamp logged", func() bool {
+	v := testkit.OpenTerm(t, mustDial(t, env, srv, "reader", k))
+	v.WaitText(10*time.Second, 0, "checkout-service")
+	testkit.WaitFor(t, 2*time.Second, "the clamp logged", func() bool {
 		return strings.Contains(srv.logs.String(), fmt.Sprintf("terminal size clamped to at most %dx%d", maxW, maxH))
 	})
 }
@@ -226,10 +179,10 @@ func TestSSHChannelFloodBoundedAudit(t *testing.T) {
 	// Two accepted sessions on one connection: one login.
 	c2 := mustDial(t, env, srv, "reader", k)
 	for i := 0; i < 2; i++ {
-		v := ptyTerm(t, c2, 30, 100)
-		v.waitText(10*time.Second, 0, "admin-made")
-		v.send("\x03")
-		v.waitExit(5 * time.Second)
+		v := testkit.OpenTermSize(t, c2, 30, 100)
+		v.WaitText(10*time.Second, 0, "admin-made")
+		v.Send("\x03")
+		v.WaitExit(5 * time.Second)
 	}
 
 	after, err := env.st.Audit(store.AuditFilter{})
@@ -253,7 +206,7 @@ func TestSSHChannelFloodBoundedAudit(t *testing.T) {
 	if !seen {
 		t.Errorf("the admin's key.create is no longer in the audit view")
 	}
-	waitFor(t, 2*time.Second, "a refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh session refused user=reader") })
+	testkit.WaitFor(t, 2*time.Second, "a refusal logged", func() bool { return strings.Contains(srv.logs.String(), "ssh session refused user=reader") })
 	if n := strings.Count(srv.logs.String(), "user=reader"); n > 30 {
 		t.Errorf("%d log lines about reader for %d refused channels; want them folded", n, attempts)
 	}
@@ -290,8 +243,8 @@ func TestSSHOperatorCaps(t *testing.T) {
 	bob := env.addOperator("bob", model.OperatorAdmin)
 	srv := env.serve(Config{HTTPAddr: "-", SSHLimits: SSHLimits{LoginGrace: 1500 * time.Millisecond, MaxConnsPerOperator: 2, MaxSessionsPerOperator: 1}})
 	c1 := mustDial(t, env, srv, "alice", k)
-	v1 := openTerm(t, c1)
-	v1.waitText(10*time.Second, 0, "Name")
+	v1 := testkit.OpenTerm(t, c1)
+	v1.WaitText(10*time.Second, 0, "Name")
 	c2 := mustDial(t, env, srv, "alice", k)
 	var banner string
 	_, err := gossh.Dial("tcp", srv.sshAddr, &gossh.ClientConfig{User: "alice", Auth: []gossh.AuthMethod{gossh.PublicKeys(k.Signer)},
@@ -303,11 +256,11 @@ func TestSSHOperatorCaps(t *testing.T) {
 	}
 	mustDial(t, env, srv, "bob", bob) // other operators are not affected
 
-	v2 := openTerm(t, c2)
-	err = v2.waitExit(5 * time.Second)
+	v2 := testkit.OpenTerm(t, c2)
+	err = v2.WaitExit(5 * time.Second)
 	var ee *gossh.ExitError
-	if !errors.As(err, &ee) || ee.ExitStatus() != 1 || !strings.Contains(v2.errText(), "already has 1 sessions open") {
-		t.Fatalf("alice's second session: %v %q", err, v2.errText())
+	if !errors.As(err, &ee) || ee.ExitStatus() != 1 || !strings.Contains(v2.ErrText(), "already has 1 sessions open") {
+		t.Fatalf("alice's second session: %v %q", err, v2.ErrText())
 	}
 	// c2 now has no session: closed after the grace; c1 (with its
 	// session) stays.
@@ -318,18 +271,18 @@ func TestSSHOperatorCaps(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("a connection without a session stayed open past the login grace")
 	}
-	v1.send("j")
+	v1.Send("j")
 	time.Sleep(200 * time.Millisecond)
 	select {
-	case <-v1.done:
-		t.Fatalf("the session's connection was closed too: %v", v1.exit)
+	case <-v1.Done():
+		t.Fatalf("the session's connection was closed too: %v", v1.Exit())
 	default:
 	}
 	// With the first session ended, a new connection may open one.
-	v1.send("\x03")
-	v1.waitExit(5 * time.Second)
-	v3 := openTerm(t, mustDial(t, env, srv, "alice", k))
-	v3.waitText(10*time.Second, 0, "Name")
+	v1.Send("\x03")
+	v1.WaitExit(5 * time.Second)
+	v3 := testkit.OpenTerm(t, mustDial(t, env, srv, "alice", k))
+	v3.WaitText(10*time.Second, 0, "Name")
 }
 
 // TestSSHLimitsFitFDs: pre-auth connections may hold at most a quarter of
@@ -366,7 +319,7 @@ func TestSSHSourceOf(t *testing.T) {
 // TestSSHFoldLog: a flood of one kind of line costs logFoldBurst lines per
 // interval plus a count; other kinds are unaffected; flush reports the rest.
 func TestSSHFoldLog(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.SyncBuffer
 	sink := newLogSink(&buf)
 	f := newFoldLog(sink)
 	for i := 0; i < 1000; i++ {

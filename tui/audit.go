@@ -7,7 +7,6 @@ import (
 
 	"github.com/charmbracelet/bubbles/key"
 	"github.com/charmbracelet/bubbles/textinput"
-	"github.com/charmbracelet/bubbles/viewport"
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
 
@@ -163,7 +162,7 @@ func (a *auditScreen) apply() {
 func (a *auditScreen) rows() int { return max(a.c.height-3, 1) }
 
 func (a *auditScreen) clamp() {
-	a.cursor = max(min(a.cursor, len(a.view)-1), 0)
+	a.cursor = clampCursor(a.cursor, len(a.view))
 	if a.cursor < a.offset {
 		a.offset = a.cursor
 	}
@@ -213,15 +212,14 @@ func (a *auditScreen) View() string {
 // auditEvent shows one audit event whole: the list cuts long details to
 // the line, this wraps every field to the width and scrolls.
 type auditEvent struct {
-	c  *common
-	ev model.AuditEvent
-	vp viewport.Model
+	c    *common
+	ev   model.AuditEvent
+	page scrollPage
 }
 
 func newAuditEvent(c *common, ev model.AuditEvent) *auditEvent {
-	e := &auditEvent{c: c, ev: ev, vp: viewport.New(c.width, c.height)}
-	e.vp.KeyMap = scrollKeys()
-	e.vp.SetContent(e.content())
+	e := &auditEvent{c: c, ev: ev}
+	e.page = newScrollPage(c, e.content, bindBack, bindDetail)
 	return e
 }
 
@@ -229,28 +227,14 @@ func (e *auditEvent) Init() tea.Cmd { return nil }
 func (e *auditEvent) Title() string { return fmt.Sprintf("Event %d", e.ev.Seq) }
 func (e *auditEvent) Typing() bool  { return false }
 
-func (e *auditEvent) SetSize(w, h int) {
-	e.vp.Width, e.vp.Height = w, h
-	e.vp.SetContent(e.content())
-}
+func (e *auditEvent) SetSize(w, h int) { e.page.setSize(w, h) }
 
 func (e *auditEvent) Help() []key.Binding {
 	return e.c.help(nil, bindUp, bindDown, bindBack, bindHelp)
 }
 
-func (e *auditEvent) Update(msg tea.Msg) (screen, tea.Cmd) {
-	if k, ok := msg.(tea.KeyMsg); ok {
-		if e.c.matcher(nil, k)(bindBack, bindDetail) {
-			return e, pop
-		}
-		var cmd tea.Cmd
-		e.vp, cmd = e.vp.Update(k)
-		return e, cmd
-	}
-	return e, nil
-}
-
-func (e *auditEvent) View() string { return viewWithMore(e.c.styles, e.vp) }
+func (e *auditEvent) Update(msg tea.Msg) (screen, tea.Cmd) { return e, e.page.update(msg) }
+func (e *auditEvent) View() string                         { return e.page.view() }
 
 func (e *auditEvent) content() string {
 	s, ev := e.c.styles, e.ev

@@ -144,6 +144,11 @@ func fieldLabel(f string) string {
 // clean sanitises a data string for display.
 func clean(s string) string { return model.Sanitize(s) }
 
+// clampCursor is cursor kept on a list of n rows: the first row when it
+// is before it or the list is empty, the last when it is past the end.
+// Every list screen moves and reloads its cursor through it.
+func clampCursor(cursor, n int) int { return max(min(cursor, n-1), 0) }
+
 // fit truncates s to width cells (with an ellipsis) and pads it to exactly
 // width. s must already be sanitised and unstyled.
 func fit(s string, width int) string {

@@ -18,13 +18,12 @@ import (
 type helpScreen struct {
 	c    *common
 	from *keyState // a copy of the state of the screen it was opened from
-	vp   viewport.Model
+	page scrollPage
 }
 
 func newHelpScreen(c *common, from screen) *helpScreen {
-	h := &helpScreen{c: c, from: keyStateOf(from).clone(), vp: viewport.New(c.width, c.height)}
-	h.vp.KeyMap = scrollKeys()
-	h.vp.SetContent(h.content())
+	h := &helpScreen{c: c, from: keyStateOf(from).clone()}
+	h.page = newScrollPage(c, h.content, bindBack, bindHelp)
 	return h
 }
 
@@ -32,28 +31,52 @@ func (h *helpScreen) Init() tea.Cmd { return nil }
 func (h *helpScreen) Title() string { return "Help" }
 func (h *helpScreen) Typing() bool  { return false }
 
-func (h *helpScreen) SetSize(w, hh int) {
-	h.vp.Width, h.vp.Height = w, hh
-	h.vp.SetContent(h.content())
-}
+func (h *helpScreen) SetSize(w, hh int) { h.page.setSize(w, hh) }
 
 func (h *helpScreen) Help() []key.Binding {
 	return h.c.help(nil, bindUp, bindDown, bindBack)
 }
 
-func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
-	if k, ok := msg.(tea.KeyMsg); ok {
-		if h.c.matcher(nil, k)(bindBack, bindHelp) {
-			return h, pop
-		}
-		var cmd tea.Cmd
-		h.vp, cmd = h.vp.Update(k)
-		return h, cmd
-	}
-	return h, nil
+func (h *helpScreen) Update(msg tea.Msg) (screen, tea.Cmd) { return h, h.page.update(msg) }
+func (h *helpScreen) View() string                         { return h.page.view() }
+
+// scrollPage is the body of a screen that only scrolls (help, an audit
+// event): a viewport over content the screen renders, rendered again on
+// resize, closed by its own keys.
+type scrollPage struct {
+	c         *common
+	vp        viewport.Model
+	content   func() string
+	closeKeys []*binding
 }
 
-func (h *helpScreen) View() string { return viewWithMore(h.c.styles, h.vp) }
+func newScrollPage(c *common, content func() string, closeKeys ...*binding) scrollPage {
+	p := scrollPage{c: c, vp: viewport.New(c.width, c.height), content: content, closeKeys: closeKeys}
+	p.vp.KeyMap = scrollKeys()
+	p.vp.SetContent(content())
+	return p
+}
+
+func (p *scrollPage) setSize(w, h int) {
+	p.vp.Width, p.vp.Height = w, h
+	p.vp.SetContent(p.content())
+}
+
+// update pops the screen on a close key and scrolls on the others.
+func (p *scrollPage) update(msg tea.Msg) tea.Cmd {
+	k, ok := msg.(tea.KeyMsg)
+	if !ok {
+		return nil
+	}
+	if p.c.matcher(nil, k)(p.closeKeys...) {
+		return pop
+	}
+	var cmd tea.Cmd
+	p.vp, cmd = p.vp.Update(k)
+	return cmd
+}
+
+func (p *scrollPage) view() string { return viewWithMore(p.c.styles, p.vp) }
 
 // viewWithMore renders a scrolling page; when more lies below the last
 // line, that line says so (at 80x24 the help used to end mid-list with no

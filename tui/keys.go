@@ -428,8 +428,7 @@ func (t *keysTable) move(delta int) {
 }
 
 func (t *keysTable) clampCursor() {
-	n := t.d.Len()
-	t.cursor = max(min(t.cursor, n-1), 0)
+	t.cursor = clampCursor(t.cursor, t.d.Len())
 	t.clampOffset()
 }
 

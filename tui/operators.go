@@ -85,7 +85,7 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 				o.cursor = i
 			}
 		}
-		o.cursor = max(min(o.cursor, len(o.ops)-1), 0)
+		o.cursor = clampCursor(o.cursor, len(o.ops))
 	case feedMsg:
 		if store.Touches(msg.changes, store.OperatorsChanged) {
 			return o, o.load()
@@ -96,13 +96,13 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		case on(bindBack):
 			return o, pop
 		case on(bindUp):
-			o.cursor = max(o.cursor-1, 0)
+			o.cursor = clampCursor(o.cursor-1, len(o.ops))
 		case on(bindDown):
-			o.cursor = min(o.cursor+1, max(len(o.ops)-1, 0))
+			o.cursor = clampCursor(o.cursor+1, len(o.ops))
 		case on(bindTop, bindPageUp):
 			o.cursor = 0
 		case on(bindBottom, bindPageDown):
-			o.cursor = max(len(o.ops)-1, 0)
+			o.cursor = clampCursor(len(o.ops)-1, len(o.ops))
 		case on(bindAddOperator):
 			return o, push(newOperatorForm(o.c))
 		case sel != nil && on(bindOperatorKeys):

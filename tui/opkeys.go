@@ -104,7 +104,7 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 				k.bad++
 			}
 		}
-		k.cursor = max(min(k.cursor, len(k.keys)-1), 0)
+		k.cursor = clampCursor(k.cursor, len(k.keys))
 	case feedMsg:
 		if store.Touches(msg.changes, store.OperatorsChanged) {
 			return k, k.load()
@@ -115,9 +115,9 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		case on(bindBack):
 			return k, pop
 		case on(bindUp):
-			k.cursor = max(k.cursor-1, 0)
+			k.cursor = clampCursor(k.cursor-1, len(k.keys))
 		case on(bindDown):
-			k.cursor = min(k.cursor+1, max(len(k.keys)-1, 0))
+			k.cursor = clampCursor(k.cursor+1, len(k.keys))
 		case on(bindAddOpKey):
 			return k, push(newOpKeyForm(k.c, k.name))
 		case sel != nil && on(bindRemoveOpKey):

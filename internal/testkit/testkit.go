@@ -1,6 +1,8 @@
 // Package testkit is what keyward's tests share: the keyward binary built
 // once per test process, a clean environment for it, SSH key pairs, free
-// 127.0.0.1 addresses, a settable clock, the demo catalog and copyFile.
+// 127.0.0.1 addresses, a settable clock, the demo catalog and copyFile;
+// a terminal on an SSH PTY session and SSH dialing (term.go); an isolated
+// installation to run the CLI in (cli.go); the bench keys (keys.go).
 // Only tests import it.
 package testkit
 

@@ -77,6 +77,15 @@ const MaxExpiryYears = 100
 // may keep working after a regeneration or rotation.
 const MaxGrace = 30 * 24 * time.Hour
 
+// ValidateGrace refuses a grace period outside 0..MaxGrace: the one rule
+// for regenerating a key and rotating the shared secret, whoever calls.
+func ValidateGrace(d time.Duration) error {
+	if d < 0 || d > MaxGrace {
+		return &FieldError{Field: "grace", Msg: "grace must be between 0 and 30 days"}
+	}
+	return nil
+}
+
 // CheckExpiryHorizon refuses an expiry more than MaxExpiryYears after now
 // (nil, no expiry, passes).
 func CheckExpiryHorizon(exp *time.Time, now time.Time) error {

@@ -298,8 +298,8 @@ func (s *Store) SetKeyActive(actor, id string, active bool) (*model.Key, error) 
 // previous secret keeps verifying until now+grace; otherwise it dies at
 // once. Any older previous secret is dropped.
 func (s *Store) RegenerateKey(actor, id string, grace time.Duration) (*model.Key, string, error) {
-	if grace < 0 || grace > model.MaxGrace {
-		return nil, "", &model.FieldError{Field: "grace", Msg: "grace must be between 0 and 30 days"}
+	if err := model.ValidateGrace(grace); err != nil {
+		return nil, "", err
 	}
 	var token string
 	k, err := s.modifyKey(actor, id, func(t *txn, cur *model.Key) (*model.Key, error) {

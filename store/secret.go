@@ -232,6 +232,9 @@ func (s *Store) RevealSecret(actor string) (string, SecretMeta, error) {
 // RotateSecret replaces the shared secret. With grace > 0 the previous one
 // keeps authenticating HTTP callers until then.
 func (s *Store) RotateSecret(actor string, grace time.Duration) (string, SecretMeta, error) {
+	if err := model.ValidateGrace(grace); err != nil {
+		return "", SecretMeta{}, err
+	}
 	var secret string
 	var meta SecretMeta
 	err := s.write(actor, func(t *txn) error {

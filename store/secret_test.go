@@ -189,3 +189,25 @@ func TestSecretMasterKeyMismatch(t *testing.T) {
 		t.Fatalf("wrong master key: %v", err)
 	}
 }
+
+// TestRotateSecretGraceBounded: the store refuses a grace period outside
+// 0..30 days for the shared secret as it does for keys (only the CLI
+// checked it before), and a refused rotation changes nothing.
+func TestRotateSecretGraceBounded(t *testing.T) {
+	e := newEnv(t)
+	s1, _, err := e.s.RevealSecret("admin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range []time.Duration{-time.Second, model.MaxGrace + time.Second, 1000 * 7 * 24 * time.Hour} {
+		if _, _, err := e.s.RotateSecret("admin", g); err == nil || !strings.Contains(err.Error(), "between 0 and 30 days") {
+			t.Errorf("RotateSecret with grace %s: %v, want a refusal", g, err)
+		}
+	}
+	if now, _, err := e.s.RevealSecret("admin"); err != nil || now != s1 {
+		t.Fatalf("a refused rotation changed the secret (%v)", err)
+	}
+	if _, _, err := e.s.RotateSecret("admin", model.MaxGrace); err != nil {
+		t.Fatalf("RotateSecret with the longest grace: %v", err)
+	}
+}

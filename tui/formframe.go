@@ -49,3 +49,9 @@ func validPublicKey(s string) error {
 	}
 	return nil
 }
+
+// keyLineInputLimit is what a key field takes: twice the longest line
+// model.ParsePublicKey accepts, so an over-long paste reaches the
+// validator and is refused with its size. At the parser's own limit huh
+// would cut it silently, and a cut comment still parses.
+const keyLineInputLimit = 2 * model.MaxPublicKeyLine

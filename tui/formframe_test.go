@@ -1,11 +1,14 @@
 package tui
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
 	tea "github.com/charmbracelet/bubbletea"
 	"github.com/charmbracelet/x/ansi"
+
+	"github.com/keyward/keyward/model"
 )
 
 // The small forms (add operator, add an SSH key) keep the admin's input
@@ -46,6 +49,37 @@ func TestSmallFormsShowRefusalAndCancel(t *testing.T) {
 			d.keys("esc")
 			if v := ansi.Strip(d.view()); !strings.Contains(v, c.cancelled) {
 				t.Fatalf("esc did not cancel with %q:\n%s", c.cancelled, v)
+			}
+		})
+	}
+}
+
+// TestSmallFormsRefuseLongKeyLines: a pasted key line over the limit is
+// refused with its size on both key forms, never cut to the input's
+// character limit first (the SSH keys form cut it to 8192 bytes silently,
+// then called the cut line malformed; the add-operator form allowed 16384).
+func TestSmallFormsRefuseLongKeyLines(t *testing.T) {
+	st, _ := newTestStore(t)
+	long := fixedKeyLine(7, strings.Repeat("c", model.MaxPublicKeyLine))
+	for _, c := range []struct {
+		name string
+		open func(d *driver)
+	}{
+		{"operator", func(d *driver) {
+			d.keys("o", "n")
+			d.typeText("newop")
+			d.keys("enter", "enter")
+		}},
+		{"ssh key", func(d *driver) { d.keys("o", "enter", "n") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			d := newDriver(t, newTestOptions(st, "alice"), 100, 30)
+			c.open(d)
+			d.send(tea.KeyMsg{Type: tea.KeyRunes, Runes: []rune(long), Paste: true})
+			d.keys("enter")
+			want := fmt.Sprintf("public key line is %d bytes; the limit is %d", len(long), model.MaxPublicKeyLine)
+			if v := ansi.Strip(d.view()); !strings.Contains(v, want) {
+				t.Fatalf("want %q on the form:\n%s", want, v)
 			}
 		})
 	}

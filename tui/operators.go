@@ -270,7 +270,7 @@ func (f *operatorForm) build() {
 			huh.NewOption("READONLY  may look, never change", string(model.OperatorReadonly)),
 			huh.NewOption("ADMIN     may change anything", string(model.OperatorAdmin)),
 		).Value(&f.role),
-		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… alice@laptop").CharLimit(16384).
+		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… alice@laptop").CharLimit(keyLineInputLimit).
 			Value(&f.pkey).Validate(gated(&f.gate, func(s string) error {
 			if strings.TrimSpace(s) == "" {
 				return nil // local-only operator

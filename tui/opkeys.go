@@ -208,7 +208,7 @@ func newOpKeyForm(c *common, name string) *opKeyForm {
 func (f *opKeyForm) build() {
 	f.form = huh.NewForm(huh.NewGroup(
 		huh.NewInput().Key("key").Title("SSH public key").Placeholder("ssh-ed25519 AAAA… " + f.name + "@laptop").
-			CharLimit(model.MaxPublicKeyLine).Value(&f.line).Validate(validPublicKey).Description("Paste one authorized_keys line (the .pub file)."),
+			CharLimit(keyLineInputLimit).Value(&f.line).Validate(validPublicKey).Description("Paste one authorized_keys line (the .pub file)."),
 	).Title(fmt.Sprintf("Add an SSH key to %s", clean(f.name)))).WithTheme(f.c.styles.Huh).WithKeyMap(formKeyMap()).WithShowHelp(false)
 	f.fitForm()
 }

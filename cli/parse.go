@@ -31,7 +31,7 @@ func (a *app) noArgs(cmd *cobra.Command, args []string) error {
 func exactArgs(names ...string) cobra.PositionalArgs {
 	return func(cmd *cobra.Command, args []string) error {
 		if len(args) != len(names) {
-			return usageErrorf("%s needs %s; got %d argument(s)", cmd.CommandPath(), strings.Join(names, " "), len(args))
+			return usageErrorf("%s needs %s; got %s", cmd.CommandPath(), strings.Join(names, " "), model.Count(len(args), "argument", ""))
 		}
 		return nil
 	}

@@ -49,6 +49,10 @@ func TestTokenArgumentsAreMasked(t *testing.T) {
 			t.Errorf("keyward %v: the error does not show the token as its hint %q: %s", args, hint, r)
 		}
 	}
+	// verify says where the token goes instead.
+	if r := e.Run("", "verify", token); r.Code != 2 || !strings.Contains(r.Stderr, "reads the token from standard input") {
+		t.Errorf("keyward verify TOKEN: %s; want exit 2 naming standard input", r)
+	}
 }
 
 // TestKeysTakeNameOrID: every command that takes a key takes its id or

@@ -41,7 +41,7 @@ recorded as the key's last use (from "cli").`,
 		Example: `  echo "$TOKEN" | keyward verify
   keyward verify --scope coupons:read --resource web-shop < token.txt
   printf %s "$TOKEN" | keyward verify --scope coupons:write --json`,
-		Args: a.noArgs,
+		Args: tokenFromStdin,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// Read first: a verify waiting on a slow pipe must not hold
 			// the database.
@@ -100,4 +100,16 @@ func (a *app) readToken() (string, error) {
 		return "", usageErrorf("no token on stdin; pipe it in, e.g. echo \"$TOKEN\" | keyward verify")
 	}
 	return token, nil
+}
+
+// tokenFromStdin refuses a positional argument to verify, saying where the
+// token goes: the argument is almost always the token itself, pasted where
+// it shows in the process list and shell history (the error path shows it
+// as its hint only).
+func tokenFromStdin(cmd *cobra.Command, args []string) error {
+	if len(args) > 0 {
+		return usageErrorf("%s reads the token from standard input, not from an argument (got %q): arguments show in the process list and shell history. Run: printf %%s \"$TOKEN\" | %s",
+			cmd.CommandPath(), args[0], cmd.CommandPath())
+	}
+	return nil
 }

@@ -72,8 +72,8 @@ func (s *Store) keysFitCatalog(cat *model.Catalog) (Rev, error) {
 	if bad > len(problems) {
 		problems = append(problems, fmt.Sprintf("and %d more", bad-len(problems)))
 	}
-	return 0, fmt.Errorf("catalog not imported: it would leave %d key(s) invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
-		bad, strings.Join(problems, "; "))
+	return 0, fmt.Errorf("catalog not imported: it would leave %s invalid: %s. Edit or delete those keys first, or keep what they use in the catalog",
+		model.Count(bad, "key", ""), strings.Join(problems, "; "))
 }
 
 // grantProblem says what of k's grant cat does not allow ("" if nothing).

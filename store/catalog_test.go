@@ -41,7 +41,7 @@ func TestImportCatalogKeepsEveryKeyValid(t *testing.T) {
 		if err == nil {
 			t.Fatal("import making coupons:read account-wide was accepted while keys use it on resources")
 		}
-		for _, want := range []string{"2 key(s)", k1.ID, "shop", k2.ID, "app", "coupons:read", "web-shop"} {
+		for _, want := range []string{"leave 2 keys invalid", k1.ID, "shop", k2.ID, "app", "coupons:read", "web-shop"} {
 			if !strings.Contains(err.Error(), want) {
 				t.Errorf("refusal lacks %q: %v", want, err)
 			}

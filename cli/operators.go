@@ -259,7 +259,7 @@ remain.`
 				}
 				name := model.Sanitize(args[0])
 				if disabled {
-					fmt.Fprintf(a.stdout, "Operator %s is disabled: %d keys created by %s stop verifying (CREATOR_DISABLED) until it is enabled, and its SSH sessions end.\n", name, n, name)
+					fmt.Fprintf(a.stdout, "Operator %s is disabled: %s until it is enabled, and its SSH sessions end.\n", name, model.CreatorConsequence(n, name))
 					return nil
 				}
 				fmt.Fprintf(a.stdout, "Operator %s is %s.\n", name, past)
@@ -290,7 +290,7 @@ delete themself.`,
 					return err
 				}
 				name := model.Sanitize(args[0])
-				fmt.Fprintf(a.stdout, "Deleted operator %s: %d keys created by %s stop verifying (CREATOR_DISABLED).\n", name, n, name)
+				fmt.Fprintf(a.stdout, "Deleted operator %s: %s.\n", name, model.CreatorConsequence(n, name))
 				return nil
 			})
 		},

@@ -17,3 +17,17 @@ func TestCount(t *testing.T) {
 		}
 	}
 }
+
+// TestCreatorConsequence: one key "stops", several "stop" (the dialog
+// said "1 key created by bob stop verifying").
+func TestCreatorConsequence(t *testing.T) {
+	for n, want := range map[int]string{
+		0: "0 keys created by bob stop verifying (CREATOR_DISABLED)",
+		1: "1 key created by bob stops verifying (CREATOR_DISABLED)",
+		2: "2 keys created by bob stop verifying (CREATOR_DISABLED)",
+	} {
+		if got := CreatorConsequence(n, "bob"); got != want {
+			t.Errorf("CreatorConsequence(%d) = %q, want %q", n, got, want)
+		}
+	}
+}

@@ -296,7 +296,7 @@ func (s *Store) KeysCreatedBy(name string) int {
 
 // consequence says what disabling or deleting op does to its keys.
 func (s *Store) consequence(op *model.Operator) string {
-	return fmt.Sprintf("%d keys created by %s stop verifying (CREATOR_DISABLED)", s.KeysCreatedBy(op.Name), op.Name)
+	return model.CreatorConsequence(s.KeysCreatedBy(op.Name), op.Name)
 }
 
 // AddOperatorKey registers one more SSH public key (an authorized_keys

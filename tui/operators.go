@@ -183,12 +183,7 @@ func (o *operatorsScreen) deleteDialog(op model.Operator) *confirmDialog {
 // consequence names what disabling or deleting an operator does to the
 // keys it created.
 func (o *operatorsScreen) consequence(name string) string {
-	n := o.c.st.KeysCreatedBy(name)
-	keys := "keys"
-	if n == 1 {
-		keys = "key"
-	}
-	return fmt.Sprintf("%d %s created by %s stop verifying (CREATOR_DISABLED)", n, keys, clean(name))
+	return model.CreatorConsequence(o.c.st.KeysCreatedBy(name), name)
 }
 
 func (o *operatorsScreen) roleBody(role model.OperatorRole) []string {

@@ -18,6 +18,7 @@ type secretScreen struct {
 	meta store.SecretMeta
 	err  error
 	done bool
+	keys keyState
 }
 
 type secretLoadedMsg struct {
@@ -40,8 +41,20 @@ func (s *secretScreen) load() tea.Cmd {
 	})
 }
 
+func (s *secretScreen) keyState() *keyState { return &s.keys }
+
+// updateKeys: with no secret yet there is nothing to rotate (the dialog
+// would speak of an old secret); revealing generates the first one.
+func (s *secretScreen) updateKeys() {
+	why := ""
+	if !s.done || !s.meta.Exists {
+		why = "there is no shared secret yet; v generates one"
+	}
+	s.keys.set(why, bindRotateSecret)
+}
+
 func (s *secretScreen) Help() []key.Binding {
-	return s.c.help(nil, bindRevealSecret, bindRotateSecret, bindBack, bindHelp)
+	return s.c.help(&s.keys, bindRevealSecret, bindRotateSecret, bindBack, bindHelp)
 }
 
 func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
@@ -53,7 +66,7 @@ func (s *secretScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			return s, s.load()
 		}
 	case tea.KeyMsg:
-		on := s.c.matcher(nil, msg)
+		on := s.c.matcher(&s.keys, msg)
 		switch {
 		case on(bindBack):
 			return s, pop

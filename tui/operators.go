@@ -168,7 +168,7 @@ func (o *operatorsScreen) deleteDialog(op model.Operator) *confirmDialog {
 	st, actor, name := o.c.st, o.c.actor, op.Name
 	return &confirmDialog{c: o.c, action: "Delete", danger: true,
 		title: fmt.Sprintf("Delete operator %q?", clean(name)),
-		body: []string{o.consequence(name) + ", for good: a new operator of the same name does not revive them.",
+		body: []string{o.consequence(name) + ", for good: a new operator of the same name brings no key back.",
 			"This is permanent. Their open SSH sessions end."},
 		run: func(int) tea.Cmd {
 			return func() tea.Msg {

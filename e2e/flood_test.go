@@ -4,7 +4,6 @@ package e2e
 // pre-auth SSH connections, and idle HTTP keep-alive connections.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"errors"
@@ -260,7 +259,7 @@ func TestServeHTTPFloodUnderFDLimit(t *testing.T) {
 		logs := p.logs.String()
 		return strings.Contains(logs, "open files limit 600") && strings.Contains(logs, "at most 172 connections")
 	})
-	ok, conns, closeAll := flood(p.httpAddr, 1000, 32)
+	ok, conns, closeAll := testkit.Flood(p.httpAddr, 1000, 32)
 	defer closeAll()
 	t.Logf("flood: %d connected, %d answered", len(conns), ok)
 	if ok != 1000 {
@@ -279,56 +278,4 @@ func TestServeHTTPFloodUnderFDLimit(t *testing.T) {
 		t.Fatalf("verify during the flood: %d %s %v", st, b, err)
 	}
 	p.stop(t)
-}
-
-// rawRoundTrip sends one request on c and reads the answer.
-func rawRoundTrip(c net.Conn, req string) (int, []byte, error) {
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, req); err != nil {
-		return 0, nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-const healthzReq = "GET /healthz HTTP/1.1\r\nHost: flood\r\n\r\n"
-
-// flood opens n keep-alive connections to addr, each sending GET /healthz
-// and then idling (held open until the returned close is called). It
-// returns how many got their 200. Bounded: n connections, 5 s deadlines.
-func flood(addr string, n, workers int) (ok int64, conns []net.Conn, closeAll func()) {
-	var mu sync.Mutex
-	var good atomic.Int64
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-				if err != nil {
-					continue
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-				if code, _, err := rawRoundTrip(c, healthzReq); err == nil && code == 200 {
-					good.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return good.Load(), conns, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
 }

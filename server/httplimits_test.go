@@ -12,32 +12,12 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
-
-// rawRoundTrip sends one request on c and reads the answer.
-func rawRoundTrip(c net.Conn, req string) (int, []byte, error) {
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	defer c.SetDeadline(time.Time{})
-	if _, err := io.WriteString(c, req); err != nil {
-		return 0, nil, err
-	}
-	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	return resp.StatusCode, b, err
-}
-
-const healthzReq = "GET /healthz HTTP/1.1\r\nHost: flood\r\n\r\n"
 
 // serverConns counts the server side's ESTABLISHED TCP sockets on port
 // (kernel view: /proc/self/net/tcp, IPv4).
@@ -69,40 +49,6 @@ func openFDs(t *testing.T) int {
 	return len(ents)
 }
 
-// flood opens n keep-alive connections to addr, each sending GET /healthz
-// and then idling (held open until the returned close is called). It
-// returns how many got their 200. Bounded: n connections, 5 s deadlines.
-func flood(addr string, n, workers int) (ok int64, conns []net.Conn, closeAll func()) {
-	var mu sync.Mutex
-	var good atomic.Int64
-	var wg sync.WaitGroup
-	next := atomic.Int64{}
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for next.Add(1) <= int64(n) {
-				c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-				if err != nil {
-					continue
-				}
-				mu.Lock()
-				conns = append(conns, c)
-				mu.Unlock()
-				if code, _, err := rawRoundTrip(c, healthzReq); err == nil && code == 200 {
-					good.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	return good.Load(), conns, func() {
-		for _, c := range conns {
-			c.Close()
-		}
-	}
-}
-
 // TestHTTPKeepAliveFloodBounded: thousands of keep-alive connections that
 // send GET /healthz and idle (issue 11, finding 4) are held to the cap:
 // every flood connection is still answered (the longest-idle is closed to
@@ -122,7 +68,7 @@ func TestHTTPKeepAliveFloodBounded(t *testing.T) {
 	g0, fd0 := runtime.NumGoroutine(), openFDs(t)
 
 	start := time.Now()
-	ok, conns, closeAll := flood(srv.httpAddr, n, 16)
+	ok, conns, closeAll := testkit.Flood(srv.httpAddr, n, 16)
 	defer closeAll()
 	t.Logf("flood: %d connections, %d answered 200, in %s", len(conns), ok, time.Since(start).Round(time.Millisecond))
 	if len(conns) != n || ok != n {
@@ -155,7 +101,7 @@ func TestHTTPKeepAliveFloodBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hc.Close()
-	if code, b, err := rawRoundTrip(hc, healthzReq); err != nil || code != 200 {
+	if code, b, err := testkit.RawRoundTrip(hc, testkit.HealthzReq); err != nil || code != 200 {
 		t.Fatalf("healthz on a new connection during the flood: %d %s %v", code, b, err)
 	}
 	c := newHTTPClient(t, srv)
@@ -197,7 +143,7 @@ func TestHTTPBusyConnectionsRefused503(t *testing.T) {
 	}
 	defer c.Close()
 	start := time.Now()
-	code, b, err := rawRoundTrip(c, healthzReq)
+	code, b, err := testkit.RawRoundTrip(c, testkit.HealthzReq)
 	if err != nil || code != 503 || !bytes.Contains(b, []byte("too many connections")) {
 		t.Fatalf("new connection with every slot busy: %d %s %v; want 503 at once", code, b, err)
 	}
@@ -245,7 +191,7 @@ func TestHTTPSilentConnectionsEvicted(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		code, _, err := rawRoundTrip(c, healthzReq)
+		code, _, err := testkit.RawRoundTrip(c, testkit.HealthzReq)
 		if err != nil {
 			t.Fatalf("healthz: %v", err)
 		}
@@ -274,7 +220,7 @@ func TestHTTPIdleTimeoutConfigured(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if code, _, err := rawRoundTrip(c, healthzReq); err != nil || code != 200 {
+	if code, _, err := testkit.RawRoundTrip(c, testkit.HealthzReq); err != nil || code != 200 {
 		t.Fatalf("healthz: %d %v", code, err)
 	}
 	start := time.Now()
@@ -307,7 +253,7 @@ func TestHTTPHeaderLimit(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		code, _, err := rawRoundTrip(c, req)
+		code, _, err := testkit.RawRoundTrip(c, req)
 		if err != nil {
 			t.Fatalf("request of %d bytes: %v", len(req), err)
 		}
@@ -407,7 +353,7 @@ func TestHTTPHeldBehindTheCap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if code, _, err := rawRoundTrip(c, "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n"); err != nil || code != 505 {
+	if code, _, err := testkit.RawRoundTrip(c, "GET /healthz HTTP/3.0\r\nHost: x\r\n\r\n"); err != nil || code != 505 {
 		t.Errorf("HTTP/3.0 request line: %d %v; want 505", code, err)
 	}
 	slow, err := net.Dial("tcp", srv.httpAddr)

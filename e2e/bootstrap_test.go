@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -109,59 +108,22 @@ func TestE2EBootstrapAdminOverOpenSSH(t *testing.T) {
 		return err == nil
 	})
 
-	sock := fmt.Sprintf("kw-e2e-boot-%d", os.Getpid())
-	conf := filepath.Join(dir, "tmux.conf")
-	if err := os.WriteFile(conf, []byte("set -g history-limit 1000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmux := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", sock, "-f", conf}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	defer tmux("kill-server")
 	done := filepath.Join(dir, "ssh-exit")
 	sshCmd := fmt.Sprintf("ssh -F /dev/null -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o LogLevel=ERROR %s@127.0.0.1; echo $? > %s; sleep 30",
 		keyFile, sshPort, me, done)
-	if out, err := tmux("new-session", "-d", "-s", "boot", "-x", "120", "-y", "30", sshCmd); err != nil {
-		t.Fatalf("tmux new-session: %v\n%s", err, out)
-	}
-	screen := func() string { s, _ := tmux("capture-pane", "-p", "-t", "boot"); return s }
-	waitScreen := func(what string, cond func(string) bool) string {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			s := screen()
-			if cond(s) {
-				return s
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; screen:\n%s\nserve log:\n%s", what, s, serveLog.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	keys := func(ks ...string) {
-		t.Helper()
-		for _, k := range ks {
-			time.Sleep(150 * time.Millisecond)
-			if out, err := tmux("send-keys", "-t", "boot", k); err != nil {
-				t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
-			}
-		}
-	}
-	s := waitScreen("the keys table", func(s string) bool { return strings.Contains(s, "Press n to create") })
+	p := newPane(t, 120, 30, []string{"set -g history-limit 1000"}, nil, sshCmd)
+	p.trail = func() string { return "serve log:\n" + serveLog.String() }
+	s := p.wait("the keys table", 15*time.Second, func(s string) bool { return strings.Contains(s, "Press n to create") })
 	if !strings.Contains(s, me) || strings.Contains(s, "read-only") {
 		t.Fatalf("the header should name %s, with write rights:\n%s", me, s)
 	}
-	keys("o")
-	waitScreen("the operators screen", func(s string) bool { return strings.Contains(s, "(you)") })
-	keys("Enter")
-	waitScreen("the session's own key", func(s string) bool {
+	p.keys("o")
+	p.wait("the operators screen", 15*time.Second, func(s string) bool { return strings.Contains(s, "(you)") })
+	p.keys("Enter")
+	p.wait("the session's own key", 15*time.Second, func(s string) bool {
 		return strings.Contains(s, "SSH keys of "+me) && strings.Contains(s, fp) && strings.Contains(s, "(this session)")
 	})
-	keys("Escape", "Escape", "q")
+	p.keys("Escape", "Escape", "q")
 	testkit.WaitFor(t, 5*time.Second, "ssh to exit after q", func() bool {
 		b, err := os.ReadFile(done)
 		return err == nil && strings.TrimSpace(string(b)) == "0"

@@ -84,55 +84,11 @@ func tuiCreate(t *testing.T, e *env, name string) string {
 // prefix sends text) and returns the screen once done holds.
 func tuiKeys(t *testing.T, e *env, keys []string, what string, done func(string) bool) string {
 	t.Helper()
-	if _, err := exec.LookPath("tmux"); err != nil {
-		t.Fatalf("tmux is not installed (.ci/run installs it): %v", err)
-	}
-	sock := fmt.Sprintf("kw-fault-%d-%d", os.Getpid(), time.Now().UnixNano())
-	tmux := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", sock, "-f", "/dev/null"}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	var envs []string
-	for _, kv := range e.Environ() {
-		envs = append(envs, "-e", kv)
-	}
-	args := append([]string{"new-session", "-d", "-s", "f", "-x", "120", "-y", "40"}, envs...)
-	args = append(args, testkit.Binary(t)+"; sleep 30")
-	if out, err := tmux(args...); err != nil {
-		t.Fatalf("tmux new-session: %v\n%s", err, out)
-	}
-	defer tmux("kill-server")
-	screen := func() string { s, _ := tmux("capture-pane", "-p", "-J", "-t", "f"); return s }
-	wait := func(what string, cond func(string) bool) string {
-		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			s := screen()
-			if cond(s) {
-				return s
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("TUI: timed out waiting for %s; screen:\n%s", what, s)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	wait("the keys table", func(s string) bool { return strings.Contains(s, "Name") })
-	for _, k := range keys {
-		time.Sleep(150 * time.Millisecond)
-		a := []string{"send-keys", "-t", "f"}
-		if lit, ok := strings.CutPrefix(k, "lit:"); ok {
-			a = append(a, "-l", lit)
-		} else {
-			a = append(a, k)
-		}
-		if out, err := tmux(a...); err != nil {
-			t.Fatalf("tmux send-keys: %v %s", err, out)
-		}
-	}
-	s := wait(what, done)
+	p := newPane(t, 120, 40, nil, e.Environ(), testkit.Binary(t)+"; sleep 30")
+	defer p.close() // the TUI holds the database until it ends
+	p.wait("the keys table", 15*time.Second, func(s string) bool { return strings.Contains(s, "Name") })
+	p.keys(keys...)
+	s := p.wait("TUI: "+what, 15*time.Second, done)
 	for _, line := range strings.Split(s, "\n") {
 		if strings.Contains(line, "⚠") {
 			t.Logf("TUI: %s", strings.TrimSpace(line))

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -107,66 +106,19 @@ func TestE2EOpenSSHInTmux(t *testing.T) {
 	})
 
 	// tmux on a private socket, with set-clipboard on.
-	sock := fmt.Sprintf("kw-e2e-%d", os.Getpid())
-	conf := filepath.Join(dir, "tmux.conf")
-	if err := os.WriteFile(conf, []byte("set -g set-clipboard on\nset -g history-limit 1000\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	tmux := func(args ...string) (string, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		out, err := exec.CommandContext(ctx, "tmux", append([]string{"-L", sock, "-f", conf}, args...)...).CombinedOutput()
-		return string(out), err
-	}
-	defer tmux("kill-server")
 	sshCmd := fmt.Sprintf("ssh -F /dev/null -i %s -p %s -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o IdentitiesOnly=yes -o IdentityAgent=none -o LogLevel=ERROR e2e@127.0.0.1; sleep 30", keyFile, sshPort)
-	if out, err := tmux("new-session", "-d", "-s", "e2e", "-x", "140", "-y", "40", sshCmd); err != nil {
-		t.Fatalf("tmux new-session: %v\n%s", err, out)
-	}
-	screen := func() string {
-		out, _ := tmux("capture-pane", "-p", "-t", "e2e")
-		return out
-	}
-	waitScreen := func(what string, d time.Duration, cond func(string) bool) string {
-		t.Helper()
-		deadline := time.Now().Add(d)
-		for {
-			s := screen()
-			if cond(s) {
-				return s
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; screen:\n%s\nserve log:\n%s", what, s, serveLog.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
-	}
-	keys := func(ks ...string) {
-		t.Helper()
-		for _, k := range ks {
-			time.Sleep(150 * time.Millisecond)
-			args := []string{"send-keys", "-t", "e2e"}
-			if strings.HasPrefix(k, "lit:") {
-				args = append(args, "-l", strings.TrimPrefix(k, "lit:"))
-			} else {
-				args = append(args, k)
-			}
-			if out, err := tmux(args...); err != nil {
-				t.Fatalf("tmux send-keys %q: %v %s", k, err, out)
-			}
-		}
-	}
-
-	waitScreen("the keys table", 15*time.Second, func(s string) bool { return strings.Contains(s, "Name") })
-	keys("n")
-	waitScreen("the create form", 5*time.Second, func(s string) bool { return strings.Contains(s, "New key") })
-	keys("lit:e2e-key", "Enter", "Enter", "Up", "Enter", "Enter", "Enter", "Enter")
-	s := waitScreen("the revealed token", 10*time.Second, func(s string) bool { return tokenRE.MatchString(s) })
+	p := newPane(t, 140, 40, []string{"set -g set-clipboard on", "set -g history-limit 1000"}, nil, sshCmd)
+	p.trail = func() string { return "serve log:\n" + serveLog.String() }
+	p.wait("the keys table", 15*time.Second, func(s string) bool { return strings.Contains(s, "Name") })
+	p.keys("n")
+	p.wait("the create form", 5*time.Second, func(s string) bool { return strings.Contains(s, "New key") })
+	p.keys("lit:e2e-key", "Enter", "Enter", "Up", "Enter", "Enter", "Enter", "Enter")
+	s := p.wait("the revealed token", 10*time.Second, func(s string) bool { return tokenRE.MatchString(s) })
 	token := tokenRE.FindString(s)
-	keys("c")
+	p.keys("c")
 	var buf string
 	testkit.WaitFor(t, 5*time.Second, "the token in tmux's paste buffer", func() bool {
-		buf, _ = tmux("show-buffer")
+		buf, _ = p.tmux("show-buffer")
 		return strings.TrimSpace(buf) == token
 	})
 

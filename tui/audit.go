@@ -120,18 +120,8 @@ func (a *auditScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			if a.cursor < len(a.view) {
 				return a, push(newAuditEvent(a.c, a.view[a.cursor]))
 			}
-		case on(bindUp):
-			a.cursor--
-		case on(bindDown):
-			a.cursor++
-		case on(bindPageUp):
-			a.cursor -= page
-		case on(bindPageDown):
-			a.cursor += page
-		case on(bindTop):
-			a.cursor = 0
-		case on(bindBottom):
-			a.cursor = len(a.view)
+		default:
+			a.cursor, _ = listMove(on, a.cursor, len(a.view), page)
 		}
 		a.clamp()
 	default:

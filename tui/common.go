@@ -149,6 +149,29 @@ func clean(s string) string { return model.Sanitize(s) }
 // Every list screen moves and reloads its cursor through it.
 func clampCursor(cursor, n int) int { return max(min(cursor, n-1), 0) }
 
+// listMove moves a list cursor over n rows when on matches a moving key
+// (↑/↓, pgup/pgdn by page rows, g/G), and says whether one did. Every list
+// screen moves the same way through it.
+func listMove(on func(...*binding) bool, cursor, n, page int) (int, bool) {
+	switch {
+	case on(bindUp):
+		cursor--
+	case on(bindDown):
+		cursor++
+	case on(bindPageUp):
+		cursor -= page
+	case on(bindPageDown):
+		cursor += page
+	case on(bindTop):
+		cursor = 0
+	case on(bindBottom):
+		cursor = n - 1
+	default:
+		return cursor, false
+	}
+	return clampCursor(cursor, n), true
+}
+
 // fit truncates s to width cells (with an ellipsis) and pads it to exactly
 // width. s must already be sanitised and unstyled.
 func fit(s string, width int) string {

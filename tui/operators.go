@@ -95,14 +95,6 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		switch {
 		case on(bindBack):
 			return o, pop
-		case on(bindUp):
-			o.cursor = clampCursor(o.cursor-1, len(o.ops))
-		case on(bindDown):
-			o.cursor = clampCursor(o.cursor+1, len(o.ops))
-		case on(bindTop, bindPageUp):
-			o.cursor = 0
-		case on(bindBottom, bindPageDown):
-			o.cursor = clampCursor(len(o.ops)-1, len(o.ops))
 		case on(bindAddOperator):
 			return o, push(newOperatorForm(o.c))
 		case sel != nil && on(bindOperatorKeys):
@@ -113,6 +105,9 @@ func (o *operatorsScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 			return o, push(o.roleDialog(*sel))
 		case sel != nil && on(bindDeleteOperator):
 			return o, push(o.deleteDialog(*sel))
+		default:
+			// A page is the whole list: it always fits the screen.
+			o.cursor, _ = listMove(on, o.cursor, len(o.ops), len(o.ops))
 		}
 	}
 	return o, nil

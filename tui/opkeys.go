@@ -114,14 +114,12 @@ func (k *opKeysScreen) Update(msg tea.Msg) (screen, tea.Cmd) {
 		switch {
 		case on(bindBack):
 			return k, pop
-		case on(bindUp):
-			k.cursor = clampCursor(k.cursor-1, len(k.keys))
-		case on(bindDown):
-			k.cursor = clampCursor(k.cursor+1, len(k.keys))
 		case on(bindAddOpKey):
 			return k, push(newOpKeyForm(k.c, k.name))
 		case sel != nil && on(bindRemoveOpKey):
 			return k, push(k.removeDialog(*sel))
+		default:
+			k.cursor, _ = listMove(on, k.cursor, len(k.keys), len(k.keys))
 		}
 	}
 	return k, nil

@@ -146,3 +146,29 @@ func TestOperatorsSelfAndConsequence(t *testing.T) {
 }
 
 func footer(view string) string { return view[strings.LastIndex(view, "\n")+1:] }
+
+// TestOperatorKeysTopBottom: the SSH keys list moves like every other
+// list (g/G did nothing there).
+func TestOperatorKeysTopBottom(t *testing.T) {
+	st, _ := newTestStore(t)
+	for i, c := range []string{"alice@laptop", "alice@desktop", "alice@phone"} {
+		if _, _, err := st.AddOperatorKey("alice", "alice", fixedKeyLine(byte(20+i), c)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := newDriver(t, newTestOptions(st, "alice"), 110, 30)
+	d.keys("o", "enter")
+	k, ok := d.m.top().(*opKeysScreen)
+	if !ok || len(k.keys) != 3 {
+		t.Fatalf("SSH keys screen with 3 keys: %T", d.m.top())
+	}
+	for _, c := range []struct {
+		key  string
+		want int
+	}{{"G", 2}, {"g", 0}, {"pgdown", 2}, {"up", 1}, {"pgup", 0}} {
+		d.keys(c.key)
+		if k.cursor != c.want {
+			t.Fatalf("after %s the cursor is on row %d, want %d", c.key, k.cursor, c.want)
+		}
+	}
+}

@@ -64,18 +64,34 @@ type Backend interface {
 	Import(ctx context.Context, keys []KeyPut, audit []model.AuditEvent, batch int) (done int, err error)
 
 	// Watch streams the commits after from, for this process to apply
-	// other writers' changes. Why: with more than one node, memory
-	// follows the store through it. Events arrive in revision order;
-	// Progress events say the stream is alive up to a revision even
-	// when nothing changed; Relist says events were lost (etcd
-	// compaction, a slow consumer): reload everything. The channel
+	// other writers' changes (and, on etcd, its own: memory follows the
+	// stream only). Why: with more than one node, memory follows the
+	// store through it. Events arrive in revision order and carry the
+	// new values; Progress events say the stream is alive up to a
+	// revision even when nothing changed; Relist says events were lost
+	// (etcd compaction, a slow consumer): reload everything. The channel
 	// closes when ctx ends.
 	Watch(ctx context.Context, from Rev) <-chan WatchEvent
 
-	// Key reads one key with its last use. Why: a lean store keeps no
-	// snapshot of keys in memory, and a read-modify-write needs the
-	// record the conditions compare against.
-	Key(ctx context.Context, id string) (*model.Key, error)
+	// Shared reports whether other processes write to the same records
+	// (etcd): the engine then applies every change, its own included,
+	// from Watch, and a write returns once its revision is applied.
+	// bbolt (one owner) returns false: commits update memory directly.
+	Shared() bool
+
+	// Export calls x with every record at one revision (keys with their
+	// hashes and last use, operators, metadata, then audit events oldest
+	// first), for a backup or a move to another backend. Restore writes
+	// an export into an empty backend (batched on etcd).
+	Export(ctx context.Context, x ExportSink) (Rev, error)
+	Restore(ctx context.Context, src Backend) error
+
+	// Key reads one key with its last use, and the revision it was read
+	// at. Why: a lean store keeps no snapshot of keys in memory, and a
+	// read-modify-write needs the record the conditions compare against
+	// (KeyPut.OldRev: etcd refuses the write if the key was modified
+	// after that revision; bbolt, with one writer, may return 0).
+	Key(ctx context.Context, id string) (*model.Key, Rev, error)
 
 	// Keys calls fn with every key (last use included) in id order, at
 	// the revision it returns. Why:
@@ -152,6 +168,9 @@ type KeyPut struct {
 	Old, New *model.Key
 	Hashes   KeyHashes
 	Was      KeyHashes
+	// OldRev is the revision Old was read at (Backend.Key's): etcd
+	// refuses the write if the key was modified after it.
+	OldRev Rev
 }
 
 // OperatorPut replaces operator Name (New nil: delete it).
@@ -177,6 +196,12 @@ type Write struct {
 	Audit []model.AuditEvent
 	// Bulk says the write holds many keys: write them for throughput.
 	Bulk bool
+	// Seen is the revision the engine's memory reflected when it
+	// authorised and decided this write: etcd refuses it (ErrConflict)
+	// if the operators were modified after it, so a write is never
+	// authorised by a deleted, disabled or demoted operator, and the
+	// last active ADMIN stays. bbolt (one writer) ignores it.
+	Seen Rev
 	// InitAt, if not zero, creates the store (schema, meta records),
 	// created at that time, in the same commit: the first operator of a
 	// new database is never apart from it. ErrConflict if it exists.
@@ -223,15 +248,44 @@ type HashPage struct {
 	Done         func()
 }
 
-// WatchEvent is one item of a Watch stream.
+// WatchEvent is one item of a Watch stream: one commit (all of it: a
+// revision is never split across events), a progress mark or a relist.
 type WatchEvent struct {
 	Rev Rev
 	// Progress: nothing to apply, the stream is alive up to Rev.
 	Progress bool
 	// Relist: events were lost; reload everything at a new revision.
 	Relist bool
-	// Keys and Operators name what the commit at Rev changed.
-	Keys      []string
-	Operators []string
-	Meta      []MetaName
+	// Keys are the keys the commit put or deleted, with their new values.
+	Keys []KeyEvent
+	// Operators is the whole new set of operators, when OperatorsSet
+	// (the commit changed any).
+	Operators    []model.Operator
+	OperatorsSet bool
+	// Meta are the metadata records the commit wrote (nil: deleted).
+	Meta map[MetaName][]byte
+	// LastUsed are last-used times the commit stored (after the merge).
+	LastUsed []LastUsedRec
+	// Audit counts the audit events the commit appended.
+	Audit int
+}
+
+// KeyEvent is one key's new state in a WatchEvent.
+type KeyEvent struct {
+	ID     string
+	Key    *model.Key // nil: deleted
+	Hashes KeyHashes  // the secrets that verify as it (GraceUntil on Key ends Prev)
+}
+
+// ExportSink receives Backend.Export's records. Every func must be set.
+type ExportSink struct {
+	// Key gets each key (in id order) with its hashes and last use
+	// (nil if never used).
+	Key      func(k *model.Key, h KeyHashes, lastUsed *LastUsedRec) error
+	Operator func(op model.Operator) error
+	Meta     func(name MetaName, v []byte) error
+	// Audit gets every event, oldest first, Seq as stored.
+	Audit func(ev model.AuditEvent) error
+	// Created is when the store was created (its schema record).
+	Created func(at time.Time) error
 }

@@ -68,7 +68,7 @@ func TestBoltCommitConditions(t *testing.T) {
 	if err != nil || len(evs) != 0 {
 		t.Fatalf("refused commits left audit events: %v %v", evs, err)
 	}
-	got, err := st.be.Key(ctx, a.ID)
+	got, _, err := st.be.Key(ctx, a.ID)
 	if err != nil || got.Name != "a" || got.Version != a.Version {
 		t.Fatalf("refused commits changed key a: %+v %v", got, err)
 	}
@@ -90,7 +90,7 @@ func TestBoltWatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	ev := <-ch
-	if len(ev.Keys) != 1 || ev.Keys[0] != k.ID || ev.Rev == 0 {
+	if len(ev.Keys) != 1 || ev.Keys[0].ID != k.ID || ev.Keys[0].Key == nil || ev.Rev == 0 {
 		t.Fatalf("create event: %+v", ev)
 	}
 	last := ev.Rev

@@ -9,15 +9,21 @@ import (
 )
 
 // Key reads key id with its last use.
-func (b *boltBackend) Key(_ context.Context, id string) (*model.Key, error) {
+func (b *boltBackend) Key(_ context.Context, id string) (*model.Key, Rev, error) {
 	var k *model.Key
+	var rev Rev
 	err := b.db.View(func(tx *bolt.Tx) error {
 		var err error
+		rev = Rev(tx.ID())
 		k, err = readKey(tx, id)
 		return err
 	})
-	return k, err
+	return k, rev, err
 }
+
+// Shared is false: one process owns the file (its flock), so commits
+// update memory directly.
+func (b *boltBackend) Shared() bool { return false }
 
 // Keys decodes every key in id order (see readAllKeys).
 func (b *boltBackend) Keys(_ context.Context, fn func(k *model.Key)) (Rev, error) {

@@ -1,6 +1,14 @@
 package store
 
-import "context"
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/keyward/keyward/model"
+	bolt "go.etcd.io/bbolt"
+)
 
 // Watch streams this process's own commits: one process owns the file,
 // so no other writer exists. A consumer that falls 64 commits behind gets
@@ -29,19 +37,20 @@ func (b *boltBackend) notify(rev Rev, w *Write) {
 	if len(b.watchers) == 0 {
 		return
 	}
-	ev := WatchEvent{Rev: rev}
+	ev := WatchEvent{Rev: rev, Meta: w.Meta, Audit: len(w.Audit)}
 	for _, kp := range w.Keys {
 		if kp.New != nil {
-			ev.Keys = append(ev.Keys, kp.New.ID)
+			ev.Keys = append(ev.Keys, KeyEvent{ID: kp.New.ID, Key: kp.New, Hashes: kp.Hashes})
 		} else {
-			ev.Keys = append(ev.Keys, kp.Old.ID)
+			ev.Keys = append(ev.Keys, KeyEvent{ID: kp.Old.ID})
 		}
 	}
-	for _, op := range w.Operators {
-		ev.Operators = append(ev.Operators, op.Name)
-	}
-	for name := range w.Meta {
-		ev.Meta = append(ev.Meta, name)
+	if len(w.Operators) > 0 {
+		ev.OperatorsSet = true
+		ops, err := b.operators()
+		if err == nil {
+			ev.Operators = ops
+		}
 	}
 	for ch := range b.watchers {
 		select {
@@ -57,4 +66,30 @@ func (b *boltBackend) notify(rev Rev, w *Write) {
 			close(ch)
 		}
 	}
+}
+
+// operators reads every operator record.
+func (b *boltBackend) operators() ([]model.Operator, error) {
+	var ops []model.Operator
+	err := b.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bOperators).ForEach(func(k, v []byte) error {
+			var op model.Operator
+			if err := json.Unmarshal(v, &op); err != nil {
+				return fmt.Errorf("operator %q: %w", model.Sanitize(string(k)), err)
+			}
+			ops = append(ops, op)
+			return nil
+		})
+	})
+	return ops, err
+}
+
+// Export is not written yet.
+func (b *boltBackend) Export(ctx context.Context, x ExportSink) (Rev, error) {
+	return 0, errors.New("export: not implemented")
+}
+
+// Restore is not written yet.
+func (b *boltBackend) Restore(ctx context.Context, src Backend) error {
+	return errors.New("restore: not implemented")
 }

@@ -206,7 +206,7 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
 	var out *model.Key
 	err := s.write(actor, func(t *txn) error {
-		cur, err := s.be.Key(context.Background(), id) // the backend and memory agree under wmu
+		cur, rev, err := s.be.Key(context.Background(), id) // the backend and memory agree under wmu
 		if err != nil {
 			return err
 		}
@@ -225,7 +225,7 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		if t.hashes != nil {
 			now = *t.hashes
 		}
-		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, New: next, Hashes: now, Was: was})
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, New: next, Hashes: now, Was: was, OldRev: rev})
 		out = next
 		g := s.grants.get(next)
 		t.after = append(t.after, func() {
@@ -379,12 +379,12 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 // DeleteKey removes key id permanently. Its secrets stop verifying at once.
 func (s *Store) DeleteKey(actor, id string) error {
 	return s.write(actor, func(t *txn) error {
-		cur, err := s.be.Key(context.Background(), id)
+		cur, rev, err := s.be.Key(context.Background(), id)
 		if err != nil {
 			return err
 		}
 		hashes := s.hashesOf(id)
-		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, Was: s.keyHashes(id)})
+		t.w.Keys = append(t.w.Keys, KeyPut{Old: cur, Was: s.keyHashes(id), OldRev: rev})
 		t.after = append(t.after, func() {
 			if i, ok := s.slots.lookup(id); ok {
 				for h := range hashes {

@@ -104,7 +104,7 @@ func (s *Store) Key(id string) (*model.Key, error) {
 	if k != nil {
 		return k, nil
 	}
-	k, err := s.be.Key(context.Background(), id)
+	k, _, err := s.be.Key(context.Background(), id)
 	if err != nil {
 		return nil, err
 	}

@@ -61,6 +61,14 @@ type Options struct {
 	// throwaway databases.
 	NoSync bool
 
+	// MasterKey is the path of the master key file that seals the shared
+	// secret. Default: beside the database file (MasterKeyPath). On etcd
+	// it is required (every node must hold the same file).
+	MasterKey string
+	// MaxStaleness (etcd) is how long the node may go without word from
+	// the cluster before Stale reports it (default DefaultMaxStaleness).
+	MaxStaleness time.Duration
+
 	// collideHashes indexes every hash under one prefix, so that tests
 	// exercise the hash index's overflow (see hashIndex).
 	collideHashes bool

@@ -2,6 +2,8 @@ package store
 
 import (
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 )
 
@@ -35,14 +37,60 @@ var ErrStale = errors.New("not in touch with the etcd cluster")
 // everything into memory and follows the cluster's changes with a watch.
 // A new (empty) prefix is bootstrapped as Open does a new file.
 func OpenEtcd(cfg EtcdConfig, opts Options) (*Store, error) {
-	return nil, errors.New("etcd: not implemented yet")
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("no etcd endpoints given")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultEtcdPrefix
+	}
+	opts.fill()
+	be, err := openEtcdBackend(cfg, &opts)
+	if err != nil {
+		return nil, err
+	}
+	return start(be, EtcdLocation(cfg), false, be.fresh, opts)
+}
+
+// DefaultEtcdPrefix starts keyward's keys in etcd unless told otherwise.
+const DefaultEtcdPrefix = "/keyward/"
+
+// EtcdLocation names a store on etcd in messages (Store.Path): its
+// endpoints and prefix.
+func EtcdLocation(cfg EtcdConfig) string {
+	prefix := cfg.Prefix
+	if prefix == "" {
+		prefix = DefaultEtcdPrefix
+	}
+	return "etcd " + strings.Join(cfg.Endpoints, ",") + " " + prefix
 }
 
 // Stale returns nil while this store's memory is known current: always
 // for a bbolt file; on etcd while the cluster answered within
 // Options.MaxStaleness. Otherwise an error wrapping ErrStale that says
 // for how long nothing was heard.
-func (s *Store) Stale() error { return nil }
+func (s *Store) Stale() error {
+	if !s.shared {
+		return nil
+	}
+	if since := s.SinceHeard(); since > s.opts.MaxStaleness {
+		return fmt.Errorf("%w: no word from etcd for %s (the bound is %s)", ErrStale, since.Round(time.Second), s.opts.MaxStaleness)
+	}
+	return nil
+}
+
+// SinceHeard is how long ago the backend last spoke to this store (0 on
+// a bbolt file): an event or a progress mark of the watch.
+func (s *Store) SinceHeard() time.Duration {
+	if !s.shared {
+		return 0
+	}
+	return time.Since(time.Unix(0, s.heard.Load()))
+}
 
 // Backend names the store's backend: "bbolt" or "etcd".
-func (s *Store) Backend() string { return "bbolt" }
+func (s *Store) Backend() string {
+	if s.shared {
+		return "etcd"
+	}
+	return "bbolt"
+}

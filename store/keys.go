@@ -205,8 +205,12 @@ func (s *Store) scheduleInsert(t *txn, nk newKeyRec) {
 // read. t.hashes, if fn sets it, replaces the key's secret hashes.
 func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*model.Key, error)) (*model.Key, error) {
 	var out *model.Key
-	err := s.write(actor, func(t *txn) error {
-		cur, rev, err := s.be.Key(context.Background(), id) // the backend and memory agree under wmu
+	read, err := s.readForWrite(id)
+	if err != nil {
+		return nil, err
+	}
+	err = s.write(actor, func(t *txn) error {
+		cur, rev, err := read()
 		if err != nil {
 			return err
 		}
@@ -237,6 +241,27 @@ func (s *Store) modifyKey(actor, id string, fn func(t *txn, cur *model.Key) (*mo
 		return nil
 	})
 	return out, err
+}
+
+// readForWrite returns how a read-modify-write of key id reads the key,
+// to be called under the writer lock.
+//
+// On the bbolt file, the backend and memory agree under wmu: read then.
+// On a shared backend (etcd) the key is read first, and memory brought
+// up to the revision read before the writer lock is taken: the write
+// takes the key's secret hashes from memory, so memory must hold at least
+// the version read (the commit's condition then guarantees that nothing
+// changed after it). Waiting under wmu would stall behind the sync loop.
+func (s *Store) readForWrite(id string) (func() (*model.Key, Rev, error), error) {
+	if !s.shared {
+		return func() (*model.Key, Rev, error) { return s.be.Key(context.Background(), id) }, nil
+	}
+	k, rev, err := s.be.Key(context.Background(), id)
+	if err != nil {
+		return nil, err
+	}
+	s.waitApplied(rev)
+	return func() (*model.Key, Rev, error) { return k, rev, nil }, nil
 }
 
 // EditKey replaces the editable fields of key id. version must be the
@@ -378,8 +403,12 @@ func (s *Store) hashesOf(id string) map[[32]byte]hashRef {
 
 // DeleteKey removes key id permanently. Its secrets stop verifying at once.
 func (s *Store) DeleteKey(actor, id string) error {
+	read, err := s.readForWrite(id)
+	if err != nil {
+		return err
+	}
 	return s.write(actor, func(t *txn) error {
-		cur, rev, err := s.be.Key(context.Background(), id)
+		cur, rev, err := read()
 		if err != nil {
 			return err
 		}
@@ -439,7 +468,14 @@ func (s *Store) expireGraces() {
 				w.Expired = append(w.Expired, ExpiredHash{ID: id, Hash: h})
 			}
 		}
-		if _, err := s.be.Commit(context.Background(), w); err == nil {
+		// A shared backend keeps the grace's end in the key record: each
+		// node drops the previous secret on its own clock, nothing is
+		// written.
+		var err error
+		if !s.shared {
+			_, err = s.be.Commit(context.Background(), w)
+		}
+		if err == nil {
 			s.mu.Lock()
 			if i, ok := s.slots.lookup(id); ok {
 				if e := s.slots.at(i); e.hasPrev {

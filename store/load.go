@@ -13,7 +13,7 @@ import (
 	"github.com/keyward/keyward/model"
 )
 
-// load reads every key, hash, last-used record, operator and the catalog
+// loadAt reads every key, hash, last-used record, operator and the catalog
 // into memory.
 //
 // The garbage collector is paused while loading (debug.SetGCPercent(-1),
@@ -28,11 +28,11 @@ import (
 //
 // The backend reads the records at one revision, page by page, into a
 // loader (see Backend.Load); the loader decodes them in parallel.
-func (s *Store) load() error {
+// It returns the revision loaded.
+func (s *Store) loadAt() (Rev, error) {
 	defer pauseGC()()
 	l := newLoader(s)
-	_, err := s.be.Load(context.Background(), l)
-	return err
+	return s.be.Load(context.Background(), l)
 }
 
 // gcPause counts the loads under way; the first pauses the garbage
@@ -256,6 +256,7 @@ func (b *loadBatch) decode(intern map[string]string, scratch *[]byte, grants *gr
 			key.LastUsedAt, key.LastUsedFrom = &times[0], from
 			times = times[1:]
 			e.lastAt.Store(at)
+			e.stored = at
 		}
 		e.setFacts(key)
 		b.grants[i] = grants.get(key)

@@ -85,6 +85,19 @@ type Store struct {
 
 	wmu sync.Mutex // serialises writers together with their memory updates
 
+	// shared: other processes write the same records (etcd). Memory then
+	// follows the backend's watch only (etcd_sync.go), and applied is the
+	// revision it reflects; appliedCh is closed and replaced whenever
+	// applied advances. heard is when the backend last spoke (Unix ns).
+	shared    bool
+	applied   atomic.Uint64
+	appliedMu sync.Mutex
+	applyMu   sync.Mutex // held while the sync loop changes memory
+	appliedCh chan struct{}
+	heard     atomic.Int64
+	syncDone  chan struct{}
+	relists   atomic.Int64
+
 	mu        sync.RWMutex // guards the maps below
 	slots     slotTable
 	hashes    hashIndex
@@ -142,21 +155,33 @@ func Open(path string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	return start(be, path, be.readOnly, be.fresh, opts)
+}
+
+// start makes the Store over an open backend: it bootstraps a new store
+// if fresh, loads memory, and starts the background work (the last-used
+// flush; on a shared backend, the sync loop too).
+func start(be Backend, path string, readOnly, fresh bool, opts Options) (*Store, error) {
 	s := &Store{
-		be: be, path: path, readOnly: be.readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
-		slots: newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
+		be: be, path: path, readOnly: readOnly, opts: opts, now: opts.Now, prefix: opts.TokenPrefix,
+		shared: be.Shared(),
+		slots:  newSlotTable(0), hashes: newHashIndex(0, opts.collideHashes),
 		ops: map[string]*model.Operator{}, graces: map[string]time.Time{},
 		subs: map[*Subscription]struct{}{}, stop: make(chan struct{}), done: make(chan struct{}),
+		appliedCh: make(chan struct{}),
 	}
 	if !opts.Lean {
 		s.slots.snaps = [][]*model.Key{}
 	}
-	if be.fresh {
-		if err := s.bootstrap(); err != nil {
+	if fresh {
+		if err := s.bootstrap(); err != nil && !(s.shared && errors.Is(err, ErrConflict)) {
+			// (On etcd another node may have bootstrapped the same
+			// prefix first: then load what it wrote.)
 			return s.failOpen(err)
 		}
 	}
-	if err := s.load(); err != nil {
+	rev, err := s.loadAt()
+	if err != nil {
 		return s.failOpen(err)
 	}
 	if opts.Lean {
@@ -166,6 +191,9 @@ func Open(path string, opts Options) (*Store, error) {
 		debug.FreeOSMemory()
 	}
 	go s.flushLoop()
+	if s.shared {
+		s.startSync(rev)
+	}
 	return s, nil
 }
 
@@ -176,6 +204,9 @@ func (o *Options) fill() {
 	}
 	if o.FlushInterval <= 0 {
 		o.FlushInterval = 5 * time.Second
+	}
+	if o.MaxStaleness <= 0 {
+		o.MaxStaleness = DefaultMaxStaleness
 	}
 	if o.Now == nil {
 		o.Now = time.Now
@@ -232,6 +263,9 @@ func (s *Store) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
+		if s.syncDone != nil {
+			<-s.syncDone
+		}
 		err = s.FlushLastUsed()
 		s.closed.Store(true)
 		s.subsMu.Lock()
@@ -258,7 +292,7 @@ func (s *Store) flushLoop() {
 		case <-s.stop:
 			return
 		case <-t.C:
-			_ = s.FlushLastUsed()
+			_ = s.flushLastUsed(false)
 			s.expireGraces()
 		case <-live.C:
 			s.announceLastUsed()

@@ -365,7 +365,7 @@ func (s *Store) RecordLogin(name, from string) error {
 	if err != nil {
 		return err
 	}
-	t := &txn{now: s.now().UTC(), actor: name, w: &Write{}}
+	t := &txn{now: s.now().UTC(), actor: name, w: &Write{Seen: s.Applied()}}
 	next := *cur
 	now := t.now
 	next.LastLoginAt = &now
@@ -376,6 +376,8 @@ func (s *Store) RecordLogin(name, from string) error {
 	if _, err := s.be.Commit(context.Background(), t.w); err != nil {
 		return err
 	}
-	s.apply(t)
+	if !s.shared { // (on etcd the sync loop applies it)
+		s.apply(t)
+	}
 	return nil
 }

@@ -33,7 +33,13 @@ func (s *Store) Keys() []*model.Key {
 // snapshots lists the kept snapshots. Caller holds s.mu.
 func (s *Store) snapshots() []*model.Key {
 	out := make([]*model.Key, 0, s.slots.live)
-	s.slots.each(func(i uint32, _ *entry) { out = append(out, s.withLiveLastUsed(i, s.slots.snap(i))) })
+	s.slots.each(func(i uint32, _ *entry) {
+		// (On etcd a key deleted after the snapshots were read has none
+		// until its deletion arrives: it is as good as gone.)
+		if k := s.slots.snap(i); k != nil {
+			out = append(out, s.withLiveLastUsed(i, k))
+		}
+	})
 	return out
 }
 
@@ -43,6 +49,8 @@ func (s *Store) snapshots() []*model.Key {
 func (s *Store) keepSnapshots() []*model.Key {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
+	s.applyMu.Lock() // on etcd, the sync loop waits too
+	defer s.applyMu.Unlock()
 	s.mu.RLock()
 	kept := s.slots.snaps != nil
 	var out []*model.Key
@@ -81,6 +89,8 @@ func (s *Store) dropSnapshots() {
 		return
 	}
 	s.wmu.Lock() // not while keepSnapshots reads
+	s.applyMu.Lock()
+	defer s.applyMu.Unlock()
 	s.mu.Lock()
 	if s.Subscribers() == 0 {
 		s.slots.snaps = nil

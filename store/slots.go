@@ -200,7 +200,10 @@ type entry struct {
 	id     [16]byte // the key id, zero if it is not 16 bytes (Store.mu)
 	lastAt atomic.Int64
 	prev   [32]byte // see hasPrev (Store.mu)
-	_      [8]byte
+	// stored is the last use the backend is known to hold (Unix ns; from
+	// the load, the watch and this node's flushes; Store.mu). On etcd a
+	// flush skips keys it is already close to (see flushLastUsed).
+	stored int64
 }
 
 // reset zeroes e, for a freed slot.
@@ -210,4 +213,5 @@ func (e *entry) reset() {
 	e.active, e.hasPrev, e.live = false, false, false
 	e.id, e.prev = [16]byte{}, [32]byte{}
 	e.lastAt.Store(0)
+	e.stored = 0
 }

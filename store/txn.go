@@ -42,48 +42,89 @@ var errNoChange = errors.New("no change")
 // active ADMIN operator: READONLY operators are refused here, not only in
 // the UI. Memory is updated only after the commit succeeds.
 func (s *Store) write(actor string, fn func(t *txn) error) error {
+	rev, err := s.writeLocked(actor, fn)
+	if err == nil {
+		// On a shared backend memory follows the watch: return once it
+		// holds this write (read your writes). Not under wmu: the sync
+		// loop applies other writes meanwhile.
+		s.waitApplied(rev)
+	}
+	return err
+}
+
+// writeLocked is write's part under the writer lock. It returns the
+// revision committed (0 if nothing was).
+func (s *Store) writeLocked(actor string, fn func(t *txn) error) (Rev, error) {
 	if s.closed.Load() {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.authorize(actor); err != nil {
-		return err
+		return 0, err
 	}
 	if s.readOnly {
-		return s.readOnlyError()
+		return 0, s.readOnlyError()
 	}
 	// Audit and CreatedBy name the operator; the rest of the actor (its
 	// identity and key) only decides the authorisation above.
 	who := model.ParseActor(actor)
-	t := &txn{now: s.now().UTC(), actor: who.Name, who: who, w: &Write{}}
+	t := &txn{now: s.now().UTC(), actor: who.Name, who: who, w: &Write{Seen: s.Applied()}}
 	if err := fn(t); err != nil {
 		if errors.Is(err, errNoChange) {
-			return nil // nothing to commit, no fsync, no events
+			return 0, nil // nothing to commit, no fsync, no events
 		}
-		return err
+		return 0, err
 	}
-	if err := s.commit(t.w); err != nil {
+	rev, err := s.commit(t.w)
+	if err != nil {
 		if refused(err) {
-			return err
+			return 0, err
 		}
 		// The commit itself failed (disk full, I/O error): the backend
 		// rolled back, so nothing of this change is stored or in memory.
-		return fmt.Errorf("saving to database %s failed, nothing was changed: %w", s.path, err)
+		return 0, fmt.Errorf("saving to %s failed, nothing was changed: %w", s.where(), err)
 	}
-	s.apply(t)
-	return nil
+	if !s.shared {
+		s.apply(t)
+	}
+	return rev, nil
+}
+
+// where names the database in messages: the file, or the etcd cluster.
+func (s *Store) where() string {
+	if s.shared {
+		return "etcd"
+	}
+	return "database " + s.path
 }
 
 // commit hands w to the backend: a bulk write to Import, every other
-// one to Commit.
-func (s *Store) commit(w *Write) error {
-	if w.Bulk {
-		_, err := s.be.Import(context.Background(), w.Keys, w.Audit, 0)
-		return err
+// one to Commit. It returns the revision to wait for.
+func (s *Store) commit(w *Write) (Rev, error) {
+	ctx := context.Background()
+	if !w.Bulk {
+		return s.be.Commit(ctx, w)
 	}
-	_, err := s.be.Commit(context.Background(), w)
-	return err
+	done, err := s.be.Import(ctx, w.Keys, w.Audit, 0)
+	if err != nil {
+		if s.shared && done > 0 {
+			// etcd imports in batches: those before the error stay.
+			return 0, fmt.Errorf("%d of %d keys were imported before the error (etcd imports in batches, not atomically; the rest were not): %w", done, len(w.Keys), err)
+		}
+		return 0, err
+	}
+	if !s.shared || len(w.Keys) == 0 {
+		return 0, nil
+	}
+	// Import reports no revision: a read after it has one at least as
+	// new as its last batch.
+	last := w.Keys[len(w.Keys)-1].New
+	_, rev, err := s.be.Key(ctx, last.ID)
+	if err != nil {
+		return 0, nil // written; memory catches up by itself
+	}
+	return rev, nil
 }
 
 // refused reports whether a commit failed on a condition (a key changed

@@ -87,8 +87,22 @@ const applyChunk = 1024
 // FlushLastUsed writes buffered last-used records in one transaction and
 // folds them into the keys' snapshots. It runs every FlushInterval and on
 // Close; at most one interval of last-used data is lost on a crash.
-func (s *Store) FlushLastUsed() error {
+func (s *Store) FlushLastUsed() error { return s.flushLastUsed(true) }
+
+// lastUsedEvery is how far ahead of the stored last use a key's must be
+// before a node on etcd writes it: each key is written about once per
+// interval cluster-wide, whatever the verification rate.
+const lastUsedEvery = time.Minute
+
+// flushLastUsed is FlushLastUsed. On a shared backend, unless all, it
+// writes only the keys whose last use is at least lastUsedEvery past the
+// one stored (by any node: the watch reports their writes); the others
+// stay buffered.
+func (s *Store) flushLastUsed(all bool) error {
 	recs := s.takeDirty()
+	if s.shared && !all {
+		recs = s.dueLastUsed(recs)
+	}
 	if len(recs) == 0 {
 		return nil
 	}
@@ -107,10 +121,51 @@ func (s *Store) FlushLastUsed() error {
 		return err
 	}
 	s.foldLastUsed(recs)
+	s.markStored(recs)
 	if len(ids) > 0 {
 		s.publish(Change{Kind: LastUsed, IDs: ids})
 	}
 	return nil
+}
+
+// markStored notes that recs are stored (see entry.stored).
+func (s *Store) markStored(recs []lastUsedRec) {
+	for lo := 0; lo < len(recs); lo += applyChunk {
+		s.mu.Lock()
+		for _, r := range recs[lo:min(lo+applyChunk, len(recs))] {
+			if s.slots.idOf(r.slot) == r.id {
+				if e := s.slots.at(r.slot); r.at > e.stored {
+					e.stored = r.at
+				}
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// dueLastUsed keeps the records a node on etcd should write now (see
+// flushLastUsed) and puts the others back in the buffer; records no newer
+// than what is stored are dropped.
+func (s *Store) dueLastUsed(recs []lastUsedRec) []lastUsedRec {
+	due := recs[:0]
+	var later []lastUsedRec
+	s.mu.RLock()
+	for _, r := range recs {
+		i, ok := s.slots.lookup(r.id)
+		if !ok || i != r.slot {
+			continue
+		}
+		switch stored := s.slots.at(i).stored; {
+		case r.at <= stored:
+		case r.at-stored >= int64(lastUsedEvery):
+			due = append(due, r)
+		default:
+			later = append(later, r)
+		}
+	}
+	s.mu.RUnlock()
+	s.requeueDirty(later)
+	return due
 }
 
 // takeDirty empties the buffer of dirty slots and returns their records.
@@ -225,7 +280,9 @@ func (s *Store) foldLastUsed(recs []lastUsedRec) {
 	for lo := 0; lo < len(recs); lo += applyChunk {
 		s.mu.Lock()
 		for i := lo; i < min(lo+applyChunk, len(recs)); i++ {
-			if next[i] != nil {
+			// (On etcd the sync loop may have freed and reused the
+			// slot meanwhile: check it still holds the key.)
+			if next[i] != nil && s.slots.idOf(recs[i].slot) == recs[i].id {
 				s.slots.setSnap(recs[i].slot, next[i]) // only last-used changed: the facts stand
 			}
 		}

@@ -53,13 +53,13 @@ type app struct {
 	actor      string
 	// etcdf are the --etcd flags; etcdCfg is set when they (or the
 	// environment) select an etcd cluster instead of the bbolt file.
-	etcdf   etcdFlags
-	etcdCfg *store.EtcdConfig
-	warnMu     sync.Mutex
-	warnHeld   *[]string // see holdWarnings
-	stdin      io.Reader
-	stdout     io.Writer
-	stderr     io.Writer
+	etcdf    etcdFlags
+	etcdCfg  *store.EtcdConfig
+	warnMu   sync.Mutex
+	warnHeld *[]string // see holdWarnings
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
 	// getenv reads the environment (os.Getenv; a map in in-process tests,
 	// which run in parallel and so cannot each set the process's own).
 	getenv func(string) string

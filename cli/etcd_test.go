@@ -130,3 +130,43 @@ func TestEtcdHelp(t *testing.T) {
 		t.Errorf("verify --help lacks exit status 3")
 	}
 }
+
+// TestMasterKeyFlag: --master-key (or $KEYWARD_MASTER_KEY) names the file
+// that seals the shared secret, created 0600 on first use; another node's
+// file (here: another master key on the same database) is refused loudly
+// for show and rotate, and secret info names the file in use.
+func TestMasterKeyFlag(t *testing.T) {
+	e := newEnv(t)
+	e.OK("keys", "list") // creates the database
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.key"), filepath.Join(dir, "b.key")
+	r := e.runEnv(nil, "--master-key", a, "secret", "show", "--json")
+	if r.Code != 0 {
+		t.Fatal(r)
+	}
+	secret := testkit.Decode[secretJSON](t, r).Secret
+	if fi, err := os.Stat(a); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("--master-key file: %v %v", fi, err)
+	}
+	if r := e.runEnv([]string{"KEYWARD_MASTER_KEY=" + a}, "secret", "show", "--json"); r.Code != 0 || testkit.Decode[secretJSON](t, r).Secret != secret {
+		t.Fatalf("$KEYWARD_MASTER_KEY: %s", r)
+	}
+	// b: a master key of its own (made by rotating another database).
+	other := newEnv(t)
+	other.OK("keys", "list")
+	if r := other.runEnv(nil, "--master-key", b, "secret", "show"); r.Code != 0 {
+		t.Fatal(r)
+	}
+	for _, args := range [][]string{{"secret", "show"}, {"secret", "rotate"}} {
+		r := e.runEnv(nil, append([]string{"--master-key", b}, args...)...)
+		if r.Code != 1 || !strings.Contains(r.Stderr, "master key "+b+" is not the one the shared secret was sealed with") || strings.Contains(r.Stdout, "kws_") {
+			t.Errorf("%v with another master key: %s", args, r)
+		}
+	}
+	if r := e.runEnv(nil, "--master-key", b, "secret", "info"); r.Code != 0 || !strings.Contains(r.Stdout, b) {
+		t.Errorf("secret info does not name the master key in use: %s", r)
+	}
+	if r := e.runEnv(nil, "--master-key", a, "secret", "show", "--json"); r.Code != 0 || testkit.Decode[secretJSON](t, r).Secret != secret {
+		t.Fatalf("the refused rotation changed the secret: %s", r)
+	}
+}

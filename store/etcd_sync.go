@@ -343,8 +343,10 @@ func (s *Store) relist(ctx context.Context) error {
 		fresh.slots.snaps = [][]*model.Key{}
 	}
 	s.mu.RUnlock()
+	began := time.Now()
 	rev, err := fresh.loadAt()
 	if err != nil {
+		s.opts.Warn(fmt.Sprintf("reloading from etcd failed (retrying): %v", err))
 		return err
 	}
 	pending := s.takeDirty()
@@ -370,7 +372,9 @@ func (s *Store) relist(ctx context.Context) error {
 		}
 	}
 	s.mu.Unlock()
-	s.relists.Add(1)
+	n := s.relists.Add(1)
+	s.opts.Warn(fmt.Sprintf("relisted from etcd (the watch fell behind its compacted history): %d keys at revision %d in %s (relist %d)",
+		s.KeyCount(), rev, time.Since(began).Round(time.Millisecond), n))
 	s.setApplied(rev)
 	s.heard.Store(time.Now().UnixNano())
 	s.publish(Change{Kind: Resync})

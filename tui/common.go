@@ -30,11 +30,16 @@ type common struct {
 	// screens, and when a hidden key is pressed.
 	roWhy   string
 	forceRO bool // Options.ReadOnly
-	styles  *styles
-	clip    Clipboard
-	now     func() time.Time
-	width   int
-	height  int // height available to a screen's body
+	// outOfTouch, on a store kept in etcd, says for how long this node
+	// has not heard from the cluster, when that is past the store's bound
+	// (store.Stale): what the admin sees may be out of date, and changes
+	// will fail. Nil on a bbolt file.
+	outOfTouch func() (time.Duration, bool)
+	styles     *styles
+	clip       Clipboard
+	now        func() time.Time
+	width      int
+	height     int // height available to a screen's body
 }
 
 // screen is one admin page. The root keeps a stack of them; the keys table

@@ -24,6 +24,34 @@ type root struct {
 	// which ends the program.
 	open    func() (*store.Store, error)
 	openErr error
+	// stale is the header's warning while the store is out of touch with
+	// etcd (common.outOfTouch), refreshed every second.
+	stale string
+}
+
+// staleTickMsg refreshes root.stale.
+type staleTickMsg struct{}
+
+// staleEvery is how often the header's out-of-touch warning is refreshed.
+const staleEvery = time.Second
+
+// watchStale starts the out-of-touch check, on a store kept in etcd.
+func (m *root) watchStale() tea.Cmd {
+	if m.c.outOfTouch == nil {
+		return nil
+	}
+	return tea.Tick(staleEvery, func(time.Time) tea.Msg { return staleTickMsg{} })
+}
+
+// checkStale sets the header's warning from common.outOfTouch.
+func (m *root) checkStale() {
+	m.stale = ""
+	if m.c.outOfTouch == nil {
+		return
+	}
+	if since, stale := m.c.outOfTouch(); stale {
+		m.stale = "! no word from etcd for " + since.Round(time.Second).String() + ": data may be out of date "
+	}
 }
 
 // storeOpenedMsg: Options.Open returned. Every screen gets it once the
@@ -52,7 +80,7 @@ func (m *root) Init() tea.Cmd {
 			return storeOpenedMsg{st: st, err: err}
 		}, m.flash.tick())
 	}
-	return tea.Batch(m.stack[0].Init(), m.waitFeed(), m.flash.tick())
+	return tea.Batch(m.stack[0].Init(), m.waitFeed(), m.flash.tick(), m.watchStale())
 }
 
 func (m *root) top() screen { return m.stack[len(m.stack)-1] }
@@ -104,6 +132,9 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 		return m, m.flash.set(msg)
 	case flashTickMsg:
 		return m, m.flash.update(msg)
+	case staleTickMsg:
+		m.checkStale()
+		return m, m.watchStale()
 	case feedMsg:
 		return m, tea.Batch(m.all(msg), m.waitFeed())
 	case storeOpenedMsg:
@@ -113,7 +144,7 @@ func (m *root) Update(msg tea.Msg) (tea.Model, tea.Cmd) {
 			return m, tea.Quit
 		}
 		m.attach(msg.st)
-		return m, tea.Batch(m.all(msg), m.waitFeed())
+		return m, tea.Batch(m.all(msg), m.waitFeed(), m.watchStale())
 	}
 	if _, ok := msg.(broadcast); ok {
 		return m, m.all(msg)
@@ -193,7 +224,7 @@ func (m *root) View() string {
 	} else if c.readonly {
 		who += " (read-only)"
 	}
-	right := who + " "
+	right := m.stale + who + " "
 	header := s.Header.Render(fit(" keyward  "+strings.Join(crumbs, " › "), c.width-ansi.StringWidth(right)) + right)
 	body := padLines(m.top().View(), c.width, c.height)
 	footer := m.flash.view(s)

@@ -137,6 +137,9 @@ func (m *root) attach(st *store.Store) {
 			c.actor = a.String()
 		}
 		m.sub = st.Subscribe()
+		if st.Backend() == "etcd" {
+			c.outOfTouch = func() (time.Duration, bool) { return st.SinceHeard(), st.Stale() != nil }
+		}
 	}
 	c.st, c.readonly, c.roWhy = st, readonly, why
 	if why != "" {

@@ -117,7 +117,7 @@ func (c *kwCluster) create(eps []string, name string, extra ...string) cliKey {
 func (c *kwCluster) openStore(eps []string) *store.Store {
 	c.t.Helper()
 	st, err := store.OpenEtcd(store.EtcdConfig{Endpoints: eps, Prefix: c.prefix},
-		store.Options{MasterKey: c.master, MaxStaleness: clusterStaleness, FlushInterval: time.Second, Warn: func(string) {}})
+		store.Options{MasterKey: c.master, MaxStaleness: clusterStaleness, FlushInterval: time.Second, Warn: func(s string) { c.t.Logf("store: %s", s) }})
 	if err != nil {
 		c.t.Fatalf("store.OpenEtcd: %v", err)
 	}

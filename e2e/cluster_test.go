@@ -233,6 +233,7 @@ func TestClusterCompactionRelist(t *testing.T) {
 	testkit.WaitFor(t, propagate, "the key on the in-process node", func() bool { _, err := st.Key(k.ID); return err == nil })
 	before := st.Relists()
 	px.Blackhole(true)
+	t.Logf("cut: applied %d", st.Applied())
 	c.ok(c.etcd.Endpoints(), "keys", "disable", k.ID)
 	during := c.create(c.etcd.Endpoints(), "compact-during")
 	cl := c.etcd.Client(t)
@@ -245,7 +246,14 @@ func TestClusterCompactionRelist(t *testing.T) {
 	if _, err := cl.Compact(ctx, resp.Header.Revision); err != nil {
 		t.Fatalf("compact: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	// A short cut loses nothing: etcd already sent the events, the
+	// proxy holds them, and they arrive on heal. Compaction is past the
+	// node once its connection is gone: gRPC's keepalive (the backend
+	// asks 5 s, grpc-go raises it to its 10 s minimum, + 3 s timeout)
+	// closes it, and the node must watch again from its last revision,
+	// which is compacted.
+	testkit.WaitFor(t, 25*time.Second, "the cut node's keepalive to give up", func() bool { return st.SinceHeard() > 14*time.Second })
+	t.Logf("before heal: applied %d, conns %d, since heard %s", st.Applied(), px.Conns(), st.SinceHeard())
 	px.Blackhole(false)
 	testkit.WaitFor(t, 20*time.Second, "the missed disable on the relisted node", func() bool {
 		got, err := st.Key(k.ID)
@@ -253,6 +261,7 @@ func TestClusterCompactionRelist(t *testing.T) {
 	})
 	testkit.WaitFor(t, propagate, "the missed create on the relisted node", func() bool { _, err := st.Key(during.ID); return err == nil })
 	time.Sleep(time.Second) // a second relist would come now, if any
+	t.Logf("compacted at %d; node applied %d", resp.Header.Revision, st.Applied())
 	if got := st.Relists() - before; got != 1 {
 		t.Fatalf("relists after compaction past the cut node: %d, want exactly 1", got)
 	}

@@ -379,6 +379,14 @@ func TestClusterSSHSessions(t *testing.T) {
 	onB.WaitText(propagate, mB, "from-node-a")
 	t.Logf("a create in a session on %s showed in a session on %s after %s", ns[0].name, ns[1].name, time.Since(created).Round(time.Millisecond))
 
+	// Back to A's table (leave the reveal screen).
+	m = onA.Mark()
+	onA.TypeKeys(keyEnter)
+	onA.WaitText(5*time.Second, m, "Stored it?")
+	m = onA.Mark()
+	onA.TypeKeys("y")
+	onA.WaitText(5*time.Second, m, "from-node-a")
+
 	// A create from B's side (through B's endpoints) appears in A's.
 	m = onA.Mark()
 	c.create(ns[1].eps(), "from-node-b")

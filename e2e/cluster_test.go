@@ -372,9 +372,11 @@ func TestClusterSSHSessions(t *testing.T) {
 	onA.TypeKeys("n")
 	onA.WaitText(5*time.Second, m, "New key")
 	onA.TypeKeys("from-node-a", keyEnter, keyEnter, keyUp, keyEnter, keyEnter, keyEnter, keyEnter)
-	if _, ok := onA.WaitOut(m, 10*time.Second, nil, func(s string) bool { return tokenRE.MatchString(s) }); !ok {
+	shown, ok := onA.WaitOut(m, 10*time.Second, nil, func(s string) bool { return tokenRE.MatchString(s) })
+	if !ok {
 		t.Fatalf("A's session showed no token:\n%s", testkit.Tail(onA.Since(m), 2000))
 	}
+	tokA := tokenRE.FindString(shown)
 	created := time.Now()
 	onB.WaitText(propagate, mB, "from-node-a")
 	t.Logf("a create in a session on %s showed in a session on %s after %s", ns[0].name, ns[1].name, time.Since(created).Round(time.Millisecond))
@@ -391,6 +393,19 @@ func TestClusterSSHSessions(t *testing.T) {
 	m = onA.Mark()
 	c.create(ns[1].eps(), "from-node-b")
 	onA.WaitText(propagate, m, "from-node-b")
+
+	// B's session disables A's key: A's session shows it, and A's HTTP
+	// side refuses it.
+	mB = onB.Mark()
+	onB.Keys("/", "from-node-a", keyEnter)
+	onB.WaitText(5*time.Second, mB, "from-node-a")
+	mB = onB.Mark()
+	onB.Keys("t")
+	onB.WaitText(5*time.Second, mB, "from-node-a")
+	m = onA.Mark()
+	onB.Keys("y")
+	onA.WaitText(propagate, m, "DISABLED")
+	ns[0].waitAnswer(tokA, "DISABLED", propagate)
 
 	// bob disabled through A loses his session on B.
 	c.ok(ns[0].eps(), "operators", "disable", "bob")

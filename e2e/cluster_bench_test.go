@@ -339,6 +339,7 @@ func TestClusterBenchReady(t *testing.T) {
 		n = 1_000_000
 	}
 	c := newKWCluster(t)
+	c.cliTimeout = 40 * time.Minute
 	start := time.Now()
 	r := c.ok(c.etcd.Endpoints(), "dev", "seed", "--keys", strconv.Itoa(n))
 	seedTook := time.Since(start)

@@ -42,7 +42,9 @@ type kwCluster struct {
 	master string // the master key file every node and CLI run uses
 	secret string // the shared secret, for HTTP verify
 	admin  string // the ADMIN operator the CLI acts as (the OS user)
-	nodes  []*kwNode
+	// cliTimeout bounds each CLI run (default 60 s; a 1M-key seed needs more).
+	cliTimeout time.Duration
+	nodes      []*kwNode
 }
 
 // newKWCluster starts 3 etcd members and bootstraps a keyward store on
@@ -73,7 +75,11 @@ func newKWCluster(t *testing.T, opts ...etcdtest.Option) *kwCluster {
 // cli runs keyward against the cluster through endpoints eps.
 func (c *kwCluster) cli(eps []string, args ...string) result {
 	c.t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	d := c.cliTimeout
+	if d == 0 {
+		d = 60 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	full := append([]string{"--etcd", strings.Join(eps, ","), "--etcd-prefix", c.prefix, "--master-key", c.master}, args...)
 	cmd := exec.CommandContext(ctx, testkit.Binary(c.t), full...)

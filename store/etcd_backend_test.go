@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +16,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/keyward/keyward/internal/etcdtest"
 	"github.com/keyward/keyward/model"
 )
 
@@ -95,16 +96,16 @@ func wantErr(t testing.TB, what string, err, target error) {
 }
 
 func TestEtcdCommitConditions(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	b := newEtcdBackend(t, c.endpoints(), "/kw-cond/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-cond/")
 	if !b.fresh {
 		t.Fatal("an empty prefix is not fresh")
 	}
 	initStore(t, b)
 	_, err := b.Commit(ctx, &Write{InitAt: testT0, Audit: []model.AuditEvent{etcdEv("x", "", "")}})
 	wantErr(t, "a second bootstrap", err, ErrConflict)
-	b2 := newEtcdBackend(t, c.endpoints(), "/kw-cond/")
+	b2 := newEtcdBackend(t, c.Endpoints(), "/kw-cond/")
 	if b2.fresh {
 		t.Fatal("a bootstrapped prefix is fresh")
 	}
@@ -200,10 +201,10 @@ func TestEtcdCommitConditions(t *testing.T) {
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
 func TestEtcdConcurrentCreates(t *testing.T) {
-	c := startLocal(t, 3)
+	c := etcdtest.Start(t, 3)
 	var bs []*etcdBackend
 	for i := 0; i < 3; i++ {
-		bs = append(bs, newEtcdBackend(t, c.endpoints()[i:i+1], "/kw-race/"))
+		bs = append(bs, newEtcdBackend(t, c.Endpoints()[i:i+1], "/kw-race/"))
 	}
 	initStore(t, bs[0])
 	var ok, taken atomic.Int32
@@ -259,11 +260,11 @@ func nextEvent(t *testing.T, ch <-chan WatchEvent, progress *int) WatchEvent {
 }
 
 func TestEtcdWatch(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	b := newEtcdBackend(t, c.endpoints(), "/kw-watch/")
-	other := newEtcdBackend(t, c.endpoints(), "/kw-watch/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-watch/")
+	other := newEtcdBackend(t, c.Endpoints(), "/kw-watch/")
 	r0 := initStore(t, b)
 	ch := b.Watch(ctx, r0+1)
 	progress := 0
@@ -337,9 +338,9 @@ func TestEtcdWatch(t *testing.T) {
 }
 
 func TestEtcdMergeLastUsed(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	b := newEtcdBackend(t, c.endpoints(), "/kw-lu/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-lu/")
 	initStore(t, b)
 	for i := 0; i < 200; i++ { // more than one merge transaction
 		k := etcdTestKey(fmt.Sprintf("k%03d", i), fmt.Sprintf("n%d", i))
@@ -379,10 +380,10 @@ func TestEtcdMergeLastUsed(t *testing.T) {
 }
 
 func TestEtcdAudit(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	a := newEtcdBackend(t, c.endpoints(), "/kw-audit/")
-	b := newEtcdBackend(t, c.endpoints(), "/kw-audit/")
+	a := newEtcdBackend(t, c.Endpoints(), "/kw-audit/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-audit/")
 	initStore(t, a)
 	// Two nodes take turns: the log is in commit order across them.
 	for i := 0; i < 20; i++ {
@@ -428,9 +429,9 @@ func TestEtcdAudit(t *testing.T) {
 }
 
 func TestEtcdImport(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	b := newEtcdBackend(t, c.endpoints(), "/kw-import/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-import/")
 	initStore(t, b)
 	etcdCreate(t, b, etcdTestKey("zz99", "taken"))
 	var keys []KeyPut
@@ -472,9 +473,9 @@ func TestEtcdImport(t *testing.T) {
 // commits: every commit acknowledged is stored exactly once, and none is
 // stored that was reported failed.
 func TestEtcdAmbiguousCommits(t *testing.T) {
-	c := startLocal(t, 3)
+	c := etcdtest.Start(t, 3)
 	ctx := context.Background()
-	b := newEtcdBackend(t, c.endpoints(), "/kw-amb/")
+	b := newEtcdBackend(t, c.Endpoints(), "/kw-amb/")
 	b.commitTimeout = 500 * time.Millisecond // ambiguous outcomes, often
 	initStore(t, b)
 	stop := make(chan struct{})
@@ -503,19 +504,20 @@ func TestEtcdAmbiguousCommits(t *testing.T) {
 	}()
 	for round := 0; round < 2; round++ {
 		time.Sleep(700 * time.Millisecond)
-		l := c.leader()
-		if l < 0 {
-			t.Fatal("no leader")
+		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		l, err := c.Leader(lctx)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
-		c.kill(l)
+		l.Kill()
 		time.Sleep(1500 * time.Millisecond)
-		c.start(l, "")
-		c.waitHealthy()
+		l.Restart(t)
 	}
 	time.Sleep(500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	check := newEtcdBackend(t, c.endpoints(), "/kw-amb/")
+	check := newEtcdBackend(t, c.Endpoints(), "/kw-amb/")
 	stored := map[string]bool{}
 	check.Keys(ctx, func(k *model.Key) { stored[k.ID] = true })
 	for _, id := range acked {
@@ -607,7 +609,7 @@ func etcdFill(t *testing.T, be Backend) {
 }
 
 func TestEtcdExportRestoreRoundTrip(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
 	opts := quietOptions()
 	src, err := openBolt(filepath.Join(t.TempDir(), "src.db"), &opts)
@@ -616,7 +618,7 @@ func TestEtcdExportRestoreRoundTrip(t *testing.T) {
 	}
 	defer src.Close()
 	etcdFill(t, src)
-	e := newEtcdBackend(t, c.endpoints(), "/kw-rt/")
+	e := newEtcdBackend(t, c.Endpoints(), "/kw-rt/")
 	if err := e.Restore(ctx, src); err != nil {
 		t.Fatal(err)
 	}
@@ -641,7 +643,7 @@ func TestEtcdExportRestoreRoundTrip(t *testing.T) {
 		}
 	}
 	// The same writes straight into etcd export alike too: one suite, two backends.
-	direct := newEtcdBackend(t, c.endpoints(), "/kw-direct/")
+	direct := newEtcdBackend(t, c.Endpoints(), "/kw-direct/")
 	etcdFill(t, direct)
 	got := exportOf(t, direct)
 	got.Created = want.Created
@@ -658,8 +660,8 @@ func TestEtcdExportRestoreRoundTrip(t *testing.T) {
 }
 
 func TestEtcdBackupOpens(t *testing.T) {
-	c := startLocal(t, 1)
-	e := newEtcdBackend(t, c.endpoints(), "/kw-backup/")
+	c := etcdtest.Start(t, 1)
+	e := newEtcdBackend(t, c.Endpoints(), "/kw-backup/")
 	etcdFill(t, e)
 	path := filepath.Join(t.TempDir(), "backup.db")
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_EXCL, 0o600)
@@ -726,9 +728,9 @@ func (r *recordSink) HashPage(p *HashPage) error {
 func (r *recordSink) Flush() error { return nil }
 
 func TestEtcdLoad(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
-	e := newEtcdBackend(t, c.endpoints(), "/kw-load/")
+	e := newEtcdBackend(t, c.Endpoints(), "/kw-load/")
 	etcdFill(t, e)
 	load := func(be Backend) *recordSink {
 		r := &recordSink{meta: map[MetaName][]byte{}, hashes: map[string]string{}}
@@ -774,13 +776,13 @@ func TestEtcdLoad(t *testing.T) {
 }
 
 func TestEtcdCompaction(t *testing.T) {
-	c := startLocal(t, 1)
+	c := etcdtest.Start(t, 1)
 	ctx := context.Background()
 	opts := Options{}
 	opts.fill()
 	var bs []*etcdBackend
 	for i := 0; i < 2; i++ {
-		b := newEtcdBackend(t, c.endpoints(), "/kw-compact/")
+		b := newEtcdBackend(t, c.Endpoints(), "/kw-compact/")
 		bs = append(bs, b)
 	}
 	initStore(t, bs[0])
@@ -805,4 +807,3 @@ func TestEtcdCompaction(t *testing.T) {
 	}
 	t.Fatal("nothing compacted in 5s")
 }
-

@@ -114,8 +114,8 @@ type etcdBackend struct {
 	// when it has.
 	stopCompact context.CancelFunc
 	compactDone chan struct{}
-	wg     sync.WaitGroup
-	once   sync.Once
+	wg          sync.WaitGroup
+	once        sync.Once
 }
 
 var _ Backend = (*etcdBackend)(nil)

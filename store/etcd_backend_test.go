@@ -193,6 +193,19 @@ func TestEtcdCommitConditions(t *testing.T) {
 	if string(ops) != "{}" {
 		t.Fatalf("catalog %q", ops)
 	}
+	// Beyond etcd's transaction limits: refused before it is sent.
+	var many []KeyPut
+	for i := 0; i < 50; i++ {
+		k := etcdTestKey(fmt.Sprintf("big%02d", i), fmt.Sprintf("big-%d", i))
+		many = append(many, KeyPut{New: k, Hashes: testHashes(k.ID, false)})
+	}
+	_, err = b.Commit(ctx, &Write{Keys: many, Audit: []model.AuditEvent{etcdEv("c", "", "")}})
+	if err == nil || !contains(err.Error(), "more than a transaction holds") {
+		t.Fatalf("an oversized write: %v", err)
+	}
+	if _, ok, _ := b.NameOwner(ctx, "big-0"); ok {
+		t.Fatal("part of an oversized write was stored")
+	}
 	if err := b.Check(); err != nil {
 		t.Fatal(err)
 	}

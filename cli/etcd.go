@@ -23,6 +23,9 @@ type etcdFlags struct {
 	user         string
 	passwordFile string
 	masterKey    string
+	// masterKeyGiven: masterKey came from --master-key or
+	// $KEYWARD_MASTER_KEY, not the etcd default.
+	masterKeyGiven bool
 }
 
 // Bounds on what --etcd may name: more members than any sane cluster,
@@ -114,6 +117,7 @@ func (a *app) resolveBackend(changed func(string) bool) error {
 	if err := a.etcdAuth(cfg); err != nil {
 		return err
 	}
+	f.masterKeyGiven = f.masterKey != ""
 	if f.masterKey == "" {
 		p, err := a.defaultMasterKey()
 		if err != nil {

@@ -114,6 +114,19 @@ func (a *app) resolveBackend(changed func(string) bool) error {
 	if (f.cert == "") != (f.key == "") {
 		return usageErrorf("--etcd-cert and --etcd-key go together: give both or neither")
 	}
+	for _, p := range []struct{ flag, v string }{{"--etcd-cacert", f.caCert}, {"--etcd-cert", f.cert}, {"--etcd-key", f.key}} {
+		if p.v == "" {
+			continue
+		}
+		if fi, err := os.Stat(p.v); err != nil {
+			return usageErrorf("%s: %v", p.flag, err)
+		} else if !fi.Mode().IsRegular() {
+			return usageErrorf("%s: %s is not a file", p.flag, p.v)
+		}
+	}
+	if changed("create") {
+		return usageErrorf("--create makes --db's directory; with --etcd there is no database file")
+	}
 	if err := a.etcdAuth(cfg); err != nil {
 		return err
 	}

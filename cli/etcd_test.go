@@ -64,6 +64,9 @@ func TestEtcdFlagErrors(t *testing.T) {
 		{nil, []string{"--etcd", closedURL, "--etcd-password", "x", "keys", "list"}, "unknown flag: --etcd-password"},
 		{nil, []string{"--master-key", "/tmp/k\x07", "keys", "list"}, "--master-key holds a control character"},
 		{nil, []string{"serve", "--max-staleness", "0s"}, "--max-staleness must be positive"},
+		{nil, []string{"--etcd", closedURL, "--etcd-cacert", filepath.Join(e.Dir, "no-ca.pem"), "keys", "list"}, "--etcd-cacert: stat " + filepath.Join(e.Dir, "no-ca.pem")},
+		{nil, []string{"--etcd", closedURL, "--etcd-cert", e.Dir, "--etcd-key", pw, "keys", "list"}, "--etcd-cert: " + e.Dir + " is not a file"},
+		{nil, []string{"--etcd", closedURL, "--create", "keys", "list"}, "--create makes --db's directory"},
 		{nil, []string{"--etcd", closedURL, "serve", "--max-staleness", "-1s"}, "--max-staleness must be positive"},
 	} {
 		r := e.runEnv(c.env, c.args...)

@@ -23,6 +23,9 @@ type etcdFlags struct {
 	user         string
 	passwordFile string
 	masterKey    string
+	// masterKeyGiven: masterKey came from --master-key or
+	// $KEYWARD_MASTER_KEY, not the etcd default.
+	masterKeyGiven bool
 }
 
 // Bounds on what --etcd may name: more members than any sane cluster,
@@ -111,9 +114,23 @@ func (a *app) resolveBackend(changed func(string) bool) error {
 	if (f.cert == "") != (f.key == "") {
 		return usageErrorf("--etcd-cert and --etcd-key go together: give both or neither")
 	}
+	for _, p := range []struct{ flag, v string }{{"--etcd-cacert", f.caCert}, {"--etcd-cert", f.cert}, {"--etcd-key", f.key}} {
+		if p.v == "" {
+			continue
+		}
+		if fi, err := os.Stat(p.v); err != nil {
+			return usageErrorf("%s: %v", p.flag, err)
+		} else if !fi.Mode().IsRegular() {
+			return usageErrorf("%s: %s is not a file", p.flag, p.v)
+		}
+	}
+	if changed("create") {
+		return usageErrorf("--create makes --db's directory; with --etcd there is no database file")
+	}
 	if err := a.etcdAuth(cfg); err != nil {
 		return err
 	}
+	f.masterKeyGiven = f.masterKey != ""
 	if f.masterKey == "" {
 		p, err := a.defaultMasterKey()
 		if err != nil {

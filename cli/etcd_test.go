@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/keyward/keyward/internal/testkit"
+	"github.com/keyward/keyward/store"
 )
 
 // runEnv runs keyward in process with e's installation plus extra
@@ -63,6 +64,9 @@ func TestEtcdFlagErrors(t *testing.T) {
 		{nil, []string{"--etcd", closedURL, "--etcd-password", "x", "keys", "list"}, "unknown flag: --etcd-password"},
 		{nil, []string{"--master-key", "/tmp/k\x07", "keys", "list"}, "--master-key holds a control character"},
 		{nil, []string{"serve", "--max-staleness", "0s"}, "--max-staleness must be positive"},
+		{nil, []string{"--etcd", closedURL, "--etcd-cacert", filepath.Join(e.Dir, "no-ca.pem"), "keys", "list"}, "--etcd-cacert: stat " + filepath.Join(e.Dir, "no-ca.pem")},
+		{nil, []string{"--etcd", closedURL, "--etcd-cert", e.Dir, "--etcd-key", pw, "keys", "list"}, "--etcd-cert: " + e.Dir + " is not a file"},
+		{nil, []string{"--etcd", closedURL, "--create", "keys", "list"}, "--create makes --db's directory"},
 		{nil, []string{"--etcd", closedURL, "serve", "--max-staleness", "-1s"}, "--max-staleness must be positive"},
 	} {
 		r := e.runEnv(c.env, c.args...)
@@ -168,5 +172,34 @@ func TestMasterKeyFlag(t *testing.T) {
 	}
 	if r := e.runEnv(nil, "--master-key", a, "secret", "show", "--json"); r.Code != 0 || testkit.Decode[secretJSON](t, r).Secret != secret {
 		t.Fatalf("the refused rotation changed the secret: %s", r)
+	}
+}
+
+// TestMigrateRefusals: migrate needs --etcd (usage error), refuses a
+// missing FROM-DB without creating it, and one held by another keyward
+// process (a serve, a TUI) as in use, naming the holder.
+func TestMigrateRefusals(t *testing.T) {
+	e := newEnv(t)
+	e.OK("--create", "keys", "list")
+	if r := e.runEnv(nil, "migrate", e.DB); r.Code != exitUsage || !strings.Contains(r.Stderr, "give --etcd") {
+		t.Errorf("migrate without --etcd: %s", r)
+	}
+	missing := filepath.Join(e.Dir, "nope.db")
+	if r := e.runEnv(nil, "--etcd", closedURL, "migrate", missing); r.Code != exitFailure || !strings.Contains(r.Stderr, "no keyward database at "+missing) {
+		t.Errorf("migrate from a missing file: %s", r)
+	}
+	if _, err := os.Stat(missing); !os.IsNotExist(err) {
+		t.Errorf("migrate created its source: %v", err)
+	}
+	held, err := store.Open(e.DB, store.Options{Lock: store.LockInfo{Command: "keyward serve"}, Warn: func(string) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	if r := e.runEnv(nil, "--etcd", closedURL, "migrate", e.DB); r.Code != exitFailure || !strings.Contains(r.Stderr, "is in use by another keyward process") {
+		t.Errorf("migrate from a held database: %s", r)
+	}
+	if h := e.OK("--help").Stdout; !strings.Contains(h, "migrate") {
+		t.Errorf("keyward --help does not list migrate")
 	}
 }

@@ -321,7 +321,7 @@ could not answer (not in touch with the cluster).`,
 	a.etcdf.register(pf)
 
 	root.AddCommand(a.keysCmd(), a.verifyCmd(), a.secretCmd(), a.operatorsCmd(),
-		a.auditCmd(), a.catalogCmd(), a.backupCmd(), a.serveCmd(), a.devCmd())
+		a.auditCmd(), a.catalogCmd(), a.backupCmd(), a.migrateCmd(), a.serveCmd(), a.devCmd())
 	return root
 }
 

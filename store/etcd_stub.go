@@ -1,5 +1,7 @@
 package store
 
+import "errors"
+
 // TEMPORARY until the etcd backend lands (delete at merge).
 type etcdBackend struct {
 	Backend
@@ -7,5 +9,5 @@ type etcdBackend struct {
 }
 
 func openEtcdBackend(cfg EtcdConfig, opts *Options) (*etcdBackend, error) {
-	panic("no etcd backend yet")
+	return nil, errors.New("the etcd backend is not built yet")
 }

@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/keyward/keyward/model"
@@ -82,14 +81,4 @@ func (b *boltBackend) operators() ([]model.Operator, error) {
 		})
 	})
 	return ops, err
-}
-
-// Export is not written yet.
-func (b *boltBackend) Export(ctx context.Context, x ExportSink) (Rev, error) {
-	return 0, errors.New("export: not implemented")
-}
-
-// Restore is not written yet.
-func (b *boltBackend) Restore(ctx context.Context, src Backend) error {
-	return errors.New("restore: not implemented")
 }

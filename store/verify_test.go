@@ -382,7 +382,7 @@ func TestMissingMasterKeyStillOpens(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.s = nil
-	if err := os.Remove(e.masterKeyPath()); err != nil {
+	if err := os.Rename(e.masterKeyPath(), e.masterKeyPath()+".saved"); err != nil {
 		t.Fatal(err)
 	}
 	e.open()
@@ -394,7 +394,21 @@ func TestMissingMasterKeyStillOpens(t *testing.T) {
 	if !e.s.CheckSharedSecret(secret) {
 		t.Fatal("shared secret no longer checks")
 	}
-	// Rotating starts over with a new master key.
+	if e.s.Backend() == "etcd" {
+		// On etcd the other nodes hold the master key: rotating under a new
+		// one would lock them out, so it is refused, naming the file, until
+		// this node has the key again.
+		mk := readFile(t, e.masterKeyPath()+".saved")
+		if _, _, err := e.s.RotateSecret("admin", 0); err == nil || !strings.Contains(err.Error(), e.masterKeyPath()) {
+			t.Fatalf("rotate without the cluster's master key: %v, want a refusal naming the file", err)
+		}
+		writeFile(t, e.masterKeyPath(), mk)
+		if got, _, err := e.s.RevealSecret("admin"); err != nil || got != secret {
+			t.Fatalf("reveal with the master key back: %v", err)
+		}
+		return
+	}
+	// On one host, rotating starts over with a new master key.
 	s2, _, err := e.s.RotateSecret("admin", 0)
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,13 @@ package etcdtest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,5 +217,112 @@ func TestEtcdStartCleanup(t *testing.T) {
 		if m.Running() {
 			t.Fatalf("%s still running after cleanup", m.Name())
 		}
+	}
+}
+
+// fatalTB records a Fatal and ends the goroutine, as testing does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Helper() {}
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// A KEYWARD_ETCD_BIN that does not exist fails the test, never skips it.
+func TestEtcdBinEnvMissingIsFatal(t *testing.T) {
+	t.Setenv(EnvBin, filepath.Join(t.TempDir(), "no-etcd"))
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() { defer close(done); Bin(f) }()
+	<-done
+	if !strings.Contains(f.msg, EnvBin) || !strings.Contains(f.msg, "no-etcd") {
+		t.Fatalf("want a Fatal naming %s and the path, got %q", EnvBin, f.msg)
+	}
+}
+
+// Options reach the command line, and etcd accepts them (an unknown flag
+// would make it exit during Start).
+func TestEtcdStartOptions(t *testing.T) {
+	c := Start(t, 1, WithAutoCompaction("revision", "1000"), WithTiming(50*time.Millisecond, 500*time.Millisecond))
+	b, err := os.ReadFile(c.Members()[0].LogPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--auto-compaction-mode=revision", "--auto-compaction-retention=1000", "--heartbeat-interval=50", "--election-timeout=500"} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("command line lacks %s", want)
+		}
+	}
+}
+
+// A proxy to a dead member ends the client's connection (as a refused dial
+// would), and Close returns promptly while connections are held in a
+// blackhole.
+func TestEtcdProxyDeadTargetAndClose(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close()
+	p := NewProxy(t, "http://"+dead)
+	c, err := net.Dial("tcp", p.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read through a proxy to a dead target: want EOF, got %v", err)
+	}
+	c.Close()
+
+	// A live echo target, then a blackhole holding one connection.
+	echo, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer echo.Close()
+	go func() {
+		for {
+			c, err := echo.Accept()
+			if err != nil {
+				return
+			}
+			go func() { io.Copy(c, c); c.Close() }()
+		}
+	}()
+	q := NewProxy(t, echo.Addr().String())
+	c, err = net.Dial("tcp", q.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("a"))
+	buf := make([]byte, 1)
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf); err != nil || buf[0] != 'a' {
+		t.Fatalf("echo through proxy: %q %v", buf, err)
+	}
+	q.Blackhole(true)
+	c.Write([]byte("b"))
+	c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+	if n, err := c.Read(buf); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read through a blackhole: n=%d err=%v, want a timeout", n, err)
+	}
+	if q.Conns() != 1 {
+		t.Fatalf("Conns = %d, want 1", q.Conns())
+	}
+	start := time.Now()
+	q.Close()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Close took %v with a held connection", d)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(buf); err == nil {
+		t.Fatal("connection still open after Close")
 	}
 }

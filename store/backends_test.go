@@ -237,3 +237,24 @@ func newEtcdEnv(t testing.TB) *env {
 	e.open()
 	return e
 }
+
+// TestSuiteBackend: newEnv really opens the run's backend (so the etcd
+// pass is not bbolt twice), and on etcd each env's prefix is its own: a
+// key created in one store is not in the other, and the prefix holds
+// everything the store wrote.
+func TestSuiteBackend(t *testing.T) {
+	a, b := newEnv(t), newEnv(t)
+	if got := a.s.Backend(); got != testBackend() {
+		t.Fatalf("newEnv opened %s, the run is %s", got, testBackend())
+	}
+	k, _ := a.create(spec("only-in-a"))
+	if _, err := b.s.Key(k.ID); err == nil || b.s.KeyCount() != 0 {
+		t.Fatalf("a key of one env is in another (%d keys)", b.s.KeyCount())
+	}
+	if !strings.Contains(string(a.state()), k.ID) || strings.Contains(string(b.state()), k.ID) {
+		t.Fatal("state() does not hold what this env wrote, or holds another env's")
+	}
+	if a.backend == "etcd" && (a.etcd.Prefix == b.etcd.Prefix || !strings.HasPrefix(a.etcd.Prefix, "/kwtest/TestSuiteBackend-")) {
+		t.Fatalf("prefixes %q and %q", a.etcd.Prefix, b.etcd.Prefix)
+	}
+}

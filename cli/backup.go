@@ -30,10 +30,18 @@ sessions, last-used times) are either wholly in the copy or not at all.
 Any other holder (a TUI, another command) makes backup fail as in-use.
 
 The copy holds token hashes only. The shared secret in it is encrypted with
-the master key (<db>.masterkey), which is not part of the backup: keep a copy
-of that file separately and safely if you need the secret back.`,
+the master key (<db>.masterkey, or --master-key), which is not part of the
+backup: keep a copy of that file separately and safely if you need the
+secret back.
+
+With --etcd, the copy is read from the cluster at one revision (consistent,
+as above) and written as a bbolt file, which keyward --db FILE opens like
+any other database (pass --master-key with the cluster's master key file,
+or copy it to FILE.masterkey, to reveal the shared secret). This is also
+the way out of etcd.`,
 		Example: `  keyward backup /var/backups/keyward-$(date +%F).db
-  keyward --db /srv/keyward/keyward.db backup /srv/backups/kw.db   # also while serve runs`,
+  keyward --db /srv/keyward/keyward.db backup /srv/backups/kw.db   # also while serve runs
+  keyward --etcd https://10.0.0.1:2379 backup /srv/backups/kw.db   # a cluster, as a bbolt file`,
 		Args: exactArgs("FILE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			dest := args[0]
@@ -42,7 +50,14 @@ of that file separately and safely if you need the secret back.`,
 					return usageErrorf("%s already exists; pass --force to overwrite it", dest)
 				}
 			}
-			for _, own := range []string{a.dbPath, store.MasterKeyPath(a.dbPath), a.dbPath + ".lock", store.BackupSocketPath(a.dbPath)} {
+			own := []string{a.etcdf.masterKey}
+			if a.etcdCfg == nil {
+				own = append(own, a.dbPath, store.MasterKeyPath(a.dbPath), a.dbPath+".lock", store.BackupSocketPath(a.dbPath))
+			}
+			for _, own := range own {
+				if own == "" {
+					continue
+				}
 				if sameFile(dest, own) {
 					return usageErrorf("refusing to write the backup over %s, which keyward uses", own)
 				}
@@ -58,7 +73,10 @@ of that file separately and safely if you need the secret back.`,
 					return err
 				}
 				fmt.Fprintf(a.stdout, "Backed up %s to %s (%d bytes). The master key %s is not included.\n",
-					st.Path(), dest, n, store.MasterKeyPath(st.Path()))
+					a.source(st), dest, n, st.MasterKeyPath())
+				if a.etcdCfg != nil {
+					fmt.Fprintf(a.stdout, "It is a bbolt file: open it with keyward --db %s --master-key %s.\n", dest, st.MasterKeyPath())
+				}
 				return nil
 			})
 			if errors.Is(err, store.ErrLocked) {
@@ -91,7 +109,7 @@ func (a *app) onlineBackup(dest string, force bool, locked error) error {
 		return err
 	}
 	fmt.Fprintf(a.stdout, "Backed up %s to %s (%d bytes) from the running keyward serve. The master key %s is not included.\n",
-		a.dbPath, dest, n, store.MasterKeyPath(a.dbPath))
+		a.dbPath, dest, n, a.masterKeyPath())
 	return nil
 }
 

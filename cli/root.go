@@ -32,6 +32,7 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the operation failed or verification refused the key
 	exitUsage   = 2 // the command line or an input value was wrong; nothing was written
+	exitStale   = 3 // verify on etcd: this process is not in touch with the cluster, so no answer
 )
 
 // exitError carries an exit code. An empty message means the command has
@@ -50,11 +51,15 @@ type app struct {
 	dbFromFlag bool
 	create     bool // --create: make --db's missing directory
 	actor      string
-	warnMu     sync.Mutex
-	warnHeld   *[]string // see holdWarnings
-	stdin      io.Reader
-	stdout     io.Writer
-	stderr     io.Writer
+	// etcdf are the --etcd flags; etcdCfg is set when they (or the
+	// environment) select an etcd cluster instead of the bbolt file.
+	etcdf    etcdFlags
+	etcdCfg  *store.EtcdConfig
+	warnMu   sync.Mutex
+	warnHeld *[]string // see holdWarnings
+	stdin    io.Reader
+	stdout   io.Writer
+	stderr   io.Writer
 	// getenv reads the environment (os.Getenv; a map in in-process tests,
 	// which run in parallel and so cannot each set the process's own).
 	getenv func(string) string
@@ -115,7 +120,9 @@ func describeError(cmd *cobra.Command, err error) string {
 	return msg
 }
 
-// open opens the database for cmd. The lock file names the command path
+// open opens the store for cmd: the etcd cluster when --etcd (or
+// $KEYWARD_ETCD) selects one, else the bbolt file. Every command opens
+// through here. The lock file (bbolt only) names the command path
 // ("keyward keys list"), never argument values.
 func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store, error) {
 	opts := store.Options{
@@ -125,9 +132,17 @@ func (a *app) open(cmd *cobra.Command, tune func(*store.Options)) (*store.Store,
 		// --db in a missing directory is most likely a typo.
 		NoCreateDir: a.dbFromFlag && !a.create,
 		Warn:        a.warn,
+		MasterKey:   a.etcdf.masterKey,
 	}
 	if tune != nil {
 		tune(&opts)
+	}
+	if a.etcdCfg != nil {
+		st, err := store.OpenEtcd(*a.etcdCfg, opts)
+		if err != nil {
+			return nil, fmt.Errorf("etcd %s (prefix %s): %w", strings.Join(a.etcdCfg.Endpoints, ","), a.etcdCfg.Prefix, err)
+		}
+		return st, nil
 	}
 	st, err := store.Open(a.dbPath, opts)
 	var nd *store.NoDirError
@@ -194,6 +209,11 @@ const peekRows = 200
 // a lock held by a server) it opens the store first, as every other
 // command does, which also gives the precise error.
 func (a *app) runTUI(cmd *cobra.Command) error {
+	if a.etcdCfg != nil { // no file to peek at
+		return a.withStore(cmd, nil, func(st *store.Store) error {
+			return tui.Run(tui.Options{Store: st, Actor: a.actor})
+		})
+	}
 	first, err := store.Peek(a.dbPath, peekRows, store.Options{})
 	if errors.Is(err, store.ErrLocked) {
 		return err // a server or another TUI has it; opening would wait again
@@ -236,7 +256,8 @@ func (a *app) rootCmd() *cobra.Command {
 		Use:   "keyward",
 		Short: "Manage API keys from the terminal",
 		Long: `keyward manages API keys: a keyboard-driven TUI, a scripting CLI and a
-server (SSH TUI and an HTTP verification API), all over one bbolt file.
+server (SSH TUI and an HTTP verification API), all over one bbolt file or,
+with --etcd, an etcd cluster that several keyward serve nodes share.
 
 Run with no subcommand to open the TUI on the database.
 
@@ -252,8 +273,14 @@ the master key and host key must be readable by you only (chmod 600). A
 symbolic link as the database path is refused: pass the real path. A
 database or directory that other users can read is used, with a warning.
 
+--etcd URL[,URL...] (or $KEYWARD_ETCD) runs every command, the TUI and
+serve against an etcd cluster instead (not with --db). Every node needs
+the same master key file (--master-key, default
+~/.config/keyward/master.key on etcd). See README, "Running a cluster".
+
 Exit codes: 0 success, 1 failure (or a refused key for verify),
-2 usage error or invalid input (nothing was written).`,
+2 usage error or invalid input (nothing was written), 3 verify on etcd
+could not answer (not in touch with the cluster).`,
 		Example: `  keyward                                   # open the TUI
   keyward keys create --name ci-bot --scope coupons:read
   keyward keys list --json
@@ -267,6 +294,13 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 					return usageErrorf("--db needs a path; got an empty one")
 				}
 				a.dbFromFlag = true
+			}
+			changed := func(name string) bool {
+				f := cmd.Flags().Lookup(name)
+				return f != nil && f.Changed
+			}
+			if err := a.resolveBackend(changed); err != nil {
+				return err
 			}
 			return a.resolveGlobals()
 		},
@@ -284,17 +318,18 @@ Exit codes: 0 success, 1 failure (or a refused key for verify),
 	pf.StringVar(&a.dbPath, "db", "", "database file (default $KEYWARD_DB, else the OS data dir + keyward/keyward.db)")
 	pf.BoolVar(&a.create, "create", false, "create --db's directory (0700) if it does not exist")
 	pf.StringVar(&a.actor, "as", "", "operator every change is attributed to (default $KEYWARD_OPERATOR, else the local OS user)")
+	a.etcdf.register(pf)
 
 	root.AddCommand(a.keysCmd(), a.verifyCmd(), a.secretCmd(), a.operatorsCmd(),
-		a.auditCmd(), a.catalogCmd(), a.backupCmd(), a.serveCmd(), a.devCmd())
+		a.auditCmd(), a.catalogCmd(), a.backupCmd(), a.migrateCmd(), a.serveCmd(), a.devCmd())
 	return root
 }
 
 func (a *app) resolveGlobals() error {
-	if a.dbPath == "" {
+	if a.dbPath == "" && a.etcdCfg == nil {
 		a.dbPath = a.getenv("KEYWARD_DB") // as store.DefaultPath would, through a.getenv
 	}
-	if a.dbPath == "" {
+	if a.dbPath == "" && a.etcdCfg == nil {
 		p, err := store.DefaultPath()
 		if err != nil {
 			return err

@@ -13,8 +13,16 @@ func (a *app) secretCmd() *cobra.Command {
 	return group("secret", "Show, rotate or describe the HTTP API's shared secret",
 		`The shared secret authenticates callers of the HTTP verification API
 (Authorization: Bearer <secret>). It is stored encrypted (AES-256-GCM) with
-a master key kept in <db>.masterkey beside the database. It is generated on
-first use. Revealing and rotating it need an ADMIN operator and are audited.`,
+a master key kept in <db>.masterkey beside the database, or in the file
+--master-key names (on etcd: ~/.config/keyward/master.key by default; every
+node needs the same file). It is generated on first use. Revealing and
+rotating it need an ADMIN operator and are audited.
+
+The secret's record carries a check of the master key it was sealed with:
+a node holding another master key is told so, and refuses to reveal or
+rotate the secret (rotating would re-seal it under a key the other nodes
+lack). Checking HTTP callers needs only the secret's hash and works on
+every node regardless.`,
 		`  keyward secret info
   keyward secret show --json
   keyward secret rotate --grace 24h`,
@@ -119,7 +127,7 @@ func (a *app) secretInfoCmd() *cobra.Command {
 				if meta.PreviousValidUntil != nil {
 					row(tw, "Previous valid until", model.FormatTime(meta.PreviousValidUntil, ""))
 				}
-				row(tw, "Master key", store.MasterKeyPath(st.Path()))
+				row(tw, "Master key", st.MasterKeyPath())
 				return tw.Flush()
 			})
 		},

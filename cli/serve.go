@@ -62,12 +62,22 @@ every connection is in the middle of a request is a new one answered 503.
 Idle keep-alive connections are closed after --http-idle-timeout.
 Request line and headers may total 16 KiB (431 above), bodies 64 KiB.
 Without --require-scope, a verify that names no scope is VALID for any
-live key: it authenticates the key and says nothing about what it may do.`
+live key: it authenticates the key and says nothing about what it may do.
+
+On etcd (--etcd), serve answers from memory, kept current by a watch on
+the cluster. When this node has heard nothing from etcd for
+--max-staleness (default 15s), it fails closed: POST /v1/keys/verify and
+GET /healthz answer 503 with {"error":"stale",...} and Retry-After, so a
+load balancer drains the node; it recovers by itself once etcd answers.
+The host key's default is then ~/.config/keyward/` + server.HostKeyFile + `
+(beside the master key), one per node; there is no backup socket (keyward
+--etcd ... backup reads the cluster).`
 
 // serveOptions are serve's flags.
 type serveOptions struct {
 	sshAddr, httpAddr, hostKey string
 	idle, flush, httpIdle      time.Duration
+	maxStale                   time.Duration
 	procs, httpMaxConns        int
 	requireScope               bool
 	lim                        server.SSHLimits
@@ -111,6 +121,7 @@ func (o *serveOptions) register(fl *pflag.FlagSet) {
 	fl.StringVar(&o.termSize, "max-term-size", fmt.Sprintf("%dx%d", server.DefaultMaxTermWidth, server.DefaultMaxTermHeight), "largest terminal COLSxROWS an SSH client may claim (larger is clamped)")
 	fl.IntVar(&o.httpMaxConns, "http-max-conns", 0, "most open HTTP connections; at the cap the longest idle is closed (0: 1024, lowered to fit ulimit -n)")
 	fl.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
+	fl.DurationVar(&o.maxStale, "max-staleness", store.DefaultMaxStaleness, "with --etcd: answer verify and /healthz with 503 after this long without word from the cluster")
 	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 }
 
@@ -131,6 +142,9 @@ func (o *serveOptions) check() error {
 	if o.httpIdle < time.Second {
 		return usageErrorf("--http-idle-timeout must be at least 1s")
 	}
+	if o.maxStale <= 0 {
+		return usageErrorf("--max-staleness must be positive (got %s)", o.maxStale)
+	}
 	return nil
 }
 
@@ -138,7 +152,11 @@ func (o *serveOptions) check() error {
 func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 	hostKey := o.hostKey
 	if hostKey == "" {
-		hostKey = filepath.Join(filepath.Dir(a.dbPath), server.HostKeyFile)
+		dir := filepath.Dir(a.dbPath)
+		if a.etcdCfg != nil { // each node its own key, beside the master key
+			dir = filepath.Dir(a.etcdf.masterKey)
+		}
+		hostKey = filepath.Join(dir, server.HostKeyFile)
 	}
 	cur := runtime.GOMAXPROCS(0)
 	if n := serveProcs(o.procs, a.getenv("GOMAXPROCS"), cur); n != cur {
@@ -149,13 +167,14 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 		// bound (server.Serve), with the real port.
 		so.FlushInterval = o.flush
 		so.Lean = true // see store/slots.go: the verify path's heap is pointer-free
+		so.MaxStaleness = o.maxStale
 	}
 	return a.withStore(cmd, tune, func(st *store.Store) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
 		return server.Serve(ctx, server.Config{
 			Store:        st,
-			BackupSocket: store.BackupSocketPath(st.Path()),
+			BackupSocket: a.backupSocket(),
 			SSHAddr:      o.sshAddr,
 			HTTPAddr:     o.httpAddr,
 			HostKeyPath:  hostKey,

@@ -36,8 +36,12 @@ show in the process list and shell history). Prints the result code:
   INSUFFICIENT_SCOPE  the key lacks --scope
   FORBIDDEN_RESOURCE  the key is limited to other resources
 
-Exit status: 0 VALID, 1 refused, 2 usage. A successful verification is
-recorded as the key's last use (from "cli").`,
+  STALE               (etcd) this process is not in touch with the cluster,
+                      so it cannot know the key is still live: no answer
+
+Exit status: 0 VALID, 1 refused, 2 usage, 3 STALE (try again; no answer is
+not a refusal). A successful verification is recorded as the key's last
+use (from "cli").`,
 		Example: `  echo "$TOKEN" | keyward verify
   keyward verify --scope coupons:read --resource web-shop < token.txt
   printf %s "$TOKEN" | keyward verify --scope coupons:write --json`,
@@ -50,6 +54,9 @@ recorded as the key's last use (from "cli").`,
 				return err
 			}
 			return a.withStore(cmd, nil, func(st *store.Store) error {
+				if err := st.Stale(); err != nil {
+					return a.printStale(err, asJSON)
+				}
 				res := st.Verify(token, scope, resource, verifySource)
 				if asJSON {
 					if err := writeJSON(a.stdout, res); err != nil {
@@ -112,4 +119,24 @@ func tokenFromStdin(cmd *cobra.Command, args []string) error {
 			cmd.CommandPath(), args[0], cmd.CommandPath())
 	}
 	return nil
+}
+
+// staleCode is verify's answer when the store cannot vouch for its memory
+// (store.ErrStale): not a refusal, no answer at all.
+const staleCode = "STALE"
+
+// printStale reports a verify the store could not answer, and exits 3.
+func (a *app) printStale(err error, asJSON bool) error {
+	if asJSON {
+		if werr := writeJSON(a.stdout, struct {
+			Valid  bool   `json:"valid"`
+			Code   string `json:"code"`
+			Reason string `json:"reason"`
+		}{false, staleCode, err.Error()}); werr != nil {
+			return werr
+		}
+	} else {
+		fmt.Fprintf(a.stdout, "%s: %s\n", staleCode, model.Sanitize(err.Error()))
+	}
+	return &exitError{code: exitStale}
 }

@@ -31,6 +31,9 @@ type httpAPI struct {
 	// requireScope refuses (400) a verify that names no scope: without
 	// one, VALID only authenticates the key (Config.RequireScope).
 	requireScope bool
+	// stale (Config.Stale; nil: never) fails verify and /healthz closed
+	// with 503 while it returns an error (stale.go).
+	stale func() error
 }
 
 var (
@@ -52,6 +55,12 @@ func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			w.Header()["Allow"] = hdrGET
 			a.fail(w, r, http.StatusMethodNotAllowed, "use GET")
 			return
+		}
+		if a.stale != nil {
+			if err := a.stale(); err != nil {
+				a.failStale(w, r, err)
+				return
+			}
 		}
 		h := w.Header()
 		h["Content-Type"] = hdrJSON
@@ -81,6 +90,14 @@ func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
 		w.Header()["Allow"] = hdrPOST
 		a.fail(w, r, http.StatusMethodNotAllowed, "use POST")
 		return
+	}
+	// Before the secret: a stale node may not know the current one
+	// either, and a caller told 401 would blame its secret.
+	if a.stale != nil {
+		if err := a.stale(); err != nil {
+			a.failStale(w, r, err)
+			return
+		}
 	}
 	if !a.st.CheckSharedSecret(bearer(r.Header["Authorization"])) {
 		w.Header()["Www-Authenticate"] = hdrBearer

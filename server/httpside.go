@@ -29,7 +29,7 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
 	lim := newConnLimiter(ln, maxConns, log)
-	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope}
+	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale}
 	return &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}, nil
 }
 

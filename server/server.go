@@ -60,6 +60,10 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
 	// SSH sessions to end once ctx is cancelled (0: 10s).
 	ShutdownTimeout time.Duration
+	// Stale reports whether this node's memory is too old to answer
+	// verifications (see stale.go). Nil: Store.Stale. Tests set it to
+	// make a bbolt-backed server stale.
+	Stale func() error
 }
 
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
@@ -138,6 +142,9 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.ShutdownTimeout <= 0 {
 		cfg.ShutdownTimeout = DefaultShutdownTimeout
 	}
+	if cfg.Stale == nil {
+		cfg.Stale = cfg.Store.Stale
+	}
 	return cfg, nil
 }
 
@@ -204,6 +211,9 @@ func (s *Server) start() (sshAddr, httpAddr string) {
 	if s.backup != nil {
 		go s.backup.serve()
 	}
+	sw := &staleWatch{stale: s.cfg.Stale, log: s.log}
+	sw.check() // a node that starts stale says so before it listens
+	go sw.run(s.quit)
 	if s.ssh != nil {
 		sshAddr = s.ssh.ln.Addr().String()
 		s.log.Printf("ssh listening on %s (connect: ssh -p %s OPERATOR@HOST)", sshAddr, port(sshAddr))

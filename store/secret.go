@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -34,6 +35,11 @@ type secretRecord struct {
 	RotatedAt *time.Time `json:"rotated_at"`
 	PrevSum   []byte     `json:"prev_sha256,omitempty"`
 	PrevUntil *time.Time `json:"prev_until,omitempty"`
+	// KeyCheck identifies the master key the secret is sealed with
+	// (masterKeyCheck), so a node holding another key says so before
+	// trying to decrypt, and never re-seals under a key other nodes
+	// lack. Records written before it have none.
+	KeyCheck string `json:"key_check,omitempty"`
 }
 
 // SecretMeta is what may be shown without revealing the secret.
@@ -46,13 +52,91 @@ type SecretMeta struct {
 	PreviousValidUntil *time.Time `json:"previous_valid_until,omitempty"`
 }
 
-// MasterKeyPath is where the master key for db lives.
+// MasterKeyPath is where the master key for db lives by default (a bbolt
+// file; Options.MasterKey overrides it).
 func MasterKeyPath(dbPath string) string { return dbPath + ".masterkey" }
+
+// MasterKeyPath is the master key file this store seals the shared secret
+// with: Options.MasterKey, else the file beside the database.
+func (s *Store) MasterKeyPath() string {
+	if s.opts.MasterKey != "" {
+		return s.opts.MasterKey
+	}
+	return MasterKeyPath(s.path)
+}
 
 var secretAAD = []byte("keyward shared secret v1")
 
+// masterKeyCheck identifies a master key without revealing it: the first
+// 8 bytes of HMAC-SHA256(key, "keyward master key check"), in hex.
+func masterKeyCheck(key []byte) string {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("keyward master key check"))
+	return hex.EncodeToString(m.Sum(nil)[:8])
+}
+
+// MasterKeyMismatchError says this node's master key is not the one the
+// shared secret was sealed with: revealing it would fail, and rotating it
+// would re-seal it under a key the other nodes lack.
+type MasterKeyMismatchError struct {
+	Path      string // this node's master key file
+	Check     string // its key check ("" if the file is missing)
+	SealedFor string // the key check stored with the secret
+	Shared    bool   // the store is shared (etcd): other nodes hold the key
+}
+
+func (e *MasterKeyMismatchError) Error() string {
+	hint := "copy the master key file from another node (--master-key)"
+	if !e.Shared {
+		hint = "restore the right file, or remove it and run keyward secret rotate to start over"
+	}
+	if e.Check == "" {
+		return fmt.Sprintf("this node has no master key at %s, and the shared secret was sealed with one (key check %s); %s",
+			e.Path, e.SealedFor, hint)
+	}
+	return fmt.Sprintf("this node's master key %s is not the one the shared secret was sealed with (key check %s, secret sealed with %s); %s",
+		e.Path, e.Check, e.SealedFor, hint)
+}
+
+// checkMasterKey refuses a master key that does not match rec's key
+// check. A record without one (written before key checks) passes.
+func (s *Store) checkMasterKey(key []byte, rec *secretRecord) error {
+	if rec == nil || rec.KeyCheck == "" {
+		return nil
+	}
+	if c := masterKeyCheck(key); !hmac.Equal([]byte(c), []byte(rec.KeyCheck)) {
+		return &MasterKeyMismatchError{Path: s.MasterKeyPath(), Check: c, SealedFor: rec.KeyCheck, Shared: s.be.Shared()}
+	}
+	return nil
+}
+
+// sealingKey returns the master key a new secret is sealed with, replacing
+// old (nil: none yet). A key that does not match old's key check is
+// refused: on etcd the other nodes could no longer reveal the secret. A
+// missing file is created (0600), except on etcd when a secret sealed
+// with a key exists: that key is on the other nodes; copy it.
+func (s *Store) sealingKey(old *secretRecord) ([]byte, error) {
+	if old == nil || old.KeyCheck == "" {
+		return s.masterKey(true)
+	}
+	mk, err := s.masterKey(false)
+	if errors.Is(err, os.ErrNotExist) {
+		if s.be.Shared() {
+			return nil, &MasterKeyMismatchError{Path: s.MasterKeyPath(), SealedFor: old.KeyCheck, Shared: true}
+		}
+		return s.masterKey(true) // one host: rotating starts over with a new key
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkMasterKey(mk, old); err != nil {
+		return nil, err
+	}
+	return mk, nil
+}
+
 func (s *Store) masterKey(create bool) ([]byte, error) {
-	p := MasterKeyPath(s.path)
+	p := s.MasterKeyPath()
 	data, err := ReadSecretFile(p)
 	if errors.Is(err, os.ErrNotExist) && create {
 		key := make([]byte, 32)
@@ -72,7 +156,7 @@ func (s *Store) masterKey(create bool) ([]byte, error) {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("master key file %s is missing or unreadable (%v); the shared secret cannot be decrypted: rotate it to start over", p, err)
+		return nil, fmt.Errorf("master key file %s is missing or unreadable (%w); the shared secret cannot be decrypted: rotate it to start over", p, err)
 	}
 	key, err := hex.DecodeString(strings.TrimSpace(string(data)))
 	if err != nil || len(key) != 32 {
@@ -167,7 +251,7 @@ func (s *Store) SecretInfo() (SecretMeta, error) {
 
 // newSecret writes a fresh secret (keeping the old one's hash for grace).
 func (s *Store) newSecret(t *txn, old *secretRecord, grace time.Duration) (string, *secretRecord, error) {
-	mk, err := s.masterKey(true)
+	mk, err := s.sealingKey(old)
 	if err != nil {
 		return "", nil, err
 	}
@@ -181,7 +265,8 @@ func (s *Store) newSecret(t *txn, old *secretRecord, grace time.Duration) (strin
 		return "", nil, err
 	}
 	sum := sha256.Sum256([]byte(secret))
-	rec := &secretRecord{Nonce: nonce, Cipher: ct, Sum: sum[:], Hint: secret[:len(SecretPrefix)+4], CreatedAt: t.now}
+	rec := &secretRecord{Nonce: nonce, Cipher: ct, Sum: sum[:], Hint: secret[:len(SecretPrefix)+4], CreatedAt: t.now,
+		KeyCheck: masterKeyCheck(mk)}
 	if old != nil {
 		rec.CreatedAt = old.CreatedAt
 		now := t.now
@@ -216,12 +301,18 @@ func (s *Store) RevealSecret(actor string) (string, SecretMeta, error) {
 			return t.audit(model.ActSecretRotate, "secret", "generated on first use, "+rec.Hint+"…")
 		}
 		mk, err := s.masterKey(false)
+		if errors.Is(err, os.ErrNotExist) && rec.KeyCheck != "" && s.be.Shared() {
+			return &MasterKeyMismatchError{Path: s.MasterKeyPath(), SealedFor: rec.KeyCheck, Shared: true}
+		}
 		if err != nil {
+			return err
+		}
+		if err := s.checkMasterKey(mk, rec); err != nil {
 			return err
 		}
 		plain, err := open(mk, rec.Nonce, rec.Cipher)
 		if err != nil {
-			return fmt.Errorf("shared secret does not decrypt with %s: the master key file does not belong to this database", MasterKeyPath(s.path))
+			return fmt.Errorf("shared secret does not decrypt with %s: the master key file does not belong to this database", s.MasterKeyPath())
 		}
 		secret, meta = string(plain), metaOf(rec)
 		return t.audit(model.ActSecretReveal, "secret", "revealed "+rec.Hint+"…")

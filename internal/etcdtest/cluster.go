@@ -436,6 +436,8 @@ func (m *Member) Stop() {
 }
 
 // Pause SIGSTOPs the member: it holds its connections and answers nothing.
+// A client whose connection is to this member hangs until its context ends
+// (gRPC sees no error); write through a client of the other members.
 func (m *Member) Pause() { m.signal(syscall.SIGSTOP) }
 
 // Resume SIGCONTs a paused member.

@@ -18,12 +18,14 @@ import (
 // keys in id order (their hashes from the hash bucket, read first into a
 // map by id), the operators, the metadata and the audit log oldest first.
 func (b *boltBackend) Export(ctx context.Context, x ExportSink) (Rev, error) {
-	if b.fresh {
-		return 0, errors.New("export: the database is empty")
-	}
 	var rev Rev
 	err := b.db.View(func(tx *bolt.Tx) error {
 		rev = Rev(tx.ID())
+		if _, fresh, err := readSchema(tx, b.path); err != nil {
+			return err
+		} else if fresh {
+			return errors.New("export: the database is empty")
+		}
 		if err := checkBuckets(tx, b.path, allBuckets); err != nil {
 			return err
 		}
@@ -109,10 +111,12 @@ func (b *boltBackend) Export(ctx context.Context, x ExportSink) (Rev, error) {
 // per bucket (see putBulk); audit events keep their Seq while it
 // increases (an etcd export's does), else they are numbered on.
 func (b *boltBackend) Restore(ctx context.Context, src Backend) error {
-	if !b.fresh {
-		return fmt.Errorf("restore: %s already holds a database; a restore only writes into a new file", b.path)
-	}
 	err := b.db.Update(func(tx *bolt.Tx) error {
+		if _, fresh, err := readSchema(tx, b.path); err != nil {
+			return err
+		} else if !fresh {
+			return fmt.Errorf("restore: %s already holds a database; a restore only writes into a new file", b.path)
+		}
 		for _, bk := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(bk); err != nil {
 				return err

@@ -105,6 +105,8 @@ type etcdBackend struct {
 	// commitTimeout bounds one attempt of a transaction; ambiguousFor
 	// bounds the resolution of an ambiguous commit.
 	commitTimeout, ambiguousFor time.Duration
+	// ambiguous counts transactions whose outcome had to be read back.
+	ambiguous atomic.Int64
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
@@ -238,7 +240,7 @@ func (b *etcdBackend) init() error {
 // k is the etcd key of rel.
 func (b *etcdBackend) k(rel string) string { return b.prefix + rel }
 
-func (b *etcdBackend) keyKey(id string) string   { return b.prefix + "keys/" + id }
+func (b *etcdBackend) keyKey(id string) string    { return b.prefix + "keys/" + id }
 func (b *etcdBackend) nameKey(name string) string { return b.prefix + "names/" + foldName(name) }
 func (b *etcdBackend) luKey(id string) string     { return b.prefix + "lu/" + id }
 func (b *etcdBackend) metaKey(n MetaName) string  { return b.prefix + "meta/" + string(n) }

@@ -255,11 +255,15 @@ func (b *etcdBackend) planKey(t *etcdTxn, kp KeyPut, addCheck func(clientv3.Op, 
 	default:
 		// No read revision: the stored record must be Old's, byte for byte.
 		t.cmps = append(t.cmps, clientv3.Compare(clientv3.Value(kk), "=", string(encodeEtcdKey(kp.Old, kp.Was))))
+		// (see the check below)
 	}
-	old := kp.Old
+	old, oldRev, oldVal := kp.Old, int64(kp.OldRev), encodeEtcdKey(kp.Old, kp.Was)
 	addCheck(clientv3.OpGet(kk), func(r *clientv3.GetResponse) error {
 		if len(r.Kvs) == 0 {
 			return fmt.Errorf("key %q: %w", model.Sanitize(id), ErrNotFound)
+		}
+		if oldRev != 0 && r.Kvs[0].ModRevision <= oldRev || oldRev == 0 && bytes.Equal(r.Kvs[0].Value, oldVal) {
+			return nil // this condition holds
 		}
 		cur, _, err := decodeEtcdKey(id, r.Kvs[0].Value)
 		if err != nil {
@@ -376,6 +380,9 @@ func (b *etcdBackend) send(ctx context.Context, t *etcdTxn) (Rev, error) {
 				}
 				return 0, fmt.Errorf("etcd: %w", err)
 			}
+			if !ambiguous {
+				b.ambiguous.Add(1)
+			}
 			ambiguous, lastErr = true, err
 			continue
 		}
@@ -484,20 +491,24 @@ func (b *etcdBackend) Import(ctx context.Context, keys []KeyPut, audit []model.A
 		if lo > hi {
 			lo = hi
 		}
-		w := &Write{Keys: keys[lo:hi], Audit: evs[i]}
-		for len(w.Audit) > 0 && len(w.Keys)*5+len(w.Audit)*2+4 > etcdMaxOps {
-			// Events that do not fit go in a commit of their own.
-			n := min(len(w.Audit), (etcdMaxOps-4)/2)
-			if _, err := b.Commit(ctx, &Write{Audit: w.Audit[len(w.Audit)-n:]}); err != nil {
-				return done, err
-			}
-			w.Audit = w.Audit[:len(w.Audit)-n]
-		}
+		// A key takes 3 ops (record, name, last use), an event 2 (itself,
+		// its target index entry). Events that do not fit beside the
+		// keys follow them in commits of their own.
+		fit := max((etcdMaxOps-(hi-lo)*3)/2, 0)
+		w := &Write{Keys: keys[lo:hi], Audit: evs[i][:min(fit, len(evs[i]))]}
+		rest := evs[i][len(w.Audit):]
 		if len(w.Keys) == 0 && len(w.Audit) == 0 {
 			continue
 		}
 		if _, err := b.Commit(ctx, w); err != nil {
 			return done, fmt.Errorf("import batch %d (keys %d-%d; %d written before it): %w", i+1, lo+1, hi, done, err)
+		}
+		for len(rest) > 0 {
+			n := min(len(rest), etcdMaxOps/2)
+			if _, err := b.Commit(ctx, &Write{Audit: rest[:n]}); err != nil {
+				return hi, fmt.Errorf("import batch %d: its keys are written, not all its audit events: %w", i+1, err)
+			}
+			rest = rest[n:]
 		}
 		done = hi
 	}

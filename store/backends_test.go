@@ -214,6 +214,25 @@ func (m *mainTB) TempDir() string {
 	return dir
 }
 
+// In the etcd run the internal tests (package store) open their stores
+// through this: a fresh prefix per opener, a master key file of the test's.
+func init() {
+	if testBackend() != "etcd" {
+		return
+	}
+	store.OpenForTest = func(t testing.TB, _ string) func(store.Options) (*store.Store, error) {
+		c, _ := etcdCluster(t)
+		cfg := store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: etcdPrefix(t)}
+		mk := filepath.Join(t.TempDir(), "master.key")
+		return func(o store.Options) (*store.Store, error) {
+			if o.MasterKey == "" {
+				o.MasterKey = mk
+			}
+			return store.OpenEtcd(cfg, o)
+		}
+	}
+}
+
 // newBoltEnv is a test database in a bbolt file, whatever the backend of
 // the run: for tests about the file itself.
 func newBoltEnv(t testing.TB) *env {

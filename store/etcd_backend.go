@@ -12,8 +12,8 @@ package store
 //     whose InitAt is set; that Commit is conditioned on the schema
 //     record not existing, so if another node bootstrapped first it gets
 //     ErrConflict and should just Load.
-//   - compactEvery / compactKeep (set before the first interval passes,
-//     or with the constructor's defaults) tune the compaction goroutine.
+//   - compactEvery / compactKeep tune the compaction goroutine (defaults
+//     5 and 10 minutes); to change them, stopCompactor, set, startCompactor.
 //   - nodeID names this process in audit keys.
 //
 // Key layout under cfg.Prefix (default "/keyward/"):
@@ -110,8 +110,12 @@ type etcdBackend struct {
 
 	ctx    context.Context // ends on Close
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	once   sync.Once
+	// stopCompact ends the compaction goroutine; compactDone closes
+	// when it has.
+	stopCompact context.CancelFunc
+	compactDone chan struct{}
+	wg          sync.WaitGroup
+	once        sync.Once
 }
 
 var _ Backend = (*etcdBackend)(nil)
@@ -161,8 +165,7 @@ func openEtcdBackend(cfg EtcdConfig, opts *Options) (*etcdBackend, error) {
 		cli.Close()
 		return nil, err
 	}
-	b.wg.Add(1)
-	go b.compactLoop()
+	b.startCompactor()
 	return b, nil
 }
 
@@ -415,6 +418,7 @@ func (b *etcdBackend) Close() error {
 	var err error
 	b.once.Do(func() {
 		b.cancel()
+		b.stopCompactor()
 		b.wg.Wait()
 		err = b.cli.Close()
 	})

@@ -64,8 +64,8 @@ func (b *etcdBackend) MergeLastUsed(ctx context.Context, recs []LastUsedRec) err
 // every compactEvery each node tries Txn(If(Version(compact) = seen))
 // .Then(Put(compact)); the one that wins compacts to the revision it
 // recorded compactKeep ago. Losers learn the version and try next round.
-func (b *etcdBackend) compactLoop() {
-	defer b.wg.Done()
+func (b *etcdBackend) compactLoop(ctx context.Context) {
+	defer close(b.compactDone)
 	if b.compactEvery <= 0 {
 		return
 	}
@@ -77,12 +77,12 @@ func (b *etcdBackend) compactLoop() {
 	defer t.Stop()
 	for {
 		select {
-		case <-b.ctx.Done():
+		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(b.ctx, b.commitTimeout)
-		resp, err := b.cli.Txn(ctx).If(clientv3.Compare(clientv3.Version(key), "=", version)).
+		tctx, cancel := context.WithTimeout(ctx, b.commitTimeout)
+		resp, err := b.cli.Txn(tctx).If(clientv3.Compare(clientv3.Version(key), "=", version)).
 			Then(clientv3.OpPut(key, strconv.FormatInt(time.Now().UnixNano(), 10))).
 			Else(clientv3.OpGet(key)).Commit()
 		if err != nil {
@@ -103,8 +103,24 @@ func (b *etcdBackend) compactLoop() {
 		version++
 		if len(revs) > keep {
 			// Already compacted further (by an earlier winner): fine.
-			_, _ = b.cli.Compact(ctx, revs[len(revs)-1-keep])
+			_, _ = b.cli.Compact(tctx, revs[len(revs)-1-keep])
 		}
 		cancel()
+	}
+}
+
+// startCompactor starts compactLoop with the current settings.
+func (b *etcdBackend) startCompactor() {
+	ctx, cancel := context.WithCancel(b.ctx)
+	b.stopCompact, b.compactDone = cancel, make(chan struct{})
+	go b.compactLoop(ctx)
+}
+
+// stopCompactor ends compactLoop and waits for it.
+func (b *etcdBackend) stopCompactor() {
+	if b.stopCompact != nil {
+		b.stopCompact()
+		<-b.compactDone
+		b.stopCompact = nil
 	}
 }

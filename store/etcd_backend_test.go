@@ -193,6 +193,19 @@ func TestEtcdCommitConditions(t *testing.T) {
 	if string(ops) != "{}" {
 		t.Fatalf("catalog %q", ops)
 	}
+	// Beyond etcd's transaction limits: refused before it is sent.
+	var many []KeyPut
+	for i := 0; i < 50; i++ {
+		k := etcdTestKey(fmt.Sprintf("big%02d", i), fmt.Sprintf("big-%d", i))
+		many = append(many, KeyPut{New: k, Hashes: testHashes(k.ID, false)})
+	}
+	_, err = b.Commit(ctx, &Write{Keys: many, Audit: []model.AuditEvent{etcdEv("c", "", "")}})
+	if err == nil || !contains(err.Error(), "more than a transaction holds") {
+		t.Fatalf("an oversized write: %v", err)
+	}
+	if _, ok, _ := b.NameOwner(ctx, "big-0"); ok {
+		t.Fatal("part of an oversized write was stored")
+	}
 	if err := b.Check(); err != nil {
 		t.Fatal(err)
 	}
@@ -788,12 +801,9 @@ func TestEtcdCompaction(t *testing.T) {
 	initStore(t, bs[0])
 	// Restart both compactors with a short interval.
 	for _, b := range bs {
-		b.cancel()
-		b.wg.Wait()
-		b.ctx, b.cancel = context.WithCancel(context.Background())
+		b.stopCompactor()
 		b.compactEvery, b.compactKeep = 200*time.Millisecond, 200*time.Millisecond
-		b.wg.Add(1)
-		go b.compactLoop()
+		b.startCompactor()
 	}
 	first := etcdCreate(t, bs[0], etcdTestKey("c001", "c"))
 	deadline := time.Now().Add(5 * time.Second)
@@ -806,4 +816,152 @@ func TestEtcdCompaction(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Fatal("nothing compacted in 5s")
+}
+
+// watchUntil reads ch until want returns true, failing on a relist.
+func watchUntil(t *testing.T, ch <-chan WatchEvent, within time.Duration, want func(WatchEvent) bool) {
+	t.Helper()
+	timeout := time.After(within)
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatal("watch closed")
+			}
+			if e.Relist {
+				t.Fatalf("relist: %+v", e)
+			}
+			if want(e) {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("nothing wanted within %v", within)
+		}
+	}
+}
+
+func hasKey(id string) func(WatchEvent) bool {
+	return func(e WatchEvent) bool {
+		for _, k := range e.Keys {
+			if k.ID == id {
+				return true
+			}
+		}
+		return false
+	}
+}
+
+// TestEtcdWatchSurvivesQuorumLoss: with two of three members down the
+// watch gets "no leader"; once they are back it carries on from where it
+// was, with no relist and nothing missed.
+func TestEtcdWatchSurvivesQuorumLoss(t *testing.T) {
+	c := etcdtest.Start(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ms := c.Members()
+	b := newEtcdBackend(t, []string{ms[0].ClientURL()}, "/kw-quorum/")
+	w := newEtcdBackend(t, c.Endpoints(), "/kw-quorum/")
+	r0 := initStore(t, w)
+	ch := b.Watch(ctx, r0+1)
+	etcdCreate(t, w, etcdTestKey("q001", "before"))
+	watchUntil(t, ch, 5*time.Second, hasKey("q001"))
+	ms[1].Kill()
+	ms[2].Kill()
+	// No progress while the quorum is gone (the engine's staleness).
+	time.Sleep(4 * time.Second)
+	drained := 0
+	for len(ch) > 0 {
+		<-ch
+		drained++
+	}
+	quiet := time.After(2 * time.Second)
+	for done := false; !done; {
+		select {
+		case e := <-ch:
+			if e.Progress || e.Relist {
+				t.Fatalf("without a quorum: %+v", e)
+			}
+		case <-quiet:
+			done = true
+		}
+	}
+	ms[1].Restart(t)
+	ms[2].Restart(t)
+	etcdCreate(t, w, etcdTestKey("q002", "after"))
+	watchUntil(t, ch, 10*time.Second, hasKey("q002"))
+	watchUntil(t, ch, 5*time.Second, func(e WatchEvent) bool { return e.Progress })
+}
+
+// TestEtcdWatchPartitioned: a node cut off from etcd gets no error, only
+// silence (no progress marks: its staleness grows); once healed, the
+// change made meanwhile arrives, with no relist.
+var partitionFor = 3 * time.Second
+
+func TestEtcdWatchPartitioned(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p := etcdtest.NewProxy(t, c.Endpoints()[0])
+	b := newEtcdBackend(t, []string{p.URL()}, "/kw-part/")
+	w := newEtcdBackend(t, c.Endpoints(), "/kw-part/")
+	r0 := initStore(t, w)
+	ch := b.Watch(ctx, r0+1)
+	watchUntil(t, ch, 5*time.Second, func(e WatchEvent) bool { return e.Progress })
+	p.Blackhole(true)
+	for len(ch) > 0 {
+		<-ch
+	}
+	time.Sleep(200 * time.Millisecond)
+	for len(ch) > 0 {
+		<-ch
+	}
+	etcdCreate(t, w, etcdTestKey("p001", "while cut off"))
+	quiet := time.After(partitionFor)
+	for done := false; !done; {
+		select {
+		case e := <-ch:
+			t.Fatalf("cut off, yet: %+v", e)
+		case <-quiet:
+			done = true
+		}
+	}
+	p.Blackhole(false)
+	watchUntil(t, ch, 15*time.Second, hasKey("p001"))
+}
+
+func TestEtcdAuthAndUnreachable(t *testing.T) {
+	c := etcdtest.Start(t, 1)
+	ctx := context.Background()
+	cli := c.Client(t)
+	if _, err := cli.UserAdd(ctx, "root", "rootpw"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.UserGrantRole(ctx, "root", "root"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cli.AuthEnable(ctx); err != nil {
+		t.Fatal(err)
+	}
+	opts := quietOptions()
+	if _, err := openEtcdBackend(EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/kw-auth/", Username: "root", Password: "wrong"}, &opts); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+	b, err := openEtcdBackend(EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/kw-auth/", Username: "root", Password: "rootpw"}, &opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	initStore(t, b)
+	etcdCreate(t, b, etcdTestKey("u001", "authed"))
+
+	// Nothing listening: a clear error naming the endpoint, in time.
+	dead := "http://" + etcdtest.NewProxy(t, "127.0.0.1:1").Addr()
+	start := time.Now()
+	_, err = openEtcdBackend(EtcdConfig{Endpoints: []string{dead}, DialTimeout: time.Second}, &opts)
+	if err == nil || !strings.Contains(err.Error(), dead) || !strings.Contains(err.Error(), "cannot reach") {
+		t.Fatalf("unreachable: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("unreachable took %v", d)
+	}
 }

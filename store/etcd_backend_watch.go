@@ -75,7 +75,12 @@ func (b *etcdBackend) watchLoop(ctx context.Context, from Rev, out chan<- WatchE
 			}
 		}
 		sctx, scancel := context.WithCancel(wctx)
-		wch := b.cli.Watch(sctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(applied+1), clientv3.WithProgressNotify())
+		// From the revision already applied, not the next one: etcd
+		// answers RequestProgress only when every watcher of the stream
+		// starts at or below the current revision, and on a quiet
+		// cluster the next one does not exist yet (the silence would look
+		// like a partition). That revision's events are skipped.
+		wch := b.cli.Watch(sctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(max(applied, 1)), clientv3.WithProgressNotify())
 		relist := false
 		for resp := range wch {
 			if resp.CompactRevision != 0 || (resp.Canceled && resp.CompactRevision != 0) {

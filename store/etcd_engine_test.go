@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -396,4 +397,113 @@ func TestEtcdSessionsFeed(t *testing.T) {
 		_, err := b.SessionOperator("carol")
 		return errors.Is(err, store.ErrForbidden)
 	})
+}
+
+// TestEtcdMigrateAndBackup: a bbolt database moves into etcd whole (keys
+// with their secrets and last use, operators, catalog, the sealed shared
+// secret, the audit log), and a backup taken from etcd is a bbolt file
+// that opens with everything again.
+func TestEtcdMigrateAndBackup(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "old.db")
+	clock := newClock()
+	old, err := store.Open(src, store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(t), Now: clock.Now, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, tok, err := old.CreateKey("admin", spec("moved"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, tok2, err := old.CreateKey("admin", spec("graced"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.AddOperator("admin", "ro", model.OperatorReadonly, nil); err != nil {
+		t.Fatal(err)
+	}
+	secret, _, err := old.RotateSecret("admin", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.Verify(tok, "coupons:read", "", "10.1.1.1")
+	if err := old.Close(); err != nil {
+		t.Fatal(err)
+	}
+	oldAudit := auditOf(t, src)
+
+	n := newEtcdNodes(t)
+	px := n.cluster.Proxies(t)
+	cfg := store.EtcdConfig{Endpoints: px.Endpoints(), Prefix: n.prefix}
+	stats, err := store.Migrate(context.Background(), src, cfg, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stats.Keys != 2 || stats.Operators != 2 || stats.LastUsed != 1 || stats.Audit != len(oldAudit) {
+		t.Fatalf("stats %+v (audit events in the file: %d)", stats, len(oldAudit))
+	}
+	if _, err := store.Migrate(context.Background(), src, cfg, store.Options{}); !errors.Is(err, store.ErrNotEmpty) {
+		t.Fatalf("a second migrate into the same prefix: %v, want ErrNotEmpty", err)
+	}
+	n.master = store.MasterKeyPath(src) // the nodes get the old master key
+	s, _ := n.node(store.Options{})
+	got, err := s.Key(k.ID)
+	if err != nil || got.LastUsedAt == nil || got.LastUsedFrom != "10.1.1.1" {
+		t.Fatalf("last use after the move: %+v %v", got, err)
+	}
+	if r := s.Verify(tok, "coupons:read", "", "t"); r.Code != model.CodeValid {
+		t.Fatalf("moved key: %s", r.Code)
+	}
+	if r := s.Verify(tok2, "coupons:read", "", "t"); r.Code != model.CodeValid {
+		t.Fatalf("second key: %s", r.Code)
+	}
+	if _, err := s.Operator("ro"); err != nil {
+		t.Fatal(err)
+	}
+	if shown, _, err := s.RevealSecret("admin"); err != nil || shown != secret {
+		t.Fatalf("secret after the move: %v (same: %v)", err, shown == secret)
+	}
+	if evs, err := s.Audit(store.AuditFilter{}); err != nil || len(evs) < len(oldAudit) {
+		t.Fatalf("audit after the move: %d events, %v; the file had %d", len(evs), err, len(oldAudit))
+	}
+
+	backup := filepath.Join(dir, "backup.db")
+	f, err := os.OpenFile(backup, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Backup(f); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	back, err := store.Open(backup, store.Options{MasterKey: store.MasterKeyPath(src), FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer back.Close()
+	if r := back.Verify(tok, "coupons:read", "", "t"); r.Code != model.CodeValid || back.KeyCount() != 2 {
+		t.Fatalf("backup: %s, %d keys", r.Code, back.KeyCount())
+	}
+	if shown, _, err := back.RevealSecret("admin"); err != nil || shown != secret {
+		t.Fatalf("secret in the backup: %v", err)
+	}
+	if err := back.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func auditOf(t *testing.T, path string) []model.AuditEvent {
+	t.Helper()
+	s, err := store.Open(path, store.Options{FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	evs, err := s.Audit(store.AuditFilter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }

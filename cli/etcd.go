@@ -136,6 +136,10 @@ func (a *app) resolveBackend(changed func(string) bool) error {
 		if err != nil {
 			return err
 		}
+		// The default's directory (and serve's host key beside it) is
+		// made on first use, 0700, as the data directory is for --db. A
+		// failure shows when the key is needed.
+		_ = os.MkdirAll(filepath.Dir(p), 0o700)
 		f.masterKey = p
 	}
 	a.etcdCfg = cfg

@@ -62,8 +62,10 @@ func TestImportCatalogKeepsEveryKeyValid(t *testing.T) {
 // allows (written by an older keyward, which accepted such imports) can
 // still have its description edited; the edit keeps its scopes. Changing
 // the grant is still checked in full.
+//
+// bbolt only: it writes an old keyward's record into the file itself.
 func TestEditKeepsUntouchedGrant(t *testing.T) {
-	e := newEnv(t)
+	e := newBoltEnv(t)
 	shop := spec("shop", "coupons:read", "coupons:write")
 	shop.Resources = []string{"web-shop"}
 	k, _ := e.create(shop)

@@ -279,7 +279,7 @@ func TestEtcdWatch(t *testing.T) {
 	b := newEtcdBackend(t, c.Endpoints(), "/kw-watch/")
 	other := newEtcdBackend(t, c.Endpoints(), "/kw-watch/")
 	r0 := initStore(t, b)
-	ch := b.Watch(ctx, r0+1)
+	ch := b.Watch(ctx, r0) // the commits after r0
 	progress := 0
 	r1 := etcdCreate(t, other, etcdTestKey("k01", "One"))
 	e := nextEvent(t, ch, &progress)
@@ -862,7 +862,7 @@ func TestEtcdWatchSurvivesQuorumLoss(t *testing.T) {
 	b := newEtcdBackend(t, []string{ms[0].ClientURL()}, "/kw-quorum/")
 	w := newEtcdBackend(t, c.Endpoints(), "/kw-quorum/")
 	r0 := initStore(t, w)
-	ch := b.Watch(ctx, r0+1)
+	ch := b.Watch(ctx, r0) // the commits after r0
 	etcdCreate(t, w, etcdTestKey("q001", "before"))
 	watchUntil(t, ch, 5*time.Second, hasKey("q001"))
 	ms[1].Kill()
@@ -905,7 +905,7 @@ func TestEtcdWatchPartitioned(t *testing.T) {
 	b := newEtcdBackend(t, []string{p.URL()}, "/kw-part/")
 	w := newEtcdBackend(t, c.Endpoints(), "/kw-part/")
 	r0 := initStore(t, w)
-	ch := b.Watch(ctx, r0+1)
+	ch := b.Watch(ctx, r0) // the commits after r0
 	watchUntil(t, ch, 5*time.Second, func(e WatchEvent) bool { return e.Progress })
 	p.Blackhole(true)
 	for len(ch) > 0 {

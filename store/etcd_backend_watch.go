@@ -2,11 +2,14 @@ package store
 
 import (
 	"context"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"google.golang.org/grpc/metadata"
 )
 
 // etcdProgressEvery is how often Watch asks the cluster for a progress
@@ -51,78 +54,127 @@ func (b *etcdBackend) watchLoop(ctx context.Context, from Rev, out chan<- WatchE
 		}
 	}
 	wctx := clientv3.WithRequireLeader(ctx)
-	// Progress requests go on the watch's context (its metadata names
-	// the stream), for as long as the watch runs.
-	go func() {
-		t := time.NewTicker(etcdProgressEvery)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				rctx, cancel := context.WithTimeout(wctx, etcdProgressEvery)
-				_ = b.cli.RequestProgress(rctx)
-				cancel()
-			}
-		}
-	}()
-	applied := int64(from) - 1
+	applied := int64(from) // "the commits after from"
 	for attempt := 0; ctx.Err() == nil; attempt++ {
 		if attempt > 0 {
 			if sleepCtx(ctx, backoff(attempt)) != nil {
 				return
 			}
 		}
-		sctx, scancel := context.WithCancel(wctx)
-		// From the revision already applied, not the next one: etcd
-		// answers RequestProgress only when every watcher of the stream
-		// starts at or below the current revision, and on a quiet
-		// cluster the next one does not exist yet (the silence would look
-		// like a partition). That revision's events are skipped.
-		wch := b.cli.Watch(sctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(max(applied, 1)), clientv3.WithProgressNotify())
-		relist := false
-		for resp := range wch {
-			if resp.CompactRevision != 0 || (resp.Canceled && resp.CompactRevision != 0) {
-				relist = true
-				break
-			}
-			if resp.Canceled || resp.Err() != nil {
-				break // no leader, or the stream ended: watch again
-			}
-			attempt = 0
-			if len(resp.Events) == 0 {
-				// A progress mark vouches for every revision up to its
-				// header; the creation answer only says the cluster is there.
-				at := applied
-				if resp.IsProgressNotify() {
-					at = max(resp.Header.Revision, applied)
-				}
-				if !emit(WatchEvent{Rev: Rev(at), Progress: true}) {
-					scancel()
-					return
-				}
-				continue
-			}
-			for _, ev := range b.translate(resp.Events, applied) {
-				if ev.Relist {
-					relist = true
-					break
-				}
-				if !emit(ev) {
-					scancel()
-					return
-				}
-				applied = int64(ev.Rev)
-			}
-			if relist {
-				break
-			}
-		}
-		scancel()
-		if relist {
+		switch b.watchOnce(ctx, wctx, &applied, emit) {
+		case watchRelist:
 			emit(WatchEvent{Rev: Rev(applied), Relist: true})
 			return
+		case watchHealthy:
+			attempt = 0
+		case watchStopped:
+			return
+		}
+	}
+}
+
+// How a watch stream ended (watchOnce).
+const (
+	watchBroken  = iota // it failed before delivering anything: back off
+	watchHealthy        // it delivered, then failed or fell silent: watch again at once
+	watchRelist         // it fell behind a compaction
+	watchStopped        // ctx ended
+)
+
+// watchSeq numbers watch streams (see watchOnce).
+var watchSeq atomic.Uint64
+
+// etcdWatchSilence is how long a watch stream may go without any answer,
+// progress marks included, before it is abandoned for a new one.
+var etcdWatchSilence = 5 * time.Second
+
+// watchOnce runs one watch stream until it fails, falls silent or ends,
+// advancing applied as it emits.
+//
+// It starts from the revision already applied, not the next one: etcd
+// answers RequestProgress only when every watcher of the stream starts at
+// or below the current revision, and on a quiet cluster the next one does
+// not exist yet (the silence would look like a partition). That
+// revision's events are skipped.
+//
+// Each attempt gets a gRPC stream of its own. The client multiplexes
+// watches with equal metadata onto one stream, and when the connection
+// under it breaks (a paused member, a partition that outlived the
+// keepalive) the client resumes its watchers from the next revision,
+// which (as above) silences progress for good on a quiet cluster: the
+// stream stayed mute, without an error, though the connection worked
+// again, and a new watch with the same metadata would join it. So every
+// attempt adds a unique metadata value, asks for progress on its own
+// context (RequestProgress finds the stream by the context's metadata;
+// given a shorter-lived context it would open a stream that dies with
+// it), and is abandoned when it hears nothing for etcdWatchSilence.
+func (b *etcdBackend) watchOnce(ctx, wctx context.Context, applied *int64, emit func(WatchEvent) bool) int {
+	sctx, scancel := context.WithCancel(metadata.AppendToOutgoingContext(wctx, "keyward-watch", strconv.FormatUint(watchSeq.Add(1), 10)))
+	defer scancel()
+	wch := b.cli.Watch(sctx, b.prefix, clientv3.WithPrefix(), clientv3.WithRev(max(*applied, 1)), clientv3.WithProgressNotify())
+	defer func() {
+		// An abandoned stream's channel may close late: drain it aside.
+		go func() {
+			for range wch {
+			}
+		}()
+	}()
+	go func() {
+		t := time.NewTicker(etcdProgressEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+				_ = b.cli.RequestProgress(sctx)
+			}
+		}
+	}()
+	silence := time.NewTimer(etcdWatchSilence)
+	defer silence.Stop()
+	result := watchBroken
+	for {
+		var resp clientv3.WatchResponse
+		var ok bool
+		select {
+		case <-ctx.Done():
+			return watchStopped
+		case <-silence.C:
+			return watchHealthy // a mute stream: a new one at once
+		case resp, ok = <-wch:
+		}
+		if !ok {
+			return result
+		}
+		if resp.CompactRevision != 0 {
+			return watchRelist
+		}
+		if resp.Canceled || resp.Err() != nil {
+			return result // no leader, or the stream ended: watch again
+		}
+		silence.Reset(etcdWatchSilence)
+		result = watchHealthy
+		if len(resp.Events) == 0 {
+			// A progress mark vouches for every revision up to its
+			// header; the creation answer only says the cluster is there.
+			at := *applied
+			if resp.IsProgressNotify() {
+				at = max(resp.Header.Revision, *applied)
+			}
+			if !emit(WatchEvent{Rev: Rev(at), Progress: true}) {
+				return watchStopped
+			}
+			continue
+		}
+		for _, ev := range b.translate(resp.Events, *applied) {
+			if ev.Relist {
+				return watchRelist
+			}
+			if !emit(ev) {
+				return watchStopped
+			}
+			*applied = int64(ev.Rev)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"time"
 
 	"github.com/keyward/keyward/model"
@@ -185,13 +186,7 @@ func (s *Store) applyLocked(ev *WatchEvent) []Change {
 	if ev.OperatorsSet || len(ev.Meta) > 0 {
 		s.mu.Lock()
 		if ev.OperatorsSet {
-			ops := make(map[string]*model.Operator, len(ev.Operators))
-			for i := range ev.Operators {
-				op := ev.Operators[i]
-				ops[op.Name] = &op
-			}
-			s.ops = ops
-			changes = append(changes, Change{Kind: OperatorsChanged})
+			changes = append(changes, s.applyOperators(ev.Operators)...)
 		}
 		for name, v := range ev.Meta {
 			if ch, ok := s.applyMeta(name, v); ok {
@@ -269,6 +264,28 @@ func (s *Store) withStoredLastUsed(i uint32, k *model.Key) *model.Key {
 		c.LastUsedFrom = *p
 	}
 	return &c
+}
+
+// applyOperators makes ops the set of operators, with one change for
+// each operator added, changed or removed, as a writer on bbolt
+// publishes. Caller holds s.mu (write).
+func (s *Store) applyOperators(ops []model.Operator) []Change {
+	next := make(map[string]*model.Operator, len(ops))
+	var changes []Change
+	for i := range ops {
+		op := &ops[i]
+		next[op.Name] = op
+		if old, ok := s.ops[op.Name]; !ok || !reflect.DeepEqual(old, op) {
+			changes = append(changes, Change{Kind: OperatorsChanged, ID: op.Name})
+		}
+	}
+	for name := range s.ops {
+		if _, ok := next[name]; !ok {
+			changes = append(changes, Change{Kind: OperatorsChanged, ID: name})
+		}
+	}
+	s.ops = next
+	return changes
 }
 
 // applyMeta applies a metadata record. Caller holds s.mu (write).

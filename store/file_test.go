@@ -86,7 +86,7 @@ func TestLockedBySecondProcess(t *testing.T) {
 
 func TestLockedInProcessMessage(t *testing.T) {
 	// The same promise within one process (and with a custom timeout).
-	e := newEnv(t)
+	e := newBoltEnv(t)
 	start := time.Now()
 	_, err := store.Open(e.path, store.Options{Timeout: 200 * time.Millisecond})
 	if !errors.Is(err, store.ErrLocked) || time.Since(start) > time.Second {

@@ -16,8 +16,10 @@ import (
 // keyIDRE is the shape of a key id: "key_" and 12 lowercase base32 characters.
 var keyIDRE = regexp.MustCompile(`^key_[a-z2-7]{12}$`)
 
+// TestOpenPermissions is about the file, its directory and the master key
+// beside it (bbolt only).
 func TestOpenPermissions(t *testing.T) {
-	e := newEnv(t)
+	e := newBoltEnv(t)
 	for _, dir := range []string{filepath.Dir(e.path)} {
 		fi, err := os.Stat(dir)
 		if err != nil {

@@ -81,7 +81,7 @@ func writeLockInfo(path string, li LockInfo) error {
 // is bound to (the real port, also with --ssh HOST:0), so that another
 // keyward refused by the lock can say where to connect.
 func (s *Store) AdvertiseSSH(addr string) error {
-	if s.readOnly {
+	if s.readOnly || s.shared { // (etcd has no lock file: nodes run side by side)
 		return nil
 	}
 	s.opts.Lock.SSHAddr = addr

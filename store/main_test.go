@@ -8,9 +8,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
@@ -25,6 +26,10 @@ const (
 )
 
 func TestMain(m *testing.M) {
+	if err := checkBackendEnv(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(2)
+	}
 	switch os.Getenv(envChild) {
 	case "":
 	case "hold":
@@ -39,6 +44,9 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	cleanupBench()
+	if !stopEtcdCluster() && code == 0 {
+		code = 1
+	}
 	os.Exit(code)
 }
 
@@ -90,39 +98,63 @@ func childOptions() store.Options {
 // Advance it.
 func newClock() *testkit.Clock { return testkit.NewClock(time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)) }
 
-// env is one test database with its clock.
+// env is one test store with its clock, on the run's backend (newEnv) or
+// on a bbolt file (newBoltEnv; see backends_test.go).
 type env struct {
-	t     testing.TB
-	path  string
-	clock *testkit.Clock
-	opts  store.Options
-	s     *store.Store
+	t       testing.TB
+	backend string // "bbolt" or "etcd"
+	path    string // the bbolt file; "" on etcd
+	etcd    store.EtcdConfig
+	client  *clientv3.Client // etcd: the suite's client, for state()
+	clock   *testkit.Clock
+	opts    store.Options
+	s       *store.Store
 }
 
+// newEnv is a fresh store on the backend of this run (KEYWARD_TEST_BACKEND).
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, path: filepath.Join(t.TempDir(), "data", "keyward.db"), clock: newClock()}
-	e.opts = store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(t), Now: e.clock.Now, FlushInterval: time.Hour}
-	e.open()
-	t.Cleanup(func() {
+	if testBackend() == "etcd" {
+		return newEtcdEnv(t)
+	}
+	return newBoltEnv(t)
+}
+
+// init sets the options every env starts from; the caller then opens.
+func (e *env) init() {
+	e.opts = store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(e.t), Now: e.clock.Now, FlushInterval: time.Hour}
+	e.t.Cleanup(func() {
 		if e.s != nil {
 			_ = e.s.Close()
 		}
 	})
-	return e
 }
 
 func (e *env) open() {
 	e.t.Helper()
-	s, err := store.Open(e.path, e.opts)
+	var s *store.Store
+	var err error
+	if e.backend == "etcd" {
+		s, err = store.OpenEtcd(e.etcd, e.opts)
+	} else {
+		s, err = store.Open(e.path, e.opts)
+	}
 	if err != nil {
-		e.t.Fatalf("Open: %v", err)
+		e.t.Fatalf("Open (%s): %v", e.backend, err)
 	}
 	e.s = s
 }
 
-// reopen closes the store and opens the file again, so tests can check
-// that memory and disk agree.
+// masterKeyPath is the file that holds e's master key.
+func (e *env) masterKeyPath() string {
+	if e.opts.MasterKey != "" {
+		return e.opts.MasterKey
+	}
+	return store.MasterKeyPath(e.path)
+}
+
+// reopen closes the store and opens it again (the file, or the same etcd
+// prefix), so tests can check that memory and the backend agree.
 func (e *env) reopen() {
 	e.t.Helper()
 	if err := e.s.Close(); err != nil {
@@ -132,8 +164,13 @@ func (e *env) reopen() {
 	e.open()
 }
 
-func (e *env) fileBytes() []byte {
+// state is everything the backend holds for e: the bbolt file's bytes, or
+// on etcd every key under e's prefix with its mod revision and value.
+func (e *env) state() []byte {
 	e.t.Helper()
+	if e.backend == "etcd" {
+		return etcdDump(e.t, e.client, e.etcd.Prefix)
+	}
 	b, err := os.ReadFile(e.path)
 	if err != nil {
 		e.t.Fatal(err)
@@ -191,14 +228,15 @@ func sameKey(t testing.TB, a, b *model.Key) {
 	}
 }
 
-// unchanged runs fn and fails if it changed the database file or the audit
-// log. fn's own assertions run first.
+// unchanged runs fn and fails if it changed the backend's state (the
+// database file, or the etcd prefix) or the audit log. fn's own
+// assertions run first.
 func (e *env) unchanged(what string, fn func()) {
 	e.t.Helper()
-	before, n := e.fileBytes(), len(e.audit())
+	before, n := e.state(), len(e.audit())
 	fn()
-	if !bytes.Equal(before, e.fileBytes()) {
-		e.t.Fatalf("%s: the database file changed", what)
+	if !bytes.Equal(before, e.state()) {
+		e.t.Fatalf("%s: the %s state changed", what, e.backend)
 	}
 	if m := len(e.audit()); m != n {
 		e.t.Fatalf("%s: %d audit events written", what, m-n)

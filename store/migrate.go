@@ -29,9 +29,22 @@ var ErrNotEmpty = errors.New("the etcd prefix is not empty")
 
 // openEtcdTarget opens an etcd cluster as a bare Backend for Migrate to
 // Restore into, without bootstrapping or loading it; it returns an error
-// wrapping ErrNotEmpty if the prefix holds any record. The etcd backend
-// sets it; nil means it cannot be written to yet.
-var openEtcdTarget func(ctx context.Context, cfg EtcdConfig, opts *Options) (Backend, error)
+// wrapping ErrNotEmpty if the prefix holds a store. (Restore itself
+// refuses a prefix holding any record.)
+func openEtcdTarget(cfg EtcdConfig, opts *Options) (Backend, error) {
+	if cfg.Prefix == "" {
+		cfg.Prefix = DefaultEtcdPrefix
+	}
+	b, err := openEtcdBackend(cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if !b.fresh {
+		_ = b.Close()
+		return nil, fmt.Errorf("%w: %s already holds a keyward store; migrate writes only into an empty prefix (choose another --etcd-prefix)", ErrNotEmpty, EtcdLocation(cfg))
+	}
+	return b, nil
+}
 
 // Migrate copies everything in the bbolt database at src (keys with their
 // hashes and last use, operators, catalog, the sealed shared secret, the
@@ -59,10 +72,7 @@ func Migrate(ctx context.Context, src string, dst EtcdConfig, opts Options) (Mig
 	if from.fresh {
 		return stats, fmt.Errorf("%s is an empty database: nothing to move", src)
 	}
-	if openEtcdTarget == nil {
-		return stats, errors.New("migrate: the etcd backend cannot be written to yet")
-	}
-	to, err := openEtcdTarget(ctx, dst, &opts)
+	to, err := openEtcdTarget(dst, &opts)
 	if err != nil {
 		return stats, err
 	}

@@ -359,25 +359,34 @@ func (s *Store) RemoveOperatorKey(actor, name, which string) (model.Operator, st
 // RecordLogin notes an operator's login time and audits it. It needs no
 // ADMIN right: every operator may log in.
 func (s *Store) RecordLogin(name, from string) error {
+	rev, err := s.recordLogin(name, from)
+	if err == nil {
+		s.waitApplied(rev) // on etcd: once the sync loop holds it (not under wmu)
+	}
+	return err
+}
+
+func (s *Store) recordLogin(name, from string) (Rev, error) {
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	cur, err := s.indexedOperator(name)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	t := &txn{now: s.now().UTC(), actor: name, w: &Write{Seen: s.Applied()}}
 	next := *cur
 	now := t.now
 	next.LastLoginAt = &now
 	if err := s.putOperator(t, &next); err != nil {
-		return err
+		return 0, err
 	}
 	_ = t.audit(model.ActLogin, name, "from "+model.Sanitize(from))
-	if _, err := s.be.Commit(context.Background(), t.w); err != nil {
-		return err
+	rev, err := s.be.Commit(context.Background(), t.w)
+	if err != nil {
+		return 0, err
 	}
 	if !s.shared { // (on etcd the sync loop applies it)
 		s.apply(t)
 	}
-	return nil
+	return rev, nil
 }

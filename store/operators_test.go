@@ -74,7 +74,7 @@ func TestRBAC(t *testing.T) {
 			})
 		}
 	}
-	if _, err := os.Stat(store.MasterKeyPath(e.path)); !os.IsNotExist(err) {
+	if _, err := os.Stat(e.masterKeyPath()); !os.IsNotExist(err) {
 		t.Fatal("a refused RevealSecret created the master key file")
 	}
 	// The same calls succeed for the active ADMIN (so the test above is

@@ -8,7 +8,7 @@ import (
 )
 
 func TestKeyIDByName(t *testing.T) {
-	st, err := Open(filepath.Join(t.TempDir(), "k.db"), Options{Bootstrap: "alice"})
+	st, err := testOpener(t, filepath.Join(t.TempDir(), "k.db"))(Options{Bootstrap: "alice"})
 	if err != nil {
 		t.Fatal(err)
 	}

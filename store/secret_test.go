@@ -138,7 +138,7 @@ func TestNoSecretsOnDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.s = nil
-	data := e.fileBytes()
+	data := e.state()
 	// The file is readable text where it should be: names and ids are there.
 	if !bytes.Contains(data, []byte("imported-149")) || !bytes.Contains(data, []byte(ids[0])) || !bytes.Contains(data, []byte("10.1.2.3")) {
 		t.Fatal("the file does not hold the expected plain data; the test is not looking at the right bytes")
@@ -182,8 +182,8 @@ func TestSecretMasterKeyMismatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	a.s = nil
-	mk := readFile(t, store.MasterKeyPath(b.path))
-	writeFile(t, store.MasterKeyPath(a.path), mk)
+	mk := readFile(t, b.masterKeyPath())
+	writeFile(t, a.masterKeyPath(), mk)
 	a.open()
 	if _, _, err := a.s.RevealSecret("admin"); err == nil || !strings.Contains(err.Error(), "master key") {
 		t.Fatalf("wrong master key: %v", err)

@@ -100,8 +100,25 @@ func TestSeedKeys(t *testing.T) {
 	}
 	select {
 	case <-sub.Ready():
-		if cs := sub.Next(); len(cs) != 1 || cs[0].Kind != store.Resync {
-			t.Errorf("changes: %+v", cs)
+		cs := sub.Next()
+		if e.backend == "bbolt" {
+			// One transaction: one Resync.
+			if len(cs) != 1 || cs[0].Kind != store.Resync {
+				t.Errorf("changes: %+v", cs)
+			}
+			break
+		}
+		// On etcd a seed is written in batches (not atomic, as the README
+		// says), and each batch reaches subscribers as its commit does:
+		// a Resync, or a change naming every seeded key.
+		if store.Touches(cs, store.Resync) {
+			break
+		}
+		for _, k := range e.s.Keys() {
+			if !hasChange(cs, store.KeyCreated, k.ID) {
+				t.Errorf("no change announced seeded key %s (%d changes)", k.ID, len(cs))
+				break
+			}
 		}
 	default:
 		t.Error("no change published")

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"path/filepath"
 	"reflect"
 	"strconv"
@@ -11,8 +12,6 @@ import (
 	"time"
 	"unsafe"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/keyward/keyward/internal/testkit"
 	"github.com/keyward/keyward/model"
 )
@@ -22,8 +21,8 @@ import (
 // a source with control characters or over 128 bytes is stored cleaned
 // and cut.
 func TestLastUsedSourcesShared(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "s.db")
-	s, err := Open(path, Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+	open := testOpener(t, filepath.Join(t.TempDir(), "s.db"))
+	s, err := open(Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,29 +70,28 @@ func checkFacts(t *testing.T, s *Store, i uint32, k *model.Key) {
 	}
 }
 
-// checkAllFacts checks every key's facts against its record in the file.
+// checkAllFacts checks every key's facts against its record in the
+// backend (the file, or etcd: each write returned once memory held it).
 func checkAllFacts(t *testing.T, s *Store) {
 	t.Helper()
-	s.wmu.Lock() // the file and memory agree
+	s.wmu.Lock() // the backend and memory agree
 	defer s.wmu.Unlock()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	n := 0
-	err := s.boltDB().View(func(tx *bolt.Tx) error {
-		return readAllKeys(tx, func(k *model.Key) {
-			i, ok := s.slots.lookup(k.ID)
-			if !ok {
-				t.Fatalf("key %s is in the file, not in memory", k.ID)
-			}
-			if snap := s.slots.snap(i); (snap == nil) != (s.slots.snaps == nil) || snap != nil && !reflect.DeepEqual(snap, k) {
-				t.Fatalf("key %s: snapshot %+v, file %+v", k.ID, snap, k)
-			}
-			checkFacts(t, s, i, k)
-			n++
-		})
+	_, err := s.be.Keys(context.Background(), func(k *model.Key) {
+		i, ok := s.slots.lookup(k.ID)
+		if !ok {
+			t.Fatalf("key %s is in the backend, not in memory", k.ID)
+		}
+		if snap := s.slots.snap(i); (snap == nil) != (s.slots.snaps == nil) || snap != nil && !reflect.DeepEqual(snap, k) {
+			t.Fatalf("key %s: snapshot %+v, backend %+v", k.ID, snap, k)
+		}
+		checkFacts(t, s, i, k)
+		n++
 	})
 	if err != nil || n != s.slots.live {
-		t.Fatalf("%d keys in the file, %d in memory (%v)", n, s.slots.live, err)
+		t.Fatalf("%d keys in the backend, %d in memory (%v)", n, s.slots.live, err)
 	}
 }
 
@@ -107,12 +105,12 @@ func TestEntryFactsFollowEveryWrite(t *testing.T) {
 }
 
 func testEntryFacts(t *testing.T, lean bool) {
-	path := filepath.Join(t.TempDir(), "f.db")
+	open := testOpener(t, filepath.Join(t.TempDir(), "f.db"))
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
 	clock := now
 	cat := testkit.CatalogJSON(t)
 	opts := Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true, Now: func() time.Time { return clock }, Lean: lean}
-	s, err := Open(path, opts)
+	s, err := open(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +231,7 @@ func testEntryFacts(t *testing.T, lean bool) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if s, err = Open(path, opts); err != nil {
+	if s, err = open(opts); err != nil {
 		t.Fatal(err)
 	}
 	check("reopen")
@@ -318,7 +316,7 @@ func pointerIn(typ reflect.Type) string {
 // the keys bucket, whether it still exists).
 func TestFlushSkipsDeletedKeys(t *testing.T) {
 	cat := testkit.CatalogJSON(t)
-	s, err := Open(filepath.Join(t.TempDir(), "d.db"), Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true})
+	s, err := testOpener(t, filepath.Join(t.TempDir(), "d.db"))(Options{Bootstrap: "admin", DefaultCatalog: cat, FlushInterval: time.Hour, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -349,23 +347,16 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 	if err := s.FlushLastUsed(); err != nil {
 		t.Fatal(err)
 	}
-	err = s.boltDB().View(func(tx *bolt.Tx) error {
-		b := tx.Bucket(bLastUsed)
-		if b.Get([]byte(ids[0])) != nil {
-			t.Error("the deleted key got a last-used record")
-		}
-		if b.Get([]byte(fresh.ID)) != nil {
-			t.Error("a key never used got a last-used record (its slot's previous key's)")
-		}
-		if v := b.Get([]byte(ids[1])); v == nil {
-			t.Error("the kept key has no last-used record")
-		} else if _, from, err := decodeLastUsed(v); err != nil || from != "10.0.0.1" {
-			t.Errorf("kept key's record: from %q, %v", from, err)
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	if lastUsedRecord(t, s, ids[0]) != nil {
+		t.Error("the deleted key got a last-used record")
+	}
+	if lastUsedRecord(t, s, fresh.ID) != nil {
+		t.Error("a key never used got a last-used record (its slot's previous key's)")
+	}
+	if v := lastUsedRecord(t, s, ids[1]); v == nil {
+		t.Error("the kept key has no last-used record")
+	} else if _, from, err := decodeLastUsed(v); err != nil || from != "10.0.0.1" {
+		t.Errorf("kept key's record: from %q, %v", from, err)
 	}
 }
 
@@ -374,7 +365,7 @@ func TestFlushSkipsDeletedKeys(t *testing.T) {
 // as fast as they can. No new key may come out with a last-used record:
 // none of them was ever verified.
 func TestSlotReuseUnderTraffic(t *testing.T) {
-	s, err := Open(filepath.Join(t.TempDir(), "r.db"), Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
+	s, err := testOpener(t, filepath.Join(t.TempDir(), "r.db"))(Options{Bootstrap: "admin", FlushInterval: time.Hour, NoSync: true})
 	if err != nil {
 		t.Fatal(err)
 	}

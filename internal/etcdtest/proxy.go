@@ -110,6 +110,19 @@ func (p *Proxy) Conns() int {
 	return n
 }
 
+// Reset closes every connection through the proxy (bytes held by a
+// blackhole are lost) and keeps listening: what a client sees when a long
+// partition ends its connections (keepalive timeouts). Its reconnection
+// then starts over, through the blackhole if it is still on.
+func (p *Proxy) Reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for c := range p.conns {
+		c.Close()
+		delete(p.conns, c)
+	}
+}
+
 // Close stops the proxy and closes every connection through it.
 func (p *Proxy) Close() {
 	p.mu.Lock()
@@ -231,6 +244,13 @@ func (p *Proxy) pump(dst, src net.Conn, end func()) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// Reset resets every proxy of the set (see Proxy.Reset).
+func (s *ProxySet) Reset() {
+	for _, p := range s.proxies {
+		p.Reset()
 	}
 }
 

@@ -381,3 +381,75 @@ func TestClusterBenchReady(t *testing.T) {
 	}
 	t.Logf("node ready (first VALID) with %d keys in etcd: %s; serve %s", n+1, ready.Round(time.Millisecond), rss)
 }
+
+// Moving a bbolt database into etcd (`keyward --etcd … migrate`), then a
+// node ready on it: 2,000 keys in CI, a million with
+// KEYWARD_CLUSTER_BENCH_1M=1. The bbolt file is seeded with `dev seed`
+// (fast on bbolt), so this is also the quicker way to put 1M keys in etcd.
+func TestClusterBenchMigrateReady(t *testing.T) {
+	n := 2_000
+	if os.Getenv("KEYWARD_CLUSTER_BENCH_1M") == "1" {
+		n = 1_000_000
+	}
+	c := newKWClusterEmpty(t)
+	c.cliTimeout = 40 * time.Minute
+	db := filepath.Join(c.dir, "old.db")
+	run := func(args ...string) result {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), c.cliTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, testkit.Binary(t), append([]string{"--db", db, "--master-key", c.master}, args...)...)
+		cmd.Env = testkit.Environ(c.dir, "")
+		var errb strings.Builder
+		cmd.Stderr = &errb
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("keyward --db %s: %v\n%s%s", strings.Join(args, " "), err, out, errb.String())
+		}
+		return result{Stdout: string(out)}
+	}
+	start := time.Now()
+	run("dev", "seed", "--keys", strconv.Itoa(n))
+	k := testkit.Decode[cliKey](t, run("keys", "create", "--json", "--name", "moved", "--scope", "coupons:read"))
+	t.Logf("bbolt: dev seed %d + one real key: %s", n, time.Since(start).Round(time.Millisecond))
+	start = time.Now()
+	r := c.ok(c.etcd.Endpoints(), "migrate", db)
+	took := time.Since(start)
+	t.Logf("migrate %d keys into etcd: %s (%.0f keys/s): %s", n+1, took.Round(time.Millisecond), float64(n+1)/took.Seconds(), strings.TrimSpace(r.Stdout))
+	c.bootstrap()
+	nd := &kwNode{c: c, name: "moved", px: c.etcd.Proxies(t), dir: filepath.Join(c.dir, "moved")}
+	os.MkdirAll(nd.dir, 0o700)
+	nd.hostKey = filepath.Join(nd.dir, "hk")
+	nd.logPath = filepath.Join(nd.dir, "serve.log")
+	nd.httpAddr, nd.sshAddr = testkit.FreeAddr(t), testkit.FreeAddr(t)
+	lf, _ := os.Create(nd.logPath)
+	cmd := exec.Command(testkit.Binary(t), "--etcd", strings.Join(nd.px.Endpoints(), ","), "--etcd-prefix", c.prefix, "--master-key", c.master,
+		"serve", "--http", nd.httpAddr, "--ssh", nd.sshAddr, "--host-key", nd.hostKey)
+	cmd.Env = testkit.Environ(nd.dir, "")
+	cmd.Stdout, cmd.Stderr = lf, lf
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for {
+		if a, err := nd.verify(k.Token); err == nil && a.String() == "VALID" {
+			break
+		}
+		if time.Since(t0) > 120*time.Second {
+			t.Fatalf("no VALID within 120s:\n%s", testkit.Tail(nd.logs(), 2000))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	ready := time.Since(t0)
+	time.Sleep(time.Second)
+	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
+	rss := ""
+	for _, line := range strings.Split(string(st), "\n") {
+		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
+			rss += strings.Join(strings.Fields(line), " ") + "; "
+		}
+	}
+	t.Logf("node ready (first VALID) with %d keys moved into etcd: %s; serve %s\nserve log:\n%s", n+1, ready.Round(time.Millisecond), rss, testkit.Tail(nd.logs(), 1500))
+}

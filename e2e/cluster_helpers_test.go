@@ -51,10 +51,27 @@ type kwCluster struct {
 // them through the CLI (which also prints the shared secret).
 func newKWCluster(t *testing.T, opts ...etcdtest.Option) *kwCluster {
 	t.Helper()
+	c := newKWClusterEmpty(t, opts...)
+	c.bootstrap()
+	return c
+}
+
+// newKWClusterEmpty starts 3 etcd members and names an empty prefix (no
+// store yet: for migrate).
+func newKWClusterEmpty(t *testing.T, opts ...etcdtest.Option) *kwCluster {
+	t.Helper()
 	c := &kwCluster{t: t, dir: t.TempDir()}
 	c.etcd = etcdtest.Start(t, 3, opts...)
 	c.prefix = fmt.Sprintf("/kwtest-%d/", time.Now().UnixNano()%1e6)
 	c.master = filepath.Join(c.dir, "master.key")
+	return c
+}
+
+// bootstrap creates the store on the prefix if there is none, and reads
+// its shared secret and ADMIN operator.
+func (c *kwCluster) bootstrap() {
+	t := c.t
+	t.Helper()
 	var sec struct{ Secret string }
 	r := c.cli(c.etcd.Endpoints(), "secret", "show", "--json")
 	if r.Code != 0 {
@@ -69,7 +86,6 @@ func newKWCluster(t *testing.T, opts ...etcdtest.Option) *kwCluster {
 		t.Fatalf("operators list --json: %v", err)
 	}
 	c.admin = ops[0].Name
-	return c
 }
 
 // cli runs keyward against the cluster through endpoints eps.

@@ -1,13 +1,16 @@
 // Package store is keyward's state: the engine (in-memory index,
 // verification, authorisation and audit of every write, batched last-used
 // times, the change feed) over a Backend that keeps the records (see
-// backend.go). The backend today is one bbolt file (the bolt_*.go files,
-// the only ones that import bbolt).
+// backend.go): one bbolt file (the bolt_*.go files, the only ones that
+// import bbolt) or an etcd cluster (etcd_*.go).
 //
-// One process owns the file at a time (bbolt's flock). Because that process
-// is the only writer, the store keeps an in-memory index that every commit
-// updates before the call returns: verification reads memory, never waits
-// on disk, and a disabled or deleted key is refused on the very next call.
+// On the file, one process owns it at a time (bbolt's flock). Because that
+// process is the only writer, the store keeps an in-memory index that every
+// commit updates before the call returns: verification reads memory, never
+// waits on disk, and a disabled or deleted key is refused on the very next
+// call. On etcd several processes write; memory follows the cluster's watch
+// and a write returns once it is applied there (etcd_sync.go), so the same
+// holds on the node that wrote, and within milliseconds on the others.
 package store
 
 import (

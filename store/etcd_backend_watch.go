@@ -86,7 +86,7 @@ var watchSeq atomic.Uint64
 
 // etcdWatchSilence is how long a watch stream may go without any answer,
 // progress marks included, before it is abandoned for a new one.
-var etcdWatchSilence = 5 * time.Second
+var etcdWatchSilence = 3 * time.Second
 
 // watchOnce runs one watch stream until it fails, falls silent or ends,
 // advancing applied as it emits.
@@ -107,7 +107,8 @@ var etcdWatchSilence = 5 * time.Second
 // attempt adds a unique metadata value, asks for progress on its own
 // context (RequestProgress finds the stream by the context's metadata;
 // given a shorter-lived context it would open a stream that dies with
-// it), and is abandoned when it hears nothing for etcdWatchSilence.
+// it), and is abandoned when it hears nothing for etcdWatchSilence (three progress
+// requests unanswered).
 func (b *etcdBackend) watchOnce(ctx, wctx context.Context, applied *int64, emit func(WatchEvent) bool) int {
 	sctx, scancel := context.WithCancel(metadata.AppendToOutgoingContext(wctx, "keyward-watch", strconv.FormatUint(watchSeq.Add(1), 10)))
 	defer scancel()

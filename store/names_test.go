@@ -266,7 +266,9 @@ func TestNameIndexUniqueness(t *testing.T) {
 	n := e.s.KeyCount()
 	_, _, err = e.s.ImportKeys("admin", []model.KeySpec{spec("fresh-1"), spec("Two"), spec("fresh-2")})
 	isErr(t, err, store.ErrNameTaken)
-	if !strings.Contains(err.Error(), "key 2") {
+	// (bbolt says its position; etcd, which checks names in each
+	// batch's commit rather than one read per key, the name.)
+	if !strings.Contains(err.Error(), "key 2") && !strings.Contains(err.Error(), `name "Two"`) {
 		t.Fatalf("import error %q does not say which key", err)
 	}
 	// So does one naming a key twice.

@@ -23,6 +23,25 @@ type etcdPager struct {
 	page     []*mvccpb.KeyValue
 	more     bool
 	started  bool
+	// prefetch: ask for the next page as soon as one arrives, so etcd
+	// reads it while this process decodes the last (the load). Not for
+	// walks that may stop after a page (the audit log's newest N).
+	prefetch bool
+	ahead    chan pageResult
+}
+
+type pageResult struct {
+	resp *clientv3.GetResponse
+	err  error
+}
+
+// get reads the page that starts at from.
+func (p *etcdPager) get(from string) (*clientv3.GetResponse, error) {
+	opts := []clientv3.OpOption{clientv3.WithRange(p.end), clientv3.WithLimit(p.pageSize)}
+	if p.rev != 0 {
+		opts = append(opts, clientv3.WithRev(p.rev))
+	}
+	return p.cli.Get(p.ctx, from, opts...)
 }
 
 // newPager walks the keys starting with prefix, at rev (0: the current
@@ -37,11 +56,14 @@ func (p *etcdPager) nextKV() (*mvccpb.KeyValue, error) {
 		if p.started && !p.more {
 			return nil, nil
 		}
-		opts := []clientv3.OpOption{clientv3.WithRange(p.end), clientv3.WithLimit(p.pageSize)}
-		if p.rev != 0 {
-			opts = append(opts, clientv3.WithRev(p.rev))
+		var resp *clientv3.GetResponse
+		var err error
+		if p.ahead != nil {
+			r := <-p.ahead
+			p.ahead, resp, err = nil, r.resp, r.err
+		} else {
+			resp, err = p.get(p.next)
 		}
-		resp, err := p.cli.Get(p.ctx, p.next, opts...)
 		if err != nil {
 			return nil, err
 		}
@@ -54,6 +76,14 @@ func (p *etcdPager) nextKV() (*mvccpb.KeyValue, error) {
 			return nil, nil
 		}
 		p.next = string(p.page[len(p.page)-1].Key) + "\x00"
+		if p.prefetch && p.more {
+			ch, from := make(chan pageResult, 1), p.next
+			go func() {
+				resp, err := p.get(from)
+				ch <- pageResult{resp, err}
+			}()
+			p.ahead = ch
+		}
 	}
 	kv := p.page[0]
 	p.page[0] = nil
@@ -71,7 +101,9 @@ type keyWalk struct {
 }
 
 func (b *etcdBackend) newKeyWalk(ctx context.Context, rev int64) *keyWalk {
-	return &keyWalk{b: b, keys: newPager(ctx, b.cli, b.k("keys/"), rev), lu: newPager(ctx, b.cli, b.k("lu/"), rev)}
+	w := &keyWalk{b: b, keys: newPager(ctx, b.cli, b.k("keys/"), rev), lu: newPager(ctx, b.cli, b.k("lu/"), rev)}
+	w.keys.prefetch, w.lu.prefetch = true, true
+	return w
 }
 
 // next returns the next key's id, its keys/ value and its lu/ value (nil

@@ -16,7 +16,7 @@ import (
 // loadAt reads every key, hash, last-used record, operator and the catalog
 // into memory.
 //
-// The garbage collector is paused while loading (debug.SetGCPercent(-1),
+// On the bbolt file the garbage collector is paused while loading (debug.SetGCPercent(-1),
 // restored to its previous value on return). The setting is process-wide:
 // for the duration of Open, no goroutine of the process triggers a
 // collection (GOMEMLIMIT, if set, still does). Loading makes almost no
@@ -30,7 +30,12 @@ import (
 // loader (see Backend.Load); the loader decodes them in parallel.
 // It returns the revision loaded.
 func (s *Store) loadAt() (Rev, error) {
-	defer pauseGC()()
+	// Not on etcd: its pages arrive as decoded responses, garbage once
+	// read, and with the collector off a 1M-key load peaked at 1.9 GiB
+	// (1.0 GiB with it on, in the same time; BENCHMARKS.md).
+	if !s.shared {
+		defer pauseGC()()
+	}
 	l := newLoader(s)
 	return s.be.Load(context.Background(), l)
 }

@@ -345,40 +345,7 @@ func TestClusterBenchReady(t *testing.T) {
 	seedTook := time.Since(start)
 	t.Logf("dev seed %d on etcd: %s (%.0f keys/s): %s", n, seedTook.Round(time.Millisecond), float64(n)/seedTook.Seconds(), strings.TrimSpace(r.Stdout+r.Stderr))
 	k := c.create(c.etcd.Endpoints(), "ready")
-	nd := &kwNode{c: c, name: "ready", px: c.etcd.Proxies(t), dir: filepath.Join(c.dir, "ready")}
-	os.MkdirAll(nd.dir, 0o700)
-	nd.hostKey = filepath.Join(nd.dir, "hk")
-	nd.logPath = filepath.Join(nd.dir, "serve.log")
-	nd.httpAddr, nd.sshAddr = testkit.FreeAddr(t), testkit.FreeAddr(t)
-	lf, _ := os.Create(nd.logPath)
-	cmd := exec.Command(testkit.Binary(t), "--etcd", strings.Join(nd.px.Endpoints(), ","), "--etcd-prefix", c.prefix, "--master-key", c.master,
-		"serve", "--http", nd.httpAddr, "--ssh", nd.sshAddr, "--host-key", nd.hostKey)
-	cmd.Env = testkit.Environ(nd.dir, "")
-	cmd.Stdout, cmd.Stderr = lf, lf
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	lf.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	for {
-		if a, err := nd.verify(k.Token); err == nil && a.String() == "VALID" {
-			break
-		}
-		if time.Since(t0) > 120*time.Second {
-			t.Fatalf("no VALID within 120s:\n%s", testkit.Tail(nd.logs(), 2000))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	ready := time.Since(t0)
-	time.Sleep(time.Second)
-	st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", cmd.Process.Pid))
-	rss := ""
-	for _, line := range strings.Split(string(st), "\n") {
-		if strings.HasPrefix(line, "VmRSS:") || strings.HasPrefix(line, "VmHWM:") {
-			rss += strings.Join(strings.Fields(line), " ") + "; "
-		}
-	}
+	ready, rss, _ := timeNodeReady(t, c, "ready", k.Token)
 	t.Logf("node ready (first VALID) with %d keys in etcd: %s; serve %s", n+1, ready.Round(time.Millisecond), rss)
 }
 
@@ -417,7 +384,16 @@ func TestClusterBenchMigrateReady(t *testing.T) {
 	took := time.Since(start)
 	t.Logf("migrate %d keys into etcd: %s (%.0f keys/s): %s", n+1, took.Round(time.Millisecond), float64(n+1)/took.Seconds(), strings.TrimSpace(r.Stdout))
 	c.bootstrap()
-	nd := &kwNode{c: c, name: "moved", px: c.etcd.Proxies(t), dir: filepath.Join(c.dir, "moved")}
+	ready, rss, logs := timeNodeReady(t, c, "moved", k.Token)
+	t.Logf("node ready (first VALID) with %d keys moved into etcd: %s; serve %s\nserve log:\n%s", n+1, ready.Round(time.Millisecond), rss, logs)
+}
+
+// timeNodeReady starts a serve node on c's prefix and times it from the
+// process start to its first VALID for token; it returns that time, the
+// node's VmRSS and VmHWM a second later, and the tail of its log.
+func timeNodeReady(t *testing.T, c *kwCluster, name, token string) (time.Duration, string, string) {
+	t.Helper()
+	nd := &kwNode{c: c, name: name, px: c.etcd.Proxies(t), dir: filepath.Join(c.dir, name)}
 	os.MkdirAll(nd.dir, 0o700)
 	nd.hostKey = filepath.Join(nd.dir, "hk")
 	nd.logPath = filepath.Join(nd.dir, "serve.log")
@@ -434,7 +410,7 @@ func TestClusterBenchMigrateReady(t *testing.T) {
 	lf.Close()
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	for {
-		if a, err := nd.verify(k.Token); err == nil && a.String() == "VALID" {
+		if a, err := nd.verify(token); err == nil && a.String() == "VALID" {
 			break
 		}
 		if time.Since(t0) > 120*time.Second {
@@ -451,5 +427,5 @@ func TestClusterBenchMigrateReady(t *testing.T) {
 			rss += strings.Join(strings.Fields(line), " ") + "; "
 		}
 	}
-	t.Logf("node ready (first VALID) with %d keys moved into etcd: %s; serve %s\nserve log:\n%s", n+1, ready.Round(time.Millisecond), rss, testkit.Tail(nd.logs(), 1500))
+	return ready, rss, testkit.Tail(nd.logs(), 1500)
 }

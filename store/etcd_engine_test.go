@@ -85,28 +85,24 @@ func TestEtcdNodesShareKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Read your writes on A: valid at once.
-	if r := a.Verify(tok, "coupons:read", "", "t"); r.Code != model.CodeValid {
-		t.Fatalf("A right after create: %s", r.Code)
+	// Read your writes on A (at once), then B and C (through the watch).
+	seen := func(what string, want model.Code) {
+		t.Helper()
+		if r := a.Verify(tok, "coupons:read", "", "t"); r.Code != want {
+			t.Fatalf("A right after %s: %s, want %s", what, r.Code, want)
+		}
+		for name, s := range map[string]*store.Store{"B": b, "C": c} {
+			d := eventually(t, 5*time.Second, what+" on "+name, func() bool {
+				return s.Verify(tok, "coupons:read", "", "t").Code == want
+			})
+			t.Logf("%s seen on %s after %s", what, name, d)
+		}
 	}
-	for name, s := range map[string]*store.Store{"B": b, "C": c} {
-		d := eventually(t, 5*time.Second, "create visible on "+name, func() bool {
-			return s.Verify(tok, "coupons:read", "", "t").Code == model.CodeValid
-		})
-		t.Logf("create visible on %s after %s", name, d)
-	}
+	seen("create", model.CodeValid)
 	if _, err := a.SetKeyActive("admin", k.ID, false); err != nil {
 		t.Fatal(err)
 	}
-	if r := a.Verify(tok, "coupons:read", "", "t"); r.Code != model.CodeDisabled {
-		t.Fatalf("A right after disable: %s", r.Code)
-	}
-	for name, s := range map[string]*store.Store{"B": b, "C": c} {
-		d := eventually(t, 5*time.Second, "disable visible on "+name, func() bool {
-			return s.Verify(tok, "coupons:read", "", "t").Code == model.CodeDisabled
-		})
-		t.Logf("disable refused on %s after %s", name, d)
-	}
+	seen("disable", model.CodeDisabled)
 	// Edits, regenerations with grace, deletes and operators follow too.
 	if _, err := b.SetKeyActive("admin", k.ID, true); err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -101,16 +100,7 @@ func (c *kwCluster) cli(eps []string, args ...string) result {
 	cmd := exec.CommandContext(ctx, testkit.Binary(c.t), full...)
 	cmd.Env = testkit.Environ(c.dir, "")
 	cmd.Dir = c.dir
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{Stdout: out.String(), Stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.Code = ee.ExitCode()
-	} else if err != nil {
-		c.t.Fatalf("running keyward %v: %v", full, err)
-	}
-	return r
+	return testkit.RunCommand(c.t, cmd)
 }
 
 // ok is cli that fails the test unless keyward exits 0.

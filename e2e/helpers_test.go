@@ -9,7 +9,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"net/http"
@@ -57,16 +56,7 @@ func (e *env) runBinary(stdin io.Reader, args ...string) result {
 	defer cancel()
 	cmd := e.command(ctx, args...)
 	cmd.Stdin = stdin
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	r := result{Stdout: out.String(), Stderr: errb.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.Code = ee.ExitCode()
-	} else if err != nil {
-		e.T.Fatalf("running keyward %v: %v", args, err)
-	}
-	return r
+	return testkit.RunCommand(e.T, cmd)
 }
 
 var tokenRE = testkit.TokenRE

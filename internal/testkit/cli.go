@@ -1,9 +1,11 @@
 package testkit
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,4 +115,21 @@ func (c *CLI) Keys() []CLIKey {
 func (c *CLI) Key(id string) CLIKey {
 	c.T.Helper()
 	return Decode[CLIKey](c.T, c.OK("keys", "show", id, "--json"))
+}
+
+// RunCommand runs cmd (its stdin set by the caller, if any) and returns
+// its output and exit code. A command that could not run at all (not
+// found, killed by its context) fails the test.
+func RunCommand(t testing.TB, cmd *exec.Cmd) Result {
+	t.Helper()
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	r := Result{Stdout: out.String(), Stderr: errb.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.Code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running %v: %v", cmd.Args, err)
+	}
+	return r
 }

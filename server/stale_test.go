@@ -123,23 +123,7 @@ func BenchmarkStaleGate(b *testing.B) {
 		stale func() error
 	}{{"off", nil}, {"on", st.Stale}} {
 		b.Run(c.name, func(b *testing.B) {
-			api := &httpAPI{st: st, log: log, stale: c.stale}
-			body := []byte(verifyBody(toks[0]))
-			req, _ := http.NewRequest("POST", "/v1/keys/verify", nil)
-			req.Header.Set("Authorization", "Bearer "+secret)
-			req.RemoteAddr = "127.0.0.1:5555"
-			w := &discardWriter{h: http.Header{}}
-			rd := bytes.NewReader(body)
-			b.ReportAllocs()
-			for b.Loop() {
-				rd.Reset(body)
-				req.Body = io.NopCloser(rd)
-				clear(w.h)
-				api.ServeHTTP(w, req)
-				if w.code != 200 {
-					b.Fatalf("status %d", w.code)
-				}
-			}
+			benchVerifyHandler(b, &httpAPI{st: st, log: log, stale: c.stale}, toks[0], secret)
 		})
 	}
 }

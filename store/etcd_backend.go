@@ -48,6 +48,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -170,6 +171,50 @@ func openEtcdBackend(cfg EtcdConfig, opts *Options) (*etcdBackend, error) {
 	return b, nil
 }
 
+// diagnoseEndpoints says why the first endpoint refused, when the client
+// only said its deadline passed: nothing listens, a TLS handshake fails
+// (an unknown CA, a client certificate the cluster requires), or a plain
+// http:// endpoint that speaks TLS. "" when it finds nothing wrong.
+func diagnoseEndpoints(cfg EtcdConfig) string {
+	if len(cfg.Endpoints) == 0 {
+		return ""
+	}
+	ep := cfg.Endpoints[0]
+	host := strings.TrimPrefix(strings.TrimPrefix(ep, "https://"), "http://")
+	conn, err := net.DialTimeout("tcp", host, 2*time.Second)
+	if err != nil {
+		return fmt.Sprintf(" (%s: %v)", ep, err)
+	}
+	defer conn.Close()
+	tcfg, err := etcdTLS(cfg)
+	if err != nil || tcfg == nil {
+		// Plain text: does it speak TLS?
+		probe := tls.Client(conn, &tls.Config{InsecureSkipVerify: true}) // only to see whether TLS answers
+		probe.SetDeadline(time.Now().Add(2 * time.Second))
+		if probe.Handshake() == nil {
+			return fmt.Sprintf(" (%s answers TLS: use https:// and --etcd-cacert)", ep)
+		}
+		return ""
+	}
+	c := tcfg.Clone()
+	if c.ServerName == "" {
+		c.ServerName, _, _ = net.SplitHostPort(host)
+	}
+	tc := tls.Client(conn, c)
+	tc.SetDeadline(time.Now().Add(2 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		return fmt.Sprintf(" (TLS with %s: %v)", ep, err)
+	}
+	// TLS 1.3 servers refuse a missing client certificate after the
+	// handshake: read for their alert.
+	tc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	var b [1]byte
+	if _, err := tc.Read(b[:]); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		return fmt.Sprintf(" (TLS with %s: %v; give --etcd-cert and --etcd-key)", ep, err)
+	}
+	return ""
+}
+
 // etcdTLS builds the client TLS configuration of cfg (nil: plain text).
 func etcdTLS(cfg EtcdConfig) (*tls.Config, error) {
 	https := false
@@ -210,7 +255,7 @@ func (b *etcdBackend) init() error {
 	defer cancel()
 	resp, err := b.cli.Get(ctx, b.prefix, clientv3.WithPrefix(), clientv3.WithLimit(1), clientv3.WithKeysOnly())
 	if err != nil {
-		return fmt.Errorf("etcd %s: cannot reach the cluster: %w", strings.Join(b.cfg.Endpoints, ","), err)
+		return fmt.Errorf("etcd %s: cannot reach the cluster: %w%s", strings.Join(b.cfg.Endpoints, ","), err, diagnoseEndpoints(b.cfg))
 	}
 	if resp.Count == 0 {
 		b.fresh = true

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -502,4 +503,55 @@ func auditOf(t *testing.T, path string) []model.AuditEvent {
 		t.Fatal(err)
 	}
 	return evs
+}
+
+// TestEtcdTLS: a cluster that serves TLS and requires client
+// certificates: a node with the CA, its certificate and key works; one
+// without a client certificate, or trusting another CA, is refused with an
+// error rather than hanging.
+func TestEtcdTLS(t *testing.T) {
+	c := etcdtest.Start(t, 1, etcdtest.WithTLS())
+	f := c.TLS()
+	opts := func() store.Options {
+		return store.Options{Bootstrap: "admin", DefaultCatalog: testkit.CatalogJSON(t), MasterKey: filepath.Join(t.TempDir(), "m.key"), FlushInterval: time.Hour,
+			Warn: func(string) {}}
+	}
+	cfg := store.EtcdConfig{Endpoints: c.Endpoints(), Prefix: "/kwtls/", CACert: f.CA, Cert: f.Cert, Key: f.Key, DialTimeout: 2 * time.Second}
+	s, err := store.OpenEtcd(cfg, opts())
+	if err != nil {
+		t.Fatalf("with the client certificate: %v", err)
+	}
+	defer s.Close()
+	if _, tok, err := s.CreateKey("admin", spec("over-tls")); err != nil || s.Verify(tok, "coupons:read", "", "t").Code != model.CodeValid {
+		t.Fatalf("create over TLS: %v", err)
+	}
+	if s.Stale() != nil {
+		t.Fatal(s.Stale())
+	}
+	noCert := cfg
+	noCert.Cert, noCert.Key = "", ""
+	start := time.Now()
+	if s2, err := store.OpenEtcd(noCert, opts()); err == nil {
+		s2.Close()
+		t.Fatal("a node without a client certificate was let in")
+	} else if t.Logf("without a client certificate: %v", err); !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("without a client certificate (%s): %v: the error does not say why", time.Since(start).Round(time.Millisecond), err)
+	}
+	otherCA := cfg
+	otherCA.CACert = f.Cert // a certificate that is not the CA
+	if s3, err := store.OpenEtcd(otherCA, opts()); err == nil {
+		s3.Close()
+		t.Fatal("a node trusting another CA connected")
+	} else if !strings.Contains(err.Error(), "certificate") {
+		t.Fatalf("trusting another CA: %v: the error does not say why", err)
+	}
+	plain := cfg
+	plain.Endpoints = []string{strings.Replace(c.Endpoints()[0], "https://", "http://", 1)}
+	plain.CACert, plain.Cert, plain.Key = "", "", ""
+	if s4, err := store.OpenEtcd(plain, opts()); err == nil {
+		s4.Close()
+		t.Fatal("a node without TLS settings connected to a TLS cluster")
+	} else if !strings.Contains(err.Error(), "answers TLS") {
+		t.Fatalf("plain http to a TLS cluster: %v: the error does not say why", err)
+	}
 }

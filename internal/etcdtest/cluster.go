@@ -40,6 +40,7 @@ type config struct {
 	args                []string
 	heartbeat, election time.Duration
 	quota               int64
+	tls                 bool
 }
 
 // Option changes how Start runs the members.
@@ -70,8 +71,9 @@ func WithQuota(bytes int64) Option { return func(c *config) { c.quota = bytes } 
 
 // Cluster is n etcd member processes on 127.0.0.1, killed at test cleanup.
 type Cluster struct {
-	members []*Member
-	admin   *clientv3.Client // for Status calls; closed at cleanup
+	members  []*Member
+	admin    *clientv3.Client // for Status calls; closed at cleanup
+	tlsFiles *TLSFiles        // WithTLS
 }
 
 // Member is one etcd process. Its ports and data dir survive Kill/Restart.
@@ -132,11 +134,18 @@ func tryStart(t testing.TB, n int, cfg config) (*Cluster, error) {
 	}
 	base := t.TempDir()
 	c := &Cluster{}
+	scheme, tlsArgs := "http://", []string(nil)
+	if cfg.tls {
+		if c.tlsFiles, tlsArgs, err = makeTLS(base); err != nil {
+			return nil, err
+		}
+		scheme = "https://"
+	}
 	var initial []string
 	for i := 0; i < n; i++ {
 		m := &Member{
 			name:      fmt.Sprintf("m%d", i),
-			clientURL: "http://127.0.0.1:" + strconv.Itoa(ports[2*i]),
+			clientURL: scheme + "127.0.0.1:" + strconv.Itoa(ports[2*i]),
 			peerURL:   "http://127.0.0.1:" + strconv.Itoa(ports[2*i+1]),
 			dataDir:   filepath.Join(base, fmt.Sprintf("m%d.etcd", i)),
 			logPath:   filepath.Join(base, fmt.Sprintf("m%d.log", i)),
@@ -160,7 +169,7 @@ func tryStart(t testing.TB, n int, cfg config) (*Cluster, error) {
 			"--heartbeat-interval=" + strconv.FormatInt(cfg.heartbeat.Milliseconds(), 10),
 			"--election-timeout=" + strconv.FormatInt(cfg.election.Milliseconds(), 10),
 			"--quota-backend-bytes=" + strconv.FormatInt(cfg.quota, 10),
-		}, cfg.args...)
+		}, append(tlsArgs, cfg.args...)...)
 	}
 	// Registered before any process starts, so a Fatal anywhere below (or
 	// in the test) still kills them all.
@@ -180,7 +189,7 @@ func tryStart(t testing.TB, n int, cfg config) (*Cluster, error) {
 			return nil, err
 		}
 	}
-	c.admin, err = newClient(c.Endpoints())
+	c.admin, err = c.newClient()
 	if err != nil {
 		return nil, err
 	}
@@ -249,12 +258,16 @@ func freePorts(n int) ([]int, error) {
 	return ports, nil
 }
 
-func newClient(endpoints []string) (*clientv3.Client, error) {
-	return clientv3.New(clientv3.Config{
-		Endpoints:   endpoints,
+func (c *Cluster) newClient() (*clientv3.Client, error) {
+	cfg := clientv3.Config{
+		Endpoints:   c.Endpoints(),
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
-	})
+	}
+	if c.tlsFiles != nil {
+		cfg.TLS = c.tlsFiles.config
+	}
+	return clientv3.New(cfg)
 }
 
 // Endpoints are the members' client URLs (direct, no proxy).
@@ -272,7 +285,7 @@ func (c *Cluster) Members() []*Member { return c.members }
 // Client is a client of every member, closed at t's cleanup.
 func (c *Cluster) Client(t testing.TB) *clientv3.Client {
 	t.Helper()
-	cl, err := newClient(c.Endpoints())
+	cl, err := c.newClient()
 	if err != nil {
 		t.Fatalf("etcdtest: client: %v", err)
 	}

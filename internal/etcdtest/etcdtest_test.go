@@ -14,6 +14,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 func ctxT(t *testing.T, d time.Duration) context.Context {
@@ -24,7 +25,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 
 func proxyClient(t *testing.T, endpoints []string) *clientv3.Client {
 	t.Helper()
-	cl, err := newClient(endpoints)
+	cl, err := clientv3.New(clientv3.Config{Endpoints: endpoints, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 	if err != nil {
 		t.Fatal(err)
 	}

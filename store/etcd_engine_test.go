@@ -211,6 +211,11 @@ func TestEtcdStaleFailsClosed(t *testing.T) {
 	}
 	d := eventually(t, 10*time.Second, "B stale", func() bool { return errors.Is(b.Stale(), store.ErrStale) })
 	t.Logf("B stale after %s: %v", d, b.Stale())
+	// Writes through B are refused at once while it is out of touch.
+	start := time.Now()
+	if _, _, err := b.CreateKey("admin", spec("while-cut")); !errors.Is(err, store.ErrStale) || time.Since(start) > time.Second {
+		t.Fatalf("a write on a stale node: %v after %s, want ErrStale at once", err, time.Since(start))
+	}
 	px.Blackhole(false)
 	eventually(t, 20*time.Second, "B healed", func() bool {
 		return b.Stale() == nil && b.Verify(tok, "coupons:read", "", "t").Code == model.CodeDisabled

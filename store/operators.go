@@ -367,6 +367,9 @@ func (s *Store) RecordLogin(name, from string) error {
 }
 
 func (s *Store) recordLogin(name, from string) (Rev, error) {
+	if err := s.Stale(); err != nil {
+		return 0, err // (a login on a cut-off node is not held up by it)
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	cur, err := s.indexedOperator(name)

@@ -58,6 +58,12 @@ func (s *Store) writeLocked(actor string, fn func(t *txn) error) (Rev, error) {
 	if s.closed.Load() {
 		return 0, ErrClosed
 	}
+	// A node out of touch with etcd refuses at once, rather than after
+	// the commit's own timeouts (up to half a minute during a quorum
+	// loss): its memory, which authorised the write, may be behind.
+	if err := s.Stale(); err != nil {
+		return 0, fmt.Errorf("nothing was changed: %w", err)
+	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	if err := s.authorize(actor); err != nil {

@@ -50,6 +50,8 @@ func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
 	case "/v1/keys/verify":
 		a.verify(w, r)
+	case "/v1/openapi.json":
+		a.openAPI(w, r)
 	case "/healthz":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hdrGET

@@ -48,10 +48,10 @@ var (
 
 func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
+	case "/v1/openapi.json": // the API's contract, no authentication (openapi.go)
+		a.openAPI(w, r)
 	case "/v1/keys/verify":
 		a.verify(w, r)
-	case "/v1/openapi.json":
-		a.openAPI(w, r)
 	case "/healthz":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hdrGET

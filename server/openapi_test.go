@@ -499,6 +499,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		do(a, m, "/v1/auth?scope=coupons:read&resource=loyalty", withHdr(gw, "X-API-Key", valid), "")
 		do(a, m, q, http.Header{"X-Keyward-Secret": {"wrong"}, "X-Api-Key": {valid}}, "")
 		do(a, m, q, http.Header{"X-Api-Key": {valid}}, "")
+		do(a, m, "/v1/auth?scopes=coupons:read", withHdr(gw, "X-API-Key", valid), "")
 		do(a, m, q, big(withHdr(gw, "X-API-Key", valid)), "")
 	}
 	if served["/v1/auth"] {

@@ -34,7 +34,7 @@ import (
 // JSON Schema 2020-12 the document uses. It refuses any keyword it does
 // not know, so the document cannot grow a constraint that goes unchecked.
 // A full validator (santhosh-tekuri/jsonschema) would be a new module
-// dependency for seven small schemas.
+// dependency for nine small schemas.
 
 // pendingPaths are documented for endpoints that land on parallel branches
 // of issue 15: /v1/auth (fwdauth) and /metrics (metrics, which may put it

@@ -48,6 +48,8 @@ var (
 
 func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
+	case "/v1/openapi.json": // the API's contract, no authentication (openapi.go)
+		a.openAPI(w, r)
 	case "/v1/keys/verify":
 		a.verify(w, r)
 	case "/healthz":

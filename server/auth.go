@@ -39,9 +39,8 @@ import (
 // the client as the client's fault (nginx returns them as they are), so a
 // missing or wrong gateway secret would look like a refused key, and the
 // client would be told to fix a key that is fine. Any other status is an
-// error to every gateway: nginx answers 500, Caddy and Traefik pass the
-// answer on, Envoy answers 403 (its default for an authorization server
-// error); none lets the request through. 502 and 503 are kept for "this
+// error to every gateway: nginx answers 500, Caddy, Traefik and Envoy pass
+// the 500 on; none lets the request through. 502 and 503 are kept for "this
 // node cannot answer, try another" (503 is the stale node's); 500 says the
 // request cannot succeed here as configured, and keyward logs why.
 
@@ -271,7 +270,11 @@ const maxAuthParam = 256
 // authQuery parses the auth URL's query: only scope and resource, each
 // at most once, non-empty. Anything else is a config error (400): a
 // misspelt "scopes=" must not turn a route's check into authentication
-// only, and a client's own query must not add a second scope.
+// only, and a client's own query must not add a second scope. "path="
+// ends the query: what follows is ignored, for gateways that append the
+// client's path and query to the auth URL (Envoy: path_prefix
+// "/v1/auth?scope=coupons:read&path="), so the client's bytes can never
+// name a scope or resource.
 func authQuery(raw string) (scope, resource, msg string) {
 	var seenScope, seenResource bool
 	for raw != "" {
@@ -281,6 +284,11 @@ func authQuery(raw string) (scope, resource, msg string) {
 			continue
 		}
 		k, v, _ := strings.Cut(kv, "=")
+		if k == "path" {
+			// The rest is the client's path, which a gateway appends to
+			// the auth URL (Envoy's path_prefix): never read.
+			break
+		}
 		val, err := url.QueryUnescape(v)
 		if err != nil {
 			return "", "", "the auth URL's query is not valid URL encoding"

@@ -236,7 +236,8 @@ func TestForwardAuthSource(t *testing.T) {
 // each once and 1-256 bytes; anything else is 400 BAD_REQUEST (a gateway
 // error), so a misspelt "scopes=" cannot turn a route's check into
 // authentication only and a client query leaking into the auth URL
-// cannot add a scope. --require-scope applies too.
+// cannot add a scope. What follows path= is never read (Envoy appends
+// the client's path there). --require-scope applies too.
 func TestForwardAuthQuery(t *testing.T) {
 	e := newEnv(t)
 	_, tok := e.createKey(model.KeySpec{Name: "shop", Role: model.RoleEditor, Scopes: []string{"coupons:read"}})
@@ -252,6 +253,10 @@ func TestForwardAuthQuery(t *testing.T) {
 	}
 	if resp, body := authReq(t, r, "GET", "", hdr); resp.StatusCode != 200 {
 		t.Errorf("no scope without --require-scope: %d %s", resp.StatusCode, body)
+	}
+	// Envoy appends the client's path and query: after path= nothing is read.
+	if resp, body := authReq(t, r, "GET", "?scope=coupons:write&path=/coupons/x?scope=coupons:read&resource=web-shop&x=%zz", hdr); resp.StatusCode != 403 {
+		t.Errorf("a client query after path= was read: %d %s", resp.StatusCode, body)
 	}
 	e2 := newEnv(t)
 	_, tok2 := e2.createKey(model.KeySpec{Name: "shop", Role: model.RoleEditor, Scopes: []string{"coupons:read"}})

@@ -218,10 +218,13 @@ const maxForwardHops = 32
 // either, or when an entry is not an IP address, the TCP peer. The result
 // is always a parsed address's canonical form: no raw header text reaches
 // the store.
-func (fa *fwdAuth) source(h http.Header, peer netip.Addr) string {
+func (fa *fwdAuth) source(h http.Header, peer netip.Addr, remoteAddr string) string {
 	fallback := func() string {
+		if peer.Is4() || peer.Is6() && !peer.Is4In6() && peer.Zone() == "" {
+			return remoteIP(remoteAddr) // already canonical: no copy per request
+		}
 		if peer.IsValid() {
-			return peer.Unmap().String()
+			return peer.Unmap().WithZone("").String()
 		}
 		return ""
 	}
@@ -240,14 +243,18 @@ func (fa *fwdAuth) source(h http.Header, peer netip.Addr) string {
 				} else {
 					elem, v = v, ""
 				}
-				a, err := netip.ParseAddr(strings.TrimSpace(elem))
+				elem = strings.TrimSpace(elem)
+				a, err := netip.ParseAddr(elem)
 				if err != nil {
 					return fallback()
 				}
-				a = a.Unmap().WithZone("")
 				if !fa.trusted(a) {
-					return a.String()
+					if a.Is4() { // netip accepts only the canonical dotted quad
+						return elem
+					}
+					return a.Unmap().WithZone("").String()
 				}
+				a = a.Unmap().WithZone("")
 				last = a
 			}
 		}
@@ -331,6 +338,15 @@ var (
 	}()
 )
 
+// hdrAuthRoles are the X-Keyward-Role values, made once.
+var hdrAuthRoles = func() map[model.Role][]string {
+	m := make(map[model.Role][]string, len(model.Roles))
+	for _, r := range model.Roles {
+		m[r] = []string{string(r)}
+	}
+	return m
+}()
+
 // authStatus is the answer's status for a verification code.
 func authStatus(c model.Code) int {
 	switch c {
@@ -376,7 +392,7 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key, present := fa.key(r.Header)
-	src := fa.source(r.Header, peer)
+	src := fa.source(r.Header, peer, r.RemoteAddr)
 	var res model.VerifyResult
 	if present {
 		res = a.st.Verify(key, scope, resource, src)
@@ -396,7 +412,11 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	if status == http.StatusOK {
 		h["X-Keyward-Key-Id"] = []string{res.KeyID}
-		h["X-Keyward-Role"] = []string{string(res.Role)}
+		if v, ok := hdrAuthRoles[res.Role]; ok {
+			h["X-Keyward-Role"] = v
+		} else {
+			h["X-Keyward-Role"] = []string{string(res.Role)}
+		}
 	} else if status == http.StatusUnauthorized {
 		h["Www-Authenticate"] = hdrBearer
 	}

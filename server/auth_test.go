@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net/http"
 	"net/netip"
 	"strings"
@@ -344,4 +345,49 @@ func testkitWait(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// BenchmarkForwardAuth is the /v1/auth handler against the verify handler
+// on the same store and key, in process: what forward auth adds per
+// request. go test -run ^$ -bench ForwardAuth -benchmem ./server
+func BenchmarkForwardAuth(b *testing.B) {
+	st, toks, secret := loadStore(b, b.TempDir(), 1000, false)
+	defer st.Close()
+	log := newLogSink(io.Discard)
+	defer log.Close()
+	api := &httpAPI{st: st, log: log, stale: st.Stale}
+	b.Run("verify", func(b *testing.B) {
+		body := []byte(verifyBody(toks[0]))
+		req, _ := http.NewRequest("POST", "/v1/keys/verify", nil)
+		req.Header.Set("Authorization", "Bearer "+secret)
+		req.RemoteAddr = "127.0.0.1:5555"
+		w := &discardWriter{h: http.Header{}}
+		rd := bytes.NewReader(body)
+		b.ReportAllocs()
+		for b.Loop() {
+			rd.Reset(body)
+			req.Body = io.NopCloser(rd)
+			clear(w.h)
+			api.ServeHTTP(w, req)
+			if w.code != 200 {
+				b.Fatalf("status %d", w.code)
+			}
+		}
+	})
+	b.Run("auth", func(b *testing.B) {
+		req, _ := http.NewRequest("GET", "/v1/auth?scope=coupons:read&resource=web-shop", nil)
+		req.Header.Set("X-Keyward-Secret", secret)
+		req.Header.Set("X-API-Key", toks[0])
+		req.Header.Set("X-Forwarded-For", "203.0.113.7")
+		req.RemoteAddr = "127.0.0.1:5555"
+		w := &discardWriter{h: http.Header{}}
+		b.ReportAllocs()
+		for b.Loop() {
+			clear(w.h)
+			api.ServeHTTP(w, req)
+			if w.code != 200 {
+				b.Fatalf("status %d", w.code)
+			}
+		}
+	})
 }

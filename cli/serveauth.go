@@ -50,5 +50,8 @@ func (f *authFlags) config() (server.ForwardAuth, error) {
 		}
 		c.Trust = append(c.Trust, p.Masked())
 	}
+	if err := c.Check(); err != nil {
+		return c, usageErrorf("--auth-key-header / --auth-bearer-header: %v", err)
+	}
 	return c, nil
 }

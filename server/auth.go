@@ -72,6 +72,13 @@ type ForwardAuth struct {
 	Trust []netip.Prefix
 }
 
+// Check reports what newFwdAuth would refuse in c (for flag checks before
+// anything is opened).
+func (c ForwardAuth) Check() error {
+	_, err := newFwdAuth(c)
+	return err
+}
+
 // fwdAuth is ForwardAuth checked, with canonical header names.
 type fwdAuth struct {
 	keyHdr, bearerHdr string

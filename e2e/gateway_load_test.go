@@ -44,7 +44,8 @@ func TestGatewayNginxLoad(t *testing.T) {
 	e := newEnv(t)
 	k := e.Create("--name", "gateway-load", "--scope", "coupons:read", "--resource", "web-shop")
 	secret := testkit.Decode[map[string]any](t, e.OK("secret", "show", "--json"))["secret"].(string)
-	srv := e.startServe("--ssh", "")
+	// KEYWARD_GATEWAY_LOAD_SERVE_ARGS: more serve flags (e.g. --procs 2).
+	srv := e.startServe(append([]string{"--ssh", ""}, strings.Fields(os.Getenv("KEYWARD_GATEWAY_LOAD_SERVE_ARGS"))...)...)
 	bare := startBareChild(t)
 	up := startUpstream(t)
 	gk := startNginx(t, gatewayVars{KeywardAddr: srv.httpAddr, Secret: secret, Upstream: up.addr})

@@ -74,6 +74,18 @@ func TestGatewayNginxLoad(t *testing.T) {
 		bw = append(bw, run(gb))
 		t.Logf("round %d: keyward %.0f req/s p99 %s; bare %.0f req/s p99 %s", i+1, kw[i].rps, kw[i].p99, bw[i].rps, bw[i].p99)
 	}
+	// Pairs: each keyward round against the bare round right after it,
+	// so drift in what else the machine runs cancels out.
+	ratios := make([]float64, rounds)
+	p99s := make([]float64, rounds)
+	for i := range kw {
+		ratios[i] = kw[i].rps / bw[i].rps
+		p99s[i] = float64(kw[i].p99) / float64(bw[i].p99)
+	}
+	sort.Float64s(ratios)
+	sort.Float64s(p99s)
+	t.Logf("paired rounds: req/s keyward/bare median %.1f %% (range %.1f–%.1f %%); p99 keyward/bare median %.2f× (range %.2f–%.2f×)",
+		100*ratios[rounds/2], 100*ratios[0], 100*ratios[rounds-1], p99s[rounds/2], p99s[0], p99s[rounds-1])
 	mk, mb := medianWrk(kw), medianWrk(bw)
 	t.Logf("median of %d rounds × %s, %s connections: nginx→keyward %.0f req/s p50 %s p99 %s; nginx→bare %.0f req/s p50 %s p99 %s; keyward/bare %.1f %% req/s, p99 %.2f×",
 		rounds, dur, conns, mk.rps, mk.p50, mk.p99, mb.rps, mb.p50, mb.p99, 100*mk.rps/mb.rps, float64(mk.p99)/float64(mb.p99))

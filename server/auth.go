@@ -329,7 +329,6 @@ func authQuery(raw string) (scope, resource, msg string) {
 }
 
 var (
-	hdrAuthValid    = []string{string(model.CodeValid)}
 	hdrAuthMissing  = []string{AuthCodeMissing}
 	hdrAuthBadQuery = []string{AuthCodeBadQuery}
 	hdrAuthGateway  = []string{AuthCodeGateway}
@@ -430,7 +429,8 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	if status == http.StatusOK {
 		w.WriteHeader(status)
 	} else {
-		// A body for gateways that pass the answer on (Caddy, Traefik).
+		// A body for gateways that pass the answer on (Caddy, Traefik,
+		// Envoy).
 		h["Content-Type"] = hdrJSON
 		h["X-Content-Type-Options"] = hdrNoSniff
 		w.WriteHeader(status)

@@ -71,7 +71,7 @@ GET /healthz answer 503 with {"error":"stale",...} and Retry-After, so a
 load balancer drains the node; it recovers by itself once etcd answers.
 The host key's default is then ~/.config/keyward/` + server.HostKeyFile + `
 (beside the master key), one per node; there is no backup socket (keyward
---etcd ... backup reads the cluster).`
+--etcd ... backup reads the cluster).` + serveAuthHelp
 
 // serveOptions are serve's flags.
 type serveOptions struct {
@@ -82,6 +82,8 @@ type serveOptions struct {
 	requireScope               bool
 	lim                        server.SSHLimits
 	termSize                   string
+	auth                       authFlags // forward auth (serveauth.go)
+	authCfg                    server.ForwardAuth
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -123,6 +125,7 @@ func (o *serveOptions) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
 	fl.DurationVar(&o.maxStale, "max-staleness", store.DefaultMaxStaleness, "with --etcd: answer verify and /healthz with 503 after this long without word from the cluster")
 	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
+	o.auth.register(fl)
 }
 
 // check validates the flags, before anything is opened or listened on.
@@ -144,6 +147,10 @@ func (o *serveOptions) check() error {
 	}
 	if o.maxStale <= 0 {
 		return usageErrorf("--max-staleness must be positive (got %s)", o.maxStale)
+	}
+	var err error
+	if o.authCfg, err = o.auth.config(); err != nil {
+		return err
 	}
 	return nil
 }
@@ -185,6 +192,7 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 			HTTPMaxConns:    o.httpMaxConns,
 			HTTPIdleTimeout: o.httpIdle,
 			RequireScope:    o.requireScope,
+			ForwardAuth:     o.authCfg,
 		})
 	})
 }

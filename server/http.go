@@ -34,6 +34,8 @@ type httpAPI struct {
 	// stale (Config.Stale; nil: never) fails verify and /healthz closed
 	// with 503 while it returns an error (stale.go).
 	stale func() error
+	// auth configures /v1/auth (auth.go); nil: the defaults.
+	auth *fwdAuth
 }
 
 var (
@@ -52,6 +54,8 @@ func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.openAPI(w, r)
 	case "/v1/keys/verify":
 		a.verify(w, r)
+	case "/v1/auth": // forward auth for gateways, any method (auth.go)
+		a.forwardAuth(w, r)
 	case "/healthz":
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header()["Allow"] = hdrGET

@@ -24,12 +24,17 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 	if err != nil {
 		return nil, fmt.Errorf("server: http: %w", err)
 	}
+	fa, err := newFwdAuth(cfg.ForwardAuth)
+	if err != nil {
+		return nil, fmt.Errorf("server: http: %w", err)
+	}
+	log.Printf("http: %s", fa.describe())
 	ln, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
 	lim := newConnLimiter(ln, maxConns, log)
-	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale}
+	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale, auth: fa}
 	return &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}, nil
 }
 

@@ -64,6 +64,8 @@ type Config struct {
 	// verifications (see stale.go). Nil: Store.Stale. Tests set it to
 	// make a bbolt-backed server stale.
 	Stale func() error
+	// ForwardAuth configures /v1/auth, forward auth for gateways (auth.go).
+	ForwardAuth ForwardAuth
 }
 
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.

@@ -15,6 +15,7 @@ import (
 type httpSide struct {
 	srv *http.Server
 	ln  *connLimiter
+	tls *tlsSide // nil: plain HTTP
 }
 
 // listenHTTP works out the HTTP side's limits, logs them and binds its
@@ -30,12 +31,21 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 	}
 	lim := newConnLimiter(ln, maxConns, log)
 	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale}
-	return &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}, nil
+	h := &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}
+	if h.tls, err = listenTLS(cfg.TLS, h.srv, lim, log); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("server: http tls: %w", err)
+	}
+	return h, nil
 }
 
 // serve answers requests until shutdown (then it returns nil).
 func (h *httpSide) serve() error {
-	if err := h.srv.Serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := h.srv.Serve
+	if h.tls != nil {
+		serve = h.tls.serve
+	}
+	if err := serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -44,6 +54,9 @@ func (h *httpSide) serve() error {
 // shutdown stops accepting and lets requests in flight finish until ctx
 // ends; then it closes every connection.
 func (h *httpSide) shutdown(ctx context.Context) error {
+	if h.tls != nil {
+		h.tls.stop()
+	}
 	err := h.srv.Shutdown(ctx)
 	if err != nil {
 		_ = h.srv.Close()

@@ -60,6 +60,9 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
 	// SSH sessions to end once ctx is cancelled (0: 10s).
 	ShutdownTimeout time.Duration
+	// TLS, when it names a certificate and key, serves the HTTP side
+	// over TLS (tls.go).
+	TLS HTTPTLS
 	// Stale reports whether this node's memory is too old to answer
 	// verifications (see stale.go). Nil: Store.Stale. Tests set it to
 	// make a bbolt-backed server stale.
@@ -130,6 +133,12 @@ func (cfg Config) checked() (Config, error) {
 	}
 	if cfg.SSHAddr == "" && cfg.HTTPAddr == "" {
 		return cfg, errors.New("server: nothing to serve (give an SSH or an HTTP address)")
+	}
+	if cfg.TLS.enabled() && cfg.HTTPAddr == "" {
+		return cfg, errors.New("server: a TLS certificate is given, but the HTTP side is off")
+	}
+	if err := cfg.TLS.check(); err != nil {
+		return cfg, fmt.Errorf("server: %w", err)
 	}
 	if cfg.Store.ReadOnly() {
 		// Serving writes: logins, last-used times, every change made over

@@ -60,6 +60,8 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
 	// SSH sessions to end once ctx is cancelled (0: 10s).
 	ShutdownTimeout time.Duration
+	// LogFormat is LogText (default, "") or LogJSON (logjson.go).
+	LogFormat string
 	// TLS, when it names a certificate and key, serves the HTTP side
 	// over TLS (tls.go).
 	TLS HTTPTLS
@@ -117,7 +119,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: newLogSink(cfg.Log), errs: make(chan error, 2), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: newLogSinkFormat(cfg.Log, cfg.LogFormat), errs: make(chan error, 2), quit: make(chan struct{})}
 	if err := s.open(); err != nil {
 		s.close()
 		s.log.Close()
@@ -136,6 +138,9 @@ func (cfg Config) checked() (Config, error) {
 	}
 	if cfg.TLS.enabled() && cfg.HTTPAddr == "" {
 		return cfg, errors.New("server: a TLS certificate is given, but the HTTP side is off")
+	}
+	if err := CheckLogFormat(cfg.LogFormat); err != nil {
+		return cfg, fmt.Errorf("server: %w", err)
 	}
 	if err := cfg.TLS.check(); err != nil {
 		return cfg, fmt.Errorf("server: %w", err)

@@ -37,7 +37,8 @@ import (
 type HTTPTLS struct {
 	CertFile, KeyFile string
 	// PollInterval is how often both files are checked for a change
-	// (identity, size, modification time); 0: DefaultTLSPoll.
+	// (identity, size, modification time); 0: DefaultTLSPoll; negative:
+	// never (SIGHUP only).
 	PollInterval time.Duration
 }
 
@@ -156,21 +157,25 @@ func (r *certReloader) poll() {
 
 // watch reloads on SIGHUP and on a file change until quit closes.
 func (r *certReloader) watch(every time.Duration, quit <-chan struct{}) {
-	if every <= 0 {
+	if every == 0 {
 		every = DefaultTLSPoll
 	}
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	tick := time.NewTicker(every)
-	defer tick.Stop()
+	var tick <-chan time.Time // nil: no polling
+	if every > 0 {
+		t := time.NewTicker(every)
+		defer t.Stop()
+		tick = t.C
+	}
 	for {
 		select {
 		case <-quit:
 			return
 		case <-hup:
 			_ = r.reload("sighup")
-		case <-tick.C:
+		case <-tick:
 			r.poll()
 		}
 	}

@@ -43,6 +43,8 @@ func CheckLogFormat(f string) error {
 type jsonLines struct {
 	h     slog.Handler
 	attrs []slog.Attr
+	stamp string    // the last stamp parsed (lines share a millisecond)
+	at    time.Time // and its time
 }
 
 func newJSONLines(w io.Writer) *jsonLines {
@@ -59,7 +61,10 @@ func (j *jsonLines) write(line []byte) {
 	text := strings.TrimRight(string(line), "\n")
 	t := time.Now()
 	if len(text) >= stampLen && text[stampLen-1] == ' ' {
-		if ts, err := time.Parse("2006-01-02T15:04:05.000Z", text[:stampLen-1]); err == nil {
+		if text[:stampLen-1] == j.stamp {
+			t, text = j.at, text[stampLen:]
+		} else if ts, err := time.Parse("2006-01-02T15:04:05.000Z", text[:stampLen-1]); err == nil {
+			j.stamp, j.at = text[:stampLen-1], ts
 			t, text = ts, text[stampLen:]
 		}
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/json"
+	"io"
 	"net"
 	"strings"
 	"testing"
@@ -110,4 +111,22 @@ func TestLogMasksTokenInPath(t *testing.T) {
 			}
 		})
 	}
+}
+
+// BenchmarkLogLine is the writer goroutine's cost per verify line, in
+// text and in JSON (README, "Logs: text or JSON").
+func BenchmarkLogLine(b *testing.B) {
+	line := []byte("2026-11-29T15:50:14.613Z http verify status=200 code=VALID key=key_7fq2m9xk4t1c from=10.0.0.7\n")
+	b.Run("text", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = io.Discard.Write(maskTokenText(line))
+		}
+	})
+	b.Run("json", func(b *testing.B) {
+		j := newJSONLines(io.Discard)
+		b.ReportAllocs()
+		for b.Loop() {
+			j.write(maskTokenText(line))
+		}
+	})
 }

@@ -7,8 +7,9 @@
 // lifecycle), sshauth.go (who may log in, and while), sshsession.go (the
 // TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
 // (what a client may cost) and sshlog.go; the HTTP side is httpside.go
-// (listener and limits), http.go and body.go (the verify API) and
-// connlimit.go; the backup socket is backup.go. log.go is the one log sink.
+// (listener and limits), http.go and body.go (the verify API),
+// connlimit.go and tls.go (HTTPS, the certificate reload); the backup
+// socket is backup.go. log.go is the one log sink (logjson.go: JSON).
 package server
 
 import (

@@ -54,12 +54,12 @@ func (h *httpSide) serve() error {
 // shutdown stops accepting and lets requests in flight finish until ctx
 // ends; then it closes every connection.
 func (h *httpSide) shutdown(ctx context.Context) error {
-	if h.tls != nil {
-		h.tls.stop()
-	}
 	err := h.srv.Shutdown(ctx)
 	if err != nil {
 		_ = h.srv.Close()
+	}
+	if h.tls != nil {
+		h.tls.stop() // after the last handshake: flushes the folded count
 	}
 	_ = h.ln.Close() // if serve never ran, nothing else closes it
 	return err

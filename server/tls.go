@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	stdlog "log"
 	"net"
 	"net/http"
 	"os"
@@ -280,11 +281,32 @@ func logCert(log *logSink, what string, c *tls.Certificate, now time.Time) {
 // HTTP/2 is off: gateways speak HTTP/1.1 to an auth service, and the
 // HTTP side's limits (connection cap, idle eviction, header block) are
 // defined and tested per HTTP/1.1 connection.
-func useTLS(srv *http.Server, r *certReloader) {
+func useTLS(srv *http.Server, r *certReloader) *foldLog {
 	srv.TLSConfig = r.tlsConfig()
+	fold := newFoldLog(r.log)
+	fold.prefix = "http tls"
+	srv.ErrorLog = stdlog.New(tlsErrorLog{fold}, "", 0)
 	p := new(http.Protocols)
 	p.SetHTTP1(true)
 	srv.Protocols = p
+	return fold
+}
+
+// tlsErrorLog is a TLS server's ErrorLog. net/http logs every failed
+// handshake ("http: TLS handshake error from ADDR: ERR"): a port scanner or a
+// crowd of TLS 1.1 clients would write a line each, so those lines are
+// folded (at most logFoldBurst per logFoldEvery, then a count). Other
+// lines go to the sink as newStdLogger's do.
+type tlsErrorLog struct{ fold *foldLog }
+
+func (w tlsErrorLog) Write(p []byte) (int, error) {
+	s := strings.TrimPrefix(strings.TrimRight(string(p), "\n"), "http: ")
+	if rest, ok := strings.CutPrefix(s, "TLS handshake error from "); ok {
+		addr, why, _ := strings.Cut(rest, ": ")
+		w.fold.Printf("tls-handshake", "http tls: handshake failed from=%s err=%s", addr, why)
+		return len(p), nil
+	}
+	return sinkWriter{w.fold.l}.Write([]byte("http: " + s))
 }
 
 // tlsSide is the HTTP side's TLS: the certificate, and the watch that
@@ -292,6 +314,7 @@ func useTLS(srv *http.Server, r *certReloader) {
 type tlsSide struct {
 	srv   *http.Server
 	certs *certReloader
+	fold  *foldLog // failed handshakes
 	poll  time.Duration
 	quit  chan struct{}
 	once  sync.Once
@@ -311,9 +334,9 @@ func listenTLS(t HTTPTLS, srv *http.Server, lim *connLimiter, log *logSink) (*tl
 	if err != nil {
 		return nil, err
 	}
-	useTLS(srv, certs)
+	fold := useTLS(srv, certs)
 	lim.tls = true
-	return &tlsSide{srv: srv, certs: certs, poll: t.PollInterval, quit: make(chan struct{})}, nil
+	return &tlsSide{srv: srv, certs: certs, fold: fold, poll: t.PollInterval, quit: make(chan struct{})}, nil
 }
 
 // serve runs the reload watch and serves TLS on ln until shutdown.
@@ -322,4 +345,9 @@ func (t *tlsSide) serve(ln net.Listener) error {
 	return t.srv.ServeTLS(ln, "", "")
 }
 
-func (t *tlsSide) stop() { t.once.Do(func() { close(t.quit) }) }
+func (t *tlsSide) stop() {
+	t.once.Do(func() {
+		close(t.quit)
+		t.fold.flush()
+	})
+}

@@ -409,3 +409,36 @@ func waitLog(t *testing.T, logs *testkit.SyncBuffer, want string, n int) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestTLSHandshakeErrorsFolded: failed handshakes (here TLS 1.1 clients)
+// are logged a few at a time with a count of the rest, not one line each;
+// net/http wrote one line per failed handshake.
+func TestTLSHandshakeErrorsFolded(t *testing.T) {
+	e := newTLSEnv(t)
+	ts := e.serveTLS(Config{})
+	const n = 30
+	old := e.ca.TLSClientConfig()
+	old.MinVersion, old.MaxVersion = tls.VersionTLS11, tls.VersionTLS11
+	for range n {
+		if c, err := tls.Dial("tcp", ts.addr, old); err == nil {
+			c.Close()
+			t.Fatal("TLS 1.1 accepted")
+		}
+	}
+	waitLog(t, ts.logs, "http tls: handshake failed from=127.0.0.1:", logFoldBurst)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ts.s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	logs := ts.logs.String()
+	if got := strings.Count(logs, "handshake failed"); got != logFoldBurst {
+		t.Fatalf("%d lines for %d failed handshakes, want %d and a count:\n%s", got, n, logFoldBurst, logs)
+	}
+	if !strings.Contains(logs, fmt.Sprintf("http tls %d more log lines of kind tls-handshake folded", n-logFoldBurst)) {
+		t.Fatalf("the folded handshakes are not counted:\n%s", logs)
+	}
+	if !strings.Contains(logs, "err=\"tls: client offered only unsupported versions") {
+		t.Fatalf("the reason is not logged:\n%s", logs)
+	}
+}

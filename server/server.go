@@ -191,6 +191,9 @@ func (s *Server) close() {
 	}
 	if s.http != nil {
 		s.http.ln.Close()
+		if s.http.tls != nil {
+			s.http.tls.stop()
+		}
 	}
 }
 

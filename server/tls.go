@@ -156,14 +156,12 @@ func (r *certReloader) poll() {
 	_ = r.reloadLocked("file_change")
 }
 
-// watch reloads on SIGHUP and on a file change until quit closes.
-func (r *certReloader) watch(every time.Duration, quit <-chan struct{}) {
+// watch reloads on a signal on hup and on a file change until quit
+// closes.
+func (r *certReloader) watch(every time.Duration, hup <-chan os.Signal, quit <-chan struct{}) {
 	if every == 0 {
 		every = DefaultTLSPoll
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	var tick <-chan time.Time // nil: no polling
 	if every > 0 {
 		t := time.NewTicker(every)
@@ -316,6 +314,7 @@ type tlsSide struct {
 	certs *certReloader
 	fold  *foldLog // failed handshakes
 	poll  time.Duration
+	hup   chan os.Signal
 	quit  chan struct{}
 	once  sync.Once
 }
@@ -336,17 +335,24 @@ func listenTLS(t HTTPTLS, srv *http.Server, lim *connLimiter, log *logSink) (*tl
 	}
 	fold := useTLS(srv, certs)
 	lim.tls = true
-	return &tlsSide{srv: srv, certs: certs, fold: fold, poll: t.PollInterval, quit: make(chan struct{})}, nil
+	ts := &tlsSide{srv: srv, certs: certs, fold: fold, poll: t.PollInterval, hup: make(chan os.Signal, 1), quit: make(chan struct{})}
+	// From now on, not once serving: a SIGHUP right after "listening"
+	// must reload, not end the process (SIGHUP's default action).
+	signal.Notify(ts.hup, syscall.SIGHUP)
+	return ts, nil
 }
 
 // serve runs the reload watch and serves TLS on ln until shutdown.
 func (t *tlsSide) serve(ln net.Listener) error {
-	go t.certs.watch(t.poll, t.quit)
+	go t.certs.watch(t.poll, t.hup, t.quit)
 	return t.srv.ServeTLS(ln, "", "")
 }
 
+// stop ends the watch and SIGHUP's capture, and logs the count of
+// folded handshake failures. Idempotent.
 func (t *tlsSide) stop() {
 	t.once.Do(func() {
+		signal.Stop(t.hup)
 		close(t.quit)
 		t.fold.flush()
 	})

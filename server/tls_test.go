@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -440,5 +441,36 @@ func TestTLSHandshakeErrorsFolded(t *testing.T) {
 	}
 	if !strings.Contains(logs, "err=\"tls: client offered only unsupported versions") {
 		t.Fatalf("the reason is not logged:\n%s", logs)
+	}
+}
+
+// TestTLSSighupBeforeServe: a SIGHUP between New and Serve (serve has
+// bound its listener; systemd may already send ExecReload's signal) is
+// kept and reloads the pair once serving. SIGHUP was caught only once
+// serving had started, and until then it ended the process.
+func TestTLSSighupBeforeServe(t *testing.T) {
+	e := newTLSEnv(t)
+	logs := &testkit.SyncBuffer{}
+	s, err := New(Config{Store: e.st, HTTPAddr: "127.0.0.1:0", Log: logs, TLS: HTTPTLS{CertFile: e.certPath, KeyFile: e.keyPath, PollInterval: -1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn := e.rotate()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // the signal is delivered
+	addr := s.http.ln.Addr().String()
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(context.Background()) }()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = s.Shutdown(ctx)
+		<-done
+	}()
+	waitLog(t, logs, "reloaded reason=sighup", 1)
+	if got, err := e.peerCN(addr); got != cn {
+		t.Fatalf("after the early SIGHUP a handshake got %q (%v), want %q", got, err, cn)
 	}
 }

@@ -185,8 +185,9 @@ func (r *certReloader) getCertificate(*tls.ClientHelloInfo) (*tls.Certificate, e
 }
 
 // tlsConfig is the listener's TLS configuration: TLS 1.2 at least, Go's
-// default cipher suites and curves (only AEAD suites with forward
-// secrecy for TLS 1.2), HTTP/1.1 only (see newHTTPServer).
+// default cipher suites and curves (for TLS 1.2, ECDHE suites only, so
+// forward secrecy, AEAD preferred; no RSA key exchange, no 3DES),
+// HTTP/1.1 only (see useTLS).
 func (r *certReloader) tlsConfig() *tls.Config {
 	return &tls.Config{
 		MinVersion:     tls.VersionTLS12,

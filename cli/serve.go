@@ -71,7 +71,7 @@ GET /healthz answer 503 with {"error":"stale",...} and Retry-After, so a
 load balancer drains the node; it recovers by itself once etcd answers.
 The host key's default is then ~/.config/keyward/` + server.HostKeyFile + `
 (beside the master key), one per node; there is no backup socket (keyward
---etcd ... backup reads the cluster).` + serveAuthHelp
+--etcd ... backup reads the cluster).` + serveAuthHelp + serveTLSLong
 
 // serveOptions are serve's flags.
 type serveOptions struct {
@@ -84,6 +84,7 @@ type serveOptions struct {
 	termSize                   string
 	auth                       authFlags // forward auth (serveauth.go)
 	authCfg                    server.ForwardAuth
+	tls                        serveTLSFlags // serve_tls.go
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -100,7 +101,7 @@ func (a *app) serveCmd() *cobra.Command {
 			if err := o.check(); err != nil {
 				return err
 			}
-			return a.serve(cmd, &o)
+			return o.tls.jsonStderr(a, func() error { return a.serve(cmd, &o) })
 		},
 	}
 	o.register(c.Flags())
@@ -126,6 +127,7 @@ func (o *serveOptions) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&o.maxStale, "max-staleness", store.DefaultMaxStaleness, "with --etcd: answer verify and /healthz with 503 after this long without word from the cluster")
 	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 	o.auth.register(fl)
+	o.tls.register(fl)
 }
 
 // check validates the flags, before anything is opened or listened on.
@@ -152,7 +154,7 @@ func (o *serveOptions) check() error {
 	if o.authCfg, err = o.auth.config(); err != nil {
 		return err
 	}
-	return nil
+	return o.tls.check(o.httpAddr)
 }
 
 // serve holds the database and serves until SIGINT or SIGTERM.
@@ -179,7 +181,7 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 	return a.withStore(cmd, tune, func(st *store.Store) error {
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
-		return server.Serve(ctx, server.Config{
+		cfg := server.Config{
 			Store:        st,
 			BackupSocket: a.backupSocket(),
 			SSHAddr:      o.sshAddr,
@@ -193,7 +195,9 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 			HTTPIdleTimeout: o.httpIdle,
 			RequireScope:    o.requireScope,
 			ForwardAuth:     o.authCfg,
-		})
+		}
+		o.tls.apply(&cfg)
+		return server.Serve(ctx, cfg)
 	})
 }
 

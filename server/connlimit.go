@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"net"
 	"net/http"
 	"strconv"
@@ -29,6 +30,7 @@ type connLimiter struct {
 	net.Listener
 	max int
 	log *logSink
+	tls bool // the server speaks TLS on these connections
 
 	mu    sync.Mutex
 	conns map[*limitedConn]struct{}
@@ -80,6 +82,9 @@ func (c *limitedConn) CloseWrite() error {
 
 // connState is the http.Server's ConnState hook.
 func (l *connLimiter) connState(nc net.Conn, st http.ConnState) {
+	if tc, ok := nc.(*tls.Conn); ok { // ServeTLS wraps the accepted conn
+		nc = tc.NetConn()
+	}
 	c, ok := nc.(*limitedConn)
 	if !ok {
 		return
@@ -103,7 +108,11 @@ func (l *connLimiter) Accept() (net.Conn, error) {
 		if l.admit(c, now) {
 			return c, nil
 		}
-		refuse503(nc)
+		if l.tls {
+			nc.Close() // a plain-text 503 would be garbage to a TLS client
+		} else {
+			refuse503(nc)
+		}
 		l.refused.Add(1)
 		l.note(now)
 	}

@@ -15,6 +15,7 @@ import (
 type httpSide struct {
 	srv *http.Server
 	ln  *connLimiter
+	tls *tlsSide // nil: plain HTTP
 }
 
 // listenHTTP works out the HTTP side's limits, logs them and binds its
@@ -35,12 +36,21 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 	}
 	lim := newConnLimiter(ln, maxConns, log)
 	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale, auth: fa}
-	return &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}, nil
+	h := &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}
+	if h.tls, err = listenTLS(cfg.TLS, h.srv, lim, log); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("server: http tls: %w", err)
+	}
+	return h, nil
 }
 
 // serve answers requests until shutdown (then it returns nil).
 func (h *httpSide) serve() error {
-	if err := h.srv.Serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	serve := h.srv.Serve
+	if h.tls != nil {
+		serve = h.tls.serve
+	}
+	if err := serve(h.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
@@ -52,6 +62,9 @@ func (h *httpSide) shutdown(ctx context.Context) error {
 	err := h.srv.Shutdown(ctx)
 	if err != nil {
 		_ = h.srv.Close()
+	}
+	if h.tls != nil {
+		h.tls.stop() // after the last handshake: flushes the folded count
 	}
 	_ = h.ln.Close() // if serve never ran, nothing else closes it
 	return err

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -63,7 +64,8 @@ type loadTarget struct {
 	auth   string   // for wrk
 	st     *store.Store
 	close  func()
-	pid    int // a server in its own process: its CPU time is measured
+	pid    int         // a server in its own process: its CPU time is measured
+	tls    *tls.Config // non-nil: connect over TLS (tls_load_test.go)
 }
 
 // procCPU returns the CPU time (user + system) process pid has used.
@@ -139,7 +141,7 @@ func runLoad(target *loadTarget, conns int, d time.Duration) (loadResult, error)
 	var firstErr error
 	var errMu sync.Mutex
 	for i := range ws {
-		c, err := net.Dial("tcp", target.addr)
+		c, err := target.dial()
 		if err != nil {
 			return loadResult{}, err
 		}

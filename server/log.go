@@ -40,6 +40,7 @@ type logSink struct {
 	done    chan struct{}
 	dropped atomic.Int64
 	once    sync.Once
+	json    bool // write each line as a JSON object (logjson.go)
 }
 
 const (
@@ -49,9 +50,14 @@ const (
 
 var linePool = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
 
-func newLogSink(w io.Writer) *logSink {
+func newLogSink(w io.Writer) *logSink { return newLogSinkFormat(w, LogText) }
+
+// newLogSinkFormat is newLogSink writing format (LogText or LogJSON).
+// Handlers format text lines either way; the writer goroutine turns
+// each into JSON (logjson.go), off the request path.
+func newLogSinkFormat(w io.Writer, format string) *logSink {
 	l := &logSink{w: w, ch: make(chan *[]byte, logQueue), kick: make(chan struct{}, 1), full: make(chan struct{}, 1),
-		stop: make(chan struct{}), done: make(chan struct{})}
+		stop: make(chan struct{}), done: make(chan struct{}), json: format == LogJSON}
 	if w == nil {
 		l.w = io.Discard
 	}
@@ -146,13 +152,17 @@ func putLine(bp *[]byte) {
 func (l *logSink) run() {
 	defer close(l.done)
 	bw := bufio.NewWriterSize(l.w, 32<<10)
+	emit := func(line []byte) { _, _ = bw.Write(line) }
+	if l.json {
+		emit = newJSONLines(bw).write
+	}
 	write := func(bp *[]byte) {
-		_, _ = bw.Write(*bp)
+		emit(maskTokenText(*bp))
 		putLine(bp)
 	}
 	reportDrops := func() {
 		if n := l.dropped.Swap(0); n > 0 {
-			fmt.Fprintf(bw, "%slog: %d lines dropped (writer too slow)\n", appendStamp(nil, time.Now()), n)
+			emit(fmt.Appendf(appendStamp(nil, time.Now()), "log: %d lines dropped (writer too slow)\n", n))
 		}
 	}
 	drain := func() {
@@ -201,6 +211,28 @@ func (l *logSink) run() {
 func (l *logSink) Close() {
 	l.once.Do(func() { close(l.stop) })
 	<-l.done
+}
+
+// maskTokenText is the sink's backstop against a token in a log line,
+// whatever put it there (a key pasted into a URL path, an error that
+// quotes its input): token-shaped text (model.MaskTokens) becomes its
+// hint. Lines are scanned for an underscore followed by 40 token
+// characters first, so a clean line costs one pass and no allocation.
+func maskTokenText(line []byte) []byte {
+	run := -1 // token characters since the last underscore; -1: none yet
+	for _, c := range line {
+		switch {
+		case c == '_':
+			run = 0
+		case run >= 0 && (c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'):
+			if run++; run >= 40 {
+				return []byte(model.MaskTokens(string(line)))
+			}
+		default:
+			run = -1
+		}
+	}
+	return line
 }
 
 // safeField returns s unchanged when it is plain (printable, no spaces,

@@ -7,8 +7,9 @@
 // lifecycle), sshauth.go (who may log in, and while), sshsession.go (the
 // TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
 // (what a client may cost) and sshlog.go; the HTTP side is httpside.go
-// (listener and limits), http.go and body.go (the verify API) and
-// connlimit.go; the backup socket is backup.go. log.go is the one log sink.
+// (listener and limits), http.go and body.go (the verify API),
+// connlimit.go and tls.go (HTTPS, the certificate reload); the backup
+// socket is backup.go. log.go is the one log sink (logjson.go: JSON).
 package server
 
 import (
@@ -60,6 +61,11 @@ type Config struct {
 	// ShutdownTimeout bounds the wait for in-flight HTTP requests and for
 	// SSH sessions to end once ctx is cancelled (0: 10s).
 	ShutdownTimeout time.Duration
+	// LogFormat is LogText (default, "") or LogJSON (logjson.go).
+	LogFormat string
+	// TLS, when it names a certificate and key, serves the HTTP side
+	// over TLS (tls.go).
+	TLS HTTPTLS
 	// Stale reports whether this node's memory is too old to answer
 	// verifications (see stale.go). Nil: Store.Stale. Tests set it to
 	// make a bbolt-backed server stale.
@@ -116,7 +122,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: newLogSink(cfg.Log), errs: make(chan error, 2), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: newLogSinkFormat(cfg.Log, cfg.LogFormat), errs: make(chan error, 2), quit: make(chan struct{})}
 	if err := s.open(); err != nil {
 		s.close()
 		s.log.Close()
@@ -132,6 +138,15 @@ func (cfg Config) checked() (Config, error) {
 	}
 	if cfg.SSHAddr == "" && cfg.HTTPAddr == "" {
 		return cfg, errors.New("server: nothing to serve (give an SSH or an HTTP address)")
+	}
+	if cfg.TLS.enabled() && cfg.HTTPAddr == "" {
+		return cfg, errors.New("server: a TLS certificate is given, but the HTTP side is off")
+	}
+	if err := CheckLogFormat(cfg.LogFormat); err != nil {
+		return cfg, fmt.Errorf("server: %w", err)
+	}
+	if err := cfg.TLS.check(); err != nil {
+		return cfg, fmt.Errorf("server: %w", err)
 	}
 	if cfg.Store.ReadOnly() {
 		// Serving writes: logins, last-used times, every change made over
@@ -178,6 +193,9 @@ func (s *Server) close() {
 	}
 	if s.http != nil {
 		s.http.ln.Close()
+		if s.http.tls != nil {
+			s.http.tls.stop()
+		}
 	}
 }
 

@@ -26,11 +26,12 @@ func (s sshLogger) Printf(format string, args ...any) {
 // Kinds must come from a bounded set (reasons, operator names), never
 // from raw client input.
 type foldLog struct {
-	l     *logSink
-	every time.Duration
-	burst int
-	mu    sync.Mutex
-	kinds map[string]*foldState
+	l      *logSink
+	prefix string // of the flush line: "ssh", "http tls"
+	every  time.Duration
+	burst  int
+	mu     sync.Mutex
+	kinds  map[string]*foldState
 }
 
 type foldState struct {
@@ -40,7 +41,7 @@ type foldState struct {
 }
 
 func newFoldLog(l *logSink) *foldLog {
-	return &foldLog{l: l, every: logFoldEvery, burst: logFoldBurst, kinds: map[string]*foldState{}}
+	return &foldLog{l: l, prefix: "ssh", every: logFoldEvery, burst: logFoldBurst, kinds: map[string]*foldState{}}
 }
 
 func (f *foldLog) Printf(kind, format string, args ...any) {
@@ -76,7 +77,7 @@ func (f *foldLog) flush() {
 	defer f.mu.Unlock()
 	for kind, st := range f.kinds {
 		if st.folded > 0 {
-			f.l.Printf("ssh %d more log lines of kind %s folded", st.folded, kind)
+			f.l.Printf(f.prefix+" %d more log lines of kind %s folded", st.folded, kind)
 			st.folded = 0
 		}
 	}

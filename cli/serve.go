@@ -71,7 +71,14 @@ GET /healthz answer 503 with {"error":"stale",...} and Retry-After, so a
 load balancer drains the node; it recovers by itself once etcd answers.
 The host key's default is then ~/.config/keyward/` + server.HostKeyFile + `
 (beside the master key), one per node; there is no backup socket (keyward
---etcd ... backup reads the cluster).`
+--etcd ... backup reads the cluster).
+
+--metrics ADDR serves GET /metrics in the Prometheus text format on a
+listener of its own (off by default): verifications by code, their
+latency, forward-auth decisions, HTTP in flight and errors, SSH sessions
+and refused logins, keys by status, last-used flushes and, on etcd, the
+sync lag. It asks for no secret: bind it to loopback or a management
+network (README, "Metrics").`
 
 // serveOptions are serve's flags.
 type serveOptions struct {
@@ -82,6 +89,7 @@ type serveOptions struct {
 	requireScope               bool
 	lim                        server.SSHLimits
 	termSize                   string
+	metricsAddr                string // --metrics (see registerMetrics)
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -123,12 +131,22 @@ func (o *serveOptions) register(fl *pflag.FlagSet) {
 	fl.DurationVar(&o.httpIdle, "http-idle-timeout", 30*time.Second, "close idle HTTP keep-alive connections after this long")
 	fl.DurationVar(&o.maxStale, "max-staleness", store.DefaultMaxStaleness, "with --etcd: answer verify and /healthz with 503 after this long without word from the cluster")
 	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
+	o.registerMetrics(fl)
+}
+
+// registerMetrics adds --metrics: Prometheus metrics on a listener of
+// their own, off by default (README, "Metrics").
+func (o *serveOptions) registerMetrics(fl *pflag.FlagSet) {
+	fl.StringVar(&o.metricsAddr, "metrics", "", `serve GET /metrics (Prometheus) on this address, apart from --http; no shared secret, so bind it to loopback or a management network ("": off)`)
 }
 
 // check validates the flags, before anything is opened or listened on.
 func (o *serveOptions) check() error {
 	if o.sshAddr == "" && o.httpAddr == "" {
 		return usageErrorf("both --ssh and --http are off; nothing to serve")
+	}
+	if o.metricsAddr != "" && (o.metricsAddr == o.httpAddr || o.metricsAddr == o.sshAddr) {
+		return usageErrorf("--metrics %s is also the --http or --ssh address; give metrics a port of its own", o.metricsAddr)
 	}
 	if o.procs < 0 {
 		return usageErrorf("--procs must be 0 (automatic) or more")
@@ -185,6 +203,8 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 			HTTPMaxConns:    o.httpMaxConns,
 			HTTPIdleTimeout: o.httpIdle,
 			RequireScope:    o.requireScope,
+
+			MetricsAddr: o.metricsAddr,
 		})
 	})
 }

@@ -34,6 +34,8 @@ type httpAPI struct {
 	// stale (Config.Stale; nil: never) fails verify and /healthz closed
 	// with 503 while it returns an error (stale.go).
 	stale func() error
+	// m counts verifications (metrics.go); nil: metrics off.
+	m *metrics
 }
 
 var (
@@ -86,6 +88,10 @@ func putBuf(bp *[]byte) {
 }
 
 func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
+	var start time.Time
+	if a.m != nil {
+		start = time.Now()
+	}
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = hdrPOST
 		a.fail(w, r, http.StatusMethodNotAllowed, "use POST")
@@ -138,6 +144,7 @@ func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
 	h["X-Content-Type-Options"] = hdrNoSniff
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+	a.m.verification(EndpointVerify, res.Code, start)
 
 	lp := a.log.line()
 	b := append(*lp, "http verify status=200 code="...)

@@ -64,6 +64,11 @@ type Config struct {
 	// verifications (see stale.go). Nil: Store.Stale. Tests set it to
 	// make a bbolt-backed server stale.
 	Stale func() error
+
+	// MetricsAddr, if set, serves GET /metrics (Prometheus) on a listener
+	// of its own; empty: no metrics, and none are counted (metrics.go).
+	MetricsAddr string
+	metrics     *metrics // built by checked when MetricsAddr is set
 }
 
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
@@ -83,9 +88,10 @@ const HostKeyFile = "ssh_host_ed25519"
 type Server struct {
 	cfg    Config
 	log    *logSink
-	ssh    *sshSide    // nil: no SSH address
-	http   *httpSide   // nil: no HTTP address
-	backup *backupSide // nil: no online backup
+	ssh    *sshSide     // nil: no SSH address
+	http   *httpSide    // nil: no HTTP address
+	backup *backupSide  // nil: no online backup
+	mside  *metricsSide // nil: no metrics listener
 
 	errs     chan error     // what a part's serve loop returned
 	running  sync.WaitGroup // the parts' serve loops
@@ -114,7 +120,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: newLogSink(cfg.Log), errs: make(chan error, 2), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: newLogSink(cfg.Log), errs: make(chan error, 3), quit: make(chan struct{})}
 	if err := s.open(); err != nil {
 		s.close()
 		s.log.Close()
@@ -145,6 +151,9 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.Stale == nil {
 		cfg.Stale = cfg.Store.Stale
 	}
+	if cfg.MetricsAddr != "" {
+		cfg.metrics = newMetrics()
+	}
 	return cfg, nil
 }
 
@@ -165,6 +174,15 @@ func (s *Server) open() error {
 			return err
 		}
 	}
+	if m := s.cfg.metrics; m != nil {
+		if s.ssh != nil {
+			s.ssh.m = m
+		}
+		if s.mside, err = listenMetrics(s.cfg, m, s.log); err != nil {
+			return err
+		}
+		m.registerServer(s)
+	}
 	s.backup, err = openBackup(s.cfg, s.log)
 	return err
 }
@@ -176,6 +194,9 @@ func (s *Server) close() {
 	}
 	if s.http != nil {
 		s.http.ln.Close()
+	}
+	if s.mside != nil {
+		s.mside.ln.Close()
 	}
 }
 
@@ -229,6 +250,10 @@ func (s *Server) start() (sshAddr, httpAddr string) {
 		s.log.Printf("http listening on %s (POST /v1/keys/verify, GET /healthz)", httpAddr)
 		s.run(s.http.serve)
 	}
+	if s.mside != nil {
+		s.log.Printf("metrics listening on %s (GET /metrics)", s.mside.ln.Addr())
+		s.run(s.mside.serve)
+	}
 	return sshAddr, httpAddr
 }
 
@@ -266,7 +291,7 @@ func (s *Server) shutdown(ctx context.Context, wait string) error {
 func (s *Server) stop(ctx context.Context, wait string) error {
 	s.log.Printf("shutting down (waiting %s for requests and sessions)", wait)
 	var parts sync.WaitGroup
-	var httpErr, sshErr, bkErr error
+	var httpErr, sshErr, bkErr, metricsErr error
 	each := func(errp *error, shutdown func(context.Context) error) {
 		parts.Add(1)
 		go func() { defer parts.Done(); *errp = shutdown(ctx) }()
@@ -280,6 +305,9 @@ func (s *Server) stop(ctx context.Context, wait string) error {
 	if s.ssh != nil {
 		each(&sshErr, s.ssh.shutdown)
 	}
+	if s.mside != nil {
+		each(&metricsErr, s.mside.shutdown)
+	}
 	parts.Wait()
 	s.running.Wait()
 	err := s.cfg.Store.FlushLastUsed()
@@ -289,7 +317,7 @@ func (s *Server) stop(ctx context.Context, wait string) error {
 	for _, e := range []struct {
 		part string
 		err  error
-	}{{"http", httpErr}, {"ssh", sshErr}, {"backup", bkErr}} {
+	}{{"http", httpErr}, {"ssh", sshErr}, {"backup", bkErr}, {"metrics", metricsErr}} {
 		if e.err != nil {
 			s.log.Printf("%s shutdown: %s", e.part, e.err)
 		}

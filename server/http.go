@@ -49,6 +49,7 @@ var (
 )
 
 func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.m.request()
 	switch r.URL.Path {
 	case "/v1/keys/verify":
 		a.verify(w, r)
@@ -206,6 +207,7 @@ func (a *httpAPI) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 	h["Cache-Control"] = hdrNoStore
 	h["X-Content-Type-Options"] = hdrNoSniff
 	w.WriteHeader(status)
+	a.m.httpError(status)
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"error":`...)
 	b = appendJSONString(b, msg)

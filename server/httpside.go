@@ -30,7 +30,7 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 	}
 	lim := newConnLimiter(ln, maxConns, log)
 	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale, m: cfg.metrics}
-	return &httpSide{srv: newHTTPServer(cfg.metrics.wrap(api), log, idle, lim), ln: lim}, nil
+	return &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}, nil
 }
 
 // serve answers requests until shutdown (then it returns nil).

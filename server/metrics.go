@@ -26,10 +26,11 @@ import (
 // series.
 //
 // The verify path pays for metrics only when they are on, and then only
-// atomic adds: one counter per code and one latency histogram, resolved
-// once at start (no label lookup per request), plus the HTTP wrapper's
-// in-flight gauge and status counters. Everything else (keys by status,
-// SSH sessions, the last-used backlog, etcd's lag) is read when
+// a few atomic adds: the request count, the code's counter and the latency
+// histogram, resolved once at start (no label lookup per request), and two
+// clock reads. Error answers are counted where they are written (fail,
+// failStale). Everything else (requests in flight, connections, keys by
+// status, SSH sessions, the last-used backlog, etcd's lag) is read when
 // Prometheus scrapes. With metrics off, httpAPI.m is nil and each hook is
 // a nil check. BENCHMARKS.md, "Metrics overhead".
 
@@ -87,7 +88,6 @@ type metrics struct {
 	codeOdd  *prometheus.CounterVec
 	latency  [numEndpoints]prometheus.Observer
 	auth     *prometheus.CounterVec // keyward_forward_auth_decisions_total{decision,code}
-	inFlight prometheus.Gauge
 	requests prometheus.Counter
 	errors   [2]prometheus.Counter // keyward_http_errors_total{class="4xx"|"5xx"}
 	refused  map[string]prometheus.Counter
@@ -130,11 +130,6 @@ func newMetrics() *metrics {
 		Help: "Forward-auth answers to gateways: decision allow (2xx), deny (401, 403) or error (anything else), by X-Keyward-Code.",
 	}, []string{"decision", "code"})
 	f(m.auth)
-	m.inFlight = prometheus.NewGauge(prometheus.GaugeOpts{
-		Name: "keyward_http_requests_in_flight",
-		Help: "HTTP requests being handled on the API listener.",
-	})
-	f(m.inFlight)
 	m.requests = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "keyward_http_requests_total",
 		Help: "HTTP requests answered by the API handler.",
@@ -235,56 +230,39 @@ func (m *metrics) observeFlush(d time.Duration, _ int, err error) {
 	}
 }
 
-// statusWriter remembers the status an http.Handler answered with.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
+// request counts one request reaching the API handler.
+func (m *metrics) request() {
+	if m != nil {
+		m.requests.Inc()
+	}
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 {
-		w.status = code
+// httpError counts one error answer of the API handler by class (4xx,
+// 5xx). Every error answer goes through httpAPI.fail or failStale, which
+// call it; an endpoint that answers errors otherwise must call it too.
+func (m *metrics) httpError(status int) {
+	switch {
+	case m == nil:
+	case status >= 500:
+		m.errors[errorClass5xx].Inc()
+	case status >= 400:
+		m.errors[errorClass4xx].Inc()
 	}
-	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+// activeConns counts the connections with a request in progress (net/http's
+// StateActive, kept by the ConnState hook): requests in flight, read when
+// Prometheus scrapes rather than counted on every request.
+func (l *connLimiter) activeConns() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for c := range l.conns {
+		if http.ConnState(c.state.Load()) == http.StateActive {
+			n++
+		}
 	}
-	return w.ResponseWriter.Write(p)
-}
-
-// Unwrap lets http.ResponseController reach the connection's writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
-
-var statusWriters = sync.Pool{New: func() any { return new(statusWriter) }}
-
-// wrap counts h's requests in flight, its answers and their error classes.
-// Every endpoint of the API listener passes through it, so a new one is
-// counted without a hook of its own.
-func (m *metrics) wrap(h http.Handler) http.Handler {
-	if m == nil {
-		return h
-	}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		m.inFlight.Inc()
-		sw := statusWriters.Get().(*statusWriter)
-		sw.ResponseWriter, sw.status = w, 0
-		defer func() {
-			m.inFlight.Dec()
-			m.requests.Inc()
-			switch st := sw.status; {
-			case st >= 500:
-				m.errors[errorClass5xx].Inc()
-			case st >= 400:
-				m.errors[errorClass4xx].Inc()
-			}
-			sw.ResponseWriter = nil
-			statusWriters.Put(sw)
-		}()
-		h.ServeHTTP(sw, r)
-	})
+	return n
 }
 
 // registerServer adds the series read at scrape time from the server's
@@ -312,6 +290,17 @@ func (m *metrics) registerServer(s *Server) {
 		}
 		return 0
 	}))
+	if s.http != nil {
+		ln := s.http.ln
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyward_http_requests_in_flight",
+			Help: "HTTP requests in progress on the API listener (connections with a request being read or answered).",
+		}, func() float64 { return float64(ln.activeConns()) }))
+		f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "keyward_http_connections",
+			Help: "Open connections on the API listener (at most --http-max-conns).",
+		}, func() float64 { return float64(ln.open()) }))
+	}
 	f(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "keyward_ssh_sessions",
 		Help: "SSH TUI sessions open.",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -154,6 +155,26 @@ func TestMetricsCountVerifications(t *testing.T) {
 	if fams["keyward_etcd_applied_revision"] != nil {
 		t.Errorf("etcd series on a bbolt file")
 	}
+	// A request in progress (its headers sent, its body not yet: the
+	// handler waits for it) is in flight, on one of the open connections.
+	c, err := net.Dial("tcp", srv.httpAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("POST /v1/keys/verify HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + secret + "\r\nContent-Length: 10\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	testkit.WaitFor(t, 5*time.Second, "a request in flight", func() bool {
+		_, fams := scrape(t, maddr)
+		return sample(fams, "keyward_http_requests_in_flight") == 1 && sample(fams, "keyward_http_connections") >= 1
+	})
+	c.Close()
+	testkit.WaitFor(t, 5*time.Second, "no request in flight", func() bool {
+		_, fams := scrape(t, maddr)
+		return sample(fams, "keyward_http_requests_in_flight") == 0
+	})
+
 	// No key material in the exposition.
 	if bytes.Contains(body, []byte(tok)) || bytes.Contains(body, []byte(secret)) {
 		t.Fatalf("a token or the shared secret appears in /metrics")
@@ -339,7 +360,7 @@ func TestMetricsOffCostsNothing(t *testing.T) {
 	if s.cfg.metrics != nil || s.mside != nil {
 		t.Fatalf("metrics built without MetricsAddr")
 	}
-	if _, ok := s.http.srv.Handler.(*httpAPI); !ok {
-		t.Fatalf("handler is %T, want *httpAPI", s.http.srv.Handler)
+	if api, ok := s.http.srv.Handler.(*httpAPI); !ok || api.m != nil {
+		t.Fatalf("handler is %T, want *httpAPI without metrics", s.http.srv.Handler)
 	}
 }

@@ -40,10 +40,13 @@ func TestLoadMetricsOverhead(t *testing.T) {
 	scrapeEvery := envDuration("KEYWARD_LOAD_SCRAPE", time.Second)
 
 	dir := t.TempDir()
-	path, toks, secret := seedLoadDB(t, dir, nKeys)
-	path2 := filepath.Join(dir, "metrics-on.db")
-	if err := testkit.CopyFile(path, path2); err != nil {
-		t.Fatal(err)
+	seeded, toks, secret := seedLoadDB(t, dir, nKeys)
+	// Each server its own copy of the seeded file, made the same way.
+	path, path2 := filepath.Join(dir, "metrics-off.db"), filepath.Join(dir, "metrics-on.db")
+	for _, p := range []string{path, path2} {
+		if err := testkit.CopyFile(seeded, p); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bin := testkit.Binary(t)
 	off := startServeArgs(t, "metrics-off", bin, path, secret)

@@ -38,7 +38,7 @@ import (
 const metricsConns = 16
 
 // keyStatusTTL is how long a count of keys by status is reused: counting
-// reads every key's entry (about 10 ms per million keys), so scrapes,
+// reads every key's entry (0.5 ms per 100k keys), so scrapes,
 // however frequent, do it at most once per TTL.
 const keyStatusTTL = 15 * time.Second
 

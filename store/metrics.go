@@ -51,7 +51,7 @@ type KeyStatusCounts struct {
 }
 
 // CountKeyStatus counts the keys by status at now, from memory. It reads
-// every entry (about 10 ms per million keys), one chunk of entries per
+// every entry (0.5 ms per 100k keys, BenchmarkCountKeyStatus), one chunk of entries per
 // hold of the read lock, so a writer waits at most one chunk and the
 // verifications queued behind it no longer. Keys written during the count
 // may be counted in either state: it is a gauge, not a snapshot.

@@ -71,3 +71,16 @@ func TestObserveFlushes(t *testing.T) {
 	}
 	e.s.ObserveFlushes(nil)
 }
+
+// BenchmarkCountKeyStatus is one count of keys by status (a scrape of
+// keyward_keys when its cache is stale) over the 100k-key benchmark
+// database: go test -run '^$' -bench CountKeyStatus ./store
+func BenchmarkCountKeyStatus(b *testing.B) {
+	benchDB(b)
+	now := time.Now()
+	for b.Loop() {
+		if c := bench.s.CountKeyStatus(now); c.Active+c.Disabled+c.Expired != benchKeys {
+			b.Fatalf("%+v", c)
+		}
+	}
+}

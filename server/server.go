@@ -8,7 +8,9 @@
 // TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
 // (what a client may cost) and sshlog.go; the HTTP side is httpside.go
 // (listener and limits), http.go and body.go (the verify API) and
-// connlimit.go; the backup socket is backup.go. log.go is the one log sink.
+// connlimit.go; the backup socket is backup.go; the Prometheus listener
+// (--metrics) and the counters the other parts feed is metrics.go. log.go
+// is the one log sink.
 package server
 
 import (

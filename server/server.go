@@ -316,6 +316,9 @@ func (s *Server) stop(ctx context.Context, wait string) error {
 	if err != nil {
 		s.log.Printf("flushing last-used: %s", err)
 	}
+	if s.cfg.metrics != nil {
+		s.cfg.Store.ObserveFlushes(nil) // the store outlives this server
+	}
 	for _, e := range []struct {
 		part string
 		err  error

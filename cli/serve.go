@@ -71,7 +71,14 @@ GET /healthz answer 503 with {"error":"stale",...} and Retry-After, so a
 load balancer drains the node; it recovers by itself once etcd answers.
 The host key's default is then ~/.config/keyward/` + server.HostKeyFile + `
 (beside the master key), one per node; there is no backup socket (keyward
---etcd ... backup reads the cluster).` + serveAuthHelp + serveTLSLong
+--etcd ... backup reads the cluster).
+
+--metrics ADDR serves GET /metrics in the Prometheus text format on a
+listener of its own (off by default): verifications by code, their
+latency, forward-auth decisions, HTTP in flight and errors, SSH sessions
+and refused logins, keys by status, last-used flushes and, on etcd, the
+sync lag. It asks for no secret: bind it to loopback or a management
+network (README, "Metrics").` + serveAuthHelp + serveTLSLong
 
 // serveOptions are serve's flags.
 type serveOptions struct {
@@ -85,6 +92,7 @@ type serveOptions struct {
 	auth                       authFlags // forward auth (serveauth.go)
 	authCfg                    server.ForwardAuth
 	tls                        serveTLSFlags // serve_tls.go
+	metricsAddr                string        // --metrics (see registerMetrics)
 }
 
 func (a *app) serveCmd() *cobra.Command {
@@ -128,12 +136,22 @@ func (o *serveOptions) register(fl *pflag.FlagSet) {
 	fl.BoolVar(&o.requireScope, "require-scope", false, `answer 400 to a verify without "scope" (default: such a verify only authenticates the key)`)
 	o.auth.register(fl)
 	o.tls.register(fl)
+	o.registerMetrics(fl)
+}
+
+// registerMetrics adds --metrics: Prometheus metrics on a listener of
+// their own, off by default (README, "Metrics").
+func (o *serveOptions) registerMetrics(fl *pflag.FlagSet) {
+	fl.StringVar(&o.metricsAddr, "metrics", "", `serve GET /metrics (Prometheus) on this address, apart from --http; no shared secret, so bind it to loopback or a management network ("": off)`)
 }
 
 // check validates the flags, before anything is opened or listened on.
 func (o *serveOptions) check() error {
 	if o.sshAddr == "" && o.httpAddr == "" {
 		return usageErrorf("both --ssh and --http are off; nothing to serve")
+	}
+	if o.metricsAddr != "" && (o.metricsAddr == o.httpAddr || o.metricsAddr == o.sshAddr) {
+		return usageErrorf("--metrics %s is also the --http or --ssh address; give metrics a port of its own", o.metricsAddr)
 	}
 	if o.procs < 0 {
 		return usageErrorf("--procs must be 0 (automatic) or more")
@@ -195,6 +213,8 @@ func (a *app) serve(cmd *cobra.Command, o *serveOptions) error {
 			HTTPIdleTimeout: o.httpIdle,
 			RequireScope:    o.requireScope,
 			ForwardAuth:     o.authCfg,
+
+			MetricsAddr: o.metricsAddr,
 		}
 		o.tls.apply(&cfg)
 		return server.Serve(ctx, cfg)

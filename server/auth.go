@@ -370,12 +370,17 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	if fa == nil {
 		fa = defaultFwdAuth
 	}
+	var start time.Time
+	if a.m != nil {
+		start = time.Now()
+	}
 	h := w.Header()
 	// Before the secret, as verify does: a stale node may not know the
 	// current one.
 	if a.stale != nil {
 		if err := a.stale(); err != nil {
 			h["X-Keyward-Code"] = hdrAuthStale
+			a.m.authDecision(hdrAuthStale[0], http.StatusServiceUnavailable)
 			a.failStale(w, r, err)
 			return
 		}
@@ -385,6 +390,7 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	if why := a.gateway(fa, r, peer); why != gatewayOK {
 		fa.refusals.log(a.log, why, remoteIP(r.RemoteAddr))
 		h["X-Keyward-Code"] = hdrAuthGateway
+		a.m.authDecision(hdrAuthGateway[0], http.StatusInternalServerError)
 		a.fail(w, r, http.StatusInternalServerError, "the gateway is not authenticated: send the shared secret in "+AuthSecretHeader+" (keyward secret show) or list the gateway's network in --auth-trust")
 		return
 	}
@@ -394,6 +400,7 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	}
 	if msg != "" {
 		h["X-Keyward-Code"] = hdrAuthBadQuery
+		a.m.authDecision(hdrAuthBadQuery[0], http.StatusBadRequest)
 		a.fail(w, r, http.StatusBadRequest, msg)
 		return
 	}
@@ -402,6 +409,7 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	var res model.VerifyResult
 	if present {
 		res = a.st.Verify(key, scope, resource, src)
+		a.m.verification(EndpointAuth, res.Code, start)
 	}
 	status := http.StatusUnauthorized
 	h["Cache-Control"] = hdrNoStore
@@ -426,9 +434,11 @@ func (a *httpAPI) forwardAuth(w http.ResponseWriter, r *http.Request) {
 	} else if status == http.StatusUnauthorized {
 		h["Www-Authenticate"] = hdrBearer
 	}
+	a.m.authDecision(h["X-Keyward-Code"][0], status)
 	if status == http.StatusOK {
 		w.WriteHeader(status)
 	} else {
+		a.m.httpError(status)
 		// A body for gateways that pass the answer on (Caddy, Traefik,
 		// Envoy).
 		h["Content-Type"] = hdrJSON

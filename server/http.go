@@ -36,6 +36,8 @@ type httpAPI struct {
 	stale func() error
 	// auth configures /v1/auth (auth.go); nil: the defaults.
 	auth *fwdAuth
+	// m counts verifications (metrics.go); nil: metrics off.
+	m *metrics
 }
 
 var (
@@ -49,6 +51,7 @@ var (
 )
 
 func (a *httpAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	a.m.request()
 	switch r.URL.Path {
 	case "/v1/openapi.json": // the API's contract, no authentication (openapi.go)
 		a.openAPI(w, r)
@@ -92,6 +95,10 @@ func putBuf(bp *[]byte) {
 }
 
 func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
+	var start time.Time
+	if a.m != nil {
+		start = time.Now()
+	}
 	if r.Method != http.MethodPost {
 		w.Header()["Allow"] = hdrPOST
 		a.fail(w, r, http.StatusMethodNotAllowed, "use POST")
@@ -144,6 +151,7 @@ func (a *httpAPI) verify(w http.ResponseWriter, r *http.Request) {
 	h["X-Content-Type-Options"] = hdrNoSniff
 	w.WriteHeader(http.StatusOK)
 	_, _ = w.Write(out)
+	a.m.verification(EndpointVerify, res.Code, start)
 
 	lp := a.log.line()
 	b := append(*lp, "http verify status=200 code="...)
@@ -205,6 +213,7 @@ func (a *httpAPI) fail(w http.ResponseWriter, r *http.Request, status int, msg s
 	h["Cache-Control"] = hdrNoStore
 	h["X-Content-Type-Options"] = hdrNoSniff
 	w.WriteHeader(status)
+	a.m.httpError(status)
 	bp := bufPool.Get().(*[]byte)
 	b := append((*bp)[:0], `{"error":`...)
 	b = appendJSONString(b, msg)

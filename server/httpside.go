@@ -35,7 +35,7 @@ func listenHTTP(cfg Config, nofile uint64, log *logSink) (*httpSide, error) {
 		return nil, fmt.Errorf("server: http listen: %w", err)
 	}
 	lim := newConnLimiter(ln, maxConns, log)
-	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale, auth: fa}
+	api := &httpAPI{st: cfg.Store, log: log, requireScope: cfg.RequireScope, stale: cfg.Stale, auth: fa, m: cfg.metrics}
 	h := &httpSide{srv: newHTTPServer(api, log, idle, lim), ln: lim}
 	if h.tls, err = listenTLS(cfg.TLS, h.srv, lim, log); err != nil {
 		ln.Close()

@@ -7,9 +7,11 @@
 // lifecycle), sshauth.go (who may log in, and while), sshsession.go (the
 // TUI program per session), sshchannel.go, sshconn.go and sshlimits.go
 // (what a client may cost) and sshlog.go; the HTTP side is httpside.go
-// (listener and limits), http.go and body.go (the verify API),
-// connlimit.go and tls.go (HTTPS, the certificate reload); the backup
-// socket is backup.go. log.go is the one log sink (logjson.go: JSON).
+// (listener and limits), http.go and body.go (the verify API), auth.go
+// (forward auth), connlimit.go and tls.go (HTTPS, the certificate
+// reload); the backup socket is backup.go; the Prometheus listener
+// (--metrics) and the counters the other parts feed is metrics.go. log.go
+// is the one log sink (logjson.go: JSON).
 package server
 
 import (
@@ -72,6 +74,11 @@ type Config struct {
 	Stale func() error
 	// ForwardAuth configures /v1/auth, forward auth for gateways (auth.go).
 	ForwardAuth ForwardAuth
+
+	// MetricsAddr, if set, serves GET /metrics (Prometheus) on a listener
+	// of its own; empty: no metrics, and none are counted (metrics.go).
+	MetricsAddr string
+	metrics     *metrics // built by checked when MetricsAddr is set
 }
 
 // DefaultShutdownTimeout is used when Config.ShutdownTimeout is 0.
@@ -91,9 +98,10 @@ const HostKeyFile = "ssh_host_ed25519"
 type Server struct {
 	cfg    Config
 	log    *logSink
-	ssh    *sshSide    // nil: no SSH address
-	http   *httpSide   // nil: no HTTP address
-	backup *backupSide // nil: no online backup
+	ssh    *sshSide     // nil: no SSH address
+	http   *httpSide    // nil: no HTTP address
+	backup *backupSide  // nil: no online backup
+	mside  *metricsSide // nil: no metrics listener
 
 	errs     chan error     // what a part's serve loop returned
 	running  sync.WaitGroup // the parts' serve loops
@@ -122,7 +130,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: newLogSinkFormat(cfg.Log, cfg.LogFormat), errs: make(chan error, 2), quit: make(chan struct{})}
+	s := &Server{cfg: cfg, log: newLogSinkFormat(cfg.Log, cfg.LogFormat), errs: make(chan error, 3), quit: make(chan struct{})}
 	if err := s.open(); err != nil {
 		s.close()
 		s.log.Close()
@@ -162,6 +170,9 @@ func (cfg Config) checked() (Config, error) {
 	if cfg.Stale == nil {
 		cfg.Stale = cfg.Store.Stale
 	}
+	if cfg.MetricsAddr != "" {
+		cfg.metrics = newMetrics()
+	}
 	return cfg, nil
 }
 
@@ -182,6 +193,15 @@ func (s *Server) open() error {
 			return err
 		}
 	}
+	if m := s.cfg.metrics; m != nil {
+		if s.ssh != nil {
+			s.ssh.m = m
+		}
+		if s.mside, err = listenMetrics(s.cfg, m, s.log); err != nil {
+			return err
+		}
+		m.registerServer(s)
+	}
 	s.backup, err = openBackup(s.cfg, s.log)
 	return err
 }
@@ -196,6 +216,9 @@ func (s *Server) close() {
 		if s.http.tls != nil {
 			s.http.tls.stop()
 		}
+	}
+	if s.mside != nil {
+		s.mside.ln.Close()
 	}
 }
 
@@ -249,6 +272,10 @@ func (s *Server) start() (sshAddr, httpAddr string) {
 		s.log.Printf("http listening on %s (POST /v1/keys/verify, GET /healthz)", httpAddr)
 		s.run(s.http.serve)
 	}
+	if s.mside != nil {
+		s.log.Printf("metrics listening on %s (GET /metrics)", s.mside.ln.Addr())
+		s.run(s.mside.serve)
+	}
 	return sshAddr, httpAddr
 }
 
@@ -286,7 +313,7 @@ func (s *Server) shutdown(ctx context.Context, wait string) error {
 func (s *Server) stop(ctx context.Context, wait string) error {
 	s.log.Printf("shutting down (waiting %s for requests and sessions)", wait)
 	var parts sync.WaitGroup
-	var httpErr, sshErr, bkErr error
+	var httpErr, sshErr, bkErr, metricsErr error
 	each := func(errp *error, shutdown func(context.Context) error) {
 		parts.Add(1)
 		go func() { defer parts.Done(); *errp = shutdown(ctx) }()
@@ -300,16 +327,22 @@ func (s *Server) stop(ctx context.Context, wait string) error {
 	if s.ssh != nil {
 		each(&sshErr, s.ssh.shutdown)
 	}
+	if s.mside != nil {
+		each(&metricsErr, s.mside.shutdown)
+	}
 	parts.Wait()
 	s.running.Wait()
 	err := s.cfg.Store.FlushLastUsed()
 	if err != nil {
 		s.log.Printf("flushing last-used: %s", err)
 	}
+	if s.cfg.metrics != nil {
+		s.cfg.Store.ObserveFlushes(nil) // the store outlives this server
+	}
 	for _, e := range []struct {
 		part string
 		err  error
-	}{{"http", httpErr}, {"ssh", sshErr}, {"backup", bkErr}} {
+	}{{"http", httpErr}, {"ssh", sshErr}, {"backup", bkErr}, {"metrics", metricsErr}} {
 		if e.err != nil {
 			s.log.Printf("%s shutdown: %s", e.part, e.err)
 		}

@@ -59,6 +59,7 @@ type sshSide struct {
 	idle  time.Duration
 	lim   SSHLimits
 	conns *connTracker
+	m     *metrics // refusals are counted here (metrics.go); nil: off
 	srv   *ssh.Server
 	ln    net.Listener // bound by listenSSH
 

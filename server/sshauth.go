@@ -23,10 +23,11 @@ func (s *sshSide) publicKeyAuth(ctx ssh.Context, key ssh.PublicKey) bool {
 	if ok && op.Name == ctx.User() {
 		return true
 	}
-	reason := "unknown key"
+	reason, label := "unknown key", refusedUnknownKey
 	if ok {
-		reason = "key belongs to another operator"
+		reason, label = "key belongs to another operator", refusedOtherKey
 	}
+	s.m.sshRefused(label)
 	s.fold.Printf("auth:"+reason, "ssh auth refused user=%s key=%s from=%s reason=%s", ctx.User(), gossh.FingerprintSHA256(key), ctx.RemoteAddr(), reason)
 	return false
 }
@@ -77,6 +78,7 @@ func (s *sshSide) serverConfig(ctx ssh.Context) *gossh.ServerConfig {
 				return nil, errors.New("key not registered")
 			}
 			if err := tc.authenticated(op.Name); err != nil {
+				s.m.sshRefused(refusedMaxConns)
 				s.fold.Printf("conns:"+op.Name, "ssh login refused user=%s from=%s reason=%s (limit %d)", op.Name, meta.RemoteAddr(), err, s.lim.MaxConnsPerOperator)
 				return nil, &gossh.BannerError{Err: err, Message: fmt.Sprintf("keyward: %s already has %d connections open (--max-conns-per-operator)\r\n", op.Name, s.lim.MaxConnsPerOperator)}
 			}
@@ -133,23 +135,28 @@ func (s *sshSide) recoverSession(sess ssh.Session) {
 func (s *sshSide) admitSession(sess ssh.Session, tc *trackedConn) (model.Operator, bool) {
 	op, why := s.sessionOperator(sess)
 	if why != "" {
+		s.m.sshRefused(refusedAccess)
 		s.refuse(sess, tc, model.Operator{}, why, "keyward: access denied")
 		return op, false
 	}
 	if _, _, isPty := sess.Pty(); !isPty {
+		s.m.sshRefused(refusedNoPTY)
 		s.refuse(sess, tc, op, "no PTY", "Requires an active PTY (ssh -t)")
 		return op, false
 	}
 	if len(sess.RawCommand()) > 0 {
+		s.m.sshRefused(refusedCommand)
 		s.refuse(sess, tc, op, "command", commandRefused)
 		return op, false
 	}
 	if tc == nil {
+		s.m.sshRefused(refusedInternal)
 		s.refuse(sess, tc, op, "untracked connection", "keyward: internal error")
 		return op, false
 	}
 	first, err := tc.startSession(op.Name)
 	if err != nil {
+		s.m.sshRefused(refusedMaxSessions)
 		s.refuse(sess, tc, op, err.Error(), fmt.Sprintf("keyward: %s already has %d sessions open (--max-sessions-per-operator); close one first", op.Name, s.lim.MaxSessionsPerOperator))
 		return op, false
 	}

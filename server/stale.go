@@ -42,6 +42,7 @@ func (a *httpAPI) failStale(w http.ResponseWriter, r *http.Request, err error) {
 	h["X-Content-Type-Options"] = hdrNoSniff
 	h["Retry-After"] = staleRetryAfter
 	w.WriteHeader(http.StatusServiceUnavailable)
+	a.m.httpError(http.StatusServiceUnavailable)
 	if r.Method != http.MethodHead {
 		bp := bufPool.Get().(*[]byte)
 		b := append((*bp)[:0], `{"error":"stale","detail":`...)

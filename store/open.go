@@ -100,6 +100,7 @@ type Store struct {
 	heard     atomic.Int64
 	syncDone  chan struct{}
 	relists   atomic.Int64
+	flushObs  flushObs // see ObserveFlushes (metrics.go)
 
 	mu        sync.RWMutex // guards the maps below
 	slots     slotTable

@@ -98,7 +98,7 @@ const lastUsedEvery = time.Minute
 // writes only the keys whose last use is at least lastUsedEvery past the
 // one stored (by any node: the watch reports their writes); the others
 // stay buffered.
-func (s *Store) flushLastUsed(all bool) error {
+func (s *Store) flushLastUsed(all bool) (err error) {
 	recs := s.takeDirty()
 	if s.shared && !all {
 		recs = s.dueLastUsed(recs)
@@ -106,6 +106,7 @@ func (s *Store) flushLastUsed(all bool) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	defer s.observeFlush(time.Now(), len(recs), &err)
 	// Write in key order. bbolt splits nodes only at commit, so random
 	// inserts into a bucket with few records (the first flush after a bulk
 	// import) grow one huge node and memmove it on every Put: 200k

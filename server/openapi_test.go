@@ -10,7 +10,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"reflect"
 	"regexp"
 	"sort"
 	"strconv"
@@ -37,16 +36,6 @@ import (
 // not know, so the document cannot grow a constraint that goes unchecked.
 // A full validator (santhosh-tekuri/jsonschema) would be a new module
 // dependency for nine small schemas.
-
-// pendingPaths are documented for endpoints that land on parallel branches
-// of issue 15: /v1/auth (fwdauth) and /metrics (metrics, on a listener of
-// its own, Config.MetricsAddr). While this server answers /v1/auth with the
-// generic 404, or Config has no MetricsAddr (looked up by reflection, so
-// this file compiles on either side of that merge), their operations need
-// not be covered; once they are served, every documented status must be
-// driven like the others. Remove an entry, and the reflection, once its
-// endpoint is merged.
-var pendingPaths = map[string]string{"/v1/auth": "fwdauth", "/metrics": "metrics"}
 
 type oaDoc struct {
 	root map[string]any
@@ -403,13 +392,8 @@ func TestOpenAPIConformance(t *testing.T) {
 		}
 		return nil
 	}
-	cfg := Config{SSHAddr: "-", Stale: staleFn}
-	metricsAddr := ""
-	if f := reflect.ValueOf(&cfg).Elem().FieldByName("MetricsAddr"); f.IsValid() {
-		metricsAddr = testkit.FreeAddr(t)
-		f.SetString(metricsAddr)
-	}
-	srv := e.serve(cfg)
+	metricsAddr := testkit.FreeAddr(t)
+	srv := e.serve(Config{SSHAddr: "-", Stale: staleFn, MetricsAddr: metricsAddr})
 	// busy: a second server over the same store with one connection slot,
 	// which the test fills with a request in progress.
 	busySrv := e.serve(Config{SSHAddr: "-", HTTPMaxConns: 1})
@@ -459,32 +443,12 @@ func TestOpenAPIConformance(t *testing.T) {
 	a := srv.httpAddr
 
 	// Which pending endpoints this server serves.
-	served := map[string]bool{"/metrics": metricsAddr != ""}
 	addrOf := func(path string) string {
 		if path == "/metrics" {
 			return metricsAddr
 		}
 		return a
 	}
-	for p := range pendingPaths {
-		if p == "/metrics" {
-			if !served[p] {
-				t.Logf("/metrics is documented but this build has no Config.MetricsAddr (it lands with branch metrics); its operations are not driven")
-			}
-			continue
-		}
-		req, _ := http.NewRequest("GET", "http://"+a+p, nil)
-		req.Header.Set("Authorization", "Bearer "+secret)
-		resp, body, err := exchange(a, req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		served[p] = !(resp.StatusCode == 404 && bytes.Contains(body, []byte("no such endpoint")))
-		if !served[p] {
-			t.Logf("%s is documented but not served on this build (it lands with branch %s); its operations are not driven", p, pendingPaths[p])
-		}
-	}
-
 	// POST /v1/keys/verify
 	vb := verifyBody(valid)
 	if resp, body := do(a, "POST", "/v1/keys/verify", bearer(secret), vb); resp.StatusCode != 200 || !bytes.Contains(body, []byte(`"VALID"`)) {
@@ -516,7 +480,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	}
 
 	// /metrics and /v1/auth, once served.
-	if served["/metrics"] {
+	{
 		for _, m := range []string{"GET", "HEAD"} {
 			if resp, body := do(metricsAddr, m, "/metrics", nil, ""); m == "GET" && !bytes.Contains(body, []byte("keyward_verifications_total")) {
 				t.Errorf("GET /metrics: %d, no keyward_verifications_total in %.300q", resp.StatusCode, body)
@@ -539,7 +503,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		do(a, m, "/v1/auth?scopes=coupons:read", withHdr(gw, "X-API-Key", valid), "")
 		do(a, m, q, big(withHdr(gw, "X-API-Key", valid)), "")
 	}
-	if served["/v1/auth"] {
+	{
 		for _, m := range methods {
 			authReqs(m)
 		}
@@ -548,9 +512,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	// Every method on every path, and an unknown path.
 	var paths []string
 	for p := range doc.root["paths"].(map[string]any) {
-		if _, pending := pendingPaths[p]; !pending || served[p] {
-			paths = append(paths, p)
-		}
+		paths = append(paths, p)
 	}
 	sort.Strings(paths)
 	for _, p := range append(paths, "/nope", "/v1/keys") {
@@ -564,7 +526,7 @@ func TestOpenAPIConformance(t *testing.T) {
 	do(a, "POST", "/v1/keys/verify", bearer(secret), vb)
 	do(a, "GET", "/healthz", nil, "")
 	do(a, "HEAD", "/healthz", nil, "")
-	if served["/v1/auth"] {
+	{
 		for _, m := range methods {
 			do(a, m, "/v1/auth?scope=coupons:read", http.Header{"X-Keyward-Secret": {secret}, "X-Api-Key": {valid}}, "")
 		}
@@ -587,7 +549,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		}
 	}
 
-	if served["/metrics"] {
+	{
 		// The metrics listener's own cap (16), every slot holding a
 		// request in progress: a body the server waits for.
 		for range 16 {
@@ -603,10 +565,7 @@ func TestOpenAPIConformance(t *testing.T) {
 		t.Error(f)
 	}
 	var missing []string
-	for key, path := range doc.documented() {
-		if _, pending := pendingPaths[path]; pending && !served[path] {
-			continue
-		}
+	for key := range doc.documented() {
 		if !covered[key] {
 			missing = append(missing, key)
 		}

@@ -45,7 +45,7 @@ func newTerm(t *testing.T, w, h int) *term {
 		env: []string{"HOME=" + home, "KEYWARD_DB=" + db, "PATH=" + os.Getenv("PATH"), "TERM=xterm-256color",
 			"USER=journey", "LOGNAME=journey", "LANG=C.UTF-8", "NO_COLOR=1"}}
 	x.tmux("new-session", "-d", "-x", fmt.Sprint(w), "-y", fmt.Sprint(h), "-e", "KEYWARD_DB="+db, "-e", "HOME="+home)
-	t.Cleanup(func() { exec.Command("tmux", "-L", x.sock, "kill-server").Run() })
+	t.Cleanup(func() { killTmuxServer(x.sock) })
 	x.tmux("set-environment", "-g", "-u", "DISPLAY")
 	return x
 }

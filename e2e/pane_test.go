@@ -6,8 +6,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -53,7 +55,26 @@ func newPane(t *testing.T, w, h int, conf []string, env []string, cmd string) *p
 
 // close ends the pane's server and what runs in it (a TUI holding the
 // database's lock, say). Safe to call again.
-func (p *pane) close() { _, _ = p.tmux("kill-server") }
+func (p *pane) close() { killTmuxServer(p.sock) }
+
+// killTmuxServer ends the tmux server on socket sock and waits (5 s at
+// most) until the programs in its panes have exited: the test's temporary
+// directory is removed next, and a keyward still writing there (its lock
+// file, a last flush) made that fail with "directory not empty".
+func killTmuxServer(sock string) {
+	out, _ := exec.Command("tmux", "-L", sock, "list-panes", "-a", "-F", "#{pane_pid}").Output()
+	_ = exec.Command("tmux", "-L", sock, "kill-server").Run()
+	deadline := time.Now().Add(5 * time.Second)
+	for _, f := range strings.Fields(string(out)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 {
+			continue
+		}
+		for syscall.Kill(pid, 0) == nil && time.Now().Before(deadline) {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
 
 // tmux runs a tmux command on the pane's server (10 s at most).
 func (p *pane) tmux(args ...string) (string, error) {

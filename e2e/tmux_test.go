@@ -41,7 +41,7 @@ func TestE2ETmux(t *testing.T) {
 		return string(out)
 	}
 	tmux("new-session", "-d", "-x", "120", "-y", "40", "-e", "KEYWARD_DB="+db, "-e", "HOME="+home)
-	t.Cleanup(func() { exec.Command("tmux", "-L", sock, "kill-server").Run() })
+	t.Cleanup(func() { killTmuxServer(sock) })
 	tmux("set", "-g", "set-clipboard", "on")
 	tmux("set-environment", "-g", "-u", "DISPLAY")
 	screen := func() string { return tmux("capture-pane", "-p") }

@@ -237,7 +237,7 @@ func TestTUIWarningsWaitForQuit(t *testing.T) {
 	if out, err := tmux(args...); err != nil {
 		t.Fatalf("tmux new-session: %v\n%s", err, out)
 	}
-	defer tmux("kill-server")
+	defer killTmuxServer(sock)
 	wait := func(what string, cond func(string) bool) string {
 		t.Helper()
 		deadline := time.Now().Add(15 * time.Second)

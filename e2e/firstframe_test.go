@@ -89,7 +89,7 @@ func firstFrame(t *testing.T, bin, db string, n int) frameTimes {
 	// The session starts with a shell that waits; the clock starts when
 	// keyward is exec'd in its place.
 	tmux("new-session", "-d", "-x", "120", "-y", "40", "sh")
-	defer exec.Command("tmux", "-L", sock, "kill-server").Run()
+	defer killTmuxServer(sock)
 	time.Sleep(200 * time.Millisecond)
 	first := fmt.Sprintf(" %d keys ", n)
 	full := regexp.MustCompile(fmt.Sprintf(` %d keys  \d+ active`, n))

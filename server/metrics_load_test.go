@@ -199,27 +199,7 @@ func BenchmarkVerifyHandlerMetrics(b *testing.B) {
 				api.m = newMetrics()
 			}
 			var h http.Handler = api
-			body := []byte(verifyBody(toks[0]))
-			req, _ := http.NewRequest("POST", "/v1/keys/verify", nil)
-			req.Header.Set("Authorization", "Bearer "+secret)
-			req.RemoteAddr = "127.0.0.1:5555"
-			w := &discardWriter{h: http.Header{}}
-			rd := bytes.NewReader(body)
-			b.ReportAllocs()
-			cpu0 := processCPU()
-			b.ResetTimer()
-			for b.Loop() {
-				rd.Reset(body)
-				req.Body = io.NopCloser(rd)
-				clear(w.h)
-				h.ServeHTTP(w, req)
-				if w.code != 200 {
-					b.Fatalf("status %d", w.code)
-				}
-			}
-			// CPU time, unlike wall time, does not count the time this
-			// process waited for a CPU on a busy machine.
-			b.ReportMetric(float64(processCPU()-cpu0)/float64(b.N), "cpu-ns/op")
+			benchVerifyHandler(b, h, toks[0], secret)
 		})
 	}
 }

@@ -354,6 +354,12 @@ func spreadBodies(toks []string, n int) []string {
 // part of the measured cost. close stops the server and closes st.
 func serveStore(tb testing.TB, name string, st *store.Store, secret string) *loadTarget {
 	tb.Helper()
+	return serveStoreTLS(tb, name, st, secret, HTTPTLS{})
+}
+
+// serveStoreTLS is serveStore, over TLS when pair names a certificate.
+func serveStoreTLS(tb testing.TB, name string, st *store.Store, secret string, pair HTTPTLS) *loadTarget {
+	tb.Helper()
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		tb.Fatal(err)
@@ -362,7 +368,7 @@ func serveStore(tb testing.TB, name string, st *store.Store, secret string) *loa
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- Serve(ctx, Config{Store: st, HTTPAddr: "127.0.0.1:0", Log: devnull, Ready: func(_, h string) { ready <- h }})
+		done <- Serve(ctx, Config{Store: st, HTTPAddr: "127.0.0.1:0", Log: devnull, TLS: pair, Ready: func(_, h string) { ready <- h }})
 	}()
 	var addr string
 	select {

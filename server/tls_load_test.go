@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -162,24 +161,8 @@ func loadAvg() string {
 // same TLS setup, both in this process.
 func startHTTPSInProcess(t *testing.T, dir string, nKeys int, pair HTTPTLS, clientTLS *tls.Config) (verify, bare *loadTarget, toks []string) {
 	st, toks, secret := loadStore(t, dir, nKeys, false)
-	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ready := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- Serve(ctx, Config{Store: st, HTTPAddr: "127.0.0.1:0", Log: devnull, TLS: pair, Ready: func(_, h string) { ready <- h }})
-	}()
-	var addr string
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		t.Fatalf("serve: %v", err)
-	}
-	verify = &loadTarget{name: "https verify", addr: addr, auth: "Bearer " + secret, tls: clientTLS,
-		close: func() { cancel(); <-done; st.Close(); devnull.Close() }}
+	verify = serveStoreTLS(t, "https verify", st, secret, pair)
+	verify.tls = clientTLS
 
 	srv, ln := bareTLSServer(t, "127.0.0.1:0", pair)
 	go srv.ServeTLS(ln, "", "")

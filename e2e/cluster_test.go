@@ -109,12 +109,7 @@ func TestClusterLeaderKill(t *testing.T) {
 	c := newKWCluster(t)
 	ns := c.startNodes(3)
 	faultUnderLoad(t, c, ns, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		l, err := c.etcd.Leader(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := c.etcd.MustLeader(t, 5*time.Second)
 		t.Logf("SIGKILL leader %s", l.Name())
 		l.Kill()
 	}, 4*time.Second)
@@ -125,12 +120,7 @@ func TestClusterFollowerRestart(t *testing.T) {
 	c := newKWCluster(t)
 	ns := c.startNodes(2)
 	faultUnderLoad(t, c, ns, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		l, err := c.etcd.Leader(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := c.etcd.MustLeader(t, 5*time.Second)
 		for _, m := range c.etcd.Members() {
 			if m != l {
 				t.Logf("SIGKILL follower %s", m.Name())

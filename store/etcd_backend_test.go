@@ -517,12 +517,7 @@ func TestEtcdAmbiguousCommits(t *testing.T) {
 	}()
 	for round := 0; round < 2; round++ {
 		time.Sleep(700 * time.Millisecond)
-		lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		l, err := c.Leader(lctx)
-		cancel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := c.MustLeader(t, 5*time.Second)
 		l.Kill()
 		time.Sleep(1500 * time.Millisecond)
 		l.Restart(t)

@@ -487,3 +487,15 @@ func (m *Member) Restart(t testing.TB) {
 		t.Fatalf("etcdtest: Restart %s: %v", m.name, err)
 	}
 }
+
+// MustLeader is Leader within d, failing t when no member leads by then.
+func (c *Cluster) MustLeader(t testing.TB, d time.Duration) *Member {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	l, err := c.Leader(ctx)
+	if err != nil {
+		t.Fatalf("etcdtest: no leader within %v: %v", d, err)
+	}
+	return l
+}

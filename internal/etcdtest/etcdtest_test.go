@@ -110,18 +110,12 @@ func TestEtcdHarness(t *testing.T) {
 	})
 
 	t.Run("kill leader", func(t *testing.T) {
-		old, err := c.Leader(ctxT(t, 5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+		old := c.MustLeader(t, 5*time.Second)
 		old.Kill()
 		if old.Running() {
 			t.Fatal("killed member still running")
 		}
-		nl, err := c.Leader(ctxT(t, 10*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+		nl := c.MustLeader(t, 10*time.Second)
 		if nl == old {
 			t.Fatalf("leader is still %s", nl.Name())
 		}
@@ -136,10 +130,7 @@ func TestEtcdHarness(t *testing.T) {
 	})
 
 	t.Run("stop and restart follower", func(t *testing.T) {
-		ld, err := c.Leader(ctxT(t, 5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ld := c.MustLeader(t, 5*time.Second)
 		var f *Member
 		for _, m := range c.Members() {
 			if m != ld {
@@ -164,10 +155,7 @@ func TestEtcdHarness(t *testing.T) {
 		// Pause a follower: a client pinned to a paused member hangs until
 		// its context ends (the connection stays open), so the writes go
 		// through a client of the other two.
-		ld, err := c.Leader(ctxT(t, 5*time.Second))
-		if err != nil {
-			t.Fatal(err)
-		}
+		ld := c.MustLeader(t, 5*time.Second)
 		var m *Member
 		var others []string
 		for _, o := range c.Members() {
